@@ -1,0 +1,491 @@
+//! The directive table: every option Postern accepts, its type, the scopes
+//! where it is valid, its default and its meaning.
+//!
+//! This one table drives validation, defaults, `postern config effective`
+//! and the generated reference (`docs/config-reference.md`), so that what
+//! the code accepts and what the documentation says cannot drift apart.
+
+use std::fmt;
+
+use crate::value::Kind;
+
+/// A place where options can be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The top level of the file.
+    Global,
+    /// `Binding_Group name { }`.
+    BindingGroup,
+    /// `Binding name { }`.
+    Binding,
+    /// `Domain name { }` or `Domain /regex/ { }`, at any level.
+    Domain,
+    /// `Host name { }`.
+    Host,
+    /// `ESMTP_Listener { }`.
+    Listener,
+    /// `Listen "addr:port" { }` inside the listener.
+    Listen,
+    /// `Resolver { }`.
+    Resolver,
+    /// `Auth name { }`.
+    Auth,
+}
+
+impl Scope {
+    const ALL: [Scope; 9] = [
+        Scope::Global,
+        Scope::BindingGroup,
+        Scope::Binding,
+        Scope::Domain,
+        Scope::Host,
+        Scope::Listener,
+        Scope::Listen,
+        Scope::Resolver,
+        Scope::Auth,
+    ];
+
+    const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+
+    /// The scope's name in messages and the reference.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::BindingGroup => "Binding_Group",
+            Scope::Binding => "Binding",
+            Scope::Domain => "Domain",
+            Scope::Host => "Host",
+            Scope::Listener => "ESMTP_Listener",
+            Scope::Listen => "Listen",
+            Scope::Resolver => "Resolver",
+            Scope::Auth => "Auth",
+        }
+    }
+
+    /// "the global scope" or "a Binding stanza": for "not valid in ...".
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Scope::Global => "the global scope",
+            Scope::BindingGroup => "a Binding_Group stanza",
+            Scope::Binding => "a Binding stanza",
+            Scope::Domain => "a Domain stanza",
+            Scope::Host => "a Host stanza",
+            Scope::Listener => "the ESMTP_Listener stanza",
+            Scope::Listen => "a Listen stanza",
+            Scope::Resolver => "the Resolver stanza",
+            Scope::Auth => "an Auth stanza",
+        }
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes(u16);
+
+impl Scopes {
+    /// True when `scope` is in the set.
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// The scopes in the set, in a fixed order.
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(Scope::name).collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
+/// A directive's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// No default: unset means "not used".
+    None,
+    /// This value, in configuration syntax.
+    Value(&'static str),
+    /// Computed when the daemon starts; the text says from what.
+    Computed(&'static str),
+}
+
+/// The reference's chapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    /// Where mail goes.
+    Routing,
+    /// DNS.
+    Resolver,
+    /// Connection limits, throttles and timeouts.
+    Connections,
+    /// Retries, expiry and bounces.
+    Retries,
+    /// Outbound TLS and AUTH.
+    Tls,
+    /// The injection listener and relay control.
+    Listener,
+    /// `Auth` stanzas.
+    Auth,
+    /// The daemon itself.
+    Daemon,
+}
+
+impl Section {
+    /// The chapter title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Section::Routing => "Routing",
+            Section::Resolver => "DNS resolver",
+            Section::Connections => "Connections and throttles",
+            Section::Retries => "Retries, expiry, bounces",
+            Section::Tls => "Outbound TLS and AUTH",
+            Section::Listener => "Listener, relay control, inbound gateway",
+            Section::Auth => "Credentials (Auth stanzas)",
+            Section::Daemon => "Daemon",
+        }
+    }
+}
+
+/// One directive's entry in the table.
+#[derive(Debug)]
+pub struct Spec {
+    /// Which directive.
+    pub id: Directive,
+    /// The canonical spelling (names are matched case-insensitively).
+    pub name: &'static str,
+    /// The value's type.
+    pub kind: Kind,
+    /// Where it may be written.
+    pub scopes: Scopes,
+    /// What applies when nothing sets it.
+    pub default: DefaultValue,
+    /// The reference chapter.
+    pub section: Section,
+    /// What it does, for the reference.
+    pub help: &'static str,
+}
+
+macro_rules! directives {
+    ($( $id:ident $name:literal $kind:ident [$($scope:ident)+] $default:expr, $section:ident, $help:literal; )+) => {
+        /// Every directive Postern knows. The order is the table's order.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Directive {
+            $( #[doc = $help] $id, )+
+        }
+
+        /// The directive table, in [`Directive`] order.
+        pub static DIRECTIVES: &[Spec] = &[
+            $( Spec {
+                id: Directive::$id,
+                name: $name,
+                kind: Kind::$kind,
+                scopes: Scopes(0 $(| Scope::$scope.bit())+),
+                default: $default,
+                section: Section::$section,
+                help: $help,
+            }, )+
+        ];
+    };
+}
+
+use DefaultValue::{Computed, None as NoDefault, Value as V};
+
+directives! {
+    Gateway "Gateway" Gateway [Global BindingGroup Binding Domain] NoDefault, Routing,
+        "Smart host: ignore the destination's MX records and send all its mail to this host. A name is resolved as MX first, then A/AAAA; an IP literal is used as is; `host:port` and `[v6]:port` set the port. Not together with `Routes` in one scope; the most specific scope that sets either decides.";
+    Routes "Routes" Routes [Global Domain] NoDefault, Routing,
+        "Routing table: host names, IP literals, `__mx__` (the domain's own MX records) and URLs `smtp|smtps|lmtp://HOST[:PORT]?pref=P&ttl=T&port=O&type=mx|a&tls=..&tls_verify=..&auth=NAME&status=disabled`. Items without `pref` sit one level after the items before them; equal levels share connections evenly. Unset: `( \"__mx__\" )`.";
+    DeliveryMethod "Delivery_Method" DeliveryMethod [Global BindingGroup Binding Domain] V("ESMTP"), Routing,
+        "Protocol towards the destination: `ESMTP`, `SMTP` (HELO, no extensions) or `LMTP`.";
+    RemoteSmtpPort "Remote_SMTP_Port" Port [Global BindingGroup Binding Domain] V("25"), Routing,
+        "Port for SMTP destinations whose route names no port.";
+    LmtpPort "LMTP_Port" Port [Global BindingGroup Binding Domain] V("2003"), Routing,
+        "Port for LMTP destinations whose route names no port.";
+    ProhibitedHosts "Prohibited_Hosts" Cidrs [Global]
+        V("0.0.0.0/8 169.254.0.0/16 224.0.0.0/4 255.255.255.255/32 ::/128 fe80::/10 ff00::/8"), Routing,
+        "Addresses never connected to; a destination whose every address is prohibited fails permanently. Setting it replaces the default.";
+    Nameservers "Nameservers" SocketAddrs [Resolver] Computed("the system's /etc/resolv.conf"), Resolver,
+        "DNS servers (`address:port`) to ask instead of the system's.";
+    ResolverTimeout "Timeout" Seconds [Resolver] V("5"), Resolver,
+        "Seconds before a DNS query is given up (a transient failure).";
+    MaxOutboundConnections "Max_Outbound_Connections" Count [Global BindingGroup Binding Domain Host] V("32"), Connections,
+        "Most connections for one (binding, domain) queue. In a `Host` stanza: most connections to that one MX host across all queues (unlimited when unset).";
+    ServerMaxOutboundConnections "Server_Max_Outbound_Connections" Count [Global] V("20000"), Connections,
+        "Most outbound connections of the whole server.";
+    OutboundThrottleMessages "Outbound_Throttle_Messages" Throttle [Global BindingGroup Binding Domain] V("0"), Connections,
+        "Messages per period for everything that falls back to the scope that sets it: `\"N\"` per second or `\"N/S\"` per S seconds; 0 is unlimited.";
+    OutboundThrottleConnections "Outbound_Throttle_Connections" Throttle [Global BindingGroup Binding Domain] V("0"), Connections,
+        "New connections per period, written like `Outbound_Throttle_Messages`.";
+    MaxDeliveriesPerConnection "Max_Deliveries_Per_Connection" Count [Global BindingGroup Binding Domain] V("0"), Connections,
+        "Messages on one connection before it is closed; 0 is unlimited.";
+    MaxRecipientsPerBatch "Max_Recipients_Per_Batch" PositiveCount [Global BindingGroup Binding Domain] V("100"), Connections,
+        "Recipients sent in one SMTP transaction.";
+    IdleTimeout "Idle_Timeout" Seconds [Global BindingGroup Binding Domain] V("5"), Connections,
+        "Seconds an idle outbound connection waits for more mail before QUIT.";
+    ConnectTimeout "Connect_Timeout" Seconds [Global BindingGroup Binding Domain] V("300"), Connections,
+        "Seconds to establish the TCP connection and read the greeting.";
+    EhloTimeout "EHLO_Timeout" Seconds [Global BindingGroup Binding Domain] V("300"), Connections,
+        "Seconds to wait for the EHLO/HELO/LHLO reply (and STARTTLS, AUTH).";
+    MailFromTimeout "MAIL_FROM_Timeout" Seconds [Global BindingGroup Binding Domain] V("300"), Connections,
+        "Seconds to wait for the MAIL FROM reply.";
+    RcptToTimeout "RCPT_TO_Timeout" Seconds [Global BindingGroup Binding Domain] V("300"), Connections,
+        "Seconds to wait for each RCPT TO reply.";
+    DataTimeout "Data_Timeout" Seconds [Global BindingGroup Binding Domain] V("600"), Connections,
+        "Seconds to wait for the reply after the final dot of DATA.";
+    HostFailureRetry "Host_Failure_Retry" Seconds [Global Domain] V("120"), Connections,
+        "After a connect or protocol failure, the host address is not tried again for this many seconds.";
+    MxFailuresToDelay "MX_Failures_To_Delay" PositiveCount [Global Domain] V("50"), Connections,
+        "Consecutive connection failures across a domain's hosts after which its ready mail moves to the delayed queue with `421 4.4.0`.";
+    BindAddress "Bind_Address" Ip [Global BindingGroup Binding] NoDefault, Connections,
+        "Source address of outbound connections.";
+    EventLoops "Event_Loops" PositiveCount [Global] Computed("the number of CPUs"), Connections,
+        "Delivery event loops that outbound connections are spread over.";
+    RetryInterval "Retry_Interval" Seconds [Global BindingGroup Binding Domain] V("1200"), Retries,
+        "Wait before the first retry; retry n waits `Retry_Interval * 2^(n-1)`.";
+    MaxRetryInterval "Max_Retry_Interval" Seconds [Global BindingGroup Binding Domain] V("43200"), Retries,
+        "Longest wait between two attempts.";
+    MaxRetries "Max_Retries" MaxRetries [Global BindingGroup Binding Domain] V("auto"), Retries,
+        "`auto` (limited by `Message_Expiration` only) or the most retries, after which the message fails with `554 5.4.7`.";
+    MessageExpiration "Message_Expiration" Seconds [Global BindingGroup Binding Domain] V("86400"), Retries,
+        "Seconds after reception at which an undelivered message fails as expired.";
+    GenerateBounces "Generate_Bounces" Bool [Global BindingGroup Binding Domain] V("true"), Retries,
+        "Send an RFC 3464 delivery status notification to the sender of a failed message (never for a null sender).";
+    SuspendDelivery "Suspend_Delivery" Bool [Global BindingGroup Binding Domain] V("false"), Retries,
+        "Hold the queue without failing it.";
+    Tls "TLS" Tls [Global BindingGroup Binding Domain] V("ifavailable"), Tls,
+        "STARTTLS policy: `no`, `ifavailable`, or `required` (a host without STARTTLS gives `451 4.7.6` and the message is retried).";
+    TlsVerify "TLS_Verify" TlsVerify [Global BindingGroup Binding Domain] V("no"), Tls,
+        "Certificate checking: `no`, `ca` (trusted chain) or `host` (trusted chain naming the host).";
+    TlsCa "TLS_CA" Path [Global BindingGroup Binding Domain] Computed("the system's trust store"), Tls,
+        "PEM file of trusted CA certificates for `TLS_Verify`.";
+    OutboundSmtpAuthType "Outbound_SMTP_AUTH_Type" AuthMech [Global BindingGroup Binding Domain] V("PLAIN"), Tls,
+        "AUTH mechanism towards the destination: `PLAIN` or `LOGIN`.";
+    OutboundSmtpAuthUser "Outbound_SMTP_AUTH_User" Text [Global BindingGroup Binding Domain] NoDefault, Tls,
+        "User name for AUTH towards the destination (AUTH is sent only over TLS unless the route says `tls=no`).";
+    OutboundSmtpAuthPass "Outbound_SMTP_AUTH_Pass" Secret [Global BindingGroup Binding Domain] NoDefault, Tls,
+        "Password for AUTH towards the destination; never printed or logged.";
+    RelayHosts "Relay_Hosts" Cidrs [Listener Listen] V(""), Listener,
+        "Client addresses allowed to send to any domain. Unset: none.";
+    MaxMessageSize "Max_Message_Size" Size [Listener Listen] V("26214400"), Listener,
+        "Largest message accepted (`552` above it).";
+    TlsCertificate "TLS_Certificate" Path [Listener Listen] NoDefault, Listener,
+        "PEM certificate chain offered with STARTTLS (needs `TLS_Key`).";
+    TlsKey "TLS_Key" Path [Listener Listen] NoDefault, Listener,
+        "PEM private key for `TLS_Certificate`.";
+    DefaultBinding "Default_Binding" BindingName [Listener Listen] V("default"), Listener,
+        "Binding for mail without an `X-Binding` header.";
+    RelayDomains "Relay_Domains" Domains [Global] V(""), Listener,
+        "Recipient domains accepted from any client (inbound gateway): delivered by the `Gateway`/`Routes` of their `Domain` stanza.";
+    RecipientVerification "Recipient_Verification" RecipientVerification [Global Domain] V("none"), Listener,
+        "`callout`: before accepting a recipient of a relay domain, ask the domain's route with `RCPT TO` and answer as it did.";
+    RecipientVerificationCache "Recipient_Verification_Cache" Seconds [Global Domain] V("600"), Listener,
+        "Seconds a callout answer is remembered.";
+    AuthType "Type" AuthMech [Auth] V("PLAIN"), Auth,
+        "Mechanism: `PLAIN` or `LOGIN`.";
+    AuthUser "User" Text [Auth] NoDefault, Auth,
+        "User name.";
+    AuthPassword "Password" Secret [Auth] NoDefault, Auth,
+        "Password (or use `Password_File`); never printed or logged.";
+    AuthPasswordFile "Password_File" Path [Auth] NoDefault, Auth,
+        "File whose first line is the password.";
+    Hostname "Hostname" HostName [Global] Computed("the system host name"), Daemon,
+        "Name used in EHLO, `Received:` headers and bounces.";
+    SpoolDir "Spool_Dir" Path [Global] V("/var/spool/postern"), Daemon,
+        "Directory of the durable message spool.";
+    LogFile "Log_File" LogTarget [Global] V("-"), Daemon,
+        "JSON-lines delivery log; `-` is standard output.";
+    MetricsListen "Metrics_Listen" SocketAddr [Global] V("127.0.0.1:9464"), Daemon,
+        "Address of `/metrics` and the admin API.";
+}
+
+impl Directive {
+    /// The directive's table entry.
+    pub fn spec(self) -> &'static Spec {
+        // `directives!` builds the enum and the table from one list in one
+        // order, so the discriminant is the index.
+        #[allow(clippy::indexing_slicing)]
+        &DIRECTIVES[self as usize]
+    }
+
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Looks a name up case-insensitively.
+    pub fn from_name(name: &str) -> Option<Directive> {
+        DIRECTIVES
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+            .map(|s| s.id)
+    }
+
+    /// The known name closest to a misspelt one, if any is close.
+    pub fn suggest(name: &str) -> Option<&'static str> {
+        closest(name, DIRECTIVES.iter().map(|s| s.name))
+    }
+}
+
+impl fmt::Display for Directive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The stanzas Postern knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stanza {
+    /// `Binding_Group g { }`.
+    BindingGroup,
+    /// `Binding b { }`.
+    Binding,
+    /// `Domain d { }`.
+    Domain,
+    /// `Host h { }`.
+    Host,
+    /// `ESMTP_Listener { }`.
+    Listener,
+    /// `Listen "addr:port" { }`.
+    Listen,
+    /// `Resolver { }`.
+    Resolver,
+    /// `Auth name { }`.
+    Auth,
+}
+
+const STANZAS: [(&str, Stanza); 8] = [
+    ("Binding_Group", Stanza::BindingGroup),
+    ("Binding", Stanza::Binding),
+    ("Domain", Stanza::Domain),
+    ("Host", Stanza::Host),
+    ("ESMTP_Listener", Stanza::Listener),
+    ("Listen", Stanza::Listen),
+    ("Resolver", Stanza::Resolver),
+    ("Auth", Stanza::Auth),
+];
+
+impl Stanza {
+    /// Looks a stanza name up case-insensitively.
+    pub fn from_name(name: &str) -> Option<Stanza> {
+        STANZAS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, s)| *s)
+    }
+
+    /// The known stanza name closest to a misspelt one.
+    pub fn suggest(name: &str) -> Option<&'static str> {
+        closest(name, STANZAS.iter().map(|(n, _)| *n))
+    }
+
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        STANZAS
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// The scope its body is.
+    pub fn scope(self) -> Scope {
+        match self {
+            Stanza::BindingGroup => Scope::BindingGroup,
+            Stanza::Binding => Scope::Binding,
+            Stanza::Domain => Scope::Domain,
+            Stanza::Host => Scope::Host,
+            Stanza::Listener => Scope::Listener,
+            Stanza::Listen => Scope::Listen,
+            Stanza::Resolver => Scope::Resolver,
+            Stanza::Auth => Scope::Auth,
+        }
+    }
+
+    /// Whether the stanza takes a label.
+    pub fn has_label(self) -> bool {
+        !matches!(self, Stanza::Listener | Stanza::Resolver)
+    }
+
+    /// Where the stanza may appear.
+    pub fn allowed_in(self, scope: Scope) -> bool {
+        use Scope as S;
+        match self {
+            Stanza::BindingGroup | Stanza::Listener | Stanza::Resolver | Stanza::Auth => {
+                scope == S::Global
+            }
+            Stanza::Binding => matches!(scope, S::Global | S::BindingGroup),
+            Stanza::Domain | Stanza::Host => {
+                matches!(scope, S::Global | S::BindingGroup | S::Binding)
+            }
+            Stanza::Listen => scope == S::Listener,
+        }
+    }
+}
+
+fn closest(name: &str, candidates: impl Iterator<Item = &'static str>) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    candidates
+        .map(|c| (strsim::jaro_winkler(&lower, &c.to_ascii_lowercase()), c))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::parse_default;
+
+    #[test]
+    fn table_and_enum_agree() {
+        for (i, spec) in DIRECTIVES.iter().enumerate() {
+            assert_eq!(spec.id as usize, i, "{}", spec.name);
+            assert_eq!(Directive::from_name(spec.name), Some(spec.id));
+            assert_eq!(
+                Directive::from_name(&spec.name.to_uppercase()),
+                Some(spec.id)
+            );
+        }
+    }
+
+    #[test]
+    fn every_default_parses_as_its_kind() {
+        for spec in DIRECTIVES {
+            if let DefaultValue::Value(text) = spec.default {
+                parse_default(spec.kind, text)
+                    .unwrap_or_else(|e| panic!("{}: default {text:?}: {e}", spec.name));
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for a in DIRECTIVES {
+            let same = DIRECTIVES
+                .iter()
+                .filter(|b| b.name.eq_ignore_ascii_case(a.name))
+                .count();
+            assert_eq!(same, 1, "{}", a.name);
+            assert!(
+                Stanza::from_name(a.name).is_none(),
+                "{} is also a stanza",
+                a.name
+            );
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(Directive::suggest("Gatway"), Some("Gateway"));
+        assert_eq!(
+            Directive::suggest("max_outbound_conections"),
+            Some("Max_Outbound_Connections")
+        );
+        assert_eq!(Directive::suggest("zzzz"), None);
+        assert_eq!(Stanza::suggest("Bindng"), Some("Binding"));
+    }
+}

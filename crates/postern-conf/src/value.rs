@@ -1,0 +1,628 @@
+//! Typed option values and how each kind is read from its text.
+//!
+//! Every [`Value`] prints back as valid configuration syntax, so the
+//! effective configuration can be shown exactly as it would be written
+//! (with passwords masked).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use crate::route::{RouteItem, Target, parse_host_name, parse_route_item, parse_target};
+
+/// The type of an option, which decides how its text is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
+    Bool,
+    /// A whole number, zero or more.
+    Count,
+    /// A whole number, one or more.
+    PositiveCount,
+    /// A TCP port, 1 to 65535.
+    Port,
+    /// A duration in seconds; `s`, `m`, `h`, `d` suffixes are accepted.
+    Seconds,
+    /// A size in bytes; `k`, `m`, `g` suffixes (1024-based) are accepted.
+    Size,
+    /// Free text.
+    Text,
+    /// A DNS host name.
+    HostName,
+    /// A binding name.
+    BindingName,
+    /// A password: stored as given, never printed.
+    Secret,
+    /// A file system path, relative to the directory of the file that sets it.
+    Path,
+    /// `-` (standard output) or a file path.
+    LogTarget,
+    /// An IP address.
+    Ip,
+    /// `address:port`, IPv6 in brackets.
+    SocketAddr,
+    /// A list of `address:port`.
+    SocketAddrs,
+    /// A list of addresses or CIDR blocks (IPv6 without brackets).
+    Cidrs,
+    /// A list of domain names.
+    Domains,
+    /// A `Gateway` target.
+    Gateway,
+    /// A `Routes` list.
+    Routes,
+    /// `ESMTP`, `SMTP` or `LMTP`.
+    DeliveryMethod,
+    /// `no`, `ifavailable` or `required`.
+    Tls,
+    /// `no`, `ca` or `host`.
+    TlsVerify,
+    /// `PLAIN` or `LOGIN`.
+    AuthMech,
+    /// `"N"` per second or `"N/S"` per S seconds; 0 is unlimited.
+    Throttle,
+    /// `auto` or a number.
+    MaxRetries,
+    /// `none` or `callout`.
+    RecipientVerification,
+}
+
+impl Kind {
+    /// True for kinds written as a list `( ... )` (a single value is a
+    /// one-item list).
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::Routes
+        )
+    }
+
+    /// How the kind is described in the reference and in errors.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Bool => "boolean (true/false, yes/no, on/off)",
+            Kind::Count => "whole number",
+            Kind::PositiveCount => "whole number, 1 or more",
+            Kind::Port => "port (1-65535)",
+            Kind::Seconds => "seconds (suffixes s, m, h, d accepted)",
+            Kind::Size => "bytes (suffixes k, m, g accepted, 1024-based)",
+            Kind::Text => "text",
+            Kind::HostName => "host name",
+            Kind::BindingName => "binding name",
+            Kind::Secret => "text (secret, never printed)",
+            Kind::Path => "path (relative to the file that sets it)",
+            Kind::LogTarget => "\"-\" (standard output) or path",
+            Kind::Ip => "IP address",
+            Kind::SocketAddr => "address:port ([v6]:port)",
+            Kind::SocketAddrs => "list of address:port",
+            Kind::Cidrs => "list of addresses or CIDR blocks",
+            Kind::Domains => "list of domain names",
+            Kind::Gateway => "host, host:port, IP, [v6]:port",
+            Kind::Routes => "list of route items",
+            Kind::DeliveryMethod => "ESMTP | SMTP | LMTP",
+            Kind::Tls => "no | ifavailable | required",
+            Kind::TlsVerify => "no | ca | host",
+            Kind::AuthMech => "PLAIN | LOGIN",
+            Kind::Throttle => "\"N\" per second or \"N/S\" per S seconds (0: unlimited)",
+            Kind::MaxRetries => "auto | whole number",
+            Kind::RecipientVerification => "none | callout",
+        }
+    }
+}
+
+macro_rules! keyword_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                parse_keyword(s, &[$(($s, $name::$v)),+])
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $($name::$v => $s),+ })
+            }
+        }
+    };
+}
+
+keyword_enum!(
+    /// `Delivery_Method`.
+    DeliveryMethod {
+        /// SMTP with EHLO and its extensions.
+        Esmtp => "ESMTP",
+        /// Plain SMTP: HELO, no extensions.
+        Smtp => "SMTP",
+        /// LMTP (RFC 2033): LHLO, one reply per recipient after DATA.
+        Lmtp => "LMTP",
+    }
+);
+
+keyword_enum!(
+    /// `TLS` policy for outbound connections.
+    TlsMode {
+        /// Never STARTTLS.
+        No => "no",
+        /// STARTTLS when the host offers it.
+        IfAvailable => "ifavailable",
+        /// STARTTLS or no delivery (`451 4.7.6`, retried).
+        Required => "required",
+    }
+);
+
+keyword_enum!(
+    /// `TLS_Verify`: how much of the peer certificate is checked.
+    TlsVerify {
+        /// Encrypt only.
+        No => "no",
+        /// The chain must lead to a trusted CA.
+        Ca => "ca",
+        /// The chain must be trusted and name the host.
+        Host => "host",
+    }
+);
+
+keyword_enum!(
+    /// SMTP AUTH mechanism.
+    AuthMech {
+        /// RFC 4616.
+        Plain => "PLAIN",
+        /// The LOGIN mechanism.
+        Login => "LOGIN",
+    }
+);
+
+keyword_enum!(
+    /// `Recipient_Verification` for relay domains.
+    RecipientVerification {
+        /// Accept every recipient of a relay domain.
+        None => "none",
+        /// Ask the domain's route with `RCPT TO` first.
+        Callout => "callout",
+    }
+);
+
+/// Matches `s` case-insensitively against `(keyword, value)` pairs.
+pub(crate) fn parse_keyword<T: Copy>(s: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    choices
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(s))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(k, _)| *k).collect();
+            format!("{s:?} is not one of: {}", names.join(", "))
+        })
+}
+
+/// `Outbound_Throttle_*`: at most `count` per `per_secs` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Throttle {
+    /// How many in each period; 0 means unlimited.
+    pub count: u32,
+    /// The period in seconds (1 or more).
+    pub per_secs: u32,
+}
+
+impl Throttle {
+    /// True when the throttle limits nothing.
+    pub fn is_unlimited(self) -> bool {
+        self.count == 0
+    }
+}
+
+impl fmt::Display for Throttle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.per_secs == 1 {
+            write!(f, "{}", self.count)
+        } else {
+            write!(f, "{}/{}", self.count, self.per_secs)
+        }
+    }
+}
+
+/// `Max_Retries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MaxRetries {
+    /// Limited by `Message_Expiration` only.
+    Auto,
+    /// At most this many retries.
+    Limit(u32),
+}
+
+/// `Log_File`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// `-`: standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// A typed option value.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Value {
+    /// Kind::Bool.
+    Bool(bool),
+    /// Kind::Count and Kind::PositiveCount.
+    Count(u64),
+    /// Kind::Port.
+    Port(u16),
+    /// Kind::Seconds.
+    Seconds(u64),
+    /// Kind::Size.
+    Size(u64),
+    /// Kind::Text, Kind::HostName, Kind::BindingName.
+    Text(String),
+    /// Kind::Secret; printed masked.
+    Secret(String),
+    /// Kind::Path, resolved against the setting file's directory.
+    Path(PathBuf),
+    /// Kind::LogTarget.
+    Log(LogTarget),
+    /// Kind::Ip.
+    Ip(IpAddr),
+    /// Kind::SocketAddr.
+    SocketAddr(SocketAddr),
+    /// Kind::SocketAddrs.
+    SocketAddrs(Vec<SocketAddr>),
+    /// Kind::Cidrs.
+    Cidrs(Vec<IpNet>),
+    /// Kind::Domains (lower-cased).
+    Domains(Vec<String>),
+    /// Kind::Gateway.
+    Gateway(Target),
+    /// Kind::Routes.
+    Routes(Vec<RouteItem>),
+    /// Kind::DeliveryMethod.
+    DeliveryMethod(DeliveryMethod),
+    /// Kind::Tls.
+    Tls(TlsMode),
+    /// Kind::TlsVerify.
+    TlsVerify(TlsVerify),
+    /// Kind::AuthMech.
+    AuthMech(AuthMech),
+    /// Kind::Throttle.
+    Throttle(Throttle),
+    /// Kind::MaxRetries.
+    MaxRetries(MaxRetries),
+    /// Kind::RecipientVerification.
+    RecipientVerification(RecipientVerification),
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Value({self})")
+    }
+}
+
+fn quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    write!(f, "\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    f.write_str("(")?;
+    for i in items {
+        f.write_str(" ")?;
+        quoted(f, &i.to_string())?;
+    }
+    f.write_str(" )")
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Count(n) | Value::Seconds(n) | Value::Size(n) => write!(f, "{n}"),
+            Value::Port(p) => write!(f, "{p}"),
+            Value::Text(s) => quoted(f, s),
+            Value::Secret(_) => f.write_str("\"********\""),
+            Value::Path(p) => quoted(f, &p.display().to_string()),
+            Value::Log(LogTarget::Stdout) => f.write_str("\"-\""),
+            Value::Log(LogTarget::File(p)) => quoted(f, &p.display().to_string()),
+            Value::Ip(a) => quoted(f, &a.to_string()),
+            Value::SocketAddr(a) => quoted(f, &a.to_string()),
+            Value::SocketAddrs(l) => list(f, l),
+            Value::Cidrs(l) => list(f, l),
+            Value::Domains(l) => list(f, l),
+            Value::Gateway(t) => quoted(f, &t.to_string()),
+            Value::Routes(l) => list(f, l),
+            Value::DeliveryMethod(m) => write!(f, "{m}"),
+            Value::Tls(t) => write!(f, "{t}"),
+            Value::TlsVerify(v) => write!(f, "{v}"),
+            Value::AuthMech(m) => write!(f, "{m}"),
+            Value::Throttle(t) => quoted(f, &t.to_string()),
+            Value::MaxRetries(MaxRetries::Auto) => f.write_str("auto"),
+            Value::MaxRetries(MaxRetries::Limit(n)) => write!(f, "{n}"),
+            Value::RecipientVerification(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+fn number(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+fn with_suffix(s: &str, units: &[(char, u64)], what: &str) -> Result<u64, String> {
+    let lower = s.to_ascii_lowercase();
+    for &(suffix, mult) in units {
+        if let Some(n) = lower.strip_suffix(suffix) {
+            return number(n)?
+                .checked_mul(mult)
+                .ok_or_else(|| format!("{s:?} is too large"));
+        }
+    }
+    number(s).map_err(|_| format!("{s:?} is not {what}"))
+}
+
+fn boolean(s: &str) -> Result<bool, String> {
+    parse_keyword(
+        s,
+        &[
+            ("true", true),
+            ("false", false),
+            ("yes", true),
+            ("no", false),
+            ("on", true),
+            ("off", false),
+            ("1", true),
+            ("0", false),
+        ],
+    )
+}
+
+fn throttle(s: &str) -> Result<Throttle, String> {
+    let (n, per) = s.split_once('/').unwrap_or((s, "1"));
+    let count = u32::try_from(number(n)?).map_err(|_| format!("{n:?} is too large"))?;
+    let per_secs = u32::try_from(number(per)?).map_err(|_| format!("{per:?} is too large"))?;
+    if per_secs == 0 {
+        return Err("the period after \"/\" must be 1 second or more".into());
+    }
+    Ok(Throttle { count, per_secs })
+}
+
+fn cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim_start_matches('[').trim_end_matches(']');
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
+}
+
+/// `address:port`; IPv6 must be bracketed.
+pub(crate) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("{s:?} is not address:port (IPv6 in brackets: \"[::1]:25\")"))
+}
+
+fn resolve_path(s: &str, dir: &Path) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(dir.join(s))
+}
+
+/// Reads one scalar of `kind`. `dir` is the directory relative paths are
+/// resolved against.
+fn scalar(kind: Kind, s: &str, dir: &Path) -> Result<Value, String> {
+    Ok(match kind {
+        Kind::Bool => Value::Bool(boolean(s)?),
+        Kind::Count => Value::Count(number(s)?),
+        Kind::PositiveCount => match number(s)? {
+            0 => return Err("must be 1 or more".into()),
+            n => Value::Count(n),
+        },
+        Kind::Port => Value::Port(
+            u16::try_from(number(s)?)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{s:?} is not a port number (1 to 65535)"))?,
+        ),
+        Kind::Seconds => Value::Seconds(with_suffix(
+            s,
+            &[('s', 1), ('m', 60), ('h', 3600), ('d', 86400)],
+            "a number of seconds",
+        )?),
+        Kind::Size => Value::Size(with_suffix(
+            s,
+            &[('k', 1 << 10), ('m', 1 << 20), ('g', 1 << 30)],
+            "a size in bytes",
+        )?),
+        Kind::Text => Value::Text(s.to_owned()),
+        Kind::HostName => Value::Text(parse_host_name(s)?),
+        Kind::BindingName if s.is_empty() => return Err("empty binding name".into()),
+        Kind::BindingName => Value::Text(s.to_owned()),
+        Kind::Secret => Value::Secret(s.to_owned()),
+        Kind::Path => Value::Path(resolve_path(s, dir)?),
+        Kind::LogTarget if s == "-" => Value::Log(LogTarget::Stdout),
+        Kind::LogTarget => Value::Log(LogTarget::File(resolve_path(s, dir)?)),
+        Kind::Ip => Value::Ip(
+            s.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| format!("{s:?} is not an IP address"))?,
+        ),
+        Kind::SocketAddr => Value::SocketAddr(socket_addr(s)?),
+        Kind::Gateway => Value::Gateway(parse_target(s)?),
+        Kind::DeliveryMethod => Value::DeliveryMethod(s.parse()?),
+        Kind::Tls => Value::Tls(s.parse()?),
+        Kind::TlsVerify => Value::TlsVerify(s.parse()?),
+        Kind::AuthMech => Value::AuthMech(s.parse()?),
+        Kind::Throttle => Value::Throttle(throttle(s)?),
+        Kind::MaxRetries if s.eq_ignore_ascii_case("auto") => Value::MaxRetries(MaxRetries::Auto),
+        Kind::MaxRetries => Value::MaxRetries(MaxRetries::Limit(
+            u32::try_from(number(s)?).map_err(|_| format!("{s:?} is too large"))?,
+        )),
+        Kind::RecipientVerification => Value::RecipientVerification(s.parse()?),
+        Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::Routes => {
+            return list_of(kind, &[s]).map_err(|(_, e)| e);
+        }
+    })
+}
+
+/// Reads a list kind; on error, also says which item (by index) was wrong.
+fn list_of(kind: Kind, items: &[&str]) -> Result<Value, (usize, String)> {
+    fn each<T>(
+        items: &[&str],
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, (usize, String)> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| f(s).map_err(|e| (i, e)))
+            .collect()
+    }
+    Ok(match kind {
+        Kind::SocketAddrs => Value::SocketAddrs(each(items, socket_addr)?),
+        Kind::Cidrs => Value::Cidrs(each(items, cidr)?),
+        Kind::Domains => Value::Domains(each(items, parse_host_name)?),
+        Kind::Routes => Value::Routes(each(items, parse_route_item)?),
+        _ => return Err((0, "not a list option".into())),
+    })
+}
+
+/// Where in a syntax value an error is: the whole value or one list item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorAt {
+    /// The value as a whole (or its only scalar).
+    Whole,
+    /// The list item with this index.
+    Item(usize),
+}
+
+/// Reads a syntax value (a scalar or a list) as `kind`.
+pub(crate) fn parse_value(
+    kind: Kind,
+    value: &crate::syntax::Value,
+    dir: &Path,
+) -> Result<Value, (ErrorAt, String)> {
+    use crate::syntax::Value as Syn;
+    match value {
+        Syn::Scalar(s) => scalar(kind, &s.value, dir).map_err(|e| (ErrorAt::Whole, e)),
+        Syn::List(_, items) if kind.is_list() => {
+            let texts: Vec<&str> = items.iter().map(|i| i.value.as_str()).collect();
+            list_of(kind, &texts).map_err(|(i, e)| (ErrorAt::Item(i), e))
+        }
+        Syn::List(..) => Err((
+            ErrorAt::Whole,
+            format!("expected one value ({}), found a list", kind.describe()),
+        )),
+    }
+}
+
+/// Reads a default written as text in the directive table.
+pub(crate) fn parse_default(kind: Kind, text: &str) -> Result<Value, String> {
+    if kind.is_list() {
+        let items: Vec<&str> = text.split_whitespace().collect();
+        return list_of(kind, &items).map_err(|(_, e)| e);
+    }
+    scalar(kind, text, Path::new(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(kind: Kind, s: &str) -> Result<Value, String> {
+        scalar(kind, s, Path::new("/etc/postern"))
+    }
+
+    #[test]
+    fn numbers_durations_sizes() {
+        assert_eq!(v(Kind::Count, "32").unwrap(), Value::Count(32));
+        assert!(v(Kind::Count, "-1").is_err());
+        assert!(v(Kind::PositiveCount, "0").is_err());
+        assert_eq!(v(Kind::Seconds, "2m").unwrap(), Value::Seconds(120));
+        assert_eq!(v(Kind::Seconds, "1D").unwrap(), Value::Seconds(86400));
+        assert_eq!(v(Kind::Size, "25M").unwrap(), Value::Size(25 << 20));
+        assert!(v(Kind::Size, "99999999999999999999g").is_err());
+        assert!(v(Kind::Seconds, "soon").unwrap_err().contains("seconds"));
+        assert!(v(Kind::Port, "0").is_err());
+        assert!(v(Kind::Port, "65536").is_err());
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive_and_listed_on_error() {
+        assert_eq!(v(Kind::Bool, "Yes").unwrap(), Value::Bool(true));
+        assert_eq!(
+            v(Kind::DeliveryMethod, "lmtp").unwrap(),
+            Value::DeliveryMethod(DeliveryMethod::Lmtp)
+        );
+        let e = v(Kind::Tls, "always").unwrap_err();
+        assert!(e.contains("no, ifavailable, required"), "{e}");
+        assert_eq!(
+            v(Kind::MaxRetries, "AUTO").unwrap(),
+            Value::MaxRetries(MaxRetries::Auto)
+        );
+    }
+
+    #[test]
+    fn throttles() {
+        assert_eq!(
+            v(Kind::Throttle, "10").unwrap(),
+            Value::Throttle(Throttle {
+                count: 10,
+                per_secs: 1
+            })
+        );
+        assert_eq!(
+            v(Kind::Throttle, "100/60").unwrap(),
+            Value::Throttle(Throttle {
+                count: 100,
+                per_secs: 60
+            })
+        );
+        assert!(v(Kind::Throttle, "5/0").is_err());
+        assert!(v(Kind::Throttle, "x/2").is_err());
+    }
+
+    #[test]
+    fn addresses_and_lists() {
+        assert_eq!(
+            v(Kind::Cidrs, "::1").unwrap(),
+            Value::Cidrs(vec!["::1/128".parse().unwrap()])
+        );
+        assert!(v(Kind::SocketAddr, "::1:25").is_err());
+        assert_eq!(
+            v(Kind::SocketAddr, "[::1]:25").unwrap(),
+            Value::SocketAddr("[::1]:25".parse().unwrap())
+        );
+        assert_eq!(
+            list_of(Kind::Cidrs, &["127.0.0.0/8", "nope"])
+                .unwrap_err()
+                .0,
+            1
+        );
+    }
+
+    #[test]
+    fn paths_resolve_against_the_file_directory() {
+        assert_eq!(
+            v(Kind::Path, "spool").unwrap(),
+            Value::Path(PathBuf::from("/etc/postern/spool"))
+        );
+        assert_eq!(
+            v(Kind::Path, "/var/spool").unwrap(),
+            Value::Path(PathBuf::from("/var/spool"))
+        );
+        assert_eq!(
+            v(Kind::LogTarget, "-").unwrap(),
+            Value::Log(LogTarget::Stdout)
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = v(Kind::Secret, "hunter2").unwrap();
+        assert!(!s.to_string().contains("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,82 @@
+//! `postern`: the daemon and its command line.
+//!
+//! Subcommands so far: `check-config` validates a configuration file and
+//! every file it includes; `config effective` shows the options in force
+//! for one (binding, domain) queue and where each came from; `config
+//! reference` prints the configuration reference generated from the
+//! directive table.
+
+mod config_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The configuration file used when none is named.
+const DEFAULT_CONFIG: &str = "conf/postern.conf";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "High-volume outbound mail transfer agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file and its includes; exit 2 listing every
+    /// error (file:line:col) if it is not valid.
+    CheckConfig {
+        /// The file to check.
+        #[arg(default_value = DEFAULT_CONFIG)]
+        file: PathBuf,
+    },
+    /// Inspect a configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every option in force for mail of BINDING to DOMAIN, with the
+    /// scope (and file:line:col) it comes from.
+    Effective {
+        /// The destination domain.
+        #[arg(long)]
+        domain: String,
+        /// The binding (`default` for mail not assigned to one).
+        #[arg(long, default_value = "default")]
+        binding: String,
+        /// The configuration file.
+        #[arg(default_value = DEFAULT_CONFIG)]
+        file: PathBuf,
+    },
+    /// Print the configuration reference (Markdown) generated from the
+    /// directive table.
+    Reference,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => config_cmd::check(&file),
+        Command::Config { command } => match command {
+            ConfigCommand::Effective {
+                domain,
+                binding,
+                file,
+            } => config_cmd::effective(&file, &binding, &domain),
+            ConfigCommand::Reference => {
+                print!("{}", postern_conf::reference_markdown());
+                ExitCode::SUCCESS
+            }
+        },
+    }
+}
