@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// A place in a configuration file: 1-based line and column (in characters).
+/// Line 0 means the file as a whole (it could not be read).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {
     /// The file, as it was named (the top file as given, includes resolved
@@ -23,6 +24,9 @@ pub struct Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}", self.file.display());
+        }
         write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
     }
 }
@@ -49,7 +53,9 @@ pub enum ErrorKind {
     #[error("unterminated comment: \"/*\" without \"*/\"")]
     UnterminatedComment,
     /// A `/regex/` label has no closing slash on its line.
-    #[error("unterminated regex: \"/\" without a closing \"/\" on the same line")]
+    #[error(
+        "unterminated regex: \"/\" without a closing \"/\" on the same line (a value containing \"/\" must be double-quoted)"
+    )]
     UnterminatedRegex,
     /// A backslash escape that the string syntax does not know.
     #[error("invalid escape \"\\{0}\" in string (known: \\\" \\\\ \\n \\t \\r)")]

@@ -75,6 +75,8 @@ struct Builder {
     auth_refs: Vec<(String, Location)>,
     /// `Auth` stanzas as read, validated at the end.
     auth_options: BTreeMap<String, (Location, Options)>,
+    /// A `Listen` label was refused: "no Listen address" would only repeat it.
+    bad_listen: bool,
     /// Bindings written inside a binding group: name -> (group, where).
     binding_groups: BTreeMap<String, (String, Location)>,
 }
@@ -84,8 +86,8 @@ pub(crate) fn load(path: &Path) -> Result<Config, Errors> {
     let mut b = Builder::default();
     let top = Location {
         file: Arc::from(path),
-        line: 1,
-        col: 1,
+        line: 0,
+        col: 0,
     };
     b.file(path, &At::Global, Scope::Global, &top);
     b.finish()
@@ -471,6 +473,7 @@ impl Builder {
                     name: "Listen",
                     reason,
                 };
+                self.bad_listen = true;
                 self.errors.push(label_loc, err);
                 return None;
             }
@@ -697,7 +700,7 @@ impl Builder {
             return;
         };
         let mut found = Vec::new();
-        if listener.listens.is_empty() {
+        if listener.listens.is_empty() && !self.bad_listen {
             found.push((
                 listener.at.clone(),
                 ErrorKind::Incomplete(

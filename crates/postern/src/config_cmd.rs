@@ -1,5 +1,6 @@
 //! `postern check-config` and `postern config effective`.
 
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,16 +15,27 @@ fn load(file: &Path) -> Result<Config, ExitCode> {
 }
 
 fn report(file: &Path, errors: &Errors) -> ExitCode {
+    let mut err = io::stderr().lock();
     for e in errors {
-        eprintln!("{e}");
+        let _ = writeln!(err, "{e}");
     }
     let n = errors.len();
-    eprintln!(
-        "{}: {n} error{}",
-        file.display(),
-        if n == 1 { "" } else { "s" }
-    );
+    let s = if n == 1 { "" } else { "s" };
+    let _ = writeln!(err, "{}: {n} error{s}", file.display());
     ExitCode::from(INVALID)
+}
+
+/// Ends a command whose output went to `result`: a closed pipe (`| head`)
+/// is a normal end, any other write error a failure.
+fn finish(result: io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postern: cannot write output: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `postern check-config FILE`.
@@ -31,12 +43,12 @@ pub(crate) fn check(file: &Path) -> ExitCode {
     match load(file) {
         Ok(config) => {
             let n = config.files.len();
-            println!(
-                "{}: OK ({n} file{} read)",
-                file.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            ExitCode::SUCCESS
+            let s = if n == 1 { "" } else { "s" };
+            finish(writeln!(
+                io::stdout().lock(),
+                "{}: OK ({n} file{s} read)",
+                file.display()
+            ))
         }
         Err(code) => code,
     }
@@ -48,22 +60,45 @@ pub(crate) fn effective(file: &Path, binding: &str, domain: &str) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(eff) = config.effective(binding, domain) else {
+    if config.effective(binding, domain).is_none() {
         eprintln!(
             "{}: binding \"{binding}\" is not configured",
             file.display()
         );
         return ExitCode::from(INVALID);
+    }
+    finish(print_effective(
+        &config,
+        binding,
+        domain,
+        &mut io::stdout().lock(),
+    ))
+}
+
+/// Prints one line per option in configuration syntax, `# origin` after it;
+/// options that are unset and have no fixed default are commented out.
+fn print_effective(
+    config: &Config,
+    binding: &str,
+    domain: &str,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let Some(eff) = config.effective(binding, domain) else {
+        return Ok(());
     };
-    println!(
+    writeln!(
+        out,
         "# effective options for binding \"{}\", domain \"{}\"",
         eff.binding(),
         eff.domain()
-    );
+    )?;
     match eff.routing() {
-        Routing::Gateway(t, origin) => println!("# routing: Gateway \"{t}\" from {origin}"),
-        Routing::Routes(_, origin) => println!("# routing: Routes from {origin}"),
-        Routing::Mx => println!("# routing: the domain's MX records (no Gateway or Routes set)"),
+        Routing::Gateway(t, origin) => writeln!(out, "# routing: Gateway \"{t}\" from {origin}")?,
+        Routing::Routes(_, origin) => writeln!(out, "# routing: Routes from {origin}")?,
+        Routing::Mx => writeln!(
+            out,
+            "# routing: the domain's MX records (no Gateway or Routes set)"
+        )?,
     }
     let queue_scopes = [
         Scope::Global,
@@ -71,28 +106,25 @@ pub(crate) fn effective(file: &Path, binding: &str, domain: &str) -> ExitCode {
         Scope::Binding,
         Scope::Domain,
     ];
-    let rows: Vec<(String, String, String)> = DIRECTIVES
+    let specs: Vec<_> = DIRECTIVES
         .iter()
         .filter(|s| queue_scopes.iter().any(|q| s.scopes.contains(*q)))
-        .map(|spec| match eff.get(spec.id) {
-            Some(r) => (
-                spec.name.to_owned(),
-                r.value.to_string(),
-                r.origin.to_string(),
-            ),
-            None => {
-                let value = match spec.default {
-                    DefaultValue::Computed(how) => format!("({how})"),
-                    _ => "(unset)".to_owned(),
-                };
-                (spec.name.to_owned(), value, "default".to_owned())
-            }
-        })
         .collect();
-    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
-    for (name, value, origin) in rows {
-        println!("{name:<w0$}  {value:<w1$}  # {origin}");
+    let width = specs.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for spec in specs {
+        match eff.get(spec.id) {
+            Some(r) => {
+                let value = r.value.to_string();
+                writeln!(out, "{:<width$} = {value:<16}  # {}", spec.name, r.origin)?;
+            }
+            None => {
+                let why = match spec.default {
+                    DefaultValue::Computed(how) => how,
+                    _ => "unset",
+                };
+                writeln!(out, "# {:<width$}   ({why})", spec.name)?;
+            }
+        }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
