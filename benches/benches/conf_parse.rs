@@ -17,8 +17,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("load_typed_2000_domains", |b| {
         b.iter(|| Config::from_text(black_box(&text), Path::new("bench.conf")));
     });
+    group.finish();
+
     let config = Config::from_text(&text, Path::new("bench.conf")).ok();
-    group.bench_function("effective_lookup", |b| {
+    c.bench_function("conf/effective_lookup_and_routing", |b| {
         b.iter(|| {
             config
                 .as_ref()
@@ -26,7 +28,6 @@ fn bench(c: &mut Criterion) {
                 .map(|e| e.routing().clone())
         });
     });
-    group.finish();
 }
 
 criterion_group!(benches, bench);
