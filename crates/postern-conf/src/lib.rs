@@ -54,7 +54,7 @@ pub use parser::{SyntaxError, parse};
 pub use reference::reference_markdown;
 pub use resolve::{Effective, Level, Origin, Resolved, Routing, SCOPE_ORDER, default_value};
 pub use route::{HostSpec, Lookup, RouteHost, RouteItem, Scheme, Target};
-pub use schema::{DIRECTIVES, DefaultValue, Directive, Scope, Scopes, Section, Spec, Stanza};
+pub use schema::{DIRECTIVES, DefaultValue, Directive, Scope, Scopes, Section, Spec};
 pub use value::{
     AuthMech, DeliveryMethod, Kind, LogTarget, MaxRetries, RecipientVerification, Throttle,
     TlsMode, TlsVerify, Value,

@@ -115,6 +115,24 @@ pub struct RouteHost {
     url: bool,
 }
 
+impl RouteHost {
+    /// A host entry with no parameters; `url` says how it prints back.
+    fn plain(scheme: Scheme, target: Target, url: bool) -> Self {
+        Self {
+            scheme,
+            target,
+            pref: None,
+            ttl: None,
+            lookup: None,
+            tls: None,
+            tls_verify: None,
+            auth: None,
+            disabled: false,
+            url,
+        }
+    }
+}
+
 impl fmt::Display for RouteItem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = match self {
@@ -243,18 +261,11 @@ pub(crate) fn parse_route_item(s: &str) -> Result<RouteItem, String> {
         return Ok(RouteItem::Mx);
     }
     let Some((scheme, rest)) = s.split_once("://") else {
-        return Ok(RouteItem::Host(RouteHost {
-            scheme: Scheme::Smtp,
-            target: parse_target(s)?,
-            pref: None,
-            ttl: None,
-            lookup: None,
-            tls: None,
-            tls_verify: None,
-            auth: None,
-            disabled: false,
-            url: false,
-        }));
+        return Ok(RouteItem::Host(RouteHost::plain(
+            Scheme::Smtp,
+            parse_target(s)?,
+            false,
+        )));
     };
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "smtp" => Scheme::Smtp,
@@ -274,18 +285,7 @@ pub(crate) fn parse_route_item(s: &str) -> Result<RouteItem, String> {
     if authority == "__mx__" {
         return Err("\"__mx__\" is written alone, not inside a URL".into());
     }
-    let mut host = RouteHost {
-        scheme,
-        target: parse_target(authority)?,
-        pref: None,
-        ttl: None,
-        lookup: None,
-        tls: None,
-        tls_verify: None,
-        auth: None,
-        disabled: false,
-        url: true,
-    };
+    let mut host = RouteHost::plain(scheme, parse_target(authority)?, true);
     apply_query(&mut host, query)?;
     check_route(&host)?;
     Ok(RouteItem::Host(host))

@@ -337,41 +337,21 @@ impl fmt::Display for Directive {
     }
 }
 
-/// The stanzas Postern knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stanza {
-    /// `Binding_Group g { }`.
-    BindingGroup,
-    /// `Binding b { }`.
-    Binding,
-    /// `Domain d { }`.
-    Domain,
-    /// `Host h { }`.
-    Host,
-    /// `ESMTP_Listener { }`.
-    Listener,
-    /// `Listen "addr:port" { }`.
-    Listen,
-    /// `Resolver { }`.
-    Resolver,
-    /// `Auth name { }`.
-    Auth,
-}
-
-const STANZAS: [(&str, Stanza); 8] = [
-    ("Binding_Group", Stanza::BindingGroup),
-    ("Binding", Stanza::Binding),
-    ("Domain", Stanza::Domain),
-    ("Host", Stanza::Host),
-    ("ESMTP_Listener", Stanza::Listener),
-    ("Listen", Stanza::Listen),
-    ("Resolver", Stanza::Resolver),
-    ("Auth", Stanza::Auth),
+/// The stanza names, and the scope each stanza's body is.
+const STANZAS: [(&str, Scope); 8] = [
+    ("Binding_Group", Scope::BindingGroup),
+    ("Binding", Scope::Binding),
+    ("Domain", Scope::Domain),
+    ("Host", Scope::Host),
+    ("ESMTP_Listener", Scope::Listener),
+    ("Listen", Scope::Listen),
+    ("Resolver", Scope::Resolver),
+    ("Auth", Scope::Auth),
 ];
 
-impl Stanza {
-    /// Looks a stanza name up case-insensitively.
-    pub fn from_name(name: &str) -> Option<Stanza> {
+impl Scope {
+    /// The scope opened by the stanza named `name` (case-insensitive).
+    pub fn from_stanza_name(name: &str) -> Option<Scope> {
         STANZAS
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -379,49 +359,24 @@ impl Stanza {
     }
 
     /// The known stanza name closest to a misspelt one.
-    pub fn suggest(name: &str) -> Option<&'static str> {
+    pub fn suggest_stanza(name: &str) -> Option<&'static str> {
         closest(name, STANZAS.iter().map(|(n, _)| *n))
     }
 
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        STANZAS
-            .iter()
-            .find(|(_, s)| *s == self)
-            .map_or("?", |(n, _)| n)
-    }
-
-    /// The scope its body is.
-    pub fn scope(self) -> Scope {
-        match self {
-            Stanza::BindingGroup => Scope::BindingGroup,
-            Stanza::Binding => Scope::Binding,
-            Stanza::Domain => Scope::Domain,
-            Stanza::Host => Scope::Host,
-            Stanza::Listener => Scope::Listener,
-            Stanza::Listen => Scope::Listen,
-            Stanza::Resolver => Scope::Resolver,
-            Stanza::Auth => Scope::Auth,
-        }
-    }
-
-    /// Whether the stanza takes a label.
+    /// Whether the stanza opening this scope takes a label.
     pub fn has_label(self) -> bool {
-        !matches!(self, Stanza::Listener | Stanza::Resolver)
+        !matches!(self, Scope::Global | Scope::Listener | Scope::Resolver)
     }
 
-    /// Where the stanza may appear.
-    pub fn allowed_in(self, scope: Scope) -> bool {
+    /// Whether the stanza opening this scope may appear inside `parent`.
+    pub fn allowed_in(self, parent: Scope) -> bool {
         use Scope as S;
         match self {
-            Stanza::BindingGroup | Stanza::Listener | Stanza::Resolver | Stanza::Auth => {
-                scope == S::Global
-            }
-            Stanza::Binding => matches!(scope, S::Global | S::BindingGroup),
-            Stanza::Domain | Stanza::Host => {
-                matches!(scope, S::Global | S::BindingGroup | S::Binding)
-            }
-            Stanza::Listen => scope == S::Listener,
+            S::Global => false,
+            S::BindingGroup | S::Listener | S::Resolver | S::Auth => parent == S::Global,
+            S::Binding => matches!(parent, S::Global | S::BindingGroup),
+            S::Domain | S::Host => matches!(parent, S::Global | S::BindingGroup | S::Binding),
+            S::Listen => parent == S::Listener,
         }
     }
 }
@@ -471,7 +426,7 @@ mod tests {
                 .count();
             assert_eq!(same, 1, "{}", a.name);
             assert!(
-                Stanza::from_name(a.name).is_none(),
+                Scope::from_stanza_name(a.name).is_none(),
                 "{} is also a stanza",
                 a.name
             );
@@ -486,6 +441,6 @@ mod tests {
             Some("Max_Outbound_Connections")
         );
         assert_eq!(Directive::suggest("zzzz"), None);
-        assert_eq!(Stanza::suggest("Bindng"), Some("Binding"));
+        assert_eq!(Scope::suggest_stanza("Bindng"), Some("Binding"));
     }
 }

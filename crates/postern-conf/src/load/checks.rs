@@ -1,0 +1,106 @@
+//! Checks that need the whole configuration: `Auth` stanzas complete,
+//! `auth=` references resolved, listener addresses and bindings known.
+
+use super::Builder;
+use crate::error::ErrorKind;
+use crate::model::{Credentials, Secret};
+use crate::schema::Directive;
+use crate::value::{AuthMech, Value};
+
+impl Builder {
+    pub(super) fn check_auths(&mut self) {
+        let auths = std::mem::take(&mut self.auth_options);
+        for (name, (at, options)) in auths {
+            let text = |d| match options.get(d).map(|s| &s.value) {
+                Some(Value::Text(t) | Value::Secret(t)) => Some(t.clone()),
+                _ => None,
+            };
+            let mechanism = match options.get(Directive::AuthType).map(|s| &s.value) {
+                Some(Value::AuthMech(m)) => *m,
+                _ => AuthMech::Plain,
+            };
+            let file = match options.get(Directive::AuthPasswordFile).map(|s| &s.value) {
+                Some(Value::Path(p)) => Some(p.clone()),
+                _ => None,
+            };
+            let secret = match (text(Directive::AuthPassword), file) {
+                (Some(p), None) => Secret::Password(p),
+                (None, Some(f)) => Secret::File(f),
+                (Some(_), Some(_)) => {
+                    let msg = format!("Auth {name}: set Password or Password_File, not both");
+                    self.errors.push(at, ErrorKind::Incomplete(msg));
+                    continue;
+                }
+                (None, None) => {
+                    let msg = format!("Auth {name}: Password or Password_File is required");
+                    self.errors.push(at, ErrorKind::Incomplete(msg));
+                    continue;
+                }
+            };
+            let Some(user) = text(Directive::AuthUser) else {
+                let msg = format!("Auth {name}: User is required");
+                self.errors.push(at, ErrorKind::Incomplete(msg));
+                continue;
+            };
+            self.config.auths.insert(
+                name.clone(),
+                Credentials {
+                    name,
+                    at,
+                    mechanism,
+                    user,
+                    secret,
+                },
+            );
+        }
+        for (name, at) in std::mem::take(&mut self.auth_refs) {
+            if !self.config.auths.contains_key(&name) {
+                self.errors.push(at, ErrorKind::UnknownAuth { name });
+            }
+        }
+    }
+
+    pub(super) fn check_listener(&mut self) {
+        let Some(listener) = self.config.listener.as_ref() else {
+            return;
+        };
+        let mut found = Vec::new();
+        if listener.listens.is_empty() && !self.bad_listen {
+            found.push((
+                listener.at.clone(),
+                ErrorKind::Incomplete(
+                    "ESMTP_Listener has no Listen address (add Listen \"127.0.0.1:2525\" { })"
+                        .into(),
+                ),
+            ));
+        }
+        for listen in &listener.listens {
+            let cert = listener.option(listen, Directive::TlsCertificate).is_some();
+            let key = listener.option(listen, Directive::TlsKey).is_some();
+            if cert != key {
+                found.push((
+                    listen.at.clone(),
+                    ErrorKind::Incomplete(format!(
+                        "Listen {}: TLS_Certificate and TLS_Key go together; one is missing",
+                        listen.addr
+                    )),
+                ));
+            }
+            if let Some(Value::Text(b)) = listener.option(listen, Directive::DefaultBinding)
+                && b != "default"
+                && !self.config.bindings.contains_key(&b)
+            {
+                found.push((
+                    listen.at.clone(),
+                    ErrorKind::Incomplete(format!(
+                        "Listen {}: Default_Binding names binding \"{b}\", which is not configured",
+                        listen.addr
+                    )),
+                ));
+            }
+        }
+        for (at, kind) in found {
+            self.errors.push(at, kind);
+        }
+    }
+}
