@@ -1,0 +1,21 @@
+//! Real parts for Postern's tests and benchmarks: nothing here is a mock.
+//!
+//! - [`dns::DnsServer`]: an authoritative DNS server (hickory-server) on
+//!   127.0.0.1, over UDP and TCP, serving a zone built in the test: MX, A,
+//!   AAAA, CNAME, Null MX, names that answer SERVFAIL and names that never
+//!   answer. It counts the queries it receives, so tests can see caching.
+//!
+//! ```
+//! use postern_testkit::dns::DnsServer;
+//!
+//! let dns = DnsServer::builder()
+//!     .mx("example.com", 10, "mx1.example.com")
+//!     .a("mx1.example.com", "127.0.0.2".parse().unwrap())
+//!     .start()
+//!     .unwrap();
+//! assert!(dns.addr().ip().is_loopback());
+//! assert_eq!(dns.queries("example.com"), 0);
+//! ```
+#![warn(missing_docs)]
+
+pub mod dns;
