@@ -40,6 +40,14 @@ impl Options {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// The value this scope sets for `d`, else the directive table's
+    /// default; `None` when neither exists.
+    pub fn value_or_default(&self, d: Directive) -> Option<&Value> {
+        self.get(d)
+            .map(|s| &s.value)
+            .or_else(|| crate::resolve::default_value(d))
+    }
 }
 
 /// How a `Domain` stanza names its domains.
@@ -183,9 +191,9 @@ impl Listener {
         listen
             .options
             .get(d)
-            .or_else(|| self.options.get(d))
-            .map(|s| s.value.clone())
-            .or_else(|| crate::resolve::default_value(d).cloned())
+            .map(|s| &s.value)
+            .or_else(|| self.options.value_or_default(d))
+            .cloned()
     }
 }
 

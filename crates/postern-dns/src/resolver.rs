@@ -69,14 +69,13 @@ impl Dns {
             Some(Value::SocketAddrs(list)) => list.clone(),
             _ => Vec::new(),
         };
-        let timeout = match config
-            .resolver
-            .get(Directive::ResolverTimeout)
-            .map(|s| &s.value)
-            .or_else(|| postern_conf::default_value(Directive::ResolverTimeout))
-        {
+        let timeout = match config.resolver.value_or_default(Directive::ResolverTimeout) {
             Some(Value::Seconds(n)) => Duration::from_secs(*n),
-            _ => Duration::from_secs(5),
+            other => {
+                return Err(DnsError::Config(format!(
+                    "Timeout: expected seconds, found {other:?}"
+                )));
+            }
         };
         Self::new(&servers, timeout)
     }

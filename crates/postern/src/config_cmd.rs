@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use postern_conf::{Config, DIRECTIVES, DefaultValue, Errors, Routing, Scope};
+use postern_conf::{Config, DIRECTIVES, DefaultValue, Effective, Errors, Routing, Scope};
 
 /// Exit status for an invalid configuration.
 const INVALID: u8 = 2;
@@ -60,32 +60,19 @@ pub(crate) fn effective(file: &Path, binding: &str, domain: &str) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if config.effective(binding, domain).is_none() {
+    let Some(eff) = config.effective(binding, domain) else {
         eprintln!(
             "{}: binding \"{binding}\" is not configured",
             file.display()
         );
         return ExitCode::from(INVALID);
-    }
-    finish(print_effective(
-        &config,
-        binding,
-        domain,
-        &mut io::stdout().lock(),
-    ))
+    };
+    finish(print_effective(&eff, &mut io::stdout().lock()))
 }
 
 /// Prints one line per option in configuration syntax, `# origin` after it;
 /// options that are unset and have no fixed default are commented out.
-fn print_effective(
-    config: &Config,
-    binding: &str,
-    domain: &str,
-    out: &mut impl Write,
-) -> io::Result<()> {
-    let Some(eff) = config.effective(binding, domain) else {
-        return Ok(());
-    };
+fn print_effective(eff: &Effective<'_>, out: &mut impl Write) -> io::Result<()> {
     writeln!(
         out,
         "# effective options for binding \"{}\", domain \"{}\"",
