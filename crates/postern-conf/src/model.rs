@@ -254,6 +254,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// The name this server gives itself (EHLO, `Received:`, the backup-MX
+    /// rule): `Hostname`, else the system's host name.
+    pub fn hostname(&self) -> String {
+        match self.global.get(Directive::Hostname).map(|s| &s.value) {
+            Some(Value::Text(name)) => name.clone(),
+            _ => gethostname::gethostname()
+                .to_string_lossy()
+                .to_ascii_lowercase(),
+        }
+    }
+
     /// The `Host` stanza that applies to `host` for mail of `binding`: the
     /// binding's own, else its group's, else the top-level one. Host stanzas
     /// do not inherit: the one found applies whole.

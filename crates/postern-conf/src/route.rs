@@ -116,6 +116,12 @@ pub struct RouteHost {
 }
 
 impl RouteHost {
+    /// True when written as a URL (`smtp://...`), so its scheme was chosen;
+    /// a plain host name takes the scope's `Delivery_Method`.
+    pub fn is_url(&self) -> bool {
+        self.url
+    }
+
     /// A host entry with no parameters; `url` says how it prints back.
     fn plain(scheme: Scheme, target: Target, url: bool) -> Self {
         Self {

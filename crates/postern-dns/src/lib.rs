@@ -8,6 +8,15 @@
 //! Null MX, no address) or transient (SERVFAIL, timeout), with its SMTP
 //! status.
 //!
+//! Answers are cached by TTL, clamped by [`CachePolicy`]; negative answers
+//! too. Concurrent lookups of one name share one query.
+//!
+//! [`Dns::route_table`] turns a queue's `Gateway`, `Routes` or MX records
+//! into a [`RouteTable`]: preference levels of addresses, each with port,
+//! protocol, TLS policy, credentials and `Host` limit. It applies the
+//! backup-MX rule and `Prohibited_Hosts`, and fails with a [`RouteError`]
+//! that says whether the mail bounces or waits.
+//!
 //! ```no_run
 //! # async fn example(config: &postern_conf::Config) -> Result<(), postern_dns::DnsError> {
 //! let dns = postern_dns::Dns::from_config(config)?;
@@ -19,8 +28,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cache;
 mod error;
 mod resolver;
+mod routes;
+mod table;
 
+pub use cache::CachePolicy;
 pub use error::DnsError;
 pub use resolver::{Dns, Mx, MxHost};
+pub use table::{AuthSource, Decision, LeftOut, RouteEntry, RouteError, RouteLevel, RouteTable};

@@ -1,18 +1,20 @@
 //! [`Dns`]: the resolver and the classification of its answers.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
-use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::net::{DnsError as ProtoDnsError, NetError};
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use postern_conf::{Config, Directive, Value};
 
 use crate::DnsError;
+use crate::cache::{Cache, CachePolicy, Fetched, Freshness};
 
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,16 +35,16 @@ pub enum Mx {
     Implicit,
 }
 
-/// A resolver for delivery. Create one per event loop: a resolver shared
-/// across runtimes can stall.
+/// A resolver for delivery, with its answer cache. Clones share the cache.
+/// Create one per event loop: a resolver shared across runtimes can stall.
 #[derive(Debug, Clone)]
 pub struct Dns {
     resolver: TokioResolver,
     timeout: Duration,
+    policy: CachePolicy,
+    mx_cache: Arc<Cache<Mx>>,
+    ip_cache: Arc<Cache<Vec<IpAddr>>>,
 }
-
-/// An answer with no records of the asked type (NODATA).
-struct NoData;
 
 /// Absolute form of `name`, so that no search domain is ever appended.
 fn fqdn(name: &str) -> String {
@@ -55,6 +57,19 @@ fn fqdn(name: &str) -> String {
 
 fn display_name(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The lowest TTL among an answer's records (the answer lives that long).
+fn min_ttl(records: &[Record]) -> u32 {
+    records.iter().map(|r| r.ttl).min().unwrap_or(0)
+}
+
+/// The negative TTL of an empty answer (from its SOA), if it has one.
+fn negative_ttl(e: &NetError) -> u32 {
+    match e {
+        NetError::Dns(ProtoDnsError::NoRecordsFound(nr)) => nr.negative_ttl.unwrap_or(0),
+        _ => 0,
+    }
 }
 
 impl Dns {
@@ -110,25 +125,54 @@ impl Dns {
         // Destinations come from DNS only: a local hosts file must not
         // redirect mail.
         opts.use_hosts_file = ResolveHosts::Never;
+        // This crate's cache is the only one, so that TTLs, negative
+        // answers and shared queries follow one policy.
+        opts.cache_size = 0;
         let resolver = builder.build().map_err(config_error)?;
-        Ok(Self { resolver, timeout })
+        Ok(Self {
+            resolver,
+            timeout,
+            policy: CachePolicy::default(),
+            mx_cache: Arc::new(Cache::new()),
+            ip_cache: Arc::new(Cache::new()),
+        })
     }
 
-    fn classify(&self, name: &str, e: &NetError) -> Result<NoData, DnsError> {
+    /// How long answers are kept.
+    pub fn policy(&self) -> CachePolicy {
+        self.policy
+    }
+
+    /// The same resolver with another cache policy (and an empty cache).
+    #[must_use]
+    pub fn with_cache_policy(self, policy: CachePolicy) -> Self {
+        Self {
+            policy,
+            mx_cache: Arc::new(Cache::new()),
+            ip_cache: Arc::new(Cache::new()),
+            ..self
+        }
+    }
+
+    /// A failed query as an answer: NXDOMAIN is a (cached) permanent
+    /// error, "no records" is `Ok(empty)` cached for the negative TTL, and
+    /// anything else a transient error that is not cached.
+    fn failed<T>(&self, name: &str, e: &NetError, empty: T) -> Fetched<T> {
         let name = display_name(name);
+        let negative = self.policy.keep(negative_ttl(e), true);
         if e.is_nx_domain() {
-            return Err(DnsError::NxDomain { name });
+            return Fetched::new(Err(DnsError::NxDomain { name }), negative);
         }
         if e.is_no_records_found() {
-            return Ok(NoData);
+            return Fetched::new(Ok(empty), negative);
         }
         if matches!(e, NetError::Timeout) {
-            return Err(DnsError::Timeout {
+            return Fetched::transient(DnsError::Timeout {
                 name,
                 timeout: self.timeout,
             });
         }
-        Err(DnsError::ServerFailure {
+        Fetched::transient(DnsError::ServerFailure {
             name,
             detail: e.to_string(),
         })
@@ -138,13 +182,22 @@ impl Dns {
     /// permanent error [`DnsError::NullMx`]; a `.` among real exchangers is
     /// left out.
     pub async fn mx(&self, domain: &str) -> Result<Mx, DnsError> {
+        self.mx_fetched(domain, Freshness::Dns).await.value
+    }
+
+    pub(crate) async fn mx_fetched(&self, domain: &str, freshness: Freshness) -> Fetched<Mx> {
+        let key = display_name(domain);
+        self.mx_cache
+            .get(&key, freshness, self.query_mx(&key))
+            .await
+    }
+
+    async fn query_mx(&self, domain: &str) -> Fetched<Mx> {
         let lookup = match self.resolver.lookup(fqdn(domain), RecordType::MX).await {
             Ok(l) => l,
-            Err(e) => {
-                self.classify(domain, &e)?;
-                return Ok(Mx::Implicit);
-            }
+            Err(e) => return self.failed(domain, &e, Mx::Implicit),
         };
+        let keep = self.policy.keep(min_ttl(lookup.answers()), false);
         let records: Vec<(u16, String)> = lookup
             .answers()
             .iter()
@@ -154,7 +207,7 @@ impl Dns {
             })
             .collect();
         if records.is_empty() {
-            return Ok(Mx::Implicit);
+            return Fetched::new(Ok(Mx::Implicit), keep);
         }
         let mut hosts: Vec<MxHost> = records
             .iter()
@@ -165,34 +218,49 @@ impl Dns {
             })
             .collect();
         if hosts.is_empty() {
-            return Err(DnsError::NullMx {
+            let null = DnsError::NullMx {
                 domain: display_name(domain),
-            });
+            };
+            return Fetched::new(Err(null), keep);
         }
         hosts.sort();
         hosts.dedup();
-        Ok(Mx::Hosts(hosts))
+        Fetched::new(Ok(Mx::Hosts(hosts)), keep)
     }
 
     /// The host's IPv4 and IPv6 addresses (CNAMEs followed), IPv4 first.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let no_address = || DnsError::NoAddress {
-            name: display_name(host),
-        };
+        self.addresses_fetched(host, Freshness::Dns).await.value
+    }
+
+    pub(crate) async fn addresses_fetched(
+        &self,
+        host: &str,
+        freshness: Freshness,
+    ) -> Fetched<Vec<IpAddr>> {
+        let key = display_name(host);
+        let mut fetched = self
+            .ip_cache
+            .get(&key, freshness, self.query_addresses(&key))
+            .await;
+        if matches!(&fetched.value, Ok(ips) if ips.is_empty()) {
+            fetched.value = Err(DnsError::NoAddress { name: key });
+        }
+        fetched
+    }
+
+    async fn query_addresses(&self, host: &str) -> Fetched<Vec<IpAddr>> {
         match self.resolver.lookup_ip(fqdn(host)).await {
             Ok(lookup) => {
+                let keep = self
+                    .policy
+                    .keep(min_ttl(lookup.as_lookup().answers()), false);
                 let mut ips: Vec<IpAddr> = lookup.iter().collect();
                 ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
                 ips.dedup();
-                if ips.is_empty() {
-                    return Err(no_address());
-                }
-                Ok(ips)
+                Fetched::new(Ok(ips), keep)
             }
-            Err(e) => {
-                self.classify(host, &e)?;
-                Err(no_address())
-            }
+            Err(e) => self.failed(host, &e, Vec::new()),
         }
     }
 }

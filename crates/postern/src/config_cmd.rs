@@ -10,7 +10,7 @@ use postern_conf::{Config, DIRECTIVES, DefaultValue, Effective, Errors, Routing,
 const INVALID: u8 = 2;
 
 /// Loads `file`, or prints every error to stderr.
-fn load(file: &Path) -> Result<Config, ExitCode> {
+pub(crate) fn load(file: &Path) -> Result<Config, ExitCode> {
     Config::load(file).map_err(|errors| report(file, &errors))
 }
 
@@ -27,7 +27,7 @@ fn report(file: &Path, errors: &Errors) -> ExitCode {
 
 /// Ends a command whose output went to `result`: a closed pipe (`| head`)
 /// is a normal end, any other write error a failure.
-fn finish(result: io::Result<()>) -> ExitCode {
+pub(crate) fn finish(result: io::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
@@ -60,14 +60,27 @@ pub(crate) fn effective(file: &Path, binding: &str, domain: &str) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(eff) = config.effective(binding, domain) else {
+    match queue(file, &config, binding, domain) {
+        Ok(eff) => finish(print_effective(&eff, &mut io::stdout().lock())),
+        Err(code) => code,
+    }
+}
+
+/// The effective options of one queue, or exit 2 when the binding is not
+/// configured.
+pub(crate) fn queue<'c>(
+    file: &Path,
+    config: &'c Config,
+    binding: &str,
+    domain: &str,
+) -> Result<Effective<'c>, ExitCode> {
+    config.effective(binding, domain).ok_or_else(|| {
         eprintln!(
             "{}: binding \"{binding}\" is not configured",
             file.display()
         );
-        return ExitCode::from(INVALID);
-    };
-    finish(print_effective(&eff, &mut io::stdout().lock()))
+        ExitCode::from(INVALID)
+    })
 }
 
 /// Prints one line per option in configuration syntax, `# origin` after it;

@@ -4,9 +4,12 @@
 //! every file it includes; `config effective` shows the options in force
 //! for one (binding, domain) queue and where each came from; `config
 //! reference` prints the configuration reference generated from the
-//! directive table.
+//! directive table; `routes` resolves and prints one queue's routing
+//! table.
 
 mod config_cmd;
+mod routes_cmd;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +43,22 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Resolve and print the routing table for mail of BINDING to DOMAIN:
+    /// preference levels, hosts, addresses, ports, TLS, limits, refresh
+    /// time and why. Exit 1 when the domain has no route now.
+    Routes {
+        /// The destination domain.
+        domain: String,
+        /// The binding (`default` for mail not assigned to one).
+        #[arg(long, default_value = "default")]
+        binding: String,
+        /// The configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -78,5 +97,11 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         },
+        Command::Routes {
+            domain,
+            binding,
+            config,
+            json,
+        } => routes_cmd::routes(&config, &binding, &domain, json),
     }
 }
