@@ -1,0 +1,175 @@
+//! The message body on the wire: CRLF line endings, dot-stuffing, and the
+//! final `.` line (RFC 5321 sections 2.3.8 and 4.5.2), done while
+//! streaming so that a body is never copied whole.
+
+use memchr::memchr3;
+
+/// Encodes a body chunk by chunk.
+#[derive(Debug, Clone)]
+pub struct DotStuffer {
+    at_line_start: bool,
+    pending_cr: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        Self {
+            at_line_start: true,
+            pending_cr: false,
+        }
+    }
+}
+
+impl DotStuffer {
+    /// Appends `chunk` to `out`: a lone LF or CR becomes CRLF, and a line
+    /// starting with `.` gets a second one.
+    pub fn encode(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
+        out.reserve(chunk.len() + chunk.len() / 64 + 4);
+        while !chunk.is_empty() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                out.extend_from_slice(b"\r\n");
+                self.at_line_start = true;
+                if let [b'\n', rest @ ..] = chunk {
+                    chunk = rest;
+                    continue;
+                }
+            }
+            if self.at_line_start
+                && let [b'.', rest @ ..] = chunk
+            {
+                out.extend_from_slice(b"..");
+                self.at_line_start = false;
+                chunk = rest;
+                continue;
+            }
+            match memchr3(b'\r', b'\n', b'.', chunk) {
+                None => {
+                    out.extend_from_slice(chunk);
+                    self.at_line_start = false;
+                    return;
+                }
+                Some(i) => {
+                    let (run, rest) = chunk.split_at(i);
+                    out.extend_from_slice(run);
+                    if !run.is_empty() {
+                        self.at_line_start = false;
+                    }
+                    let (byte, rest) = match rest {
+                        [b, rest @ ..] => (*b, rest),
+                        [] => return,
+                    };
+                    chunk = rest;
+                    match byte {
+                        b'\r' => self.pending_cr = true,
+                        b'\n' => {
+                            out.extend_from_slice(b"\r\n");
+                            self.at_line_start = true;
+                        }
+                        _ => {
+                            // A dot inside a line (line starts were handled above).
+                            out.push(byte);
+                            self.at_line_start = false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the body: closes an unterminated last line, then `.` CRLF.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            out.extend_from_slice(b"\r\n");
+            self.at_line_start = true;
+        }
+        if !self.at_line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        *self = Self::default();
+    }
+}
+
+/// The whole body encoded in one call.
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 8);
+    let mut s = DotStuffer::default();
+    s.encode(body, &mut out);
+    s.finish(&mut out);
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn dots_line_endings_and_the_end_marker() {
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        assert_eq!(dot_stuff(b"a\r\n"), b"a\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a"), b"a\r\n.\r\n");
+        assert_eq!(dot_stuff(b".\r\n"), b"..\r\n.\r\n");
+        assert_eq!(dot_stuff(b"x\n.y\n..z"), b"x\r\n..y\r\n...z\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a.b\rc"), b"a.b\r\nc\r\n.\r\n");
+    }
+
+    /// Undoes the encoding as a receiver does (RFC 5321 4.5.2).
+    fn unstuff(wire: &[u8]) -> Vec<u8> {
+        let text = wire.strip_suffix(b".\r\n").unwrap();
+        let mut out = Vec::new();
+        for line in text.split_inclusive(|b| *b == b'\n') {
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        }
+        out
+    }
+
+    fn crlf(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < body.len() {
+            match (body[i], body.get(i + 1)) {
+                (b'\r', Some(b'\n')) => {
+                    out.extend_from_slice(b"\r\n");
+                    i += 2;
+                    continue;
+                }
+                (b'\r' | b'\n', _) => out.extend_from_slice(b"\r\n"),
+                (b, _) => out.push(b),
+            }
+            i += 1;
+        }
+        if !out.is_empty() && !out.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn chunking_never_changes_the_output(
+            body in proptest::collection::vec(prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b'a')], 0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+        ) {
+            let whole = dot_stuff(&body);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(body.len())).collect();
+            cuts.sort_unstable();
+            let mut out = Vec::new();
+            let mut s = DotStuffer::default();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([body.len()]) {
+                s.encode(&body[from..c], &mut out);
+                from = c;
+            }
+            s.finish(&mut out);
+            prop_assert_eq!(&out, &whole);
+            // No line of the wire form is a lone ".", except the last.
+            let body_lines = &whole[..whole.len() - 3];
+            prop_assert!(!body_lines.split(|b| *b == b'\n').any(|l| l == b".\r"));
+            prop_assert_eq!(unstuff(&whole), crlf(&body));
+        }
+    }
+}

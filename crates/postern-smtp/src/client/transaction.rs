@@ -1,0 +1,202 @@
+//! One mail transaction on an open session: MAIL, RCPT for each recipient,
+//! DATA, the dot-stuffed body, and the final reply (one per recipient for
+//! LMTP). With PIPELINING, everything up to DATA goes in one write.
+
+use crate::body::DotStuffer;
+use crate::client::{Outcome, Phase, Protocol, Session, SessionError};
+use crate::command::{self, MailParams};
+use crate::reply::Reply;
+
+/// A message to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Transaction<'a> {
+    /// The envelope sender; empty for the null sender `<>`.
+    pub sender: &'a str,
+    /// The envelope recipients.
+    pub recipients: &'a [String],
+    /// The message (headers and body), CRLF or LF line endings, not
+    /// dot-stuffed.
+    pub body: &'a [u8],
+    /// The body has 8-bit content (`BODY=8BITMIME`).
+    pub eight_bit: bool,
+    /// An address is non-ASCII (`SMTPUTF8`).
+    pub smtputf8: bool,
+}
+
+/// Bytes of body encoded per write.
+const BODY_CHUNK: usize = 64 * 1024;
+
+fn all(n: usize, reply: &Reply) -> Vec<Outcome> {
+    vec![Outcome::from_reply(reply.clone()); n]
+}
+
+impl Session {
+    /// Sends one message and returns an outcome for every recipient, in
+    /// order. An `Err` means the session broke: no recipient's fate is
+    /// known, and the session must be dropped.
+    pub async fn send(&mut self, tx: &Transaction<'_>) -> Result<Vec<Outcome>, SessionError> {
+        let n = tx.recipients.len();
+        if let Some(refusal) = self.refusal(tx) {
+            return Ok(all(n, &refusal));
+        }
+        let params = MailParams {
+            size: self.caps.size.map(|_| tx.body.len() as u64),
+            eight_bit: tx.eight_bit && self.caps.eight_bit_mime,
+            smtputf8: tx.smtputf8,
+        };
+        let rset = std::mem::replace(&mut self.used, true);
+        if !self.caps.pipelining {
+            if rset {
+                check_rset(self.command_bytes(b"RSET\r\n", Phase::Rset).await?)?;
+            }
+            let mut line = Vec::new();
+            command::mail_from(tx.sender, params, &mut line)?;
+            return self.send_in_steps(tx, line).await;
+        }
+        let mut batch = Vec::with_capacity(64 + 64 * n);
+        if rset {
+            batch.extend_from_slice(b"RSET\r\n");
+        }
+        command::mail_from(tx.sender, params, &mut batch)?;
+        for r in tx.recipients {
+            command::rcpt_to(r, &mut batch)?;
+        }
+        batch.extend_from_slice(b"DATA\r\n");
+        self.write(&batch, Phase::MailFrom).await?;
+        if rset {
+            check_rset(self.read(Phase::Rset).await?)?;
+        }
+        let mail = self.read(Phase::MailFrom).await?;
+        let mut rcpt = Vec::with_capacity(n);
+        for _ in 0..n {
+            rcpt.push(self.read(Phase::RcptTo).await?);
+        }
+        let data = self.read(Phase::RcptTo).await?;
+        let accepted = rcpt.iter().filter(|r| r.is_positive()).count();
+        if data.code == 354 && (!mail.is_positive() || accepted == 0) {
+            // RFC 2920: DATA was accepted after everything else failed;
+            // end it with an empty body and ignore the reply.
+            self.write(b".\r\n", Phase::Data).await?;
+            self.read(Phase::Data).await?;
+        }
+        if !mail.is_positive() {
+            return Ok(all(n, &mail));
+        }
+        if accepted == 0 {
+            return Ok(rcpt.into_iter().map(Outcome::from_reply).collect());
+        }
+        if data.code != 354 {
+            return Ok(merge(rcpt, |_| Outcome::from_reply(data.clone())));
+        }
+        self.body_and_final(tx, rcpt).await
+    }
+
+    /// A reason not to start the transaction at all.
+    fn refusal(&self, tx: &Transaction<'_>) -> Option<Reply> {
+        if let Some(limit) = self.caps.size
+            && limit > 0
+            && tx.body.len() as u64 > limit
+        {
+            return Some(Reply::with_status(
+                552,
+                (5, 3, 4),
+                format!("message of {} bytes exceeds the server's limit of {limit}", tx.body.len()),
+            ));
+        }
+        if tx.smtputf8 && !self.caps.smtputf8 {
+            return Some(Reply::with_status(
+                553,
+                (5, 6, 7),
+                "an address is not ASCII and the server does not offer SMTPUTF8",
+            ));
+        }
+        None
+    }
+
+    async fn command_bytes(&mut self, line: &[u8], phase: Phase) -> Result<Reply, SessionError> {
+        self.write(line, phase).await?;
+        self.read(phase).await
+    }
+
+    /// Without PIPELINING: each command waits for its reply, and the
+    /// transaction stops at the first step that leaves nothing to send.
+    async fn send_in_steps(&mut self, tx: &Transaction<'_>, mail_line: Vec<u8>) -> Result<Vec<Outcome>, SessionError> {
+        let n = tx.recipients.len();
+        let mail = self.command_bytes(&mail_line, Phase::MailFrom).await?;
+        if !mail.is_positive() {
+            return Ok(all(n, &mail));
+        }
+        let mut rcpt = Vec::with_capacity(n);
+        let mut line = Vec::new();
+        for r in tx.recipients {
+            line.clear();
+            command::rcpt_to(r, &mut line)?;
+            rcpt.push(self.command_bytes(&line, Phase::RcptTo).await?);
+        }
+        if !rcpt.iter().any(Reply::is_positive) {
+            return Ok(rcpt.into_iter().map(Outcome::from_reply).collect());
+        }
+        let data = self.command_bytes(b"DATA\r\n", Phase::RcptTo).await?;
+        if data.code != 354 {
+            return Ok(merge(rcpt, |_| Outcome::from_reply(data.clone())));
+        }
+        self.body_and_final(tx, rcpt).await
+    }
+
+    /// Streams the body, then reads the final reply (SMTP: one for all
+    /// accepted recipients; LMTP: one each, in order).
+    async fn body_and_final(&mut self, tx: &Transaction<'_>, rcpt: Vec<Reply>) -> Result<Vec<Outcome>, SessionError> {
+        let mut stuffer = DotStuffer::default();
+        let mut wire = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 16);
+        for chunk in tx.body.chunks(BODY_CHUNK) {
+            wire.clear();
+            stuffer.encode(chunk, &mut wire);
+            self.write(&wire, Phase::Data).await?;
+        }
+        wire.clear();
+        stuffer.finish(&mut wire);
+        self.write(&wire, Phase::Data).await?;
+        if self.settings.protocol == Protocol::Lmtp {
+            let mut finals = Vec::new();
+            for _ in rcpt.iter().filter(|r| r.is_positive()) {
+                finals.push(self.read(Phase::Data).await?);
+            }
+            let mut finals = finals.into_iter();
+            return Ok(merge(rcpt, |_| {
+                finals
+                    .next()
+                    .map_or_else(|| Outcome::Transient(missing()), Outcome::from_reply)
+            }));
+        }
+        let end = self.read(Phase::Data).await?;
+        Ok(merge(rcpt, |_| Outcome::from_reply(end.clone())))
+    }
+}
+
+fn missing() -> Reply {
+    Reply::with_status(451, (4, 4, 2), "no reply for this recipient")
+}
+
+fn check_rset(reply: Reply) -> Result<(), SessionError> {
+    if reply.code == 250 {
+        Ok(())
+    } else {
+        Err(SessionError::Rejected {
+            phase: Phase::Rset,
+            reply,
+        })
+    }
+}
+
+/// Refused recipients keep their RCPT reply; accepted ones get `accepted`.
+fn merge(rcpt: Vec<Reply>, mut accepted: impl FnMut(&Reply) -> Outcome) -> Vec<Outcome> {
+    rcpt.into_iter()
+        .map(|r| {
+            if r.is_positive() {
+                accepted(&r)
+            } else {
+                Outcome::from_reply(r)
+            }
+        })
+        .collect()
+}

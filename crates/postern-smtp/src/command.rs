@@ -1,0 +1,108 @@
+//! Commands as the client writes them. Addresses and names come from the
+//! spool and the configuration; a CR or LF in one is refused here so that
+//! nothing can inject a command.
+
+use std::fmt::Write as _;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+/// A value that cannot go on a command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} contains a line break or a control character")]
+pub struct UnsafeArgument {
+    /// Which argument.
+    pub what: &'static str,
+}
+
+fn clean<'a>(what: &'static str, s: &'a str) -> Result<&'a str, UnsafeArgument> {
+    if s.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(UnsafeArgument { what });
+    }
+    Ok(s)
+}
+
+/// The `MAIL FROM` parameters Postern sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `SIZE=` (sent when the server offers SIZE).
+    pub size: Option<u64>,
+    /// `BODY=8BITMIME`.
+    pub eight_bit: bool,
+    /// `SMTPUTF8`.
+    pub smtputf8: bool,
+}
+
+/// `EHLO name`, `HELO name` or `LHLO name`.
+pub fn hello(verb: &str, name: &str, out: &mut Vec<u8>) -> Result<(), UnsafeArgument> {
+    let name = clean("the HELO name", name)?;
+    out.extend_from_slice(format!("{verb} {name}\r\n").as_bytes());
+    Ok(())
+}
+
+/// `MAIL FROM:<sender>` with parameters; `<>` for the null sender.
+pub fn mail_from(sender: &str, params: MailParams, out: &mut Vec<u8>) -> Result<(), UnsafeArgument> {
+    let sender = clean("the sender", sender)?;
+    let mut line = format!("MAIL FROM:<{sender}>");
+    if let Some(size) = params.size {
+        let _ = write!(line, " SIZE={size}");
+    }
+    if params.eight_bit {
+        line.push_str(" BODY=8BITMIME");
+    }
+    if params.smtputf8 {
+        line.push_str(" SMTPUTF8");
+    }
+    line.push_str("\r\n");
+    out.extend_from_slice(line.as_bytes());
+    Ok(())
+}
+
+/// `RCPT TO:<recipient>`.
+pub fn rcpt_to(recipient: &str, out: &mut Vec<u8>) -> Result<(), UnsafeArgument> {
+    let recipient = clean("a recipient", recipient)?;
+    out.extend_from_slice(format!("RCPT TO:<{recipient}>\r\n").as_bytes());
+    Ok(())
+}
+
+/// `AUTH PLAIN` with its initial response (RFC 4616).
+pub fn auth_plain(user: &str, password: &str) -> String {
+    let token = BASE64.encode(format!("\0{user}\0{password}"));
+    format!("AUTH PLAIN {token}\r\n")
+}
+
+/// One line of a base64 SASL exchange (AUTH LOGIN's user name, password).
+pub fn sasl_line(value: &str) -> String {
+    format!("{}\r\n", BASE64.encode(value))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_on_the_wire() {
+        let mut out = Vec::new();
+        hello("EHLO", "postern.example", &mut out).unwrap();
+        let params = MailParams { size: Some(1234), eight_bit: true, smtputf8: false };
+        mail_from("a@example.com", params, &mut out).unwrap();
+        mail_from("", MailParams::default(), &mut out).unwrap();
+        rcpt_to("b@example.net", &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "EHLO postern.example\r\nMAIL FROM:<a@example.com> SIZE=1234 BODY=8BITMIME\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.net>\r\n"
+        );
+        assert_eq!(auth_plain("u", "p"), "AUTH PLAIN AHUAcA==\r\n");
+        assert_eq!(sasl_line("u"), "dQ==\r\n");
+    }
+
+    #[test]
+    fn line_breaks_in_arguments_are_refused() {
+        let mut out = Vec::new();
+        assert!(rcpt_to("a@b>\r\nDATA", &mut out).is_err());
+        assert!(mail_from("a\n@b", MailParams::default(), &mut out).is_err());
+        assert!(hello("EHLO", "x\ry", &mut out).is_err());
+        assert!(out.is_empty());
+    }
+}

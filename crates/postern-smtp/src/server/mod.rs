@@ -1,0 +1,145 @@
+//! The server session: the injection listener, and the test sinks.
+//!
+//! [`serve`] speaks SMTP (or LMTP) on one accepted connection. It parses
+//! commands with smtp-proto's receiver, pipelined or not, and asks a
+//! [`Handler`] what to answer to MAIL, RCPT, DATA and AUTH. Protocol
+//! errors get their RFC 5321 reply here: out of sequence 503, syntax 501,
+//! unknown 500, too big 552, too many recipients 452, too many commands or
+//! errors 421 and the connection closed.
+
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::session::serve;
+use crate::Reply;
+
+/// Limits and features of a server session.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The name in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// Speak LMTP (LHLO, one reply per recipient after DATA).
+    pub lmtp: bool,
+    /// The largest message accepted, in bytes (`Max_Message_Size`).
+    pub max_message_size: u64,
+    /// Recipients per transaction; more get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Commands that start no transaction (NOOP, RSET, VRFY, HELO, ...)
+    /// allowed in a row; past that the session ends with `421 4.7.0`.
+    pub max_idle_commands: usize,
+    /// Bad commands allowed; past that the session ends with `421 4.7.0`.
+    pub max_errors: usize,
+    /// STARTTLS is offered with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// AUTH PLAIN and LOGIN are offered (over TLS, unless
+    /// `auth_without_tls`).
+    pub offer_auth: bool,
+    /// AUTH is offered on unencrypted sessions too.
+    pub auth_without_tls: bool,
+    /// MAIL is refused (`530 5.7.0`) until STARTTLS.
+    pub require_tls: bool,
+    /// MAIL is refused (`530 5.7.0`) until AUTH.
+    pub require_auth: bool,
+    /// How long to wait for a command.
+    pub command_timeout: Duration,
+    /// How long to wait for each part of the message body.
+    pub data_timeout: Duration,
+}
+
+impl ServerSettings {
+    /// An SMTP server with the usual limits: 25 MiB messages, 1000
+    /// recipients, 100 idle commands, 20 errors, 5 minutes per command,
+    /// 10 per body read.
+    pub fn new(hostname: impl Into<String>) -> Self {
+        Self {
+            hostname: hostname.into(),
+            lmtp: false,
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 1000,
+            max_idle_commands: 100,
+            max_errors: 20,
+            tls: None,
+            offer_auth: false,
+            auth_without_tls: false,
+            require_tls: false,
+            require_auth: false,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The transaction so far, as the handler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    /// The EHLO/HELO/LHLO name.
+    pub helo: String,
+    /// The session is encrypted.
+    pub tls: bool,
+    /// The user the client authenticated as.
+    pub auth: Option<String>,
+    /// The envelope sender (empty for `<>`).
+    pub mail_from: String,
+    /// `SIZE=` as declared.
+    pub declared_size: Option<u64>,
+    /// `BODY=8BITMIME`.
+    pub eight_bit: bool,
+    /// `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// Accepted recipients, in order.
+    pub rcpt_to: Vec<String>,
+}
+
+/// The answer to the end of DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataReply {
+    /// One reply (SMTP), or the same reply for every recipient (LMTP).
+    One(Reply),
+    /// One reply per accepted recipient, in order (LMTP).
+    PerRecipient(Vec<Reply>),
+    /// Close the connection without a reply.
+    Drop,
+}
+
+/// What the session asks its owner. Every method has the answer of a
+/// server that accepts everything except AUTH.
+#[async_trait::async_trait]
+pub trait Handler: Send {
+    /// The greeting (a 554 refuses the session).
+    async fn greeting(&mut self, hostname: &str, _peer: SocketAddr) -> Reply {
+        Reply::new(220, None, format!("{hostname} ESMTP Postern"))
+    }
+
+    /// A MAIL FROM that passed the protocol checks.
+    async fn mail_from(&mut self, _envelope: &Envelope) -> Reply {
+        Reply::with_status(250, (2, 1, 0), "sender ok")
+    }
+
+    /// A RCPT TO that passed the protocol checks.
+    async fn rcpt_to(&mut self, _envelope: &Envelope, _recipient: &str) -> Reply {
+        Reply::with_status(250, (2, 1, 5), "recipient ok")
+    }
+
+    /// A complete message (dot-unstuffed, within the size limit).
+    async fn data(&mut self, _envelope: &Envelope, _body: Vec<u8>) -> DataReply {
+        DataReply::One(Reply::with_status(250, (2, 0, 0), "message accepted"))
+    }
+
+    /// Whether `user` with `password` may authenticate.
+    async fn auth(&mut self, _user: &str, _password: &str) -> bool {
+        false
+    }
+
+    /// Close the connection as soon as the body starts (for tests of
+    /// connections lost during DATA).
+    fn drop_during_data(&self) -> bool {
+        false
+    }
+}

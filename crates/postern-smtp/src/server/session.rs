@@ -1,0 +1,486 @@
+//! The command loop of a server session.
+
+use std::io;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
+use tokio::net::TcpStream;
+
+use super::{DataReply, Envelope, Handler, ServerSettings};
+use crate::Reply;
+use crate::stream::Conn;
+
+/// Why the session ended.
+#[derive(Debug)]
+enum End {
+    /// QUIT, or a limit that closed the session with 421.
+    Closed,
+    /// The client went away.
+    Eof,
+}
+
+/// A session's state between commands.
+struct Session<'h, H: Handler> {
+    conn: Conn,
+    settings: Arc<ServerSettings>,
+    handler: &'h mut H,
+    receiver: RequestReceiver,
+    out: Vec<u8>,
+    helo: Option<String>,
+    auth: Option<String>,
+    envelope: Option<Envelope>,
+    idle_commands: usize,
+    errors: usize,
+}
+
+fn reply(code: u16, status: (u8, u8, u8), text: &str) -> Reply {
+    Reply::with_status(code, status, text)
+}
+
+/// Serves one connection until QUIT, a limit, an error or the client
+/// leaving. I/O errors and timeouts end the session quietly (a timeout
+/// with `421 4.4.2` first); nothing the client sends can panic it.
+pub async fn serve<H: Handler>(tcp: TcpStream, settings: Arc<ServerSettings>, handler: &mut H) -> io::Result<()> {
+    let conn = Conn::new(tcp)?;
+    let greeting = handler.greeting(&settings.hostname, conn.peer()).await;
+    let mut s = Session {
+        conn,
+        settings,
+        handler,
+        receiver: RequestReceiver::default(),
+        out: Vec::with_capacity(1024),
+        helo: None,
+        auth: None,
+        envelope: None,
+        idle_commands: 0,
+        errors: 0,
+    };
+    let refused = greeting.code != 220;
+    s.push(&greeting);
+    if refused {
+        return s.flush().await;
+    }
+    match s.run().await {
+        Ok(_) => {
+            let limit = s.settings.command_timeout;
+            s.conn.shutdown(limit).await;
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            s.push(&reply(421, (4, 4, 2), "timeout, closing connection"));
+            s.flush().await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl<H: Handler> Session<'_, H> {
+    fn push(&mut self, r: &Reply) {
+        r.write_to(&mut self.out);
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let result = self.conn.write_all(&out, self.settings.command_timeout).await;
+        self.out = out;
+        self.out.clear();
+        result
+    }
+
+    /// Sends what is pending, then reads more input; `Ok(false)` at EOF.
+    async fn fill(&mut self, data: bool) -> io::Result<bool> {
+        self.flush().await?;
+        let limit = if data {
+            self.settings.data_timeout
+        } else {
+            self.settings.command_timeout
+        };
+        Ok(self.conn.read_more(limit).await? > 0)
+    }
+
+    async fn run(&mut self) -> io::Result<End> {
+        loop {
+            let mut iter = self.conn.buf.iter();
+            let before = iter.len();
+            let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
+            let used = before - iter.len();
+            self.conn.buf.drain(..used);
+            let request = match parsed {
+                Ok(request) => request,
+                Err(smtp_proto::Error::NeedsMoreData { .. }) => {
+                    if !self.fill(false).await? {
+                        return Ok(End::Eof);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    let r = protocol_error(&e);
+                    if self.error(&r) {
+                        return Ok(End::Closed);
+                    }
+                    continue;
+                }
+            };
+            if let Some(end) = self.command(request).await? {
+                self.flush().await?;
+                return Ok(end);
+            }
+        }
+    }
+
+    /// Answers a bad command; true when that was one too many.
+    fn error(&mut self, r: &Reply) -> bool {
+        self.push(r);
+        self.errors += 1;
+        if self.errors > self.settings.max_errors {
+            self.push(&reply(421, (4, 7, 0), "too many errors, closing connection"));
+            return true;
+        }
+        false
+    }
+
+    /// Counts a command that starts no transaction; true when over limit.
+    fn idle(&mut self) -> bool {
+        self.idle_commands += 1;
+        if self.idle_commands > self.settings.max_idle_commands {
+            self.push(&reply(421, (4, 7, 0), "too many commands without mail, closing connection"));
+            return true;
+        }
+        false
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.settings.offer_auth && (self.conn.is_tls() || self.settings.auth_without_tls)
+    }
+
+    fn ehlo_reply(&self, extended: bool) -> Reply {
+        let mut lines = vec![format!("{} greets you", self.settings.hostname)];
+        if extended {
+            lines.extend(
+                ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
+                    .map(String::from),
+            );
+            lines.push(format!("SIZE {}", self.settings.max_message_size));
+            if self.settings.tls.is_some() && !self.conn.is_tls() {
+                lines.push("STARTTLS".into());
+            }
+            if self.auth_offered() {
+                lines.push("AUTH PLAIN LOGIN".into());
+            }
+        }
+        Reply {
+            code: 250,
+            status: None,
+            lines,
+        }
+    }
+
+    /// Runs one command; `Some` ends the session.
+    async fn command(&mut self, request: Request<String>) -> io::Result<Option<End>> {
+        let lmtp = self.settings.lmtp;
+        let idle = matches!(
+            request,
+            Request::Ehlo { .. }
+                | Request::Helo { .. }
+                | Request::Lhlo { .. }
+                | Request::Rset
+                | Request::Noop { .. }
+                | Request::Vrfy { .. }
+                | Request::Help { .. }
+        );
+        match request {
+            Request::Ehlo { .. } | Request::Helo { .. } if lmtp => {
+                let r = reply(500, (5, 5, 1), "this is an LMTP server: use LHLO");
+                return Ok(self.error(&r).then_some(End::Closed));
+            }
+            Request::Lhlo { .. } if !lmtp => {
+                let r = reply(500, (5, 5, 1), "LHLO is for LMTP: use EHLO");
+                return Ok(self.error(&r).then_some(End::Closed));
+            }
+            Request::Ehlo { host } | Request::Lhlo { host } => {
+                self.envelope = None;
+                self.helo = Some(host);
+                let r = self.ehlo_reply(true);
+                self.push(&r);
+            }
+            Request::Helo { host } => {
+                self.envelope = None;
+                self.helo = Some(host);
+                let r = self.ehlo_reply(false);
+                self.push(&r);
+            }
+            Request::Mail { from } => self.mail(from).await,
+            Request::Rcpt { to } => return Ok(self.rcpt(to.address).await),
+            Request::Data => return self.data().await,
+            Request::Rset => {
+                self.envelope = None;
+                self.push(&reply(250, (2, 0, 0), "reset"));
+            }
+            Request::Noop { .. } => self.push(&reply(250, (2, 0, 0), "ok")),
+            Request::Quit => {
+                self.push(&reply(221, (2, 0, 0), "bye"));
+                return Ok(Some(End::Closed));
+            }
+            Request::Vrfy { .. } => self.push(&reply(252, (2, 5, 2), "cannot verify, send mail to find out")),
+            Request::Help { .. } => self.push(&reply(214, (2, 0, 0), "see RFC 5321")),
+            Request::StartTls => return self.starttls().await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.authenticate(mechanism, initial_response).await,
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. }
+            | Request::Bdat { .. } => {
+                let r = reply(502, (5, 5, 1), "command not implemented");
+                return Ok(self.error(&r).then_some(End::Closed));
+            }
+        }
+        if idle && self.idle() {
+            return Ok(Some(End::Closed));
+        }
+        Ok(None)
+    }
+
+    async fn mail(&mut self, from: smtp_proto::MailFrom<String>) {
+        let Some(helo) = self.helo.clone() else {
+            self.push(&reply(503, (5, 5, 1), "send EHLO or HELO first"));
+            return;
+        };
+        if self.envelope.is_some() {
+            self.push(&reply(503, (5, 5, 1), "a transaction is already open: RSET first"));
+            return;
+        }
+        if self.settings.require_tls && !self.conn.is_tls() {
+            self.push(&reply(530, (5, 7, 0), "must issue a STARTTLS command first"));
+            return;
+        }
+        if self.settings.require_auth && self.auth.is_none() {
+            self.push(&reply(530, (5, 7, 0), "authentication required"));
+            return;
+        }
+        let declared = (from.size > 0).then_some(from.size as u64);
+        if declared.is_some_and(|n| n > self.settings.max_message_size) {
+            self.push(&reply(552, (5, 3, 4), "message size exceeds fixed maximum message size"));
+            return;
+        }
+        let envelope = Envelope {
+            peer: self.conn.peer(),
+            local: self.conn.local(),
+            helo,
+            tls: self.conn.is_tls(),
+            auth: self.auth.clone(),
+            mail_from: from.address,
+            declared_size: declared,
+            eight_bit: from.flags & MAIL_BODY_8BITMIME != 0,
+            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            rcpt_to: Vec::new(),
+        };
+        let r = self.handler.mail_from(&envelope).await;
+        if r.is_positive() {
+            self.envelope = Some(envelope);
+            self.idle_commands = 0;
+        }
+        self.push(&r);
+    }
+
+    async fn rcpt(&mut self, to: String) -> Option<End> {
+        let Some(envelope) = self.envelope.take() else {
+            let r = reply(503, (5, 5, 1), "send MAIL first");
+            return self.error(&r).then_some(End::Closed);
+        };
+        if envelope.rcpt_to.len() >= self.settings.max_recipients {
+            self.push(&reply(452, (4, 5, 3), "too many recipients"));
+            self.envelope = Some(envelope);
+            return None;
+        }
+        let r = self.handler.rcpt_to(&envelope, &to).await;
+        let mut envelope = envelope;
+        if r.is_positive() {
+            envelope.rcpt_to.push(to);
+        }
+        self.envelope = Some(envelope);
+        self.push(&r);
+        None
+    }
+
+    async fn data(&mut self) -> io::Result<Option<End>> {
+        let Some(envelope) = self.envelope.take() else {
+            let r = reply(503, (5, 5, 1), "send MAIL first");
+            return Ok(self.error(&r).then_some(End::Closed));
+        };
+        if envelope.rcpt_to.is_empty() {
+            self.push(&reply(554, (5, 5, 1), "no valid recipients"));
+            return Ok(None);
+        }
+        self.push(&Reply::new(354, None, "end data with <CR><LF>.<CR><LF>"));
+        let max = self.settings.max_message_size;
+        let mut receiver = DataReceiver::new();
+        let mut body = Vec::new();
+        let mut total: u64 = 0;
+        loop {
+            let mut iter = self.conn.buf.iter();
+            let before = iter.len();
+            let len_before = body.len();
+            let done = receiver.ingest(&mut iter, &mut body);
+            let used = before - iter.len();
+            self.conn.buf.drain(..used);
+            total += body.len().saturating_sub(len_before) as u64;
+            if total > max {
+                body.clear();
+            }
+            if done {
+                break;
+            }
+            if self.handler.drop_during_data() && total > 0 {
+                return Ok(Some(End::Eof));
+            }
+            if !self.fill(true).await? {
+                return Ok(Some(End::Eof));
+            }
+        }
+        self.idle_commands = 0;
+        if total > max {
+            self.push(&reply(552, (5, 3, 4), "message size exceeds fixed maximum message size"));
+            return Ok(None);
+        }
+        let n = envelope.rcpt_to.len();
+        match self.handler.data(&envelope, body).await {
+            DataReply::Drop => return Ok(Some(End::Eof)),
+            DataReply::One(r) if self.settings.lmtp => {
+                for _ in 0..n {
+                    self.push(&r);
+                }
+            }
+            DataReply::One(r) => self.push(&r),
+            DataReply::PerRecipient(replies) => {
+                let fallback = reply(451, (4, 3, 0), "no reply for this recipient");
+                for i in 0..n {
+                    let r = replies.get(i).unwrap_or(&fallback).clone();
+                    self.push(&r);
+                    if !self.settings.lmtp {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn starttls(&mut self) -> io::Result<Option<End>> {
+        let Some(config) = self.settings.tls.clone() else {
+            let r = reply(502, (5, 5, 1), "STARTTLS not available");
+            return Ok(self.error(&r).then_some(End::Closed));
+        };
+        if self.conn.is_tls() {
+            let r = reply(503, (5, 5, 1), "TLS is already active");
+            return Ok(self.error(&r).then_some(End::Closed));
+        }
+        self.push(&reply(220, (2, 0, 0), "ready to start TLS"));
+        self.flush().await?;
+        // Anything the client sent after STARTTLS is refused by the
+        // upgrade (no plaintext may cross into the TLS session).
+        self.conn = self.conn.take().server_tls(config, self.settings.command_timeout).await?;
+        self.receiver = RequestReceiver::default();
+        self.helo = None;
+        self.auth = None;
+        self.envelope = None;
+        Ok(None)
+    }
+
+    /// Reads one line of a SASL exchange.
+    async fn sasl_line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(end) = self.conn.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.conn.buf.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                return Ok(Some(text));
+            }
+            if self.conn.buf.len() > 4096 || !self.fill(false).await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn challenge(&mut self, prompt: &str) -> io::Result<Option<String>> {
+        self.push(&Reply::new(334, None, prompt));
+        let Some(line) = self.sasl_line().await? else {
+            return Ok(None);
+        };
+        if line == "*" {
+            return Ok(None);
+        }
+        Ok(BASE64
+            .decode(line.as_bytes())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()))
+    }
+
+    async fn authenticate(&mut self, mechanism: u64, initial: String) -> io::Result<Option<End>> {
+        if !self.auth_offered() {
+            let r = reply(502, (5, 5, 1), "AUTH not available");
+            return Ok(self.error(&r).then_some(End::Closed));
+        }
+        if self.auth.is_some() || self.envelope.is_some() {
+            let r = reply(503, (5, 5, 1), "AUTH not allowed now");
+            return Ok(self.error(&r).then_some(End::Closed));
+        }
+        let credentials = if mechanism == AUTH_PLAIN {
+            let token = if initial.is_empty() {
+                self.challenge("").await?
+            } else {
+                BASE64
+                    .decode(initial.as_bytes())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+            };
+            token.and_then(|t| {
+                let mut parts = t.splitn(3, '\0');
+                let _authzid = parts.next()?;
+                Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+            })
+        } else if mechanism == AUTH_LOGIN {
+            match self.challenge("VXNlcm5hbWU6").await? {
+                Some(user) => self.challenge("UGFzc3dvcmQ6").await?.map(|p| (user, p)),
+                None => None,
+            }
+        } else {
+            let r = reply(504, (5, 5, 4), "unrecognized authentication type");
+            return Ok(self.error(&r).then_some(End::Closed));
+        };
+        let Some((user, password)) = credentials else {
+            let r = reply(501, (5, 5, 2), "malformed authentication response");
+            return Ok(self.error(&r).then_some(End::Closed));
+        };
+        if self.handler.auth(&user, &password).await {
+            self.auth = Some(user);
+            self.push(&reply(235, (2, 7, 0), "authentication succeeded"));
+            Ok(None)
+        } else {
+            let r = reply(535, (5, 7, 8), "authentication credentials invalid");
+            Ok(self.error(&r).then_some(End::Closed))
+        }
+    }
+}
+
+/// The reply to a command smtp-proto could not parse.
+fn protocol_error(e: &smtp_proto::Error) -> Reply {
+    use smtp_proto::Error as E;
+    match e {
+        E::UnknownCommand => reply(500, (5, 5, 2), "command not recognized"),
+        E::InvalidSenderAddress => reply(501, (5, 1, 7), "bad sender address syntax"),
+        E::InvalidRecipientAddress => reply(501, (5, 1, 3), "bad recipient address syntax"),
+        E::SyntaxError { syntax } => reply(501, (5, 5, 4), &format!("syntax: {syntax}")),
+        E::InvalidParameter { param } => reply(501, (5, 5, 4), &format!("invalid parameter {param}")),
+        E::UnsupportedParameter { param } => reply(555, (5, 5, 4), &format!("unsupported parameter {param}")),
+        E::ResponseTooLong => reply(500, (5, 5, 2), "line too long"),
+        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => reply(500, (5, 5, 2), "syntax error"),
+    }
+}

@@ -1,0 +1,206 @@
+//! A TCP connection, plain or TLS (either side), with its read buffer and
+//! per-call deadlines.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+
+/// The byte stream under a session.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Client(Box<client::TlsStream<TcpStream>>),
+    Server(Box<server::TlsStream<TcpStream>>),
+    /// Left behind while the connection is being upgraded to TLS.
+    Closed,
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Client(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Server(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Client(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Server(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Client(s) => Pin::new(s).poll_flush(cx),
+            Stream::Server(s) => Pin::new(s).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Client(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Server(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+/// A connection: its stream and the bytes read but not parsed yet.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: Stream,
+    /// Unparsed input.
+    pub(crate) buf: Vec<u8>,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
+}
+
+impl Conn {
+    pub(crate) fn new(tcp: TcpStream) -> io::Result<Self> {
+        tcp.set_nodelay(true)?;
+        Ok(Self {
+            peer: tcp.peer_addr()?,
+            local: tcp.local_addr()?,
+            stream: Stream::Plain(tcp),
+            buf: Vec::with_capacity(READ_CHUNK),
+        })
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub(crate) fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Client(_) | Stream::Server(_))
+    }
+
+    /// Takes the connection out for an upgrade, leaving a closed one.
+    pub(crate) fn take(&mut self) -> Conn {
+        let closed = Conn {
+            stream: Stream::Closed,
+            buf: Vec::new(),
+            peer: self.peer,
+            local: self.local,
+        };
+        std::mem::replace(self, closed)
+    }
+
+    /// Reads what is there (at least one byte) into `buf`; `Ok(0)` at the
+    /// end of the stream.
+    pub(crate) async fn read_more(&mut self, limit: Duration) -> io::Result<usize> {
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        let spare = self.buf.get_mut(start..).unwrap_or_default();
+        let result = tokio::time::timeout(limit, self.stream.read(spare)).await;
+        let n = match result {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                self.buf.truncate(start);
+                return Err(e);
+            }
+            Err(_) => {
+                self.buf.truncate(start);
+                return Err(timed_out());
+            }
+        };
+        self.buf.truncate(start + n);
+        Ok(n)
+    }
+
+    pub(crate) async fn write_all(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(limit, write)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// Closes the write side (sends TLS close_notify first).
+    pub(crate) async fn shutdown(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.stream.shutdown()).await;
+    }
+
+    /// Whether input arrived that nobody has parsed: after STARTTLS that
+    /// would be plaintext smuggled into the TLS session (CVE-2011-0411).
+    fn refuse_buffered(&self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "data sent after STARTTLS before the TLS handshake",
+            ))
+        }
+    }
+
+    /// TLS as a client (STARTTLS or implicit).
+    pub(crate) async fn client_tls(
+        self,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        limit: Duration,
+    ) -> io::Result<Self> {
+        self.refuse_buffered()?;
+        let Stream::Plain(tcp) = self.stream else {
+            return Err(io::Error::other("TLS is already active"));
+        };
+        let handshake = TlsConnector::from(config).connect(name, tcp);
+        let tls = tokio::time::timeout(limit, handshake)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))?;
+        Ok(Self {
+            stream: Stream::Client(Box::new(tls)),
+            ..self
+        })
+    }
+
+    /// TLS as a server (STARTTLS).
+    pub(crate) async fn server_tls(self, config: Arc<rustls::ServerConfig>, limit: Duration) -> io::Result<Self> {
+        self.refuse_buffered()?;
+        let Stream::Plain(tcp) = self.stream else {
+            return Err(io::Error::other("TLS is already active"));
+        };
+        let handshake = TlsAcceptor::from(config).accept(tcp);
+        let tls = tokio::time::timeout(limit, handshake)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))?;
+        Ok(Self {
+            stream: Stream::Server(Box::new(tls)),
+            ..self
+        })
+    }
+}
