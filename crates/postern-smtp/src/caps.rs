@@ -68,10 +68,19 @@ mod tests {
         let reply = Reply {
             code: 250,
             status: None,
-            lines: ["mx.example greets you", "pipelining", "SIZE 35882577", "8BITMIME",
-                "SMTPUTF8", "STARTTLS", "ENHANCEDSTATUSCODES", "AUTH PLAIN login", "X-UNKNOWN 1"]
-                .map(String::from)
-                .to_vec(),
+            lines: [
+                "mx.example greets you",
+                "pipelining",
+                "SIZE 35882577",
+                "8BITMIME",
+                "SMTPUTF8",
+                "STARTTLS",
+                "ENHANCEDSTATUSCODES",
+                "AUTH PLAIN login",
+                "X-UNKNOWN 1",
+            ]
+            .map(String::from)
+            .to_vec(),
         };
         let caps = Capabilities::from_ehlo(&reply);
         assert!(caps.pipelining && caps.eight_bit_mime && caps.smtputf8);
@@ -79,6 +88,9 @@ mod tests {
         assert_eq!(caps.size, Some(35_882_577));
         assert!(caps.offers_auth("LOGIN") && caps.offers_auth("plain"));
         assert!(!caps.offers_auth("CRAM-MD5"));
-        assert_eq!(Capabilities::from_ehlo(&Reply::new(250, None, "only a name")), Capabilities::default());
+        assert_eq!(
+            Capabilities::from_ehlo(&Reply::new(250, None, "only a name")),
+            Capabilities::default()
+        );
     }
 }

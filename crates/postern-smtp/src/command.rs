@@ -41,7 +41,11 @@ pub fn hello(verb: &str, name: &str, out: &mut Vec<u8>) -> Result<(), UnsafeArgu
 }
 
 /// `MAIL FROM:<sender>` with parameters; `<>` for the null sender.
-pub fn mail_from(sender: &str, params: MailParams, out: &mut Vec<u8>) -> Result<(), UnsafeArgument> {
+pub fn mail_from(
+    sender: &str,
+    params: MailParams,
+    out: &mut Vec<u8>,
+) -> Result<(), UnsafeArgument> {
     let sender = clean("the sender", sender)?;
     let mut line = format!("MAIL FROM:<{sender}>");
     if let Some(size) = params.size {
@@ -85,7 +89,11 @@ mod tests {
     fn commands_on_the_wire() {
         let mut out = Vec::new();
         hello("EHLO", "postern.example", &mut out).unwrap();
-        let params = MailParams { size: Some(1234), eight_bit: true, smtputf8: false };
+        let params = MailParams {
+            size: Some(1234),
+            eight_bit: true,
+            smtputf8: false,
+        };
         mail_from("a@example.com", params, &mut out).unwrap();
         mail_from("", MailParams::default(), &mut out).unwrap();
         rcpt_to("b@example.net", &mut out).unwrap();

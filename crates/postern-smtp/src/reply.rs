@@ -68,8 +68,16 @@ impl Reply {
     }
 
     /// A one-line reply with an enhanced status `class.subject.detail`.
-    pub fn with_status(code: u16, (class, subject, detail): (u8, u8, u8), text: impl Into<String>) -> Self {
-        Self::new(code, Some(EnhancedStatus::new(class, subject, detail)), text)
+    pub fn with_status(
+        code: u16,
+        (class, subject, detail): (u8, u8, u8),
+        text: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            code,
+            Some(EnhancedStatus::new(class, subject, detail)),
+            text,
+        )
     }
 
     /// Positive, transient or permanent, by the first digit of the code.

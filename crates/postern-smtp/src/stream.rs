@@ -28,7 +28,11 @@ fn closed() -> io::Error {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Client(s) => Pin::new(s).poll_read(cx, buf),
@@ -39,7 +43,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Client(s) => Pin::new(s).poll_write(cx, buf),
@@ -189,7 +197,11 @@ impl Conn {
     }
 
     /// TLS as a server (STARTTLS).
-    pub(crate) async fn server_tls(self, config: Arc<rustls::ServerConfig>, limit: Duration) -> io::Result<Self> {
+    pub(crate) async fn server_tls(
+        self,
+        config: Arc<rustls::ServerConfig>,
+        limit: Duration,
+    ) -> io::Result<Self> {
         self.refuse_buffered()?;
         let Stream::Plain(tcp) = self.stream else {
             return Err(io::Error::other("TLS is already active"));

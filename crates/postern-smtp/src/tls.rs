@@ -11,7 +11,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
 /// A TLS configuration that cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,7 +83,12 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -89,7 +97,12 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -106,7 +119,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -120,7 +136,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.1.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.1.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -129,7 +150,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.1.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.1.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -140,14 +166,18 @@ impl ServerCertVerifier for ChainOnly {
 /// The client configuration for `verify`, trusting `ca` (a PEM file) or
 /// the system's store. Build it once and share it: loading the system
 /// store is slow.
-pub fn client_config(verify: TlsVerify, ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsConfigError> {
+pub fn client_config(
+    verify: TlsVerify,
+    ca: Option<&Path>,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
         TlsVerify::No => Arc::new(Unverified(provider.clone())),
         TlsVerify::Ca | TlsVerify::Host => {
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
-                .build()
-                .map_err(err)?;
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
+                    .build()
+                    .map_err(err)?;
             if verify == TlsVerify::Host {
                 webpki
             } else {
@@ -166,7 +196,10 @@ pub fn client_config(verify: TlsVerify, ca: Option<&Path>) -> Result<Arc<ClientC
 
 /// The listener's configuration from PEM text: the certificate chain and
 /// its private key.
-pub fn server_config_from_pem(chain: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>, TlsConfigError> {
+pub fn server_config_from_pem(
+    chain: &[u8],
+    key: &[u8],
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
         .collect::<Result<_, _>>()
         .map_err(|e| err(format!("certificate: {e}")))?;
@@ -191,6 +224,10 @@ pub fn server_config(chain: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsC
 
 /// The name to present in SNI and to check with `TLS_Verify = host`.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
-    ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_owned())
-        .map_err(|e| err(format!("{host}: {e}")))
+    ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    )
+    .map_err(|e| err(format!("{host}: {e}")))
 }

@@ -4,6 +4,13 @@
 //!   127.0.0.1, over UDP and TCP, serving a zone built in the test: MX, A,
 //!   AAAA, CNAME, Null MX, names that answer SERVFAIL and names that never
 //!   answer. It counts the queries it receives, so tests can see caching.
+//! - [`sink::Sink`]: an SMTP or LMTP server on any 127.0.0.x address that
+//!   accepts, tempfails or permfails (by recipient, or the first N
+//!   messages), drops the connection during DATA, answers slowly, requires
+//!   STARTTLS or AUTH, and records every message and the most concurrent
+//!   connections it saw.
+//! - [`tls::TestCa`]: a certificate authority made on the spot, issuing
+//!   server certificates for names and addresses.
 //!
 //! ```
 //! use postern_testkit::dns::DnsServer;
@@ -19,3 +26,5 @@
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod sink;
+pub mod tls;

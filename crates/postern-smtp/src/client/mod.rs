@@ -168,7 +168,10 @@ pub struct Session {
     authenticated: Option<String>,
 }
 
-async fn tcp_connect(addr: SocketAddr, settings: &ClientSettings) -> Result<TcpStream, SessionError> {
+async fn tcp_connect(
+    addr: SocketAddr,
+    settings: &ClientSettings,
+) -> Result<TcpStream, SessionError> {
     let connect = async {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -193,9 +196,14 @@ impl Session {
     /// Connects and runs everything up to the first transaction. With
     /// `TLS = ifavailable`, a failed STARTTLS handshake is retried once on
     /// a new connection without TLS, as opportunistic TLS must.
-    pub async fn connect(addr: SocketAddr, settings: &ClientSettings) -> Result<Session, SessionError> {
+    pub async fn connect(
+        addr: SocketAddr,
+        settings: &ClientSettings,
+    ) -> Result<Session, SessionError> {
         match Self::open(addr, settings.clone()).await {
-            Err(SessionError::Tls(_)) if settings.tls == TlsMode::IfAvailable && !settings.implicit_tls => {
+            Err(SessionError::Tls(_))
+                if settings.tls == TlsMode::IfAvailable && !settings.implicit_tls =>
+            {
                 let plain = ClientSettings {
                     tls: TlsMode::No,
                     ..settings.clone()
@@ -302,7 +310,8 @@ impl Session {
                 .await
                 .map_err(|e| SessionError::io(phase, e))?;
             if n == 0 {
-                let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
+                let eof =
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed");
                 return Err(SessionError::io(phase, eof));
             }
         }
@@ -394,7 +403,9 @@ impl Session {
         let reply = self.command(b"STARTTLS\r\n", Phase::Tls).await?;
         if reply.code != 220 {
             if required {
-                return Err(SessionError::TlsRequired(format!("STARTTLS was refused: {reply}")));
+                return Err(SessionError::TlsRequired(format!(
+                    "STARTTLS was refused: {reply}"
+                )));
             }
             return Ok(self);
         }

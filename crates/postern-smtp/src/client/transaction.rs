@@ -100,7 +100,10 @@ impl Session {
             return Some(Reply::with_status(
                 552,
                 (5, 3, 4),
-                format!("message of {} bytes exceeds the server's limit of {limit}", tx.body.len()),
+                format!(
+                    "message of {} bytes exceeds the server's limit of {limit}",
+                    tx.body.len()
+                ),
             ));
         }
         if tx.smtputf8 && !self.caps.smtputf8 {
@@ -120,7 +123,11 @@ impl Session {
 
     /// Without PIPELINING: each command waits for its reply, and the
     /// transaction stops at the first step that leaves nothing to send.
-    async fn send_in_steps(&mut self, tx: &Transaction<'_>, mail_line: Vec<u8>) -> Result<Vec<Outcome>, SessionError> {
+    async fn send_in_steps(
+        &mut self,
+        tx: &Transaction<'_>,
+        mail_line: Vec<u8>,
+    ) -> Result<Vec<Outcome>, SessionError> {
         let n = tx.recipients.len();
         let mail = self.command_bytes(&mail_line, Phase::MailFrom).await?;
         if !mail.is_positive() {
@@ -145,7 +152,11 @@ impl Session {
 
     /// Streams the body, then reads the final reply (SMTP: one for all
     /// accepted recipients; LMTP: one each, in order).
-    async fn body_and_final(&mut self, tx: &Transaction<'_>, rcpt: Vec<Reply>) -> Result<Vec<Outcome>, SessionError> {
+    async fn body_and_final(
+        &mut self,
+        tx: &Transaction<'_>,
+        rcpt: Vec<Reply>,
+    ) -> Result<Vec<Outcome>, SessionError> {
         let mut stuffer = DotStuffer::default();
         let mut wire = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 16);
         for chunk in tx.body.chunks(BODY_CHUNK) {

@@ -34,6 +34,8 @@ pub struct ServerSettings {
     pub max_errors: usize,
     /// STARTTLS is offered with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS from the first byte (SMTPS) with `tls`, instead of STARTTLS.
+    pub implicit_tls: bool,
     /// AUTH PLAIN and LOGIN are offered (over TLS, unless
     /// `auth_without_tls`).
     pub offer_auth: bool,
@@ -62,6 +64,7 @@ impl ServerSettings {
             max_idle_commands: 100,
             max_errors: 20,
             tls: None,
+            implicit_tls: false,
             offer_auth: false,
             auth_without_tls: false,
             require_tls: false,

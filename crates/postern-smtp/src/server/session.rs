@@ -43,8 +43,17 @@ fn reply(code: u16, status: (u8, u8, u8), text: &str) -> Reply {
 /// Serves one connection until QUIT, a limit, an error or the client
 /// leaving. I/O errors and timeouts end the session quietly (a timeout
 /// with `421 4.4.2` first); nothing the client sends can panic it.
-pub async fn serve<H: Handler>(tcp: TcpStream, settings: Arc<ServerSettings>, handler: &mut H) -> io::Result<()> {
-    let conn = Conn::new(tcp)?;
+pub async fn serve<H: Handler>(
+    tcp: TcpStream,
+    settings: Arc<ServerSettings>,
+    handler: &mut H,
+) -> io::Result<()> {
+    let mut conn = Conn::new(tcp)?;
+    if settings.implicit_tls
+        && let Some(config) = settings.tls.clone()
+    {
+        conn = conn.server_tls(config, settings.command_timeout).await?;
+    }
     let greeting = handler.greeting(&settings.hostname, conn.peer()).await;
     let mut s = Session {
         conn,
@@ -87,7 +96,10 @@ impl<H: Handler> Session<'_, H> {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
-        let result = self.conn.write_all(&out, self.settings.command_timeout).await;
+        let result = self
+            .conn
+            .write_all(&out, self.settings.command_timeout)
+            .await;
         self.out = out;
         self.out.clear();
         result
@@ -139,7 +151,11 @@ impl<H: Handler> Session<'_, H> {
         self.push(r);
         self.errors += 1;
         if self.errors > self.settings.max_errors {
-            self.push(&reply(421, (4, 7, 0), "too many errors, closing connection"));
+            self.push(&reply(
+                421,
+                (4, 7, 0),
+                "too many errors, closing connection",
+            ));
             return true;
         }
         false
@@ -149,7 +165,11 @@ impl<H: Handler> Session<'_, H> {
     fn idle(&mut self) -> bool {
         self.idle_commands += 1;
         if self.idle_commands > self.settings.max_idle_commands {
-            self.push(&reply(421, (4, 7, 0), "too many commands without mail, closing connection"));
+            self.push(&reply(
+                421,
+                (4, 7, 0),
+                "too many commands without mail, closing connection",
+            ));
             return true;
         }
         false
@@ -163,8 +183,7 @@ impl<H: Handler> Session<'_, H> {
         let mut lines = vec![format!("{} greets you", self.settings.hostname)];
         if extended {
             lines.extend(
-                ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
-                    .map(String::from),
+                ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"].map(String::from),
             );
             lines.push(format!("SIZE {}", self.settings.max_message_size));
             if self.settings.tls.is_some() && !self.conn.is_tls() {
@@ -227,7 +246,11 @@ impl<H: Handler> Session<'_, H> {
                 self.push(&reply(221, (2, 0, 0), "bye"));
                 return Ok(Some(End::Closed));
             }
-            Request::Vrfy { .. } => self.push(&reply(252, (2, 5, 2), "cannot verify, send mail to find out")),
+            Request::Vrfy { .. } => self.push(&reply(
+                252,
+                (2, 5, 2),
+                "cannot verify, send mail to find out",
+            )),
             Request::Help { .. } => self.push(&reply(214, (2, 0, 0), "see RFC 5321")),
             Request::StartTls => return self.starttls().await,
             Request::Auth {
@@ -255,11 +278,19 @@ impl<H: Handler> Session<'_, H> {
             return;
         };
         if self.envelope.is_some() {
-            self.push(&reply(503, (5, 5, 1), "a transaction is already open: RSET first"));
+            self.push(&reply(
+                503,
+                (5, 5, 1),
+                "a transaction is already open: RSET first",
+            ));
             return;
         }
         if self.settings.require_tls && !self.conn.is_tls() {
-            self.push(&reply(530, (5, 7, 0), "must issue a STARTTLS command first"));
+            self.push(&reply(
+                530,
+                (5, 7, 0),
+                "must issue a STARTTLS command first",
+            ));
             return;
         }
         if self.settings.require_auth && self.auth.is_none() {
@@ -268,7 +299,11 @@ impl<H: Handler> Session<'_, H> {
         }
         let declared = (from.size > 0).then_some(from.size as u64);
         if declared.is_some_and(|n| n > self.settings.max_message_size) {
-            self.push(&reply(552, (5, 3, 4), "message size exceeds fixed maximum message size"));
+            self.push(&reply(
+                552,
+                (5, 3, 4),
+                "message size exceeds fixed maximum message size",
+            ));
             return;
         }
         let envelope = Envelope {
@@ -336,11 +371,11 @@ impl<H: Handler> Session<'_, H> {
             if total > max {
                 body.clear();
             }
-            if done {
-                break;
-            }
             if self.handler.drop_during_data() && total > 0 {
                 return Ok(Some(End::Eof));
+            }
+            if done {
+                break;
             }
             if !self.fill(true).await? {
                 return Ok(Some(End::Eof));
@@ -348,7 +383,11 @@ impl<H: Handler> Session<'_, H> {
         }
         self.idle_commands = 0;
         if total > max {
-            self.push(&reply(552, (5, 3, 4), "message size exceeds fixed maximum message size"));
+            self.push(&reply(
+                552,
+                (5, 3, 4),
+                "message size exceeds fixed maximum message size",
+            ));
             return Ok(None);
         }
         let n = envelope.rcpt_to.len();
@@ -387,7 +426,11 @@ impl<H: Handler> Session<'_, H> {
         self.flush().await?;
         // Anything the client sent after STARTTLS is refused by the
         // upgrade (no plaintext may cross into the TLS session).
-        self.conn = self.conn.take().server_tls(config, self.settings.command_timeout).await?;
+        self.conn = self
+            .conn
+            .take()
+            .server_tls(config, self.settings.command_timeout)
+            .await?;
         self.receiver = RequestReceiver::default();
         self.helo = None;
         self.auth = None;
@@ -478,9 +521,15 @@ fn protocol_error(e: &smtp_proto::Error) -> Reply {
         E::InvalidSenderAddress => reply(501, (5, 1, 7), "bad sender address syntax"),
         E::InvalidRecipientAddress => reply(501, (5, 1, 3), "bad recipient address syntax"),
         E::SyntaxError { syntax } => reply(501, (5, 5, 4), &format!("syntax: {syntax}")),
-        E::InvalidParameter { param } => reply(501, (5, 5, 4), &format!("invalid parameter {param}")),
-        E::UnsupportedParameter { param } => reply(555, (5, 5, 4), &format!("unsupported parameter {param}")),
+        E::InvalidParameter { param } => {
+            reply(501, (5, 5, 4), &format!("invalid parameter {param}"))
+        }
+        E::UnsupportedParameter { param } => {
+            reply(555, (5, 5, 4), &format!("unsupported parameter {param}"))
+        }
         E::ResponseTooLong => reply(500, (5, 5, 2), "line too long"),
-        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => reply(500, (5, 5, 2), "syntax error"),
+        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => {
+            reply(500, (5, 5, 2), "syntax error")
+        }
     }
 }

@@ -1,0 +1,439 @@
+//! SMTP and LMTP sinks: real servers on loopback that do what a test tells
+//! them and record what they saw.
+//!
+//! A sink speaks through postern-smtp's server session, on its own thread
+//! and runtime, and stops when dropped. Interoperability with servers
+//! nobody here wrote is tested separately (aiosmtpd, smtplib).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use postern_smtp::Reply;
+use postern_smtp::server::{DataReply, Envelope, Handler, ServerSettings, serve};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// One message as the sink received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The envelope sender (empty for `<>`).
+    pub mail_from: String,
+    /// The recipients the message was accepted for.
+    pub rcpt_to: Vec<String>,
+    /// The message, dot-unstuffed, CRLF line endings.
+    pub body: Vec<u8>,
+    /// The client's address (its source address).
+    pub peer: SocketAddr,
+    /// The EHLO/HELO/LHLO name.
+    pub helo: String,
+    /// The session was encrypted.
+    pub tls: bool,
+    /// The user the client authenticated as.
+    pub auth: Option<String>,
+    /// `BODY=8BITMIME` was given.
+    pub eight_bit: bool,
+}
+
+/// How the sink behaves.
+#[derive(Debug, Clone, Default)]
+struct Behaviour {
+    lmtp: bool,
+    /// RCPT replies by recipient (lower-case).
+    at_rcpt: HashMap<String, Reply>,
+    /// LMTP: the reply after DATA by recipient (lower-case).
+    after_data: HashMap<String, Reply>,
+    tempfail_first: usize,
+    drop_during_data: bool,
+    drop_after_data: bool,
+    delay: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    implicit_tls: bool,
+    require_tls: bool,
+    auth: Option<(String, String)>,
+    require_auth: bool,
+}
+
+/// Builds a sink.
+#[derive(Debug, Clone)]
+pub struct SinkBuilder {
+    ip: IpAddr,
+    port: u16,
+    behaviour: Behaviour,
+}
+
+fn key(address: &str) -> String {
+    address.to_ascii_lowercase()
+}
+
+impl SinkBuilder {
+    /// Listen on this loopback address (any 127.0.0.x, or ::1).
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// Listen on this port (default: any free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Speak LMTP instead of SMTP.
+    pub fn lmtp(mut self) -> Self {
+        self.behaviour.lmtp = true;
+        self
+    }
+
+    /// Answer `RCPT TO:<recipient>` with 451 4.2.1.
+    pub fn tempfail_rcpt(mut self, recipient: &str) -> Self {
+        let r = Reply::with_status(451, (4, 2, 1), "mailbox busy, try later");
+        self.behaviour.at_rcpt.insert(key(recipient), r);
+        self
+    }
+
+    /// Answer `RCPT TO:<recipient>` with 550 5.1.1.
+    pub fn permfail_rcpt(mut self, recipient: &str) -> Self {
+        let r = Reply::with_status(550, (5, 1, 1), "no such user");
+        self.behaviour.at_rcpt.insert(key(recipient), r);
+        self
+    }
+
+    /// LMTP: accept `recipient` at RCPT, then answer `reply` for it after
+    /// DATA (the other recipients get 250).
+    pub fn lmtp_reply(mut self, recipient: &str, reply: Reply) -> Self {
+        self.behaviour.after_data.insert(key(recipient), reply);
+        self
+    }
+
+    /// Answer the end of DATA with 451 4.3.0 for the first `n` messages.
+    pub fn tempfail_first(mut self, n: usize) -> Self {
+        self.behaviour.tempfail_first = n;
+        self
+    }
+
+    /// Close the connection as soon as the body starts arriving.
+    pub fn drop_during_data(mut self) -> Self {
+        self.behaviour.drop_during_data = true;
+        self
+    }
+
+    /// Close the connection after the final dot, without a reply.
+    pub fn drop_after_data(mut self) -> Self {
+        self.behaviour.drop_after_data = true;
+        self
+    }
+
+    /// Wait this long before every reply (greeting included).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.behaviour.delay = delay;
+        self
+    }
+
+    /// Offer STARTTLS with this configuration.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.behaviour.tls = Some(config);
+        self
+    }
+
+    /// Speak TLS from the first byte (SMTPS) with this configuration.
+    pub fn implicit_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.behaviour.tls = Some(config);
+        self.behaviour.implicit_tls = true;
+        self
+    }
+
+    /// Refuse MAIL (530 5.7.0) until STARTTLS.
+    pub fn require_tls(mut self) -> Self {
+        self.behaviour.require_tls = true;
+        self
+    }
+
+    /// Offer AUTH PLAIN and LOGIN for these credentials, with or without
+    /// TLS (a client must decide whether to send them in the clear).
+    pub fn auth(mut self, user: &str, password: &str) -> Self {
+        self.behaviour.auth = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Refuse MAIL (530 5.7.0) until AUTH.
+    pub fn require_auth(mut self) -> Self {
+        self.behaviour.require_auth = true;
+        self
+    }
+
+    /// Binds and starts serving.
+    pub fn start(self) -> io::Result<Sink> {
+        let listener = std::net::TcpListener::bind(SocketAddr::new(self.ip, self.port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let mut settings = ServerSettings::new("sink.test");
+        let b = &self.behaviour;
+        settings.lmtp = b.lmtp;
+        settings.tls = b.tls.clone();
+        settings.implicit_tls = b.implicit_tls;
+        settings.auth_without_tls = true;
+        settings.require_tls = b.require_tls;
+        settings.offer_auth = b.auth.is_some();
+        settings.require_auth = b.require_auth;
+        settings.command_timeout = Duration::from_secs(30);
+        settings.data_timeout = Duration::from_secs(30);
+        let shared = Shared {
+            behaviour: Arc::new(self.behaviour),
+            state: state.clone(),
+            settings: Arc::new(settings),
+        };
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("testkit-sink-{addr}"))
+            .spawn(move || run(listener, shared, stop_rx))?;
+        Ok(Sink {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    messages: Vec<Received>,
+    transactions: usize,
+    connections: usize,
+    active: usize,
+    max_active: usize,
+    peers: HashSet<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+struct Shared {
+    behaviour: Arc<Behaviour>,
+    state: Arc<Mutex<State>>,
+    settings: Arc<ServerSettings>,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn run(
+    listener: std::net::TcpListener,
+    shared: Shared,
+    mut stop: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut stop => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+            };
+            {
+                let mut s = shared.state();
+                s.connections += 1;
+                s.active += 1;
+                s.max_active = s.max_active.max(s.active);
+                s.peers.insert(peer.ip());
+            }
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut handler = SinkHandler {
+                    shared: shared.clone(),
+                };
+                let _ = serve(tcp, shared.settings.clone(), &mut handler).await;
+                shared.state().active -= 1;
+            });
+        }
+    })
+}
+
+struct SinkHandler {
+    shared: Shared,
+}
+
+impl SinkHandler {
+    async fn pause(&self) {
+        let delay = self.shared.behaviour.delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for SinkHandler {
+    async fn greeting(&mut self, hostname: &str, _peer: SocketAddr) -> Reply {
+        self.pause().await;
+        Reply::new(220, None, format!("{hostname} ESMTP testkit sink"))
+    }
+
+    async fn mail_from(&mut self, _envelope: &Envelope) -> Reply {
+        self.pause().await;
+        Reply::with_status(250, (2, 1, 0), "sender ok")
+    }
+
+    async fn rcpt_to(&mut self, _envelope: &Envelope, recipient: &str) -> Reply {
+        self.pause().await;
+        match self.shared.behaviour.at_rcpt.get(&key(recipient)) {
+            Some(r) => r.clone(),
+            None => Reply::with_status(250, (2, 1, 5), "recipient ok"),
+        }
+    }
+
+    async fn data(&mut self, envelope: &Envelope, body: Vec<u8>) -> DataReply {
+        self.pause().await;
+        let b = &self.shared.behaviour;
+        if b.drop_after_data {
+            return DataReply::Drop;
+        }
+        let attempt = {
+            let mut s = self.shared.state();
+            s.transactions += 1;
+            s.transactions
+        };
+        if attempt <= b.tempfail_first {
+            return DataReply::One(Reply::with_status(
+                451,
+                (4, 3, 0),
+                "temporary failure, try again",
+            ));
+        }
+        let ok = Reply::with_status(250, (2, 0, 0), "message accepted");
+        let replies: Vec<Reply> = envelope
+            .rcpt_to
+            .iter()
+            .map(|r| {
+                b.after_data
+                    .get(&key(r))
+                    .cloned()
+                    .unwrap_or_else(|| ok.clone())
+            })
+            .collect();
+        let delivered: Vec<String> = envelope
+            .rcpt_to
+            .iter()
+            .zip(&replies)
+            .filter(|(_, r)| r.is_positive())
+            .map(|(a, _)| a.clone())
+            .collect();
+        if !delivered.is_empty() {
+            self.shared.state().messages.push(Received {
+                mail_from: envelope.mail_from.clone(),
+                rcpt_to: delivered,
+                body,
+                peer: envelope.peer,
+                helo: envelope.helo.clone(),
+                tls: envelope.tls,
+                auth: envelope.auth.clone(),
+                eight_bit: envelope.eight_bit,
+            });
+        }
+        if b.lmtp {
+            DataReply::PerRecipient(replies)
+        } else {
+            DataReply::One(ok)
+        }
+    }
+
+    async fn auth(&mut self, user: &str, password: &str) -> bool {
+        self.shared
+            .behaviour
+            .auth
+            .as_ref()
+            .is_some_and(|(u, p)| u == user && p == password)
+    }
+
+    fn drop_during_data(&self) -> bool {
+        self.shared.behaviour.drop_during_data
+    }
+}
+
+/// A running sink; stops when dropped.
+#[derive(Debug)]
+pub struct Sink {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Sink {
+    /// A builder for a sink on 127.0.0.1 that accepts everything.
+    pub fn builder() -> SinkBuilder {
+        SinkBuilder {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            behaviour: Behaviour::default(),
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every message accepted so far, in order.
+    pub fn messages(&self) -> Vec<Received> {
+        self.state().messages.clone()
+    }
+
+    /// How many messages were accepted.
+    pub fn message_count(&self) -> usize {
+        self.state().messages.len()
+    }
+
+    /// How many connections were accepted in all.
+    pub fn connections(&self) -> usize {
+        self.state().connections
+    }
+
+    /// The most connections open at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state().max_active
+    }
+
+    /// The client addresses seen.
+    pub fn peers(&self) -> Vec<IpAddr> {
+        self.state().peers.iter().copied().collect()
+    }
+
+    /// Waits until `n` messages have arrived; false on timeout.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.message_count() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.message_count() >= n
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
