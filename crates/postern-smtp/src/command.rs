@@ -22,6 +22,44 @@ fn clean<'a>(what: &'static str, s: &'a str) -> Result<&'a str, UnsafeArgument> 
     Ok(s)
 }
 
+/// True for a local part that needs no quotes: a dot-atom of RFC 5321
+/// `atext` (and, with SMTPUTF8, any non-ASCII character).
+fn is_dot_atom(local: &str) -> bool {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+}
+
+/// A mailbox as it goes between `<` and `>`: the local part quoted when it
+/// is not a dot-atom (the server side keeps it unquoted).
+pub fn mailbox(address: &str) -> String {
+    let (local, domain) = match address.rsplit_once('@') {
+        Some((l, d)) => (l, Some(d)),
+        None => (address, None),
+    };
+    let mut out = String::with_capacity(address.len() + 2);
+    if is_dot_atom(local) || local.is_empty() {
+        out.push_str(local);
+    } else {
+        out.push('"');
+        for c in local.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    if let Some(d) = domain {
+        out.push('@');
+        out.push_str(d);
+    }
+    out
+}
+
 /// The `MAIL FROM` parameters Postern sends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MailParams {
@@ -47,7 +85,7 @@ pub fn mail_from(
     out: &mut Vec<u8>,
 ) -> Result<(), UnsafeArgument> {
     let sender = clean("the sender", sender)?;
-    let mut line = format!("MAIL FROM:<{sender}>");
+    let mut line = format!("MAIL FROM:<{}>", mailbox(sender));
     if let Some(size) = params.size {
         let _ = write!(line, " SIZE={size}");
     }
@@ -65,7 +103,7 @@ pub fn mail_from(
 /// `RCPT TO:<recipient>`.
 pub fn rcpt_to(recipient: &str, out: &mut Vec<u8>) -> Result<(), UnsafeArgument> {
     let recipient = clean("a recipient", recipient)?;
-    out.extend_from_slice(format!("RCPT TO:<{recipient}>\r\n").as_bytes());
+    out.extend_from_slice(format!("RCPT TO:<{}>\r\n", mailbox(recipient)).as_bytes());
     Ok(())
 }
 
@@ -103,6 +141,23 @@ mod tests {
         );
         assert_eq!(auth_plain("u", "p"), "AUTH PLAIN AHUAcA==\r\n");
         assert_eq!(sasl_line("u"), "dQ==\r\n");
+    }
+
+    #[test]
+    fn local_parts_are_quoted_when_they_must_be() {
+        assert_eq!(mailbox("a.b+c@example.com"), "a.b+c@example.com");
+        assert_eq!(
+            mailbox("quoted local@example.com"),
+            "\"quoted local\"@example.com"
+        );
+        assert_eq!(mailbox("a..b@example.com"), "\"a..b\"@example.com");
+        assert_eq!(
+            mailbox("say \"hi\"@x.example"),
+            "\"say \\\"hi\\\"\"@x.example"
+        );
+        assert_eq!(mailbox("用户@例子.广告"), "用户@例子.广告");
+        assert_eq!(mailbox("postmaster"), "postmaster");
+        assert_eq!(mailbox(""), "");
     }
 
     #[test]

@@ -5,13 +5,18 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
+use memchr::memchr;
+use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
 use tokio::net::TcpStream;
 
 use super::{DataReply, Envelope, Handler, ServerSettings};
 use crate::Reply;
 use crate::stream::Conn;
+
+/// The longest command line accepted, CRLF included. RFC 5321 asks for at
+/// least 512; extensions make lines longer.
+const MAX_LINE: usize = 4096;
 
 /// Why the session ended.
 #[derive(Debug)]
@@ -27,7 +32,6 @@ struct Session<'h, H: Handler> {
     conn: Conn,
     settings: Arc<ServerSettings>,
     handler: &'h mut H,
-    receiver: RequestReceiver,
     out: Vec<u8>,
     helo: Option<String>,
     auth: Option<String>,
@@ -59,7 +63,6 @@ pub async fn serve<H: Handler>(
         conn,
         settings,
         handler,
-        receiver: RequestReceiver::default(),
         out: Vec::with_capacity(1024),
         helo: None,
         auth: None,
@@ -74,6 +77,7 @@ pub async fn serve<H: Handler>(
     }
     match s.run().await {
         Ok(_) => {
+            s.flush().await?;
             let limit = s.settings.command_timeout;
             s.conn.shutdown(limit).await;
             Ok(())
@@ -116,31 +120,38 @@ impl<H: Handler> Session<'_, H> {
         Ok(self.conn.read_more(limit).await? > 0)
     }
 
+    /// Reads complete command lines and runs them. A line longer than
+    /// [`MAX_LINE`] is skipped through its end and answered `500 5.5.2`.
     async fn run(&mut self) -> io::Result<End> {
+        let mut discarding = false;
         loop {
-            let mut iter = self.conn.buf.iter();
-            let before = iter.len();
-            let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
-            let used = before - iter.len();
-            self.conn.buf.drain(..used);
-            let request = match parsed {
-                Ok(request) => request,
-                Err(smtp_proto::Error::NeedsMoreData { .. }) => {
-                    if !self.fill(false).await? {
-                        return Ok(End::Eof);
-                    }
-                    continue;
+            let Some(end) = memchr(b'\n', &self.conn.buf) else {
+                if self.conn.buf.len() > MAX_LINE {
+                    self.conn.buf.clear();
+                    discarding = true;
                 }
+                if !self.fill(false).await? {
+                    return Ok(End::Eof);
+                }
+                continue;
+            };
+            let line: Vec<u8> = self.conn.buf.drain(..=end).collect();
+            if std::mem::take(&mut discarding) || line.len() > MAX_LINE {
+                if self.error(&reply(500, (5, 5, 2), "line too long")) {
+                    return Ok(End::Closed);
+                }
+                continue;
+            }
+            let request = match Request::parse(&mut line.iter()).map(Request::into_owned) {
+                Ok(request) => request,
                 Err(e) => {
-                    let r = protocol_error(&e);
-                    if self.error(&r) {
+                    if self.error(&protocol_error(&e)) {
                         return Ok(End::Closed);
                     }
                     continue;
                 }
             };
             if let Some(end) = self.command(request).await? {
-                self.flush().await?;
                 return Ok(end);
             }
         }
@@ -431,7 +442,6 @@ impl<H: Handler> Session<'_, H> {
             .take()
             .server_tls(config, self.settings.command_timeout)
             .await?;
-        self.receiver = RequestReceiver::default();
         self.helo = None;
         self.auth = None;
         self.envelope = None;
