@@ -114,6 +114,24 @@ impl Conn {
         matches!(self.stream, Stream::Client(_) | Stream::Server(_))
     }
 
+    /// The TLS version and cipher suite, for a person reading a trace.
+    pub(crate) fn tls_description(&self) -> String {
+        let (version, suite) = match &self.stream {
+            Stream::Client(s) => (
+                s.get_ref().1.protocol_version(),
+                s.get_ref().1.negotiated_cipher_suite(),
+            ),
+            Stream::Server(s) => (
+                s.get_ref().1.protocol_version(),
+                s.get_ref().1.negotiated_cipher_suite(),
+            ),
+            Stream::Plain(_) | Stream::Closed => return "no TLS".into(),
+        };
+        let version = version.map_or_else(|| "?".into(), |v| format!("{v:?}"));
+        let suite = suite.map_or_else(|| "?".into(), |s| format!("{:?}", s.suite()));
+        format!("{version}, {suite}")
+    }
+
     /// Takes the connection out for an upgrade, leaving a closed one.
     pub(crate) fn take(&mut self) -> Conn {
         let closed = Conn {

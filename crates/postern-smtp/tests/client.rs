@@ -65,7 +65,7 @@ async fn pipelined_messages_on_one_session_with_dots_and_rset() {
             "{out:?}"
         );
     }
-    s.quit().await;
+    s.quit().await.unwrap();
     let got = sink.messages();
     assert_eq!(got.len(), 3);
     assert_eq!(got[0].mail_from, "sender@example.org");
@@ -381,7 +381,7 @@ async fn the_source_address_is_the_bind_address() {
     cfg.bind = Some("127.0.0.9".parse().unwrap());
     let s = Session::connect(sink.addr(), &cfg).await.unwrap();
     assert_eq!(s.local_addr().ip().to_string(), "127.0.0.9");
-    s.quit().await;
+    s.quit().await.unwrap();
     assert_eq!(
         sink.peers(),
         ["127.0.0.9".parse::<std::net::IpAddr>().unwrap()]
@@ -399,7 +399,7 @@ async fn scripted_servers_test_the_edges() {
     ]);
     let s = Session::connect(server, &settings("x")).await.unwrap();
     assert_eq!(s.capabilities(), &postern_smtp::Capabilities::default());
-    s.quit().await;
+    s.quit().await.unwrap();
 
     // A 421 greeting is the host refusing service.
     let server = scripted::start(&[("", "421 4.3.2 busy\r\n")]);

@@ -127,7 +127,7 @@ async fn the_client_delivers_to_aiosmtpd() {
             "{out:?}"
         );
     }
-    session.quit().await;
+    session.quit().await.unwrap();
     drop(server);
     let text = std::fs::read_to_string(&outfile).unwrap();
     let messages: Vec<serde_json::Value> = text

@@ -47,7 +47,7 @@ impl Session {
         let rset = std::mem::replace(&mut self.used, true);
         if !self.caps.pipelining {
             if rset {
-                check_rset(self.command_bytes(b"RSET\r\n", Phase::Rset).await?)?;
+                check_rset(self.command(b"RSET\r\n", Phase::Rset).await?)?;
             }
             let mut line = Vec::new();
             command::mail_from(tx.sender, params, &mut line)?;
@@ -116,11 +116,6 @@ impl Session {
         None
     }
 
-    async fn command_bytes(&mut self, line: &[u8], phase: Phase) -> Result<Reply, SessionError> {
-        self.write(line, phase).await?;
-        self.read(phase).await
-    }
-
     /// Without PIPELINING: each command waits for its reply, and the
     /// transaction stops at the first step that leaves nothing to send.
     async fn send_in_steps(
@@ -129,7 +124,7 @@ impl Session {
         mail_line: Vec<u8>,
     ) -> Result<Vec<Outcome>, SessionError> {
         let n = tx.recipients.len();
-        let mail = self.command_bytes(&mail_line, Phase::MailFrom).await?;
+        let mail = self.command(&mail_line, Phase::MailFrom).await?;
         if !mail.is_positive() {
             return Ok(all(n, &mail));
         }
@@ -138,12 +133,12 @@ impl Session {
         for r in tx.recipients {
             line.clear();
             command::rcpt_to(r, &mut line)?;
-            rcpt.push(self.command_bytes(&line, Phase::RcptTo).await?);
+            rcpt.push(self.command(&line, Phase::RcptTo).await?);
         }
         if !rcpt.iter().any(Reply::is_positive) {
             return Ok(rcpt.into_iter().map(Outcome::from_reply).collect());
         }
-        let data = self.command_bytes(b"DATA\r\n", Phase::RcptTo).await?;
+        let data = self.command(b"DATA\r\n", Phase::RcptTo).await?;
         if data.code != 354 {
             return Ok(merge(rcpt, |_| Outcome::from_reply(data.clone())));
         }
