@@ -14,8 +14,8 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use ipnet::IpNet;
 use postern_conf::{
-    Config, DeliveryMethod, Directive, Effective, HostSpec, Lookup, RouteItem, Routing, Scheme,
-    Target, TlsMode, TlsVerify, Value,
+    Config, DeliveryMethod, Directive, Effective, HostSpec, Lookup, Origin, RouteItem, Routing,
+    Scheme, Target, TlsMode, TlsVerify, Value,
 };
 
 use crate::cache::Freshness;
@@ -47,6 +47,8 @@ struct Spec {
     tls: TlsMode,
     tls_verify: TlsVerify,
     auth: Option<AuthSource>,
+    /// The route itself says `tls=no`: AUTH may go unencrypted.
+    plaintext_auth: bool,
 }
 
 /// A host an item resolved to.
@@ -194,6 +196,7 @@ impl Scope {
             tls: self.tls,
             tls_verify: self.tls_verify,
             auth: self.auth.clone(),
+            plaintext_auth: false,
         }
     }
 }
@@ -206,9 +209,9 @@ fn source(target: &Target, lookup: Lookup) -> Source {
 }
 
 /// The items to resolve, and the disabled ones left out.
-fn specs(eff: &Effective<'_>) -> (Decision, Vec<Spec>, Vec<LeftOut>) {
+fn specs(eff: &Effective<'_>, routing: Routing<'_>) -> (Decision, Vec<Spec>, Vec<LeftOut>) {
     let scope = Scope::of(eff);
-    match eff.routing() {
+    match routing {
         Routing::Mx => {
             let spec = scope.spec("__mx__".into(), Source::DomainMx, None);
             (Decision::Mx, vec![spec], Vec::new())
@@ -248,6 +251,7 @@ fn specs(eff: &Effective<'_>) -> (Decision, Vec<Spec>, Vec<LeftOut>) {
                         Freshness::Fixed(std::time::Duration::from_secs(u64::from(ttl)));
                 }
                 spec.tls = host.tls.unwrap_or(spec.tls);
+                spec.plaintext_auth = host.tls == Some(TlsMode::No);
                 spec.tls_verify = host.tls_verify.unwrap_or(spec.tls_verify);
                 if let Some(name) = &host.auth {
                     spec.auth = Some(AuthSource::Stanza(name.clone()));
@@ -418,6 +422,18 @@ fn host_limit(config: &Config, binding: &str, name: &str, ip: IpAddr) -> Option<
     }
 }
 
+fn effective<'c>(
+    config: &'c Config,
+    binding: &str,
+    domain: &str,
+) -> Result<Effective<'c>, RouteError> {
+    config
+        .effective(binding, domain)
+        .ok_or_else(|| RouteError::UnknownBinding {
+            binding: binding.to_owned(),
+        })
+}
+
 fn prohibited(config: &Config) -> &[IpNet] {
     match config.global.value_or_default(Directive::ProhibitedHosts) {
         Some(Value::Cidrs(nets)) => nets,
@@ -435,12 +451,36 @@ impl Dns {
         binding: &str,
         domain: &str,
     ) -> Result<RouteTable, RouteError> {
-        let eff = config
-            .effective(binding, domain)
-            .ok_or_else(|| RouteError::UnknownBinding {
-                binding: binding.to_owned(),
-            })?;
-        let (decision, specs, mut left_out) = specs(&eff);
+        let eff = effective(config, binding, domain)?;
+        let (decision, specs, left_out) = specs(&eff, eff.routing());
+        self.build(config, &eff, decision, specs, left_out).await
+    }
+
+    /// The table of one route item (as `postern verify-gateway` is given
+    /// it), with the options in force for mail of `binding` to `domain`.
+    pub async fn item_table(
+        &self,
+        config: &Config,
+        binding: &str,
+        domain: &str,
+        item: &RouteItem,
+    ) -> Result<RouteTable, RouteError> {
+        let eff = effective(config, binding, domain)?;
+        let routing = Routing::Routes(std::slice::from_ref(item), Origin::Default);
+        let (_, specs, left_out) = specs(&eff, routing);
+        self.build(config, &eff, Decision::Given, specs, left_out)
+            .await
+    }
+
+    async fn build(
+        &self,
+        config: &Config,
+        eff: &Effective<'_>,
+        decision: Decision,
+        specs: Vec<Spec>,
+        mut left_out: Vec<LeftOut>,
+    ) -> Result<RouteTable, RouteError> {
+        let binding = eff.binding();
         let domain = eff.domain().to_owned();
         if specs.is_empty() {
             return Err(RouteError::Disabled { domain, decision });
@@ -501,6 +541,7 @@ impl Dns {
                         tls: spec.tls,
                         tls_verify: spec.tls_verify,
                         auth: spec.auth.clone(),
+                        plaintext_auth: spec.plaintext_auth,
                         host_limit: host_limit(config, binding, &found.name, ip),
                         via: via.clone(),
                     };

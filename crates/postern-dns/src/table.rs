@@ -17,6 +17,8 @@ pub enum Decision {
     Routes(Origin),
     /// Neither is set: the domain's own MX records.
     Mx,
+    /// A route given directly (`postern verify-gateway`).
+    Given,
 }
 
 impl fmt::Display for Decision {
@@ -25,6 +27,7 @@ impl fmt::Display for Decision {
             Decision::Gateway(origin) => write!(f, "Gateway in {origin}"),
             Decision::Routes(origin) => write!(f, "Routes in {origin}"),
             Decision::Mx => f.write_str("the domain's MX records (no Gateway or Routes applies)"),
+            Decision::Given => f.write_str("the route given"),
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct RouteEntry {
     pub tls_verify: TlsVerify,
     /// Credentials for AUTH, if any.
     pub auth: Option<AuthSource>,
+    /// The route itself says `tls=no`, which allows AUTH without TLS.
+    pub plaintext_auth: bool,
     /// The `Host` stanza's `Max_Outbound_Connections` for this address or
     /// host name (the address's stanza first), counted across all queues.
     pub host_limit: Option<u64>,

@@ -5,11 +5,13 @@
 //! for one (binding, domain) queue and where each came from; `config
 //! reference` prints the configuration reference generated from the
 //! directive table; `routes` resolves and prints one queue's routing
-//! table.
+//! table; `verify-gateway` tries a route's first host step by step.
 
 mod config_cmd;
+mod outbound;
 mod routes_cmd;
 mod table;
+mod verify_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Connect to a route's first host with the route's settings (TLS,
+    /// AUTH, port, protocol), print each step (greeting, EHLO, STARTTLS,
+    /// AUTH, QUIT) with its reply, and exit 0 only if all passed.
+    VerifyGateway {
+        /// The route: `host[:port]`, `[v6]:port`, or
+        /// `smtp|smtps|lmtp://host[:port]?tls=..&tls_verify=..&auth=NAME`.
+        url: String,
+        /// The domain whose options apply (TLS, timeouts, ...); default:
+        /// the route's host.
+        #[arg(long)]
+        domain: Option<String>,
+        /// The binding whose options apply.
+        #[arg(long, default_value = "default")]
+        binding: String,
+        /// The configuration file (for Auth stanzas, TLS_CA, Hostname,
+        /// Resolver).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,5 +124,11 @@ fn main() -> ExitCode {
             config,
             json,
         } => routes_cmd::routes(&config, &binding, &domain, json),
+        Command::VerifyGateway {
+            url,
+            domain,
+            binding,
+            config,
+        } => verify_cmd::verify(&config, &binding, &url, domain.as_deref()),
     }
 }

@@ -25,15 +25,8 @@ pub(crate) fn routes(file: &Path, binding: &str, domain: &str, as_json: bool) ->
         Ok(eff) => eff,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("postern: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let dns = Dns::from_config(&config)?;
@@ -61,6 +54,15 @@ pub(crate) fn routes(file: &Path, binding: &str, domain: &str, as_json: bool) ->
     } else {
         view.print(&mut out)
     })
+}
+
+/// A one-thread runtime for a command's lookups and sessions.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("postern: cannot start a runtime: {e}"))
+        .ok()
 }
 
 /// A table with the queue's settings needed to show it.

@@ -1,0 +1,119 @@
+//! From a routing table entry and the queue's options to the settings of a
+//! client session: protocol, TLS, credentials, source address, deadlines.
+
+use std::time::Duration;
+
+use postern_conf::{AuthMech, Config, DeliveryMethod, Directive, Effective, Scheme, Secret, Value};
+use postern_dns::{AuthSource, RouteEntry};
+use postern_smtp::client::{ClientSettings, Credentials, Protocol, Timeouts};
+
+fn get<'c, T>(
+    eff: &Effective<'c>,
+    d: Directive,
+    pick: impl Fn(&'c Value) -> Option<T>,
+) -> Option<T> {
+    eff.get(d).and_then(|r| pick(r.value))
+}
+
+fn seconds(eff: &Effective<'_>, d: Directive) -> Duration {
+    let n = get(eff, d, |v| match v {
+        Value::Seconds(n) => Some(*n),
+        _ => None,
+    });
+    Duration::from_secs(n.unwrap_or(300))
+}
+
+fn text(eff: &Effective<'_>, d: Directive) -> Option<String> {
+    get(eff, d, |v| match v {
+        Value::Text(s) | Value::Secret(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+/// The password behind a secret: as written, or the first line of its file.
+fn reveal(secret: &Secret) -> Result<String, String> {
+    match secret {
+        Secret::Password(p) => Ok(p.clone()),
+        Secret::File(path) => std::fs::read_to_string(path)
+            .map(|s| s.lines().next().unwrap_or_default().to_owned())
+            .map_err(|e| format!("{}: {e}", path.display())),
+    }
+}
+
+fn credentials(
+    config: &Config,
+    eff: &Effective<'_>,
+    source: &AuthSource,
+) -> Result<Credentials, String> {
+    match source {
+        AuthSource::Stanza(name) => {
+            let auth = config
+                .auths
+                .get(name)
+                .ok_or_else(|| format!("auth={name} names no Auth stanza"))?;
+            Ok(Credentials {
+                mechanism: auth.mechanism,
+                user: auth.user.clone(),
+                password: reveal(&auth.secret)?,
+            })
+        }
+        AuthSource::Scope { user } => Ok(Credentials {
+            mechanism: get(eff, Directive::OutboundSmtpAuthType, |v| match v {
+                Value::AuthMech(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(AuthMech::Plain),
+            user: user.clone(),
+            password: text(eff, Directive::OutboundSmtpAuthPass)
+                .ok_or("Outbound_SMTP_AUTH_User is set without Outbound_SMTP_AUTH_Pass")?,
+        }),
+    }
+}
+
+/// The session settings for delivering to `entry` with the options `eff`.
+pub(crate) fn client_settings(
+    config: &Config,
+    eff: &Effective<'_>,
+    entry: &RouteEntry,
+) -> Result<ClientSettings, String> {
+    let method = get(eff, Directive::DeliveryMethod, |v| match v {
+        Value::DeliveryMethod(m) => Some(*m),
+        _ => None,
+    })
+    .unwrap_or(DeliveryMethod::Esmtp);
+    let protocol = match (entry.scheme, method) {
+        (Scheme::Lmtp, _) => Protocol::Lmtp,
+        (_, DeliveryMethod::Smtp) => Protocol::Smtp,
+        _ => Protocol::Esmtp,
+    };
+    let ca = get(eff, Directive::TlsCa, |v| match v {
+        Value::Path(p) => Some(p.clone()),
+        _ => None,
+    });
+    let tls_config = postern_smtp::tls::client_config(entry.tls_verify, ca.as_deref())
+        .map_err(|e| e.to_string())?;
+    let auth = entry
+        .auth
+        .as_ref()
+        .map(|source| credentials(config, eff, source))
+        .transpose()?;
+    let mut settings = ClientSettings::new(config.hostname(), entry.name.clone());
+    settings.protocol = protocol;
+    settings.implicit_tls = entry.scheme == Scheme::Smtps;
+    settings.tls = entry.tls;
+    settings.tls_config = Some(tls_config);
+    settings.auth = auth;
+    settings.auth_without_tls = entry.plaintext_auth;
+    settings.bind = get(eff, Directive::BindAddress, |v| match v {
+        Value::Ip(ip) => Some(*ip),
+        _ => None,
+    });
+    settings.timeouts = Timeouts {
+        connect: seconds(eff, Directive::ConnectTimeout),
+        ehlo: seconds(eff, Directive::EhloTimeout),
+        mail_from: seconds(eff, Directive::MailFromTimeout),
+        rcpt_to: seconds(eff, Directive::RcptToTimeout),
+        data: seconds(eff, Directive::DataTimeout),
+    };
+    Ok(settings)
+}
