@@ -47,7 +47,12 @@ Auth relay {{ Type = PLAIN User = "user" Password = "{password}" }}
 }
 
 fn run(setup: &Setup, url: &str) -> (Option<i32>, String) {
-    let out = postern(&["verify-gateway", url, "--config", setup.config.to_str().unwrap()]);
+    let out = postern(&[
+        "verify-gateway",
+        url,
+        "--config",
+        setup.config.to_str().unwrap(),
+    ]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -64,7 +69,11 @@ fn steps(output: &str) -> Vec<(String, String)> {
         .skip(1)
         .take_while(|l| !l.starts_with("all steps") && !l.starts_with("failed"))
         .map(|l| {
-            let cells: Vec<&str> = l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+            let cells: Vec<&str> = l
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
             (cells[0].to_owned(), cells[1].to_owned())
         })
         .collect()
@@ -120,18 +129,32 @@ fn a_failing_step_exits_1_and_says_why() {
     let (code, out) = run(&setup, &url);
     assert_eq!(code, Some(1), "{out}");
     let last = steps(&out).pop().unwrap();
-    assert_eq!(last, ("FAILED".to_owned(), "AUTH PLAIN ****".to_owned()), "{out}");
-    assert!(out.contains("535 5.7.8") && out.contains("failed: AUTH failed"), "{out}");
+    assert_eq!(
+        last,
+        ("FAILED".to_owned(), "AUTH PLAIN ****".to_owned()),
+        "{out}"
+    );
+    assert!(
+        out.contains("535 5.7.8") && out.contains("failed: AUTH failed"),
+        "{out}"
+    );
 
     // TLS required from a host without STARTTLS.
     let plain = Sink::builder().start().unwrap();
     let url = format!("smtp://127.0.0.1:{}?tls=required", plain.addr().port());
     let (code, out) = run(&setup, &url);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("failed: TLS is required and 127.0.0.1 does not offer STARTTLS"), "{out}");
+    assert!(
+        out.contains("failed: TLS is required and 127.0.0.1 does not offer STARTTLS"),
+        "{out}"
+    );
 
     // Nothing listening.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (code, out) = run(&setup, &format!("127.0.0.1:{port}"));
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(steps(&out)[0].0, "FAILED", "{out}");

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::session::serve;
+pub use self::session::{parse_command, serve};
 use crate::Reply;
 
 /// Limits and features of a server session.

@@ -142,10 +142,10 @@ impl<H: Handler> Session<'_, H> {
                 }
                 continue;
             }
-            let request = match Request::parse(&mut line.iter()).map(Request::into_owned) {
+            let request = match parse_command(&line) {
                 Ok(request) => request,
-                Err(e) => {
-                    if self.error(&protocol_error(&e)) {
+                Err(r) => {
+                    if self.error(&r) {
                         return Ok(End::Closed);
                     }
                     continue;
@@ -521,6 +521,17 @@ impl<H: Handler> Session<'_, H> {
             Ok(self.error(&r).then_some(End::Closed))
         }
     }
+}
+
+/// One command line (CRLF included) as a request, or the reply that
+/// refuses it.
+pub fn parse_command(line: &[u8]) -> Result<Request<String>, Reply> {
+    if line.len() > MAX_LINE {
+        return Err(reply(500, (5, 5, 2), "line too long"));
+    }
+    Request::parse(&mut line.iter())
+        .map(Request::into_owned)
+        .map_err(|e| protocol_error(&e))
 }
 
 /// The reply to a command smtp-proto could not parse.
