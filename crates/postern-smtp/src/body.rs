@@ -3,6 +3,7 @@
 //! streaming so that a body is never copied whole.
 
 use memchr::memchr3;
+use smtp_proto::request::receiver::DataReceiver;
 
 /// Encodes a body chunk by chunk.
 #[derive(Debug, Clone)]
@@ -92,6 +93,41 @@ impl DotStuffer {
     }
 }
 
+/// Reads a body after `354` on the server side: dot-unstuffing and the
+/// end at `CRLF . CRLF`, with smtp-proto's receiver underneath.
+pub struct BodyReader {
+    inner: DataReceiver,
+}
+
+impl std::fmt::Debug for BodyReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyReader")
+    }
+}
+
+impl Default for BodyReader {
+    /// A reader at the start of a body. The receiver is told of the CRLF
+    /// that ended the DATA command, so that a first line starting with a
+    /// dot, or a lone `.` (an empty message), is read as such.
+    fn default() -> Self {
+        let mut inner = DataReceiver::new();
+        let mut primer = Vec::new();
+        inner.ingest(&mut b"\r\n".iter(), &mut primer);
+        Self { inner }
+    }
+}
+
+impl BodyReader {
+    /// Appends the body bytes in `bytes` to `out` and advances `bytes`;
+    /// true when the final dot was read (`bytes` then starts after it).
+    pub fn read(&mut self, bytes: &mut &[u8], out: &mut Vec<u8>) -> bool {
+        let mut iter = bytes.iter();
+        let done = self.inner.ingest(&mut iter, out);
+        *bytes = iter.as_slice();
+        done
+    }
+}
+
 /// The whole body encoded in one call.
 pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 8);
@@ -106,6 +142,22 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_reader_finds_the_end_and_unstuffs_the_first_line() {
+        for (wire, body) in [
+            (&b".\r\nMAIL"[..], &b""[..]),
+            (b"..one\r\n.\r\nMAIL", b".one\r\n"),
+            (b"a\r\n..\r\n.\r\nMAIL", b"a\r\n.\r\n"),
+        ] {
+            let mut reader = BodyReader::default();
+            let mut out = Vec::new();
+            let mut bytes = wire;
+            assert!(reader.read(&mut bytes, &mut out));
+            assert_eq!(out, body);
+            assert_eq!(bytes, b"MAIL");
+        }
+    }
 
     #[test]
     fn dots_line_endings_and_the_end_marker() {
@@ -170,6 +222,12 @@ mod tests {
             let body_lines = &whole[..whole.len() - 3];
             prop_assert!(!body_lines.split(|b| *b == b'\n').any(|l| l == b".\r"));
             prop_assert_eq!(unstuff(&whole), crlf(&body));
+            let mut reader = BodyReader::default();
+            let mut read = Vec::new();
+            let mut bytes = &whole[..];
+            prop_assert!(reader.read(&mut bytes, &mut read));
+            prop_assert!(bytes.is_empty());
+            prop_assert_eq!(read, crlf(&body));
         }
     }
 }

@@ -38,7 +38,7 @@ pub mod server;
 mod stream;
 pub mod tls;
 
-pub use body::{DotStuffer, dot_stuff};
+pub use body::{BodyReader, DotStuffer, dot_stuff};
 pub use caps::Capabilities;
 pub use error::CodecError;
 pub use reply::{Class, EnhancedStatus, Reply, ReplyParser};

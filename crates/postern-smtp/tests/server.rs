@@ -165,6 +165,24 @@ async fn a_pipelined_transaction_is_answered_in_order() {
 }
 
 #[tokio::test]
+async fn an_empty_message_and_a_dot_on_the_first_line() {
+    let (addr, keep) = server(settings()).await;
+    let mut c = Client::connect(addr).await;
+    c.ask("EHLO c\r\n").await;
+    for body in [".\r\n", "..first\r\n.\r\n"] {
+        c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+            .await;
+        for want in ["250 2.1.0", "250 2.1.5", "354"] {
+            assert_eq!(short(&c.reply().await), want);
+        }
+        assert_eq!(c.ask(body).await, "250 2.0.0");
+    }
+    let kept = keep.0.lock().unwrap();
+    assert_eq!(kept[0].1, b"");
+    assert_eq!(kept[1].1, b".first\r\n");
+}
+
+#[tokio::test]
 async fn commands_out_of_sequence_or_malformed_get_their_rfc_5321_reply() {
     let (addr, _) = server(settings()).await;
     let mut c = Client::connect(addr).await;

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use memchr::memchr;
-use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, Request};
 use tokio::net::TcpStream;
 
 use super::{DataReply, Envelope, Handler, ServerSettings};
-use crate::Reply;
 use crate::stream::Conn;
+use crate::{BodyReader, Reply};
 
 /// The longest command line accepted, CRLF included. RFC 5321 asks for at
 /// least 512; extensions make lines longer.
@@ -368,15 +367,14 @@ impl<H: Handler> Session<'_, H> {
         }
         self.push(&Reply::new(354, None, "end data with <CR><LF>.<CR><LF>"));
         let max = self.settings.max_message_size;
-        let mut receiver = DataReceiver::new();
+        let mut reader = BodyReader::default();
         let mut body = Vec::new();
         let mut total: u64 = 0;
         loop {
-            let mut iter = self.conn.buf.iter();
-            let before = iter.len();
+            let mut bytes = &self.conn.buf[..];
             let len_before = body.len();
-            let done = receiver.ingest(&mut iter, &mut body);
-            let used = before - iter.len();
+            let done = reader.read(&mut bytes, &mut body);
+            let used = self.conn.buf.len() - bytes.len();
             self.conn.buf.drain(..used);
             total += body.len().saturating_sub(len_before) as u64;
             if total > max {
