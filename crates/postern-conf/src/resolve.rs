@@ -213,6 +213,12 @@ impl<'c> Effective<'c> {
         })
     }
 
+    /// The value in force of `d`, when `pick` accepts its variant:
+    /// `eff.pick(Directive::Tls, |v| match v { Value::Tls(t) => Some(*t), _ => None })`.
+    pub fn pick<T>(&self, d: Directive, pick: impl Fn(&'c Value) -> Option<T>) -> Option<T> {
+        self.get(d).and_then(|r| pick(r.value))
+    }
+
     /// The routing decision: the most specific scope that sets `Gateway`
     /// or `Routes` decides; with neither, the domain's MX records.
     pub fn routing(&self) -> Routing<'c> {

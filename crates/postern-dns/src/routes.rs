@@ -116,15 +116,6 @@ fn most_hopeful<E: Clone>(errors: &[E], permanent: impl Fn(&E) -> bool) -> Optio
         .cloned()
 }
 
-/// The scope's value of `d` as `T`, when set or defaulted.
-fn value<'c, T>(
-    eff: &Effective<'c>,
-    d: Directive,
-    pick: impl Fn(&'c Value) -> Option<T>,
-) -> Option<T> {
-    eff.get(d).and_then(|r| pick(r.value))
-}
-
 /// The scope-wide settings every item starts from.
 struct Scope {
     method: DeliveryMethod,
@@ -138,30 +129,33 @@ struct Scope {
 impl Scope {
     fn of(eff: &Effective<'_>) -> Self {
         let port = |d| {
-            value(eff, d, |v| match v {
+            eff.pick(d, |v| match v {
                 Value::Port(p) => Some(*p),
                 _ => None,
             })
         };
         Self {
-            method: value(eff, Directive::DeliveryMethod, |v| match v {
-                Value::DeliveryMethod(m) => Some(*m),
-                _ => None,
-            })
-            .unwrap_or(DeliveryMethod::Esmtp),
+            method: eff
+                .pick(Directive::DeliveryMethod, |v| match v {
+                    Value::DeliveryMethod(m) => Some(*m),
+                    _ => None,
+                })
+                .unwrap_or(DeliveryMethod::Esmtp),
             smtp_port: port(Directive::RemoteSmtpPort).unwrap_or(25),
             lmtp_port: port(Directive::LmtpPort).unwrap_or(2003),
-            tls: value(eff, Directive::Tls, |v| match v {
-                Value::Tls(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(TlsMode::IfAvailable),
-            tls_verify: value(eff, Directive::TlsVerify, |v| match v {
-                Value::TlsVerify(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(TlsVerify::No),
-            auth: value(eff, Directive::OutboundSmtpAuthUser, |v| match v {
+            tls: eff
+                .pick(Directive::Tls, |v| match v {
+                    Value::Tls(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(TlsMode::IfAvailable),
+            tls_verify: eff
+                .pick(Directive::TlsVerify, |v| match v {
+                    Value::TlsVerify(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(TlsVerify::No),
+            auth: eff.pick(Directive::OutboundSmtpAuthUser, |v| match v {
                 Value::Text(user) => Some(AuthSource::Scope { user: user.clone() }),
                 _ => None,
             }),

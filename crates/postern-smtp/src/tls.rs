@@ -55,62 +55,19 @@ pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, TlsConfigError> {
     Ok(roots)
 }
 
-/// Checks nothing of the certificate, but still the handshake's
-/// signatures: `TLS_Verify = no` encrypts against passive listeners only.
+/// The server certificate check of `TLS_Verify`. Without a chain
+/// verifier (`no`), nothing of the certificate is checked, but the
+/// handshake's signatures still are: that encrypts against passive
+/// listeners only. With one, the chain must lead to a trusted CA, and the
+/// name must match unless `name_checked` is false (`ca`).
 #[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-/// The chain must lead to a trusted CA; the name is not checked
-/// (`TLS_Verify = ca`).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>, Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Verifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    name_checked: bool,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -119,13 +76,13 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.name_checked => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -140,7 +97,7 @@ impl ServerCertVerifier for ChainOnly {
             message,
             cert,
             dss,
-            &self.1.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -154,12 +111,14 @@ impl ServerCertVerifier for ChainOnly {
             message,
             cert,
             dss,
-            &self.1.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.1.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -171,20 +130,19 @@ pub fn client_config(
     ca: Option<&Path>,
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let provider = provider();
-    let verifier: Arc<dyn ServerCertVerifier> = match verify {
-        TlsVerify::No => Arc::new(Unverified(provider.clone())),
-        TlsVerify::Ca | TlsVerify::Host => {
-            let webpki =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
-                    .build()
-                    .map_err(err)?;
-            if verify == TlsVerify::Host {
-                webpki
-            } else {
-                Arc::new(ChainOnly(webpki, provider.clone()))
-            }
-        }
+    let chain = match verify {
+        TlsVerify::No => None,
+        TlsVerify::Ca | TlsVerify::Host => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
+                .build()
+                .map_err(err)?,
+        ),
     };
+    let verifier = Arc::new(Verifier {
+        chain,
+        name_checked: verify == TlsVerify::Host,
+        provider: provider.clone(),
+    });
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(err)?

@@ -7,16 +7,8 @@ use postern_conf::{AuthMech, Config, DeliveryMethod, Directive, Effective, Schem
 use postern_dns::{AuthSource, RouteEntry};
 use postern_smtp::client::{ClientSettings, Credentials, Protocol, Timeouts};
 
-fn get<'c, T>(
-    eff: &Effective<'c>,
-    d: Directive,
-    pick: impl Fn(&'c Value) -> Option<T>,
-) -> Option<T> {
-    eff.get(d).and_then(|r| pick(r.value))
-}
-
 fn seconds(eff: &Effective<'_>, d: Directive) -> Duration {
-    let n = get(eff, d, |v| match v {
+    let n = eff.pick(d, |v| match v {
         Value::Seconds(n) => Some(*n),
         _ => None,
     });
@@ -24,7 +16,7 @@ fn seconds(eff: &Effective<'_>, d: Directive) -> Duration {
 }
 
 fn text(eff: &Effective<'_>, d: Directive) -> Option<String> {
-    get(eff, d, |v| match v {
+    eff.pick(d, |v| match v {
         Value::Text(s) | Value::Secret(s) => Some(s.clone()),
         _ => None,
     })
@@ -58,11 +50,12 @@ fn credentials(
             })
         }
         AuthSource::Scope { user } => Ok(Credentials {
-            mechanism: get(eff, Directive::OutboundSmtpAuthType, |v| match v {
-                Value::AuthMech(m) => Some(*m),
-                _ => None,
-            })
-            .unwrap_or(AuthMech::Plain),
+            mechanism: eff
+                .pick(Directive::OutboundSmtpAuthType, |v| match v {
+                    Value::AuthMech(m) => Some(*m),
+                    _ => None,
+                })
+                .unwrap_or(AuthMech::Plain),
             user: user.clone(),
             password: text(eff, Directive::OutboundSmtpAuthPass)
                 .ok_or("Outbound_SMTP_AUTH_User is set without Outbound_SMTP_AUTH_Pass")?,
@@ -76,17 +69,18 @@ pub(crate) fn client_settings(
     eff: &Effective<'_>,
     entry: &RouteEntry,
 ) -> Result<ClientSettings, String> {
-    let method = get(eff, Directive::DeliveryMethod, |v| match v {
-        Value::DeliveryMethod(m) => Some(*m),
-        _ => None,
-    })
-    .unwrap_or(DeliveryMethod::Esmtp);
+    let method = eff
+        .pick(Directive::DeliveryMethod, |v| match v {
+            Value::DeliveryMethod(m) => Some(*m),
+            _ => None,
+        })
+        .unwrap_or(DeliveryMethod::Esmtp);
     let protocol = match (entry.scheme, method) {
         (Scheme::Lmtp, _) => Protocol::Lmtp,
         (_, DeliveryMethod::Smtp) => Protocol::Smtp,
         _ => Protocol::Esmtp,
     };
-    let ca = get(eff, Directive::TlsCa, |v| match v {
+    let ca = eff.pick(Directive::TlsCa, |v| match v {
         Value::Path(p) => Some(p.clone()),
         _ => None,
     });
@@ -104,7 +98,7 @@ pub(crate) fn client_settings(
     settings.tls_config = Some(tls_config);
     settings.auth = auth;
     settings.auth_without_tls = entry.plaintext_auth;
-    settings.bind = get(eff, Directive::BindAddress, |v| match v {
+    settings.bind = eff.pick(Directive::BindAddress, |v| match v {
         Value::Ip(ip) => Some(*ip),
         _ => None,
     });

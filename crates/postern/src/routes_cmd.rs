@@ -72,23 +72,21 @@ struct View<'a> {
     queue_limit: Option<u64>,
 }
 
-fn count(eff: &Effective<'_>, d: Directive) -> Option<u64> {
-    match eff.get(d).map(|r| r.value) {
-        Some(Value::Count(n)) => Some(*n),
-        _ => None,
-    }
-}
-
 impl<'a> View<'a> {
     fn of(eff: &Effective<'_>, table: &'a RouteTable) -> Self {
-        let method = match eff.get(Directive::DeliveryMethod).map(|r| r.value) {
-            Some(Value::DeliveryMethod(m)) => *m,
-            _ => DeliveryMethod::Esmtp,
-        };
+        let method = eff
+            .pick(Directive::DeliveryMethod, |v| match v {
+                Value::DeliveryMethod(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(DeliveryMethod::Esmtp);
         Self {
             table,
             method,
-            queue_limit: count(eff, Directive::MaxOutboundConnections),
+            queue_limit: eff.pick(Directive::MaxOutboundConnections, |v| match v {
+                Value::Count(n) => Some(*n),
+                _ => None,
+            }),
         }
     }
 
