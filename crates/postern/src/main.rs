@@ -8,7 +8,6 @@
 //! table; `verify-gateway` tries a route's first host step by step.
 
 mod config_cmd;
-mod outbound;
 mod routes_cmd;
 mod table;
 mod verify_cmd;

@@ -9,10 +9,11 @@ use std::str::FromStr;
 
 use postern_conf::RouteItem;
 use postern_dns::Dns;
+use postern_engine::outbound::{TlsCache, client_settings};
 use postern_smtp::client::{Session, Step};
 
 use crate::config_cmd::{finish, load, queue};
-use crate::{outbound, routes_cmd, table};
+use crate::{routes_cmd, table};
 
 /// Exit status when a step failed.
 const FAILED: u8 = 1;
@@ -64,7 +65,8 @@ pub(crate) fn verify(file: &Path, binding: &str, url: &str, domain: Option<&str>
             eprintln!("postern: no route: {url} has no address");
             return ExitCode::from(FAILED);
         };
-        let settings = match outbound::client_settings(&config, &eff, entry) {
+        let mut tls = TlsCache::default();
+        let settings = match client_settings(&config, &eff, entry, &config.hostname(), &mut tls) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("postern: {e}");

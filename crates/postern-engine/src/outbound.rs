@@ -1,9 +1,14 @@
 //! From a routing table entry and the queue's options to the settings of a
 //! client session: protocol, TLS, credentials, source address, deadlines.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use postern_conf::{AuthMech, Config, DeliveryMethod, Directive, Effective, Scheme, Secret, Value};
+use postern_conf::{
+    AuthMech, Config, DeliveryMethod, Directive, Effective, Scheme, Secret, TlsVerify, Value,
+};
 use postern_dns::{AuthSource, RouteEntry};
 use postern_smtp::client::{ClientSettings, Credentials, Protocol, Timeouts};
 
@@ -63,11 +68,37 @@ fn credentials(
     }
 }
 
-/// The session settings for delivering to `entry` with the options `eff`.
-pub(crate) fn client_settings(
+/// rustls client configurations by verification level and CA file: built
+/// once and shared, since loading the system's trust store is slow.
+#[derive(Debug, Default)]
+pub struct TlsCache {
+    configs: HashMap<(TlsVerify, Option<PathBuf>), Arc<rustls::ClientConfig>>,
+}
+
+impl TlsCache {
+    fn get(
+        &mut self,
+        verify: TlsVerify,
+        ca: Option<PathBuf>,
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(c) = self.configs.get(&(verify, ca.clone())) {
+            return Ok(c.clone());
+        }
+        let config =
+            postern_smtp::tls::client_config(verify, ca.as_deref()).map_err(|e| e.to_string())?;
+        self.configs.insert((verify, ca), config.clone());
+        Ok(config)
+    }
+}
+
+/// The session settings for delivering to `entry` with the options `eff`;
+/// `helo_name` is the configuration's `Hostname`.
+pub fn client_settings(
     config: &Config,
     eff: &Effective<'_>,
     entry: &RouteEntry,
+    helo_name: &str,
+    tls: &mut TlsCache,
 ) -> Result<ClientSettings, String> {
     let method = eff
         .pick(Directive::DeliveryMethod, |v| match v {
@@ -84,14 +115,13 @@ pub(crate) fn client_settings(
         Value::Path(p) => Some(p.clone()),
         _ => None,
     });
-    let tls_config = postern_smtp::tls::client_config(entry.tls_verify, ca.as_deref())
-        .map_err(|e| e.to_string())?;
+    let tls_config = tls.get(entry.tls_verify, ca)?;
     let auth = entry
         .auth
         .as_ref()
         .map(|source| credentials(config, eff, source))
         .transpose()?;
-    let mut settings = ClientSettings::new(config.hostname(), entry.name.clone());
+    let mut settings = ClientSettings::new(helo_name, entry.name.clone());
     settings.protocol = protocol;
     settings.implicit_tls = entry.scheme == Scheme::Smtps;
     settings.tls = entry.tls;

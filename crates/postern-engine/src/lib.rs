@@ -1,0 +1,136 @@
+//! Postern's delivery engine, on actix.
+//!
+//! [`Engine::start`] starts a control event loop (the scheduler, which
+//! keeps every queue's and every destination host's state) and
+//! `Event_Loops` delivery event loops where connection actors run, each
+//! new connection on the least loaded loop. The daemon [`submit`]s queued
+//! messages and reads a [`Report`] per recipient and attempt from
+//! [`reports`]; [`queue`] and [`summary`] show the engine's state.
+//!
+//! The scheduling rule (DESIGN.md): a connection goes to the best
+//! preference level that has a host which is reachable and below its
+//! connection limit, to that level's host with the fewest connections; a
+//! connection to a worse host gets no new message while a better host is
+//! reachable and free. See [`choice`].
+//!
+//! [`submit`]: Engine::submit
+//! [`reports`]: Engine::reports
+//! [`queue`]: Engine::queue
+//! [`summary`]: Engine::summary
+#![warn(missing_docs)]
+
+pub mod choice;
+mod connection;
+mod message;
+pub mod outbound;
+mod queue;
+mod scheduler;
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use crossbeam_channel::Receiver;
+use postern_conf::{Config, Directive, Value};
+use postern_dns::Dns;
+
+pub use message::{HostInfo, QueuedMessage, Report};
+pub use queue::QueueKey;
+pub use scheduler::{HostView, QueueView, Summary};
+use scheduler::{QueryQueue, QuerySummary, Scheduler, Submit};
+
+/// A running engine. Dropping it stops its event loops.
+#[derive(Debug)]
+pub struct Engine {
+    scheduler: Addr<Scheduler>,
+    reports: Receiver<Report>,
+    system: System,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// `Event_Loops`, or the number of CPUs.
+fn event_loops(config: &Config) -> usize {
+    match config.global.get(Directive::EventLoops).map(|s| &s.value) {
+        Some(Value::Count(n)) => usize::try_from(*n).unwrap_or(1).max(1),
+        _ => std::thread::available_parallelism().map_or(1, usize::from),
+    }
+}
+
+type Started = io::Result<(Addr<Scheduler>, System)>;
+
+impl Engine {
+    /// Starts the control loop and the delivery loops for `config`.
+    pub fn start(config: Arc<Config>) -> io::Result<Engine> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<Started>();
+        let (reports_tx, reports) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("postern-control".into())
+            .spawn(move || {
+                let system = System::new();
+                let arbiters: Vec<Arbiter> =
+                    (0..event_loops(&config)).map(|_| Arbiter::new()).collect();
+                let handles = arbiters.iter().map(Arbiter::handle).collect();
+                let started = system.block_on(async move {
+                    // The control loop's own resolver, used only here.
+                    let dns =
+                        Dns::from_config(&config).map_err(|e| io::Error::other(e.to_string()))?;
+                    let scheduler = Scheduler::new(config, dns, handles, reports_tx).start();
+                    Ok((scheduler, System::current()))
+                });
+                let ok = started.is_ok();
+                let _ = started_tx.send(started);
+                if ok {
+                    let _ = system.run();
+                }
+                for a in &arbiters {
+                    a.stop();
+                }
+                for a in arbiters {
+                    let _ = a.join();
+                }
+            })?;
+        let (scheduler, system) = started_rx
+            .recv()
+            .map_err(|_| io::Error::other("the engine's control loop did not start"))??;
+        Ok(Engine {
+            scheduler,
+            reports,
+            system,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a message for delivery; returns at once.
+    pub fn submit(&self, message: QueuedMessage) {
+        self.scheduler.do_send(Submit(message));
+    }
+
+    /// Every recipient's outcome of every attempt, in order.
+    pub fn reports(&self) -> &Receiver<Report> {
+        &self.reports
+    }
+
+    /// The state of the (binding, domain) queue, if it exists.
+    pub async fn queue(&self, binding: &str, domain: &str) -> Option<QueueView> {
+        let key = QueueKey {
+            binding: binding.to_owned(),
+            domain: domain.to_ascii_lowercase(),
+        };
+        self.scheduler.send(QueryQueue(key)).await.ok().flatten()
+    }
+
+    /// Connections per event loop, queue totals.
+    pub async fn summary(&self) -> Option<Summary> {
+        self.scheduler.send(QuerySummary).await.ok()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

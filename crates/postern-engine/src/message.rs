@@ -1,0 +1,94 @@
+//! What the daemon hands the engine, and what the engine hands back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use postern_smtp::client::Outcome;
+
+/// A message queued for one (binding, domain): its recipients there, and
+/// the body it shares with the message's other queues.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// The spool's id for this entry.
+    pub id: u64,
+    /// The binding (`default` when none was assigned).
+    pub binding: String,
+    /// The destination domain, lower-case.
+    pub domain: String,
+    /// The envelope sender; empty for `<>`.
+    pub sender: String,
+    /// The recipients at `domain`.
+    pub recipients: Vec<String>,
+    /// Headers and body, CRLF line endings, not dot-stuffed.
+    pub body: Arc<[u8]>,
+    /// The body has 8-bit content.
+    pub eight_bit: bool,
+    /// An address needs SMTPUTF8.
+    pub smtputf8: bool,
+    /// Delivery attempts already made (from the spool, after a restart).
+    pub attempts: u32,
+}
+
+/// Where an attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    /// The host's name (MX, gateway or route host).
+    pub name: String,
+    /// Its address and port.
+    pub addr: SocketAddr,
+}
+
+/// The outcome of one attempt for one recipient. Delivered and permanent
+/// outcomes are final; after a transient one the engine retries by itself.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The message's id.
+    pub id: u64,
+    /// Its binding.
+    pub binding: String,
+    /// Its domain.
+    pub domain: String,
+    /// The recipient.
+    pub recipient: String,
+    /// Delivered, transient or permanent, with the reply.
+    pub outcome: Outcome,
+    /// The host that answered, if a session reached one.
+    pub host: Option<HostInfo>,
+    /// Which attempt this was (1 for the first).
+    pub attempt: u32,
+}
+
+impl Report {
+    /// True when nothing more will happen to this recipient.
+    pub fn is_final(&self) -> bool {
+        !matches!(self.outcome, Outcome::Transient(_))
+    }
+}
+
+/// A part of a message that one connection carries in one transaction:
+/// up to `Max_Recipients_Per_Batch` of its recipients.
+#[derive(Debug, Clone)]
+pub(crate) struct Batch {
+    pub(crate) message: Arc<QueuedMessage>,
+    pub(crate) recipients: Vec<String>,
+    /// Attempts made before this one.
+    pub(crate) attempts: u32,
+}
+
+impl Batch {
+    /// The message's recipients in batches of at most `size`.
+    pub(crate) fn split(message: QueuedMessage, size: usize) -> Vec<Batch> {
+        let size = size.max(1);
+        let attempts = message.attempts;
+        let message = Arc::new(message);
+        message
+            .recipients
+            .chunks(size)
+            .map(|chunk| Batch {
+                message: message.clone(),
+                recipients: chunk.to_vec(),
+                attempts,
+            })
+            .collect()
+    }
+}

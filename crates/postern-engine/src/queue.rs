@@ -1,0 +1,196 @@
+//! One (binding, domain) queue: the state a domain actor keeps. Its
+//! routing table, its ready (active) and delayed mail, its connections and
+//! the connections waiting for work, and the options that govern them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix::SpawnHandle;
+use postern_conf::{Config, Directive, Effective, Value};
+use postern_dns::RouteTable;
+use postern_smtp::Reply;
+use tokio::sync::oneshot;
+
+use crate::connection::ConnId;
+use crate::message::Batch;
+
+/// A queue's name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    /// The binding.
+    pub binding: String,
+    /// The destination domain.
+    pub domain: String,
+}
+
+/// The options of a queue, read once from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) max_deliveries: u64,
+    pub(crate) idle: Duration,
+    pub(crate) host_failure_retry: Duration,
+    pub(crate) failures_to_delay: u32,
+    pub(crate) retry_interval: Duration,
+    pub(crate) max_retry_interval: Duration,
+}
+
+fn count(eff: &Effective<'_>, d: Directive, default: u64) -> u64 {
+    eff.pick(d, |v| match v {
+        Value::Count(n) => Some(*n),
+        _ => None,
+    })
+    .unwrap_or(default)
+}
+
+fn seconds(eff: &Effective<'_>, d: Directive, default: u64) -> Duration {
+    Duration::from_secs(
+        eff.pick(d, |v| match v {
+            Value::Seconds(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(default),
+    )
+}
+
+impl Limits {
+    /// The queue's options; defaults when the binding is not configured.
+    pub(crate) fn of(config: &Config, key: &QueueKey) -> Self {
+        let Some(eff) = config.effective(&key.binding, &key.domain) else {
+            return Self::of(
+                config,
+                &QueueKey {
+                    binding: "default".into(),
+                    domain: key.domain.clone(),
+                },
+            );
+        };
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Self {
+            max_connections: size(count(&eff, Directive::MaxOutboundConnections, 32)),
+            batch_size: size(count(&eff, Directive::MaxRecipientsPerBatch, 100)),
+            max_deliveries: count(&eff, Directive::MaxDeliveriesPerConnection, 0),
+            idle: seconds(&eff, Directive::IdleTimeout, 5),
+            host_failure_retry: seconds(&eff, Directive::HostFailureRetry, 120),
+            failures_to_delay: u32::try_from(count(&eff, Directive::MxFailuresToDelay, 50))
+                .unwrap_or(u32::MAX),
+            retry_interval: seconds(&eff, Directive::RetryInterval, 1200),
+            max_retry_interval: seconds(&eff, Directive::MaxRetryInterval, 43_200),
+        }
+    }
+
+    /// The wait before attempt `attempts + 1`: `Retry_Interval` doubled per
+    /// attempt made, at most `Max_Retry_Interval`.
+    pub(crate) fn backoff(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(30);
+        self.retry_interval
+            .saturating_mul(1 << doublings)
+            .min(self.max_retry_interval)
+    }
+}
+
+/// A connection waiting for work.
+pub(crate) struct Waiter {
+    pub(crate) conn: ConnId,
+    pub(crate) reply: oneshot::Sender<Option<Batch>>,
+}
+
+/// Where the routing table stands.
+pub(crate) enum Table {
+    /// Not built yet.
+    None,
+    /// Being built; `Some` keeps the previous one in use meanwhile.
+    Resolving(Option<RouteTable>),
+    /// Built.
+    Ready(RouteTable),
+}
+
+impl Table {
+    pub(crate) fn current(&self) -> Option<&RouteTable> {
+        match self {
+            Table::None | Table::Resolving(None) => None,
+            Table::Resolving(Some(t)) | Table::Ready(t) => Some(t),
+        }
+    }
+
+    /// The levels as (level, addresses), best first.
+    pub(crate) fn levels(&self) -> Vec<(u32, Vec<SocketAddr>)> {
+        self.current()
+            .map(|t| {
+                t.levels
+                    .iter()
+                    .map(|l| (l.level, l.hosts.iter().map(|h| h.addr).collect()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The queue.
+pub(crate) struct Queue {
+    pub(crate) limits: Limits,
+    pub(crate) table: Table,
+    /// Ready now, oldest first.
+    pub(crate) active: VecDeque<Batch>,
+    /// Waiting for a time, by (time, sequence).
+    pub(crate) delayed: BTreeMap<(Instant, u64), Batch>,
+    /// Open or opening connections.
+    pub(crate) connections: usize,
+    /// Connections carrying a batch now.
+    pub(crate) busy: usize,
+    /// Idle connections waiting for work, oldest first.
+    pub(crate) waiters: VecDeque<Waiter>,
+    /// Connection failures since the last success, over all hosts.
+    pub(crate) consecutive_failures: u32,
+    /// The last connection failure.
+    pub(crate) last_failure: Option<Reply>,
+    /// The timer that moves delayed mail back, and when it fires.
+    pub(crate) wake: Option<(Instant, SpawnHandle)>,
+}
+
+impl Queue {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            table: Table::None,
+            active: VecDeque::new(),
+            delayed: BTreeMap::new(),
+            connections: 0,
+            busy: 0,
+            waiters: VecDeque::new(),
+            consecutive_failures: 0,
+            last_failure: None,
+            wake: None,
+        }
+    }
+
+    /// The connections the ready mail calls for: one per ready batch and
+    /// per batch in flight, within the queue's limit.
+    pub(crate) fn wanted_connections(&self) -> usize {
+        (self.active.len() + self.busy).min(self.limits.max_connections)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let config = Config::from_text(
+            "Retry_Interval = 10 Max_Retry_Interval = 50",
+            std::path::Path::new("t.conf"),
+        )
+        .unwrap();
+        let key = QueueKey {
+            binding: "default".into(),
+            domain: "example.com".into(),
+        };
+        let limits = Limits::of(&config, &key);
+        let secs: Vec<u64> = (1..=5).map(|n| limits.backoff(n).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 40, 50, 50]);
+    }
+}

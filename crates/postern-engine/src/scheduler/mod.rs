@@ -1,0 +1,111 @@
+//! The scheduler actor on the control loop. It owns every queue (the
+//! domain actors' state) and every destination host (the MX-host actors'
+//! state), so that each decision about a connection is made on one
+//! consistent view: no two queues can both take a host's last slot, and a
+//! worse host is never chosen while a better one is free (see
+//! `docs/adr/0001-control-plane.md`).
+
+mod flow;
+mod query;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use crossbeam_channel::Sender;
+use postern_conf::Config;
+use postern_dns::Dns;
+
+pub use self::query::{HostView, QueueView, Summary};
+pub(crate) use self::query::{QueryQueue, QuerySummary};
+use crate::choice::HostState;
+use crate::connection::ConnId;
+use crate::message::{QueuedMessage, Report};
+use crate::outbound::TlsCache;
+use crate::queue::{Queue, QueueKey};
+
+/// A message for the engine.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Submit(pub(crate) QueuedMessage);
+
+/// What the scheduler knows of a connection.
+#[derive(Debug)]
+struct ConnInfo {
+    queue: QueueKey,
+    host: SocketAddr,
+    name: String,
+    level: u32,
+    event_loop: usize,
+    busy: bool,
+}
+
+/// The scheduler.
+pub(crate) struct Scheduler {
+    config: Arc<Config>,
+    dns: Dns,
+    hostname: String,
+    queues: HashMap<QueueKey, Queue>,
+    hosts: HashMap<SocketAddr, HostState>,
+    conns: HashMap<ConnId, ConnInfo>,
+    next_conn: ConnId,
+    /// Connections open or opening, and `Server_Max_Outbound_Connections`.
+    total: usize,
+    server_limit: usize,
+    /// Queues with ready mail that found every usable host full.
+    starved: HashSet<QueueKey>,
+    loops: Vec<ArbiterHandle>,
+    /// Connections open on each delivery loop, and opened in all.
+    loop_open: Vec<usize>,
+    loop_opened: Vec<u64>,
+    reports: Sender<Report>,
+    tls: TlsCache,
+    sequence: u64,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        dns: Dns,
+        loops: Vec<ArbiterHandle>,
+        reports: Sender<Report>,
+    ) -> Self {
+        let server_limit = match config
+            .global
+            .value_or_default(postern_conf::Directive::ServerMaxOutboundConnections)
+        {
+            Some(postern_conf::Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
+            _ => 20_000,
+        };
+        let n = loops.len();
+        Self {
+            hostname: config.hostname(),
+            config,
+            dns,
+            queues: HashMap::new(),
+            hosts: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 1,
+            total: 0,
+            server_limit,
+            starved: HashSet::new(),
+            loops,
+            loop_open: vec![0; n],
+            loop_opened: vec![0; n],
+            reports,
+            tls: TlsCache::default(),
+            sequence: 0,
+        }
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Mail keeps arriving while connections are slow: never apply
+        // back-pressure to the daemon through the mailbox.
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
