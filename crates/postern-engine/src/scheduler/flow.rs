@@ -147,6 +147,7 @@ impl Scheduler {
             }
             if self.total >= self.server_limit {
                 self.starved.insert(key.clone());
+                self.reclaim_idle(key, None);
                 return;
             }
             let levels = queue.table.levels();
@@ -195,6 +196,36 @@ impl Scheduler {
             }
             _ => {
                 self.starved.insert(key.clone());
+                let now = Instant::now();
+                let full = levels
+                    .iter()
+                    .flat_map(|(_, a)| a.iter())
+                    .find(|a| self.hosts.get(*a).is_some_and(|h| h.reachable(now)))
+                    .copied();
+                if let Some(addr) = full {
+                    self.reclaim_idle(key, Some(addr));
+                }
+            }
+        }
+    }
+
+    /// Closes one idle connection of another queue (to `host`, if given)
+    /// so that a starved queue gets its slot: an idle connection must not
+    /// hold a slot that ready mail needs.
+    fn reclaim_idle(&mut self, starving: &QueueKey, host: Option<SocketAddr>) {
+        let conns = &self.conns;
+        for (key, queue) in &mut self.queues {
+            if key == starving {
+                continue;
+            }
+            let found = queue.waiters.iter().position(|w| {
+                conns
+                    .get(&w.conn)
+                    .is_some_and(|c| host.is_none_or(|h| c.host == h))
+            });
+            if let Some(waiter) = found.and_then(|i| queue.waiters.remove(i)) {
+                let _ = waiter.reply.send(None);
+                return;
             }
         }
     }
@@ -541,6 +572,11 @@ impl Handler<WantWork> for Scheduler {
         };
         let key = info.queue.clone();
         if self.outranked(&key, info.level, now) {
+            return Box::pin(async { None });
+        }
+        let idle_queue = self.queues.get(&key).is_none_or(|q| q.active.is_empty());
+        if idle_queue && self.starved.iter().any(|k| *k != key) {
+            // Nothing to carry here while another queue waits for a slot.
             return Box::pin(async { None });
         }
         let (reply, answer) = oneshot::channel();

@@ -100,12 +100,8 @@ impl Scheduler {
     }
 }
 
+/// Submissions and connection reports use `do_send`, which ignores the
+/// mailbox capacity: the daemon never waits on the scheduler.
 impl Actor for Scheduler {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // Mail keeps arriving while connections are slow: never apply
-        // back-pressure to the daemon through the mailbox.
-        ctx.set_mailbox_capacity(usize::MAX);
-    }
 }
