@@ -473,3 +473,34 @@ fn the_server_wide_limit_holds_across_queues() {
     assert!(sink.max_concurrent() <= 2, "{}", sink.max_concurrent());
     assert_eq!(sink.message_count(), 30);
 }
+
+#[test]
+fn hosts_that_keep_failing_delay_the_ready_mail_with_421_4_4_0() {
+    let port = dead_port("127.0.0.81");
+    let dns = DnsServer::builder()
+        .mx("dead.example", 10, "a.dead.example")
+        .mx("dead.example", 10, "b.dead.example")
+        .a("a.dead.example", "127.0.0.81".parse().unwrap())
+        .a("b.dead.example", "127.0.0.82".parse().unwrap())
+        .start()
+        .unwrap();
+    let e = engine(
+        &dns,
+        &format!("Remote_SMTP_Port = {port}\nMX_Failures_To_Delay = 1"),
+    );
+    for id in 0..3 {
+        e.submit(message(id, "default", "dead.example", &["a@dead.example"]));
+    }
+    let reports = wait_reports(&e, 3, Duration::from_secs(10), |_| true);
+    for r in &reports {
+        match &r.outcome {
+            Outcome::Transient(reply) => {
+                assert_eq!(reply.to_string().get(..9), Some("421 4.4.0"), "{reply}");
+                assert!(reply.text().contains("last: 451 4.4.1"), "{reply}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let view = block_on(e.queue("default", "dead.example")).unwrap();
+    assert_eq!((view.active, view.delayed), (0, 3));
+}
