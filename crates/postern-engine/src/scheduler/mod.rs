@@ -6,7 +6,9 @@
 //! `docs/adr/0001-control-plane.md`).
 
 mod flow;
+mod outcome;
 mod query;
+mod routing;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -1,0 +1,134 @@
+//! Delivery status notifications (RFC 3464): the bounce a sender gets for
+//! the recipients of one message that failed for good in one attempt
+//! round.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mail_builder::MessageBuilder;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::mime::MimePart;
+use postern_smtp::Reply;
+
+use crate::message::{HostInfo, QueuedMessage};
+
+/// One recipient in a bounce.
+#[derive(Debug, Clone)]
+pub struct FailedRecipient {
+    /// The address.
+    pub recipient: String,
+    /// The reply that failed it (the server's, or Postern's own for DNS
+    /// failures, expiry and too many retries).
+    pub reply: Reply,
+    /// The host that gave the reply, when one did.
+    pub host: Option<HostInfo>,
+}
+
+/// A bounce to queue: it goes to the original sender, from `<>`.
+#[derive(Debug, Clone)]
+pub struct Bounce {
+    /// The message that failed.
+    pub original_id: u64,
+    /// Its binding; the bounce is sent in the same binding.
+    pub binding: String,
+    /// Whom the bounce goes to: the original envelope sender.
+    pub recipient: String,
+    /// The RFC 3464 message, CRLF line endings.
+    pub body: Vec<u8>,
+}
+
+impl Bounce {
+    /// The bounce as a message for the engine, with the spool's `id`.
+    pub fn queued(&self, id: u64) -> QueuedMessage {
+        let domain = self
+            .recipient
+            .rsplit_once('@')
+            .map_or_else(String::new, |(_, d)| d.to_ascii_lowercase());
+        QueuedMessage {
+            id,
+            binding: self.binding.clone(),
+            domain,
+            sender: String::new(),
+            recipients: vec![self.recipient.clone()],
+            body: self.body.clone().into(),
+            eight_bit: false,
+            smtputf8: false,
+            attempts: 0,
+            received: SystemTime::now(),
+        }
+    }
+}
+
+/// The headers of a message: everything before the first empty line.
+fn headers(body: &[u8]) -> &[u8] {
+    body.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .and_then(|i| body.get(..i + 2))
+        .unwrap_or(body)
+}
+
+fn status(reply: &Reply) -> String {
+    match reply.status {
+        Some(s) => s.to_string(),
+        None => format!("{}.0.0", reply.code / 100),
+    }
+}
+
+fn rfc2822_date(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+/// The bounce for `failed` recipients of `message`; `None` for a message
+/// from the null sender, which never gets one (RFC 5321 6.1, RFC 3464).
+pub fn build(message: &QueuedMessage, failed: &[FailedRecipient], hostname: &str) -> Option<Bounce> {
+    if message.sender.is_empty() || failed.is_empty() {
+        return None;
+    }
+    let mut text = format!(
+        "This is the mail system at host {hostname}.\r\n\r\n\
+         Your message could not be delivered to the following recipients,\r\n\
+         and no further attempt will be made:\r\n\r\n"
+    );
+    let mut report = format!(
+        "Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\n",
+        message.id
+    );
+    for f in failed {
+        text.push_str(&format!("<{}>: {}\r\n", f.recipient, f.reply));
+        report.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+            f.recipient,
+            status(&f.reply)
+        ));
+        if let Some(h) = &f.host {
+            report.push_str(&format!("Remote-MTA: dns; {}\r\n", h.name));
+        }
+        report.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", f.reply));
+    }
+    let original = String::from_utf8_lossy(headers(&message.body)).into_owned();
+    let report_type = ContentType::new("multipart/report").attribute("report-type", "delivery-status");
+    let body = MimePart::new(
+        report_type,
+        vec![
+            MimePart::new("text/plain", text),
+            MimePart::new(ContentType::new("message/delivery-status"), report),
+            MimePart::new(ContentType::new("text/rfc822-headers"), original),
+        ],
+    );
+    let from = format!("MAILER-DAEMON@{hostname}");
+    let bytes = MessageBuilder::new()
+        .from(("Mail Delivery System", from.as_str()))
+        .to(message.sender.as_str())
+        .subject("Undelivered Mail Returned to Sender")
+        .date(rfc2822_date(SystemTime::now()))
+        .header("Auto-Submitted", mail_builder::headers::raw::Raw::new("auto-replied"))
+        .body(body)
+        .write_to_vec()
+        .ok()?;
+    Some(Bounce {
+        original_id: message.id,
+        binding: message.binding.clone(),
+        recipient: message.sender.clone(),
+        body: bytes,
+    })
+}
