@@ -80,7 +80,11 @@ fn rfc2822_date(t: SystemTime) -> i64 {
 
 /// The bounce for `failed` recipients of `message`; `None` for a message
 /// from the null sender, which never gets one (RFC 5321 6.1, RFC 3464).
-pub fn build(message: &QueuedMessage, failed: &[FailedRecipient], hostname: &str) -> Option<Bounce> {
+pub(crate) fn build(
+    message: &QueuedMessage,
+    failed: &[FailedRecipient],
+    hostname: &str,
+) -> Option<Bounce> {
     if message.sender.is_empty() || failed.is_empty() {
         return None;
     }
@@ -106,7 +110,8 @@ pub fn build(message: &QueuedMessage, failed: &[FailedRecipient], hostname: &str
         report.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", f.reply));
     }
     let original = String::from_utf8_lossy(headers(&message.body)).into_owned();
-    let report_type = ContentType::new("multipart/report").attribute("report-type", "delivery-status");
+    let report_type =
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status");
     let body = MimePart::new(
         report_type,
         vec![
@@ -121,7 +126,10 @@ pub fn build(message: &QueuedMessage, failed: &[FailedRecipient], hostname: &str
         .to(message.sender.as_str())
         .subject("Undelivered Mail Returned to Sender")
         .date(rfc2822_date(SystemTime::now()))
-        .header("Auto-Submitted", mail_builder::headers::raw::Raw::new("auto-replied"))
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-replied"),
+        )
         .body(body)
         .write_to_vec()
         .ok()?;

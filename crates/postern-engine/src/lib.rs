@@ -19,12 +19,14 @@
 //! [`summary`]: Engine::summary
 #![warn(missing_docs)]
 
+mod bounce;
 pub mod choice;
 mod connection;
 mod message;
 pub mod outbound;
 mod queue;
 mod scheduler;
+mod throttle;
 
 use std::io;
 use std::sync::Arc;
@@ -35,16 +37,18 @@ use crossbeam_channel::Receiver;
 use postern_conf::{Config, Directive, Value};
 use postern_dns::Dns;
 
+pub use bounce::{Bounce, FailedRecipient};
 pub use message::{HostInfo, QueuedMessage, Report};
 pub use queue::QueueKey;
+use scheduler::{Command, Control, QueryQueue, QuerySummary, Scheduler, Submit};
 pub use scheduler::{HostView, QueueView, Summary};
-use scheduler::{QueryQueue, QuerySummary, Scheduler, Submit};
 
 /// A running engine. Dropping it stops its event loops.
 #[derive(Debug)]
 pub struct Engine {
     scheduler: Addr<Scheduler>,
     reports: Receiver<Report>,
+    bounces: Receiver<Bounce>,
     system: System,
     thread: Option<JoinHandle<()>>,
 }
@@ -59,11 +63,19 @@ fn event_loops(config: &Config) -> usize {
 
 type Started = io::Result<(Addr<Scheduler>, System)>;
 
+fn key(binding: &str, domain: &str) -> QueueKey {
+    QueueKey {
+        binding: binding.to_owned(),
+        domain: domain.to_ascii_lowercase(),
+    }
+}
+
 impl Engine {
     /// Starts the control loop and the delivery loops for `config`.
     pub fn start(config: Arc<Config>) -> io::Result<Engine> {
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Started>();
         let (reports_tx, reports) = crossbeam_channel::unbounded();
+        let (bounces_tx, bounces) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("postern-control".into())
             .spawn(move || {
@@ -75,7 +87,8 @@ impl Engine {
                     // The control loop's own resolver, used only here.
                     let dns =
                         Dns::from_config(&config).map_err(|e| io::Error::other(e.to_string()))?;
-                    let scheduler = Scheduler::new(config, dns, handles, reports_tx).start();
+                    let scheduler =
+                        Scheduler::new(config, dns, handles, reports_tx, bounces_tx).start();
                     Ok((scheduler, System::current()))
                 });
                 let ok = started.is_ok();
@@ -96,6 +109,7 @@ impl Engine {
         Ok(Engine {
             scheduler,
             reports,
+            bounces,
             system,
             thread: Some(thread),
         })
@@ -111,13 +125,37 @@ impl Engine {
         &self.reports
     }
 
+    /// Bounces to queue: the daemon stores each one and submits it
+    /// ([`Bounce::queued`]) like any message.
+    pub fn bounces(&self) -> &Receiver<Bounce> {
+        &self.bounces
+    }
+
+    /// Holds the queue: nothing more is delivered until [`resume`](Self::resume).
+    pub fn suspend(&self, binding: &str, domain: &str) {
+        self.scheduler
+            .do_send(Control(key(binding, domain), Command::Suspend));
+    }
+
+    /// Delivers a held queue again.
+    pub fn resume(&self, binding: &str, domain: &str) {
+        self.scheduler
+            .do_send(Control(key(binding, domain), Command::Resume));
+    }
+
+    /// Retries the queue's delayed mail now.
+    pub fn flush(&self, binding: &str, domain: &str) {
+        self.scheduler
+            .do_send(Control(key(binding, domain), Command::Flush));
+    }
+
     /// The state of the (binding, domain) queue, if it exists.
     pub async fn queue(&self, binding: &str, domain: &str) -> Option<QueueView> {
-        let key = QueueKey {
-            binding: binding.to_owned(),
-            domain: domain.to_ascii_lowercase(),
-        };
-        self.scheduler.send(QueryQueue(key)).await.ok().flatten()
+        self.scheduler
+            .send(QueryQueue(key(binding, domain)))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Connections per event loop, queue totals.

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
 /// A message queued for one (binding, domain): its recipients there, and
@@ -27,6 +29,8 @@ pub struct QueuedMessage {
     pub smtputf8: bool,
     /// Delivery attempts already made (from the spool, after a restart).
     pub attempts: u32,
+    /// When the message was received: `Message_Expiration` counts from here.
+    pub received: SystemTime,
 }
 
 /// Where an attempt went.
@@ -73,6 +77,8 @@ pub(crate) struct Batch {
     pub(crate) recipients: Vec<String>,
     /// Attempts made before this one.
     pub(crate) attempts: u32,
+    /// The last transient failure, for the report when the batch expires.
+    pub(crate) last: Option<(Reply, Option<HostInfo>)>,
 }
 
 impl Batch {
@@ -88,6 +94,7 @@ impl Batch {
                 message: message.clone(),
                 recipients: chunk.to_vec(),
                 attempts,
+                last: None,
             })
             .collect()
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix::SpawnHandle;
-use postern_conf::{Config, Directive, Effective, Value};
+use postern_conf::{Config, Directive, Effective, MaxRetries, Origin, Throttle, Value};
 use postern_dns::RouteTable;
 use postern_smtp::Reply;
 use tokio::sync::oneshot;
@@ -35,6 +35,39 @@ pub(crate) struct Limits {
     pub(crate) failures_to_delay: u32,
     pub(crate) retry_interval: Duration,
     pub(crate) max_retry_interval: Duration,
+    /// `Max_Retries`; `None` for `auto` (expiry only).
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) expiration: Duration,
+    pub(crate) bounces: bool,
+    pub(crate) suspended: bool,
+    /// The throttles, each with the name of the setting it comes from:
+    /// queues that fall back to the same setting share one bucket.
+    pub(crate) message_throttle: Option<(String, Throttle)>,
+    pub(crate) connection_throttle: Option<(String, Throttle)>,
+}
+
+/// A throttle that limits something, named by the setting that sets it.
+fn throttle(eff: &Effective<'_>, d: Directive) -> Option<(String, Throttle)> {
+    let resolved = eff.get(d)?;
+    let Value::Throttle(t) = resolved.value else {
+        return None;
+    };
+    if t.is_unlimited() {
+        return None;
+    }
+    let name = match &resolved.origin {
+        Origin::Set { scope, at, .. } => format!("{scope} {at}"),
+        Origin::Default => "default".to_owned(),
+    };
+    Some((name, *t))
+}
+
+fn flag(eff: &Effective<'_>, d: Directive, default: bool) -> bool {
+    eff.pick(d, |v| match v {
+        Value::Bool(b) => Some(*b),
+        _ => None,
+    })
+    .unwrap_or(default)
 }
 
 fn count(eff: &Effective<'_>, d: Directive, default: u64) -> u64 {
@@ -78,6 +111,15 @@ impl Limits {
                 .unwrap_or(u32::MAX),
             retry_interval: seconds(&eff, Directive::RetryInterval, 1200),
             max_retry_interval: seconds(&eff, Directive::MaxRetryInterval, 43_200),
+            max_retries: eff.pick(Directive::MaxRetries, |v| match v {
+                Value::MaxRetries(MaxRetries::Limit(n)) => Some(*n),
+                _ => None,
+            }),
+            expiration: seconds(&eff, Directive::MessageExpiration, 86_400),
+            bounces: flag(&eff, Directive::GenerateBounces, true),
+            suspended: flag(&eff, Directive::SuspendDelivery, false),
+            message_throttle: throttle(&eff, Directive::OutboundThrottleMessages),
+            connection_throttle: throttle(&eff, Directive::OutboundThrottleConnections),
         }
     }
 
@@ -148,11 +190,17 @@ pub(crate) struct Queue {
     pub(crate) last_failure: Option<Reply>,
     /// The timer that moves delayed mail back, and when it fires.
     pub(crate) wake: Option<(Instant, SpawnHandle)>,
+    /// Held: nothing is delivered until resumed (`Suspend_Delivery`).
+    pub(crate) suspended: bool,
+    /// A pump is already set for when a throttle allows more.
+    pub(crate) throttle_wake: Option<Instant>,
 }
 
 impl Queue {
     pub(crate) fn new(limits: Limits) -> Self {
         Self {
+            suspended: limits.suspended,
+            throttle_wake: None,
             limits,
             table: Table::None,
             active: VecDeque::new(),

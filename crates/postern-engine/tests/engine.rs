@@ -74,6 +74,7 @@ fn message(id: u64, binding: &str, domain: &str, recipients: &[&str]) -> QueuedM
         eight_bit: false,
         smtputf8: false,
         attempts: 0,
+        received: std::time::SystemTime::now(),
     }
 }
 

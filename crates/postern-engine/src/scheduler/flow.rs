@@ -8,6 +8,7 @@ use actix::prelude::*;
 use postern_smtp::Reply;
 use tokio::sync::oneshot;
 
+use super::control::Pace;
 use super::{ConnInfo, Scheduler, Submit};
 use crate::choice::{better_is_free, choose};
 use crate::connection::{ConnId, Connected, Connection, WantWork};
@@ -30,7 +31,7 @@ impl Scheduler {
         let Some(queue) = self.queues.get(key) else {
             return;
         };
-        if queue.active.is_empty() {
+        if queue.active.is_empty() || queue.suspended {
             return;
         }
         let stale = match &queue.table {
@@ -41,7 +42,7 @@ impl Scheduler {
         if stale {
             self.resolve(key, ctx);
         }
-        self.feed_waiters(key, now);
+        self.feed_waiters(key, now, ctx);
         self.open_connections(key, ctx, now);
     }
 
@@ -60,7 +61,7 @@ impl Scheduler {
         )
     }
 
-    pub(super) fn feed_waiters(&mut self, key: &QueueKey, now: Instant) {
+    pub(super) fn feed_waiters(&mut self, key: &QueueKey, now: Instant, ctx: &mut Context<Self>) {
         loop {
             let Some(queue) = self.queues.get_mut(key) else {
                 return;
@@ -78,18 +79,28 @@ impl Scheduler {
                 let _ = waiter.reply.send(None);
                 continue;
             }
-            self.give(key, waiter);
+            if !self.give(key, waiter, ctx) {
+                return;
+            }
         }
     }
 
-    /// Hands the next ready batch to a waiting connection.
-    pub(super) fn give(&mut self, key: &QueueKey, waiter: Waiter) {
+    /// Hands the next ready batch to a waiting connection; false when the
+    /// message throttle says wait (the connection keeps waiting).
+    pub(super) fn give(&mut self, key: &QueueKey, waiter: Waiter, ctx: &mut Context<Self>) -> bool {
+        let has_mail = self.queues.get(key).is_some_and(|q| !q.active.is_empty());
+        if has_mail && !self.paced(key, Pace::Messages, ctx) {
+            if let Some(queue) = self.queues.get_mut(key) {
+                queue.waiters.push_front(waiter);
+            }
+            return false;
+        }
         let Some(queue) = self.queues.get_mut(key) else {
-            return;
+            return false;
         };
         let Some(batch) = queue.active.pop_front() else {
             queue.waiters.push_front(waiter);
-            return;
+            return false;
         };
         match waiter.reply.send(Some(batch)) {
             Ok(()) => {
@@ -101,6 +112,7 @@ impl Scheduler {
             Err(Some(batch)) => queue.active.push_front(batch),
             Err(None) => {}
         }
+        true
     }
 
     pub(super) fn open_connections(
@@ -122,7 +134,7 @@ impl Scheduler {
                 return;
             }
             let levels = queue.table.levels();
-            if levels.is_empty() {
+            if levels.is_empty() || !self.paced(key, Pace::Connections, ctx) {
                 return;
             }
             match choose(levels.iter().map(|(l, a)| (*l, &a[..])), &self.hosts, now) {
@@ -140,8 +152,8 @@ impl Scheduler {
     }
 
     /// Every host is unreachable or full. Full: wait for a slot. All
-    /// unreachable and nothing open: the ready mail waits in the delayed
-    /// queue until the first host may be tried again.
+    /// unreachable and nothing open: the ready mail has failed this attempt
+    /// for now, and waits for its retry in the delayed queue.
     pub(super) fn no_usable_host(
         &mut self,
         key: &QueueKey,
@@ -149,33 +161,28 @@ impl Scheduler {
         ctx: &mut Context<Self>,
         now: Instant,
     ) {
-        let addrs = levels.iter().flat_map(|(_, a)| a.iter());
-        let back_at = addrs
-            .clone()
-            .map(|a| self.hosts.get(a).and_then(|h| h.down_until))
-            .collect::<Option<Vec<Instant>>>()
-            .and_then(|times| times.into_iter().filter(|t| *t > now).min());
+        let all_down = levels
+            .iter()
+            .flat_map(|(_, a)| a.iter())
+            .all(|a| self.hosts.get(a).is_some_and(|h| !h.reachable(now)));
         let open = self.queues.get(key).map_or(0, |q| q.connections);
-        match back_at {
-            Some(at) if open == 0 => {
-                let reply = self
-                    .queues
-                    .get(key)
-                    .and_then(|q| q.last_failure.clone())
-                    .unwrap_or_else(|| Reply::with_status(421, (4, 4, 0), "no reachable host"));
-                self.delay_active(key, Some(at), &reply, ctx);
-            }
-            _ => {
-                self.starved.insert(key.clone());
-                let now = Instant::now();
-                let full = levels
-                    .iter()
-                    .flat_map(|(_, a)| a.iter())
-                    .find(|a| self.hosts.get(*a).is_some_and(|h| h.reachable(now)))
-                    .copied();
-                if let Some(addr) = full {
-                    self.reclaim_idle(key, Some(addr));
-                }
+        if all_down && open == 0 {
+            let reply = self
+                .queues
+                .get(key)
+                .and_then(|q| q.last_failure.clone())
+                .unwrap_or_else(|| Reply::with_status(421, (4, 4, 0), "no reachable host"));
+            self.delay_active(key, &reply, ctx);
+        } else {
+            self.starved.insert(key.clone());
+            let now = Instant::now();
+            let full = levels
+                .iter()
+                .flat_map(|(_, a)| a.iter())
+                .find(|a| self.hosts.get(*a).is_some_and(|h| h.reachable(now)))
+                .copied();
+            if let Some(addr) = full {
+                self.reclaim_idle(key, Some(addr));
             }
         }
     }
@@ -231,7 +238,7 @@ impl Scheduler {
             Ok(s) => s,
             Err(why) => {
                 let reply = Reply::with_status(451, (4, 3, 5), format!("cannot deliver: {why}"));
-                self.delay_active(key, None, &reply, ctx);
+                self.delay_active(key, &reply, ctx);
                 return false;
             }
         };
@@ -315,9 +322,11 @@ impl Handler<Submit> for Scheduler {
             binding: message.binding.clone(),
             domain: message.domain.clone(),
         };
-        let queue = self.queue(&key);
-        let batches = Batch::split(message, queue.limits.batch_size);
-        queue.active.extend(batches);
+        let size = self.queue(&key).limits.batch_size;
+        for batch in Batch::split(message, size) {
+            self.enter(&key, &batch);
+            self.queue(&key).active.push_back(batch);
+        }
         self.pump(&key, ctx);
     }
 }
@@ -347,7 +356,8 @@ impl Handler<WantWork> for Scheduler {
             return Box::pin(async { None });
         };
         let key = info.queue.clone();
-        if self.outranked(&key, info.level, now) {
+        let suspended = self.queues.get(&key).is_none_or(|q| q.suspended);
+        if suspended || self.outranked(&key, info.level, now) {
             return Box::pin(async { None });
         }
         let idle_queue = self.queues.get(&key).is_none_or(|q| q.active.is_empty());
@@ -366,7 +376,7 @@ impl Handler<WantWork> for Scheduler {
                 Some(q.limits.idle)
             }
             Some(_) => {
-                self.give(&key, waiter);
+                self.give(&key, waiter, ctx);
                 None
             }
             None => return Box::pin(async { None }),

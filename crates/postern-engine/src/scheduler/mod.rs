@@ -5,9 +5,11 @@
 //! worse host is never chosen while a better one is free (see
 //! `docs/adr/0001-control-plane.md`).
 
+mod control;
 mod flow;
 mod outcome;
 mod query;
+mod retry;
 mod routing;
 
 use std::collections::{HashMap, HashSet};
@@ -19,13 +21,17 @@ use crossbeam_channel::Sender;
 use postern_conf::Config;
 use postern_dns::Dns;
 
+pub(crate) use self::control::{Command, Control};
 pub use self::query::{HostView, QueueView, Summary};
 pub(crate) use self::query::{QueryQueue, QuerySummary};
+use self::retry::{Round, RoundKey};
+use crate::bounce::Bounce;
 use crate::choice::HostState;
 use crate::connection::ConnId;
 use crate::message::{QueuedMessage, Report};
 use crate::outbound::TlsCache;
 use crate::queue::{Queue, QueueKey};
+use crate::throttle::Bucket;
 
 /// A message for the engine.
 #[derive(Message)]
@@ -62,6 +68,11 @@ pub(crate) struct Scheduler {
     loop_open: Vec<usize>,
     loop_opened: Vec<u64>,
     reports: Sender<Report>,
+    bounces: Sender<Bounce>,
+    /// Attempt rounds with batches still out (for one bounce per round).
+    rounds: HashMap<RoundKey, Round>,
+    /// Throttle buckets by the setting that defines them.
+    buckets: HashMap<String, Bucket>,
     tls: TlsCache,
     sequence: u64,
 }
@@ -72,6 +83,7 @@ impl Scheduler {
         dns: Dns,
         loops: Vec<ArbiterHandle>,
         reports: Sender<Report>,
+        bounces: Sender<Bounce>,
     ) -> Self {
         let server_limit = match config
             .global
@@ -96,6 +108,9 @@ impl Scheduler {
             loop_open: vec![0; n],
             loop_opened: vec![0; n],
             reports,
+            bounces,
+            rounds: HashMap::new(),
+            buckets: HashMap::new(),
             tls: TlsCache::default(),
             sequence: 0,
         }

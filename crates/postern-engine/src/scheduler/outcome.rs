@@ -1,7 +1,7 @@
-//! Outcomes: reports, the delayed queue and its timers, host failures.
+//! Outcomes of connections and transactions, and host failures.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use postern_smtp::Reply;
@@ -9,107 +9,10 @@ use postern_smtp::client::Outcome;
 
 use super::Scheduler;
 use crate::connection::{Done, End, Ended};
-use crate::message::{Batch, HostInfo, Report};
+use crate::message::{Batch, HostInfo};
 use crate::queue::QueueKey;
 
 impl Scheduler {
-    pub(super) fn report(
-        &self,
-        key: &QueueKey,
-        batch: &Batch,
-        recipient: &str,
-        outcome: Outcome,
-        host: Option<HostInfo>,
-    ) {
-        let _ = self.reports.send(Report {
-            id: batch.message.id,
-            binding: key.binding.clone(),
-            domain: key.domain.clone(),
-            recipient: recipient.to_owned(),
-            outcome,
-            host,
-            attempt: batch.attempts + 1,
-        });
-    }
-
-    /// Moves the ready mail to the delayed queue, reporting `reply` as a
-    /// transient outcome: until `at`, or each batch by its backoff.
-    pub(super) fn delay_active(
-        &mut self,
-        key: &QueueKey,
-        at: Option<Instant>,
-        reply: &Reply,
-        ctx: &mut Context<Self>,
-    ) {
-        let Some(queue) = self.queues.get_mut(key) else {
-            return;
-        };
-        let batches: Vec<Batch> = queue.active.drain(..).collect();
-        for batch in batches {
-            for r in &batch.recipients {
-                self.report(key, &batch, r, Outcome::Transient(reply.clone()), None);
-            }
-            self.delay(key, batch, at, ctx);
-        }
-    }
-
-    /// Puts a batch whose attempt failed in the delayed queue.
-    pub(super) fn delay(
-        &mut self,
-        key: &QueueKey,
-        mut batch: Batch,
-        at: Option<Instant>,
-        ctx: &mut Context<Self>,
-    ) {
-        batch.attempts += 1;
-        self.sequence += 1;
-        let sequence = self.sequence;
-        let Some(queue) = self.queues.get_mut(key) else {
-            return;
-        };
-        let at = at.unwrap_or_else(|| Instant::now() + queue.limits.backoff(batch.attempts));
-        queue.delayed.insert((at, sequence), batch);
-        self.schedule_wake(key, ctx);
-    }
-
-    /// Keeps one timer per queue, set for its earliest delayed batch.
-    pub(super) fn schedule_wake(&mut self, key: &QueueKey, ctx: &mut Context<Self>) {
-        let Some(queue) = self.queues.get_mut(key) else {
-            return;
-        };
-        let Some(&(first, _)) = queue.delayed.keys().next() else {
-            return;
-        };
-        if let Some((at, handle)) = queue.wake.take() {
-            if at <= first {
-                queue.wake = Some((at, handle));
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let k = key.clone();
-        let wait = first.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(wait, move |act, ctx| act.wake(&k, ctx));
-        if let Some(queue) = self.queues.get_mut(key) {
-            queue.wake = Some((first, handle));
-        }
-    }
-
-    pub(super) fn wake(&mut self, key: &QueueKey, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let Some(queue) = self.queues.get_mut(key) else {
-            return;
-        };
-        queue.wake = None;
-        let later = queue
-            .delayed
-            .split_off(&(now + Duration::from_millis(1), 0));
-        let due = std::mem::replace(&mut queue.delayed, later);
-        queue.active.extend(due.into_values());
-        self.schedule_wake(key, ctx);
-        self.pump(key, ctx);
-    }
-
     pub(super) fn pump_waiting(&mut self, ctx: &mut Context<Self>) {
         let keys: Vec<QueueKey> = self
             .queues
@@ -156,7 +59,7 @@ impl Scheduler {
                 (4, 4, 0),
                 format!("{threshold} connection failures in a row; last: {reply}"),
             );
-            self.delay_active(key, Some(now + retry), &why, ctx);
+            self.delay_active(key, &why, ctx);
         }
     }
 }
@@ -178,21 +81,38 @@ impl Handler<Done> for Scheduler {
             q.busy = q.busy.saturating_sub(1);
         }
         let batch = msg.batch;
-        let mut retry = Vec::new();
+        let mut failed = Vec::new();
+        // Recipients that failed for now, grouped by reply, retry together.
+        let mut later: Vec<(Reply, Vec<String>)> = Vec::new();
         for (recipient, outcome) in batch.recipients.iter().zip(msg.outcomes) {
-            if matches!(outcome, Outcome::Transient(_)) {
-                retry.push(recipient.clone());
+            match outcome {
+                Outcome::Delivered(_) => {
+                    self.report(&key, &batch, recipient, outcome, host.clone())
+                }
+                Outcome::Permanent(reply) => {
+                    let r = std::slice::from_ref(recipient);
+                    failed.extend(self.fail(&key, &batch, r, &reply, host.as_ref()));
+                }
+                Outcome::Transient(reply) => match later.iter_mut().find(|(r, _)| *r == reply) {
+                    Some((_, list)) => list.push(recipient.clone()),
+                    None => later.push((reply, vec![recipient.clone()])),
+                },
             }
-            self.report(&key, &batch, recipient, outcome, host.clone());
         }
-        if !retry.is_empty() {
-            let again = Batch {
-                message: batch.message.clone(),
-                recipients: retry,
-                attempts: batch.attempts,
-            };
-            self.delay(&key, again, None, ctx);
+        for (reply, recipients) in later {
+            failed.extend(self.transient(
+                &key,
+                Batch {
+                    recipients,
+                    ..batch.clone()
+                },
+                &reply,
+                host.clone(),
+                None,
+                ctx,
+            ));
         }
+        self.settle(&key, &batch, failed);
         self.pump(&key, ctx);
     }
 }
@@ -208,24 +128,15 @@ impl Handler<Ended> for Scheduler {
         match msg.end {
             End::Closed => {}
             End::Failed(reply) => self.host_failed(&key, info.host, reply, ctx),
-            End::Broken(mut batch, reply) => {
+            End::Broken(batch, reply) => {
                 let host = Some(HostInfo {
                     name: info.name.clone(),
                     addr: info.host,
                 });
-                for r in &batch.recipients {
-                    self.report(
-                        &key,
-                        &batch,
-                        r,
-                        Outcome::Transient(reply.clone()),
-                        host.clone(),
-                    );
-                }
-                batch.attempts += 1;
-                if let Some(q) = self.queues.get_mut(&key) {
-                    q.active.push_front(batch);
-                }
+                // Another host may take it at once.
+                let now = Some(Instant::now());
+                let failed = self.transient(&key, batch.clone(), &reply, host, now, ctx);
+                self.settle(&key, &batch, failed);
                 self.host_failed(&key, info.host, reply, ctx);
             }
         }

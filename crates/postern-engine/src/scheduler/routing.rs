@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use postern_dns::{RouteError, RouteTable};
-use postern_smtp::client::Outcome;
 use postern_smtp::{EnhancedStatus, Reply};
 
 use super::Scheduler;
@@ -81,12 +80,11 @@ impl Scheduler {
                     let reply = route_reply(&e);
                     let batches: Vec<Batch> = queue.active.drain(..).collect();
                     for batch in &batches {
-                        for r in &batch.recipients {
-                            self.report(key, batch, r, Outcome::Permanent(reply.clone()), None);
-                        }
+                        let failed = self.fail(key, batch, &batch.recipients, &reply, None);
+                        self.settle(key, batch, failed);
                     }
                 } else {
-                    self.delay_active(key, None, &route_reply(&e), ctx);
+                    self.delay_active(key, &route_reply(&e), ctx);
                 }
             }
         }

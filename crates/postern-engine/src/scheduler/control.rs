@@ -1,0 +1,93 @@
+//! What an operator does to a queue: hold it, release it, retry its
+//! delayed mail now; and the throttles that pace it.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::Scheduler;
+use crate::queue::QueueKey;
+use crate::throttle::Bucket;
+
+/// An operator's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Deliver nothing more until resumed; mail is kept, not failed.
+    Suspend,
+    /// Deliver again.
+    Resume,
+    /// Retry every delayed message now.
+    Flush,
+}
+
+/// A command for one queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Control(pub(crate) QueueKey, pub(crate) Command);
+
+impl Handler<Control> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, Control(key, command): Control, ctx: &mut Context<Self>) {
+        match command {
+            Command::Suspend => {
+                let queue = self.queue(&key);
+                queue.suspended = true;
+                for waiter in queue.waiters.drain(..) {
+                    let _ = waiter.reply.send(None);
+                }
+            }
+            Command::Resume => {
+                self.queue(&key).suspended = false;
+                self.pump(&key, ctx);
+            }
+            Command::Flush => self.flush(&key, ctx),
+        }
+    }
+}
+
+/// Which throttle of a queue.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Pace {
+    Messages,
+    Connections,
+}
+
+impl Scheduler {
+    /// Takes a token from the queue's throttle; false (and a pump set for
+    /// when the next token comes) when the throttle says wait.
+    pub(super) fn paced(&mut self, key: &QueueKey, pace: Pace, ctx: &mut Context<Self>) -> bool {
+        let now = Instant::now();
+        let Some(queue) = self.queues.get(key) else {
+            return true;
+        };
+        let throttle = match pace {
+            Pace::Messages => &queue.limits.message_throttle,
+            Pace::Connections => &queue.limits.connection_throttle,
+        };
+        let Some((name, throttle)) = throttle.clone() else {
+            return true;
+        };
+        let bucket = self
+            .buckets
+            .entry(name)
+            .or_insert_with(|| Bucket::new(throttle, now));
+        let Err(at) = bucket.take(now) else {
+            return true;
+        };
+        let Some(queue) = self.queues.get_mut(key) else {
+            return false;
+        };
+        if queue.throttle_wake.is_none_or(|w| at < w) {
+            queue.throttle_wake = Some(at);
+            let k = key.clone();
+            ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
+                if let Some(q) = act.queues.get_mut(&k) {
+                    q.throttle_wake = None;
+                }
+                act.pump(&k, ctx);
+            });
+        }
+        false
+    }
+}
