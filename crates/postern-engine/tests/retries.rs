@@ -37,7 +37,7 @@ fn two_tempfails_then_delivery_on_the_third_attempt_on_schedule() {
     let t0 = Instant::now();
     e.submit(message(1, "default", "retry.example", &["a@retry.example"]));
     let mut times = Vec::new();
-    let reports = wait_reports(&e, 1, Duration::from_secs(15), |r| delivered(r));
+    let reports = wait_reports(&e, 1, Duration::from_secs(15), delivered);
     for r in &reports {
         times.push((r.attempt, matches!(r.outcome, Outcome::Delivered(_))));
     }
