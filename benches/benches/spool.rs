@@ -1,0 +1,103 @@
+//! The spool: messages made durable per second with concurrent writers
+//! (group commit), against one fsync per message, and against redb
+//! committing a transaction per batch of the same size.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use postern_spool::{NewMessage, Options, Spool};
+
+const MESSAGES: usize = 1000;
+const BODY: usize = 1024;
+
+fn message(n: usize) -> NewMessage {
+    let mut body = format!("Message-ID: <{n}@bench>\r\nSubject: bench\r\n\r\n").into_bytes();
+    body.resize(BODY, b'x');
+    NewMessage {
+        received: SystemTime::now(),
+        sender: "sender@example.org".into(),
+        binding: "default".into(),
+        eight_bit: false,
+        smtputf8: false,
+        body: Arc::from(body),
+        entries: vec![("example.com".into(), vec!["rcpt@example.com".into()])],
+    }
+}
+
+/// Stores `MESSAGES` messages from `writers` threads, each waiting for
+/// durability before its next message, as listener sessions do.
+fn store_all(spool: &Spool, writers: usize) {
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                for n in (w..MESSAGES).step_by(writers) {
+                    let _ = spool.store(message(n)).blocking_recv();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let mut group = c.benchmark_group("spool");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(MESSAGES as u64));
+    for writers in [1, 50] {
+        let path = dir.path().join(format!("w{writers}"));
+        let Ok(opened) = Spool::open(&path, Options::default()) else {
+            return;
+        };
+        let spool = opened.spool;
+        group.bench_function(format!("store_1k_messages_{writers}_writers"), |b| {
+            b.iter(|| store_all(&spool, writers));
+        });
+        let s = spool.stats();
+        let fsyncs = s.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+        let records = s.records.load(std::sync::atomic::Ordering::Relaxed);
+        let bytes = s.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        if records > 0 && fsyncs > 0 {
+            println!(
+                "spool {writers} writers: {:.1} messages per fsync, {} bytes per message",
+                records as f64 / fsyncs as f64,
+                bytes / records
+            );
+        }
+        spool.close();
+    }
+    // redb with the same batching the spool reaches with 50 writers:
+    // one durable transaction per batch of messages.
+    let Ok(db) = redb::Database::create(dir.path().join("redb")) else {
+        return;
+    };
+    let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("messages");
+    let bodies: Vec<Vec<u8>> = (0..MESSAGES).map(|n| message(n).body.to_vec()).collect();
+    for per_txn in [1, 50] {
+        let mut next = 0u64;
+        group.bench_function(format!("redb_1k_messages_{per_txn}_per_transaction"), |b| {
+            b.iter(|| {
+                for chunk in bodies.chunks(per_txn) {
+                    let Ok(tx) = db.begin_write() else { return };
+                    if let Ok(mut t) = tx.open_table(table) {
+                        for body in chunk {
+                            next += 1;
+                            let _ = t.insert(next, body.as_slice());
+                        }
+                    }
+                    let _ = tx.commit();
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
