@@ -40,7 +40,7 @@ use postern_dns::Dns;
 pub use bounce::{Bounce, FailedRecipient};
 pub use message::{HostInfo, QueuedMessage, Report};
 pub use queue::QueueKey;
-use scheduler::{Command, Control, QueryQueue, QuerySummary, Scheduler, Submit};
+use scheduler::{Command, Control, Drain, QueryQueue, QuerySummary, Scheduler, Submit};
 pub use scheduler::{HostView, QueueView, Summary};
 
 /// A running engine. Dropping it stops its event loops.
@@ -51,6 +51,17 @@ pub struct Engine {
     bounces: Receiver<Bounce>,
     system: System,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Submits messages to a running engine from any thread.
+#[derive(Debug, Clone)]
+pub struct Submitter(Addr<Scheduler>);
+
+impl Submitter {
+    /// Queues a message for delivery; returns at once.
+    pub fn submit(&self, message: QueuedMessage) {
+        self.0.do_send(Submit(message));
+    }
 }
 
 /// `Event_Loops`, or the number of CPUs.
@@ -118,6 +129,26 @@ impl Engine {
     /// Queues a message for delivery; returns at once.
     pub fn submit(&self, message: QueuedMessage) {
         self.scheduler.do_send(Submit(message));
+    }
+
+    /// A handle that submits from any thread.
+    pub fn submitter(&self) -> Submitter {
+        Submitter(self.scheduler.clone())
+    }
+
+    /// Stops delivering: connections finish their transaction and QUIT.
+    /// Returns once none is open, or after `deadline`.
+    pub async fn drain(&self, deadline: std::time::Duration) {
+        self.scheduler.do_send(Drain);
+        let until = std::time::Instant::now() + deadline;
+        while std::time::Instant::now() < until {
+            match self.summary().await {
+                Some(s) if s.connections > 0 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Every recipient's outcome of every attempt, in order.

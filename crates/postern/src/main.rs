@@ -1,6 +1,6 @@
 //! `postern`: the daemon and its command line.
 //!
-//! Subcommands so far: `check-config` validates a configuration file and
+//! `run` is the daemon. The other subcommands: `check-config` validates a configuration file and
 //! every file it includes; `config effective` shows the options in force
 //! for one (binding, domain) queue and where each came from; `config
 //! reference` prints the configuration reference generated from the
@@ -8,6 +8,7 @@
 //! table; `verify-gateway` tries a route's first host step by step.
 
 mod config_cmd;
+mod daemon;
 mod routes_cmd;
 mod table;
 mod verify_cmd;
@@ -33,6 +34,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: recover the spool, start delivering, accept mail on
+    /// the listener. SIGTERM stops it cleanly.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Check a configuration file and its includes; exit 2 listing every
     /// error (file:line:col) if it is not valid.
     CheckConfig {
@@ -105,6 +113,7 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => daemon::run(&config),
         Command::CheckConfig { file } => config_cmd::check(&file),
         Command::Config { command } => match command {
             ConfigCommand::Effective {

@@ -46,6 +46,25 @@ impl Handler<Control> for Scheduler {
     }
 }
 
+/// Stop delivering: idle connections close, busy ones close after their
+/// transaction, and no connection opens.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain;
+
+impl Handler<Drain> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.draining = true;
+        for queue in self.queues.values_mut() {
+            for waiter in queue.waiters.drain(..) {
+                let _ = waiter.reply.send(None);
+            }
+        }
+    }
+}
+
 /// Which throttle of a queue.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Pace {

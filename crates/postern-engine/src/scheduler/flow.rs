@@ -31,7 +31,7 @@ impl Scheduler {
         let Some(queue) = self.queues.get(key) else {
             return;
         };
-        if queue.active.is_empty() || queue.suspended {
+        if queue.active.is_empty() || queue.suspended || self.draining {
             return;
         }
         let stale = match &queue.table {
@@ -356,7 +356,7 @@ impl Handler<WantWork> for Scheduler {
             return Box::pin(async { None });
         };
         let key = info.queue.clone();
-        let suspended = self.queues.get(&key).is_none_or(|q| q.suspended);
+        let suspended = self.draining || self.queues.get(&key).is_none_or(|q| q.suspended);
         if suspended || self.outranked(&key, info.level, now) {
             return Box::pin(async { None });
         }

@@ -21,7 +21,7 @@ use crossbeam_channel::Sender;
 use postern_conf::Config;
 use postern_dns::Dns;
 
-pub(crate) use self::control::{Command, Control};
+pub(crate) use self::control::{Command, Control, Drain};
 pub use self::query::{HostView, QueueView, Summary};
 pub(crate) use self::query::{QueryQueue, QuerySummary};
 use self::retry::{Round, RoundKey};
@@ -75,6 +75,8 @@ pub(crate) struct Scheduler {
     buckets: HashMap<String, Bucket>,
     tls: TlsCache,
     sequence: u64,
+    /// Shutting down: no new connection, no new work.
+    draining: bool,
 }
 
 impl Scheduler {
@@ -113,6 +115,7 @@ impl Scheduler {
             buckets: HashMap::new(),
             tls: TlsCache::default(),
             sequence: 0,
+            draining: false,
         }
     }
 }

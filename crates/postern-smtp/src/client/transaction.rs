@@ -91,6 +91,24 @@ impl Session {
         self.body_and_final(tx, rcpt).await
     }
 
+    /// Asks whether the server would take `recipient` (a callout): MAIL
+    /// FROM:<>, RCPT TO, then RSET; nothing is sent. The RCPT reply (or
+    /// MAIL's, when MAIL is refused) is the answer.
+    pub async fn verify_recipient(&mut self, recipient: &str) -> Result<Reply, SessionError> {
+        if std::mem::replace(&mut self.used, true) {
+            check_rset(self.command(b"RSET\r\n", Phase::Rset).await?)?;
+        }
+        let mut line = Vec::new();
+        command::mail_from("", MailParams::default(), &mut line)?;
+        let mail = self.command(&line, Phase::MailFrom).await?;
+        if !mail.is_positive() {
+            return Ok(mail);
+        }
+        line.clear();
+        command::rcpt_to(recipient, &mut line)?;
+        self.command(&line, Phase::RcptTo).await
+    }
+
     /// A reason not to start the transaction at all.
     fn refusal(&self, tx: &Transaction<'_>) -> Option<Reply> {
         if let Some(limit) = self.caps.size

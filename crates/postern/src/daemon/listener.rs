@@ -1,0 +1,426 @@
+//! The ESMTP listener: its event loop, relay control, recipient callouts,
+//! binding assignment, and the spool before 250.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use ipnet::IpNet;
+use postern_conf::{Config, Directive, Listen, Listener, RecipientVerification, Value};
+use postern_dns::Dns;
+use postern_engine::outbound::{TlsCache, client_settings};
+use postern_engine::{QueuedMessage, Submitter};
+use postern_smtp::Reply;
+use postern_smtp::client::Session;
+use postern_smtp::server::{DataReply, Envelope, Handler, ServerSettings, serve};
+use postern_spool::{NewMessage, Spool, SpoolError};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::inbound::{by_domain, prepare, unique};
+use super::log::DeliveryLog;
+use super::outcomes::{EntryInfo, Tracker};
+use super::time::rfc5322;
+
+/// What every session of every listen address shares.
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) spool: Spool,
+    pub(crate) engine: Submitter,
+    pub(crate) log: DeliveryLog,
+    pub(crate) tracker: Tracker,
+    pub(crate) hostname: String,
+    pub(crate) sessions: AtomicUsize,
+    callouts: Mutex<HashMap<String, (Reply, Instant)>>,
+    tls: Mutex<TlsCache>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        spool: Spool,
+        engine: Submitter,
+        log: DeliveryLog,
+        tracker: Tracker,
+    ) -> Self {
+        Self {
+            hostname: config.hostname(),
+            config,
+            spool,
+            engine,
+            log,
+            tracker,
+            sessions: AtomicUsize::new(0),
+            callouts: Mutex::new(HashMap::new()),
+            tls: Mutex::new(TlsCache::default()),
+        }
+    }
+}
+
+/// One listen address's settings.
+struct Place {
+    settings: Arc<ServerSettings>,
+    relay_hosts: Vec<IpNet>,
+    default_binding: String,
+}
+
+fn place(listener: &Listener, listen: &Listen, hostname: &str) -> Result<Place, String> {
+    let mut settings = ServerSettings::new(hostname);
+    if let Some(Value::Size(n)) = listener.option(listen, Directive::MaxMessageSize) {
+        settings.max_message_size = n;
+    }
+    if let (Some(Value::Path(cert)), Some(Value::Path(key))) = (
+        listener.option(listen, Directive::TlsCertificate),
+        listener.option(listen, Directive::TlsKey),
+    ) {
+        settings.tls =
+            Some(postern_smtp::tls::server_config(&cert, &key).map_err(|e| e.to_string())?);
+    }
+    let relay_hosts = match listener.option(listen, Directive::RelayHosts) {
+        Some(Value::Cidrs(nets)) => nets,
+        _ => Vec::new(),
+    };
+    let default_binding = match listener.option(listen, Directive::DefaultBinding) {
+        Some(Value::Text(b)) => b,
+        _ => "default".into(),
+    };
+    Ok(Place {
+        settings: Arc::new(settings),
+        relay_hosts,
+        default_binding,
+    })
+}
+
+/// Binds every `Listen` address now (so that a bad one fails the start),
+/// then serves them on the listener event loop, its own thread. After
+/// `stop`, no session is accepted, open sessions get `grace` to finish,
+/// and the thread ends.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<(std::thread::JoinHandle<()>, Vec<SocketAddr>), String> {
+    let config = shared.config.clone();
+    let mut bound = Vec::new();
+    if let Some(listener) = &config.listener {
+        for listen in &listener.listens {
+            let place = place(listener, listen, &shared.hostname)?;
+            let socket = std::net::TcpListener::bind(listen.addr)
+                .map_err(|e| format!("{}: {e}", listen.addr))?;
+            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+            bound.push((socket, place));
+        }
+    }
+    let addrs = bound
+        .iter()
+        .filter_map(|(s, _)| s.local_addr().ok())
+        .collect();
+    let thread = std::thread::Builder::new()
+        .name("postern-listener".into())
+        .spawn(move || {
+            let system = actix::System::new();
+            system.block_on(async move {
+                // The listener loop's own resolver, for callouts.
+                let dns = Dns::from_config(&shared.config).ok().map(Arc::new);
+                for (socket, place) in bound {
+                    let Ok(socket) = TcpListener::from_std(socket) else {
+                        continue;
+                    };
+                    let place = Arc::new(place);
+                    actix::spawn(accept(
+                        socket,
+                        place,
+                        shared.clone(),
+                        dns.clone(),
+                        stop.clone(),
+                    ));
+                }
+                let _ = stop.changed().await;
+                let until = Instant::now() + grace;
+                while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((thread, addrs))
+}
+
+async fn accept(
+    socket: TcpListener,
+    place: Arc<Place>,
+    shared: Arc<Shared>,
+    dns: Option<Arc<Dns>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = socket.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let mut handler = Inbound {
+            relay_client: place.relay_hosts.iter().any(|n| n.contains(&peer.ip())),
+            default_binding: place.default_binding.clone(),
+            shared: shared.clone(),
+            dns: dns.clone(),
+        };
+        let settings = place.settings.clone();
+        let shared = shared.clone();
+        shared.sessions.fetch_add(1, Ordering::SeqCst);
+        actix::spawn(async move {
+            let _ = serve(tcp, settings, &mut handler).await;
+            shared.sessions.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// One injection session's view.
+struct Inbound {
+    shared: Arc<Shared>,
+    dns: Option<Arc<Dns>>,
+    relay_client: bool,
+    default_binding: String,
+}
+
+fn domain_of(address: &str) -> Option<String> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+}
+
+impl Inbound {
+    fn relay_domain(&self, domain: &str) -> bool {
+        match self
+            .shared
+            .config
+            .global
+            .value_or_default(Directive::RelayDomains)
+        {
+            Some(Value::Domains(list)) => list.iter().any(|d| d == domain),
+            _ => false,
+        }
+    }
+
+    /// `Recipient_Verification = callout`: ask the domain's route.
+    async fn callout(&self, domain: &str, recipient: &str) -> Option<Reply> {
+        let config = &self.shared.config;
+        let eff = config.effective("default", domain)?;
+        let wanted = eff.pick(Directive::RecipientVerification, |v| match v {
+            Value::RecipientVerification(r) => Some(*r),
+            _ => None,
+        });
+        if wanted != Some(RecipientVerification::Callout) {
+            return None;
+        }
+        let cache_for = eff
+            .pick(Directive::RecipientVerificationCache, |v| match v {
+                Value::Seconds(n) => Some(Duration::from_secs(*n)),
+                _ => None,
+            })
+            .unwrap_or(Duration::from_secs(600));
+        let key = recipient.to_ascii_lowercase();
+        {
+            let cache = self
+                .shared
+                .callouts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((reply, until)) = cache.get(&key)
+                && Instant::now() < *until
+            {
+                return Some(reply.clone());
+            }
+        }
+        let reply = self.ask(domain, recipient, &eff).await;
+        if !matches!(reply.class(), postern_smtp::Class::Transient) {
+            let mut cache = self
+                .shared
+                .callouts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            cache.insert(key, (reply.clone(), Instant::now() + cache_for));
+        }
+        Some(reply)
+    }
+
+    async fn ask(&self, domain: &str, recipient: &str, eff: &postern_conf::Effective<'_>) -> Reply {
+        let unavailable = |why: String| {
+            Reply::with_status(
+                451,
+                (4, 4, 3),
+                format!("cannot verify the recipient now: {why}"),
+            )
+        };
+        let Some(dns) = &self.dns else {
+            return unavailable("no resolver".into());
+        };
+        let config = &self.shared.config;
+        let table = match dns.route_table(config, "default", domain).await {
+            Ok(t) => t,
+            Err(e) => return unavailable(e.to_string()),
+        };
+        let Some((_, entry)) = table.entries().next() else {
+            return unavailable("no route".into());
+        };
+        let settings = {
+            let mut tls = self
+                .shared
+                .tls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            client_settings(config, eff, entry, &self.shared.hostname, &mut tls)
+        };
+        let mut settings = match settings {
+            Ok(s) => s,
+            Err(e) => return unavailable(e),
+        };
+        settings.timeouts.connect = settings.timeouts.connect.min(Duration::from_secs(30));
+        settings.timeouts.ehlo = settings.timeouts.ehlo.min(Duration::from_secs(30));
+        match Session::connect(entry.addr, &settings).await {
+            Ok(mut session) => {
+                let reply = session.verify_recipient(recipient).await;
+                let _ = session.quit().await;
+                reply.unwrap_or_else(|e| unavailable(e.to_string()))
+            }
+            Err(e) => unavailable(e.to_string()),
+        }
+    }
+
+    fn received(&self, envelope: &Envelope, id: &str) -> String {
+        let with = if envelope.tls { "ESMTPS" } else { "ESMTP" };
+        format!(
+            "Received: from {} ({})\r\n\tby {} (Postern) with {with} id {id};\r\n\t{}\r\n",
+            envelope.helo,
+            envelope.peer.ip(),
+            self.shared.hostname,
+            rfc5322(SystemTime::now())
+        )
+    }
+
+    fn binding_known(&self, binding: &str) -> bool {
+        binding == "default" || self.shared.config.bindings.contains_key(binding)
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Inbound {
+    async fn rcpt_to(&mut self, _envelope: &Envelope, recipient: &str) -> Reply {
+        let Some(domain) = domain_of(recipient) else {
+            return Reply::with_status(501, (5, 1, 3), "the recipient needs a domain");
+        };
+        if self.relay_client {
+            return Reply::with_status(250, (2, 1, 5), "recipient ok");
+        }
+        if !self.relay_domain(&domain) {
+            return Reply::with_status(
+                550,
+                (5, 7, 1),
+                format!("relaying denied: {domain} is not a relay domain"),
+            );
+        }
+        match self.callout(&domain, recipient).await {
+            Some(reply) if !reply.is_positive() => reply,
+            _ => Reply::with_status(250, (2, 1, 5), "recipient ok"),
+        }
+    }
+
+    async fn data(&mut self, envelope: &Envelope, body: Vec<u8>) -> DataReply {
+        let id = unique();
+        let prepared = prepare(&body, &self.received(envelope, &id), &self.shared.hostname);
+        let binding = prepared
+            .binding
+            .clone()
+            .unwrap_or_else(|| self.default_binding.clone());
+        if !self.binding_known(&binding) {
+            return DataReply::One(Reply::with_status(
+                550,
+                (5, 7, 1),
+                format!("binding \"{binding}\" named by X-Binding is not configured"),
+            ));
+        }
+        let entries = by_domain(&envelope.rcpt_to);
+        let received = SystemTime::now();
+        let body: Arc<[u8]> = prepared.body.into();
+        let message = NewMessage {
+            received,
+            sender: envelope.mail_from.clone(),
+            binding: binding.clone(),
+            eight_bit: envelope.eight_bit,
+            smtputf8: envelope.smtputf8,
+            body: body.clone(),
+            entries: entries.clone(),
+        };
+        let stored = match self.shared.spool.store(message).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(SpoolError::Full(_))) => {
+                return DataReply::One(Reply::with_status(
+                    452,
+                    (4, 3, 1),
+                    "insufficient system storage, try again later",
+                ));
+            }
+            Ok(Err(e)) => {
+                return DataReply::One(Reply::with_status(
+                    451,
+                    (4, 3, 0),
+                    format!("{e}, try again later"),
+                ));
+            }
+            Err(_) => {
+                return DataReply::One(Reply::with_status(
+                    451,
+                    (4, 3, 0),
+                    "spool closed, try again later",
+                ));
+            }
+        };
+        self.shared.log.event(
+            "reception",
+            json!({
+                "queue_id": format!("{:x}", stored.message),
+                "message_id": prepared.message_id,
+                "binding": binding,
+                "sender": envelope.mail_from,
+                "recipients": envelope.rcpt_to.len(),
+                "size": body.len(),
+                "ip": envelope.peer.ip().to_string(),
+                "tls": envelope.tls,
+            }),
+        );
+        for ((domain, recipients), entry) in entries.into_iter().zip(&stored.entries) {
+            self.shared.tracker.add(
+                *entry,
+                EntryInfo {
+                    message: stored.message,
+                    message_id: prepared.message_id.clone(),
+                    sender: envelope.mail_from.clone(),
+                    remaining: recipients.len(),
+                },
+            );
+            self.shared.engine.submit(QueuedMessage {
+                id: *entry,
+                binding: binding.clone(),
+                domain,
+                sender: envelope.mail_from.clone(),
+                recipients,
+                body: body.clone(),
+                eight_bit: envelope.eight_bit,
+                smtputf8: envelope.smtputf8,
+                attempts: 0,
+                received,
+            });
+        }
+        DataReply::One(Reply::with_status(
+            250,
+            (2, 0, 0),
+            format!("queued as {:x}", stored.message),
+        ))
+    }
+}

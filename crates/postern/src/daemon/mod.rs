@@ -1,0 +1,166 @@
+//! `postern run`: the daemon. Spool recovery, the engine, the listener and
+//! the delivery log, started in that order and stopped in reverse on
+//! SIGTERM or SIGINT.
+
+mod inbound;
+mod listener;
+mod log;
+mod outcomes;
+mod time;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use postern_conf::{Config, Directive, LogTarget, Value};
+use postern_engine::{Engine, QueuedMessage};
+use postern_spool::{Options, Spool};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use self::listener::Shared;
+use self::log::DeliveryLog;
+use self::outcomes::{EntryInfo, Sinks, Tracker};
+use crate::config_cmd::load;
+
+/// How long open sessions get to finish after SIGTERM, and outbound
+/// connections to end their transactions.
+const GRACE: Duration = Duration::from_secs(30);
+
+fn say(line: &str) {
+    eprintln!("postern: {line}");
+}
+
+/// The `Message-ID` header of a stored body, for the log.
+fn message_id(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body.get(..body.len().min(8192)).unwrap_or_default());
+    text.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("Message-ID")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// `postern run --config FILE`.
+pub(crate) fn run(file: &Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say(&format!("cannot start a runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            say(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spool_dir(config: &Config) -> PathBuf {
+    match config.global.value_or_default(Directive::SpoolDir) {
+        Some(Value::Path(p)) => p.clone(),
+        _ => PathBuf::from("/var/spool/postern"),
+    }
+}
+
+fn log_target(config: &Config) -> LogTarget {
+    match config.global.value_or_default(Directive::LogFile) {
+        Some(Value::Log(t)) => t.clone(),
+        _ => LogTarget::Stdout,
+    }
+}
+
+async fn daemon(config: Arc<Config>) -> Result<(), String> {
+    let dir = spool_dir(&config);
+    let opened = Spool::open(&dir, Options::default())
+        .map_err(|e| format!("spool {}: {e}", dir.display()))?;
+    for line in &opened.damage {
+        say(line);
+    }
+    let spool = opened.spool;
+    let (log, log_thread) =
+        DeliveryLog::open(&log_target(&config)).map_err(|e| format!("log file: {e}"))?;
+    let engine = Engine::start(config.clone()).map_err(|e| format!("engine: {e}"))?;
+    let tracker = Tracker::default();
+    say(&format!(
+        "spool {}: {} entries to deliver",
+        dir.display(),
+        opened.recovered.len()
+    ));
+    for r in opened.recovered {
+        tracker.add(
+            r.entry.entry,
+            EntryInfo {
+                message: r.message.id,
+                message_id: message_id(&r.message.body),
+                sender: r.message.sender.clone(),
+                remaining: r.entry.recipients.len(),
+            },
+        );
+        engine.submit(QueuedMessage {
+            id: r.entry.entry,
+            binding: r.message.binding.clone(),
+            domain: r.entry.domain.clone(),
+            sender: r.message.sender.clone(),
+            recipients: r.entry.recipients.clone(),
+            body: r.message.body.clone(),
+            eight_bit: r.message.eight_bit,
+            smtputf8: r.message.smtputf8,
+            attempts: r.entry.attempts,
+            received: UNIX_EPOCH + Duration::from_millis(r.message.received_ms),
+        });
+    }
+    let sinks = Sinks {
+        spool: spool.clone(),
+        engine: engine.submitter(),
+        log: log.clone(),
+        tracker: tracker.clone(),
+    };
+    let outcomes = outcomes::start(engine.reports().clone(), engine.bounces().clone(), sinks)
+        .map_err(|e| format!("outcomes thread: {e}"))?;
+    let (stop, stopped) = watch::channel(false);
+    let shared = Arc::new(Shared::new(
+        config.clone(),
+        spool.clone(),
+        engine.submitter(),
+        log.clone(),
+        tracker,
+    ));
+    let (listener_loop, addrs) = listener::start(shared.clone(), stopped, GRACE)?;
+    for a in &addrs {
+        say(&format!("listening on {a}"));
+    }
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    say("stopping: no new sessions; open ones may finish");
+    let _ = stop.send(true);
+    let _ = tokio::task::spawn_blocking(move || listener_loop.join()).await;
+    drop(shared);
+    engine.drain(GRACE).await;
+    drop(engine);
+    let _ = outcomes.join();
+    let _ = spool.sync().await;
+    spool.close();
+    drop(log);
+    let _ = log_thread.join();
+    say("stopped");
+    Ok(())
+}

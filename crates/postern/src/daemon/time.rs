@@ -1,0 +1,89 @@
+//! Dates as the delivery log (RFC 3339) and mail headers (RFC 5322) write
+//! them, in UTC.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's
+/// civil-from-days).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+struct Parts {
+    year: i64,
+    month: u32,
+    day: u32,
+    weekday: usize,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    millis: u32,
+}
+
+fn parts(t: SystemTime) -> Parts {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let (year, month, day) = civil(days);
+    Parts {
+        year,
+        month,
+        day,
+        // 1970-01-01 was a Thursday.
+        weekday: usize::try_from((days + 4).rem_euclid(7)).unwrap_or(0),
+        hour: secs % 86_400 / 3600,
+        minute: secs % 3600 / 60,
+        second: secs % 60,
+        millis: d.subsec_millis(),
+    }
+}
+
+/// `2026-11-21T07:56:40.123Z`.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let p = parts(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
+    )
+}
+
+/// `Sat, 21 Nov 2026 07:56:40 +0000`.
+pub(crate) fn rfc5322(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let p = parts(t);
+    let month = MONTHS.get(p.month as usize - 1).copied().unwrap_or("Jan");
+    let weekday = DAYS.get(p.weekday).copied().unwrap_or("Sun");
+    format!(
+        "{weekday}, {} {month} {} {:02}:{:02}:{:02} +0000",
+        p.day, p.year, p.hour, p.minute, p.second
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn known_dates() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_247_800_123);
+        assert_eq!(rfc3339(t), "2026-11-21T07:56:40.123Z");
+        assert_eq!(rfc5322(t), "Sat, 21 Nov 2026 07:56:40 +0000");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc5322(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+}
