@@ -1,0 +1,365 @@
+//! The real daemon, fed by Python's smtplib, delivering to testkit sinks
+//! with the testkit's DNS server.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use postern_e2e::{Daemon, workspace_root};
+use postern_testkit::dns::DnsServer;
+use postern_testkit::sink::Sink;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+fn free_addr(ip: &str) -> SocketAddr {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A daemon's files: config, spool, delivery log.
+struct Setup {
+    dir: TempDir,
+    listen: SocketAddr,
+}
+
+impl Setup {
+    fn new(dns: &DnsServer, body: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = free_addr("127.0.0.1");
+        let text = format!(
+            r#"Hostname = "postern.test"
+Spool_Dir = "spool"
+Log_File = "delivery.jsonl"
+Event_Loops = 2
+Resolver {{ Nameservers = ( "{}" ) Timeout = 2 }}
+ESMTP_Listener {{
+  Listen "{listen}" {{ }}
+  Relay_Hosts = ( "127.0.0.1/32" )
+  Max_Message_Size = 20000
+}}
+{body}
+"#,
+            dns.addr()
+        );
+        std::fs::write(dir.path().join("postern.conf"), text).unwrap();
+        Setup { dir, listen }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("postern.conf")
+    }
+
+    fn start(&self) -> Daemon {
+        Daemon::start(&self.config(), self.listen)
+    }
+
+    fn log(&self) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("delivery.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn script() -> PathBuf {
+    workspace_root().join("tests/fixtures/inject.py")
+}
+
+/// Runs the injector to its end; one JSON object per message.
+fn inject(spec: Value) -> Vec<Value> {
+    let out = Command::new("python3")
+        .arg(script())
+        .arg(spec.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn codes(results: &[Value]) -> Vec<i64> {
+    results
+        .iter()
+        .map(|r| r["code"].as_i64().unwrap())
+        .collect()
+}
+
+/// Message-IDs a sink received, with how many times each.
+fn received_ids(sink: &Sink) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for m in sink.messages() {
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_owned))
+            .unwrap_or_default();
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    ids
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn mail_is_delivered_by_the_seed_routing_and_logged() {
+    let smart = Sink::builder().start().unwrap();
+    let mx = Sink::builder()
+        .ip("127.0.0.2".parse().unwrap())
+        .start()
+        .unwrap();
+    let dns = DnsServer::builder()
+        .a("my.local.smart.host", "127.0.0.1".parse().unwrap())
+        .mx("example.net", 10, "mx.example.net")
+        .a("mx.example.net", "127.0.0.2".parse().unwrap())
+        .start()
+        .unwrap();
+    let setup = Setup::new(
+        &dns,
+        &format!(
+            "Remote_SMTP_Port = {}\nDomain \"example.com\" {{ Routes = ( \"smtp://my.local.smart.host:{}?pref=1\" \"__mx__\" ) }}",
+            mx.addr().port(),
+            smart.addr().port()
+        ),
+    );
+    let daemon = setup.start();
+    let results = inject(json!({
+        "port": setup.listen.port(),
+        "count": 2,
+        "rcpts": ["a@example.com", "b@example.net"],
+    }));
+    assert_eq!(codes(&results), [250, 250]);
+    wait_until(Duration::from_secs(15), "delivery", || {
+        smart.message_count() == 2 && mx.message_count() == 2
+    });
+    let got = smart.messages();
+    assert_eq!(got[0].rcpt_to, ["a@example.com"]);
+    assert_eq!(mx.messages()[0].rcpt_to, ["b@example.net"]);
+    let body = String::from_utf8_lossy(&got[0].body);
+    assert!(body.starts_with("Received: from "), "{body}");
+    assert!(
+        body.contains("by postern.test (Postern) with ESMTP id "),
+        "{body}"
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+    let log = setup.log();
+    let events: Vec<&str> = log.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events.iter().filter(|e| **e == "reception").count(),
+        2,
+        "{events:?}"
+    );
+    let delivery = log
+        .iter()
+        .find(|e| e["event"] == "delivery" && e["domain"] == "example.net")
+        .unwrap();
+    for field in [
+        "time",
+        "queue_id",
+        "message_id",
+        "binding",
+        "sender",
+        "rcpt",
+        "host",
+        "ip",
+        "port",
+        "code",
+        "enhanced_code",
+        "reply",
+        "attempt",
+    ] {
+        assert!(!delivery[field].is_null(), "{field} in {delivery}");
+    }
+    assert_eq!(delivery["host"], "mx.example.net");
+    assert_eq!(delivery["code"], 250);
+}
+
+#[test]
+fn kill_9_during_injection_loses_no_accepted_message() {
+    let dns = DnsServer::builder().start().unwrap();
+    let sink_addr = free_addr("127.0.0.1");
+    let setup = Setup::new(&dns, &format!("Gateway = \"{sink_addr}\""));
+    let daemon = setup.start();
+    let mut injector = Command::new("python3")
+        .arg(script())
+        .arg(
+            json!({"port": setup.listen.port(), "count": 2000, "rcpts": ["r@dest.example"]})
+                .to_string(),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let acked = acked.clone();
+        let out = injector.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if v["code"] == 250 {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push(v["id"].as_str().unwrap().to_owned());
+                }
+            }
+        })
+    };
+    wait_until(Duration::from_secs(60), "500 accepted messages", || {
+        acked.lock().unwrap().len() >= 500
+    });
+    daemon.kill_9();
+    let _ = injector.wait();
+    reader.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() < 2000, "the kill came during the injection");
+
+    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    let daemon = setup.start();
+    wait_until(Duration::from_secs(60), "every accepted message", || {
+        let ids = received_ids(&sink);
+        acked.iter().all(|id| ids.contains_key(id))
+    });
+    let ids = received_ids(&sink);
+    let duplicates: usize = ids.values().map(|n| n - 1).sum();
+    eprintln!(
+        "kill -9: {} messages got 250, {} arrived, {duplicates} duplicates",
+        acked.len(),
+        ids.len()
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn relay_control_and_the_inbound_gateway() {
+    let primary = Sink::builder().start().unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let setup = Setup::new(
+        &dns,
+        &format!(
+            "Relay_Domains = ( \"inbound.test\" )\nDomain \"inbound.test\" {{ Gateway = \"{}\" }}",
+            primary.addr()
+        ),
+    );
+    let daemon = setup.start();
+    let outsider = json!({"port": setup.listen.port(), "count": 1, "source": "127.0.0.2"});
+    let mut spec = outsider.clone();
+    spec["rcpts"] = json!(["someone@elsewhere.test"]);
+    let denied = inject(spec);
+    assert_eq!(codes(&denied), [550]);
+    assert!(
+        denied[0]["error"].as_str().unwrap().contains("5.7.1"),
+        "{denied:?}"
+    );
+    let mut spec = outsider;
+    spec["rcpts"] = json!(["user@inbound.test"]);
+    assert_eq!(codes(&inject(spec)), [250]);
+    wait_until(Duration::from_secs(15), "forwarding", || {
+        primary.message_count() == 1
+    });
+    assert_eq!(primary.messages()[0].rcpt_to, ["user@inbound.test"]);
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn x_binding_picks_the_source_address_and_gateway_and_is_removed() {
+    let general = Sink::builder().start().unwrap();
+    let receipts = Sink::builder().start().unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let setup = Setup::new(
+        &dns,
+        &format!(
+            "Gateway = \"{}\"\nBinding \"receipts\" {{\n  Bind_Address = \"127.0.0.71\"\n  Gateway = \"{}\"\n}}",
+            general.addr(),
+            receipts.addr()
+        ),
+    );
+    let daemon = setup.start();
+    let base = json!({"port": setup.listen.port(), "count": 1, "rcpts": ["c@shop.example"]});
+    let mut tagged = base.clone();
+    tagged["headers"] = json!({"X-Binding": "receipts"});
+    tagged["start"] = json!(1);
+    assert_eq!(codes(&inject(tagged)), [250]);
+    assert_eq!(codes(&inject(base)), [250]);
+    wait_until(Duration::from_secs(15), "both messages", || {
+        receipts.message_count() == 1 && general.message_count() == 1
+    });
+    let m = &receipts.messages()[0];
+    assert_eq!(m.peer.ip().to_string(), "127.0.0.71");
+    let body = String::from_utf8_lossy(&m.body);
+    assert!(!body.to_ascii_lowercase().contains("x-binding"), "{body}");
+    assert!(body.contains("Message-ID: <1.inject@test>"));
+    assert_ne!(general.messages()[0].peer.ip().to_string(), "127.0.0.71");
+
+    let mut unknown = json!({"port": setup.listen.port(), "count": 1, "rcpts": ["c@shop.example"]});
+    unknown["headers"] = json!({"X-Binding": "nosuch"});
+    let refused = inject(unknown);
+    assert_eq!(codes(&refused), [550]);
+    assert!(
+        refused[0]["error"].as_str().unwrap().contains("nosuch"),
+        "{refused:?}"
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn oversize_mail_gets_552() {
+    let sink = Sink::builder().start().unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let setup = Setup::new(&dns, &format!("Gateway = \"{}\"", sink.addr()));
+    let daemon = setup.start();
+    let results = inject(
+        json!({"port": setup.listen.port(), "count": 1, "rcpts": ["a@b.example"], "size": 50000}),
+    );
+    assert_eq!(codes(&results), [552]);
+    assert_eq!(daemon.terminate(), Some(0));
+    assert_eq!(sink.message_count(), 0);
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_loses_nothing() {
+    let sink = Sink::builder()
+        .delay(Duration::from_millis(30))
+        .start()
+        .unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let setup = Setup::new(&dns, &format!("Gateway = \"{}\"", sink.addr()));
+    let daemon = setup.start();
+    let results =
+        inject(json!({"port": setup.listen.port(), "count": 40, "rcpts": ["a@b.example"]}));
+    assert_eq!(codes(&results), vec![250; 40]);
+    let stderr = daemon.stderr.clone();
+    assert_eq!(daemon.terminate(), Some(0), "{}", stderr.lock().unwrap());
+    assert!(stderr.lock().unwrap().contains("postern: stopped"));
+    let daemon = setup.start();
+    wait_until(Duration::from_secs(30), "all 40 messages", || {
+        received_ids(&sink).len() == 40
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+    assert!(Path::new(&setup.dir.path().join("spool")).is_dir());
+}
