@@ -109,6 +109,16 @@ pub(crate) fn prepare(raw: &[u8], received: &str, hostname: &str) -> Prepared {
     }
 }
 
+/// The `Message-ID` header of a stored body, for the log.
+pub(crate) fn message_id(body: &[u8]) -> String {
+    let (headers, _) = split(body);
+    headers
+        .iter()
+        .find(|h| name_is(h, "Message-ID"))
+        .map(|h| value(h))
+        .unwrap_or_default()
+}
+
 /// Recipients grouped by domain (lower-case), in first-seen order.
 pub(crate) fn by_domain(recipients: &[String]) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();

@@ -19,6 +19,7 @@ use postern_spool::{Options, Spool};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use self::inbound::message_id;
 use self::listener::Shared;
 use self::log::DeliveryLog;
 use self::outcomes::{EntryInfo, Sinks, Tracker};
@@ -30,19 +31,6 @@ const GRACE: Duration = Duration::from_secs(30);
 
 fn say(line: &str) {
     eprintln!("postern: {line}");
-}
-
-/// The `Message-ID` header of a stored body, for the log.
-fn message_id(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body.get(..body.len().min(8192)).unwrap_or_default());
-    text.lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("Message-ID")
-                .then(|| value.trim().to_owned())
-        })
-        .unwrap_or_default()
 }
 
 /// `postern run --config FILE`.

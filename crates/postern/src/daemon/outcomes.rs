@@ -12,6 +12,7 @@ use postern_smtp::client::Outcome;
 use postern_spool::{NewMessage, Spool};
 use serde_json::json;
 
+use super::inbound::message_id;
 use super::log::DeliveryLog;
 
 /// What the log needs to know of a queue entry.
@@ -159,7 +160,7 @@ impl Sinks {
             entry,
             EntryInfo {
                 message: stored.message,
-                message_id: String::new(),
+                message_id: message_id(&message.body),
                 sender: String::new(),
                 remaining: 1,
             },
