@@ -287,6 +287,49 @@ fn relay_control_and_the_inbound_gateway() {
 }
 
 #[test]
+fn relay_domain_recipients_are_verified_by_callout_and_starttls_is_offered() {
+    let primary = Sink::builder()
+        .permfail_rcpt("nobody@inbound.test")
+        .start()
+        .unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let ca = postern_testkit::tls::TestCa::new().unwrap();
+    let setup = Setup::new(&dns, "");
+    let (cert, key) = ca
+        .issue(&["postern.test"])
+        .unwrap()
+        .write(setup.dir.path())
+        .unwrap();
+    let extra = format!(
+        "Relay_Domains = ( \"inbound.test\" )\nDomain \"inbound.test\" {{\n  Gateway = \"{}\"\n  Recipient_Verification = callout\n}}\n\
+         ESMTP_Listener {{ TLS_Certificate = \"{}\" TLS_Key = \"{}\" }}\n",
+        primary.addr(),
+        cert.display(),
+        key.display()
+    );
+    let mut text = std::fs::read_to_string(setup.config()).unwrap();
+    text.push_str(&extra);
+    std::fs::write(setup.config(), text).unwrap();
+    let daemon = setup.start();
+    let spec = |rcpt: &str| json!({"port": setup.listen.port(), "count": 1, "source": "127.0.0.2", "rcpts": [rcpt], "starttls": true});
+    let refused = inject(spec("nobody@inbound.test"));
+    assert_eq!(codes(&refused), [550]);
+    assert!(
+        refused[0]["error"].as_str().unwrap().contains("5.1.1"),
+        "{refused:?}"
+    );
+    assert_eq!(codes(&inject(spec("user@inbound.test"))), [250]);
+    wait_until(Duration::from_secs(15), "forwarding", || {
+        primary.message_count() == 1
+    });
+    // The callouts sent no mail: the one message is the accepted one.
+    assert_eq!(primary.messages()[0].rcpt_to, ["user@inbound.test"]);
+    let body = String::from_utf8_lossy(&primary.messages()[0].body).into_owned();
+    assert!(body.contains("with ESMTPS id"), "received over TLS: {body}");
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
 fn x_binding_picks_the_source_address_and_gateway_and_is_removed() {
     let general = Sink::builder().start().unwrap();
     let receipts = Sink::builder().start().unwrap();
