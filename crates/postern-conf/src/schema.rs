@@ -301,6 +301,8 @@ directives! {
         "JSON-lines delivery log; `-` is standard output.";
     MetricsListen "Metrics_Listen" SocketAddr [Global] V("127.0.0.1:9464"), Daemon,
         "Address of `/metrics` and the admin API.";
+    MetricsHostLabels "Metrics_Host_Labels" Count [Global] V("50"), Daemon,
+        "Postern: how many of the busiest destination hosts get their own `host` label in the metrics; the rest are summed as `other`.";
 }
 
 impl Directive {

@@ -64,6 +64,18 @@ fn min_ttl(records: &[Record]) -> u32 {
     records.iter().map(|r| r.ttl).min().unwrap_or(0)
 }
 
+/// Counts a query and its duration in the metrics.
+fn observe<T>(started: std::time::Instant, fetched: &Fetched<T>) {
+    let result = match &fetched.value {
+        Ok(_) => "ok",
+        Err(DnsError::NxDomain { .. }) => "nxdomain",
+        Err(DnsError::NullMx { .. } | DnsError::NoAddress { .. }) => "nodata",
+        Err(_) => "failure",
+    };
+    metrics::counter!(postern_metrics::DNS_LOOKUPS, "result" => result).increment(1);
+    metrics::histogram!(postern_metrics::DNS_SECONDS).record(started.elapsed().as_secs_f64());
+}
+
 /// The negative TTL of an empty answer (from its SOA), if it has one.
 fn negative_ttl(e: &NetError) -> u32 {
     match e {
@@ -193,6 +205,13 @@ impl Dns {
     }
 
     async fn query_mx(&self, domain: &str) -> Fetched<Mx> {
+        let started = std::time::Instant::now();
+        let fetched = self.query_mx_now(domain).await;
+        observe(started, &fetched);
+        fetched
+    }
+
+    async fn query_mx_now(&self, domain: &str) -> Fetched<Mx> {
         let lookup = match self.resolver.lookup(fqdn(domain), RecordType::MX).await {
             Ok(l) => l,
             Err(e) => return self.failed(domain, &e, Mx::Implicit),
@@ -250,6 +269,13 @@ impl Dns {
     }
 
     async fn query_addresses(&self, host: &str) -> Fetched<Vec<IpAddr>> {
+        let started = std::time::Instant::now();
+        let fetched = self.query_addresses_now(host).await;
+        observe(started, &fetched);
+        fetched
+    }
+
+    async fn query_addresses_now(&self, host: &str) -> Fetched<Vec<IpAddr>> {
         match self.resolver.lookup_ip(fqdn(host)).await {
             Ok(lookup) => {
                 let keep = self

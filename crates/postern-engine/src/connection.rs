@@ -114,7 +114,10 @@ async fn run(
             eight_bit: batch.message.eight_bit,
             smtputf8: batch.message.smtputf8,
         };
-        match session.send(&tx).await {
+        let started = std::time::Instant::now();
+        let sent_result = session.send(&tx).await;
+        metrics::histogram!(postern_metrics::TRANSACTION).record(started.elapsed().as_secs_f64());
+        match sent_result {
             Ok(outcomes) => scheduler.do_send(Done {
                 id,
                 batch,

@@ -40,27 +40,67 @@ use postern_dns::Dns;
 pub use bounce::{Bounce, FailedRecipient};
 pub use message::{HostInfo, QueuedMessage, Report};
 pub use queue::QueueKey;
-use scheduler::{Command, Control, Drain, QueryQueue, QuerySummary, Scheduler, Submit};
-pub use scheduler::{HostView, QueueView, Summary};
+use scheduler::{
+    Command, Control, Drain, QueryQueue, QueryQueues, QuerySummary, Scheduler, Submit,
+};
+pub use scheduler::{HostSummary, HostView, QueueRow, QueueView, Summary};
 
 /// A running engine. Dropping it stops its event loops.
 #[derive(Debug)]
 pub struct Engine {
-    scheduler: Addr<Scheduler>,
+    handle: Handle,
     reports: Receiver<Report>,
     bounces: Receiver<Bounce>,
     system: System,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Submits messages to a running engine from any thread.
+/// A running engine's handle, for any thread: submit messages, query the
+/// state, hold and release queues.
 #[derive(Debug, Clone)]
-pub struct Submitter(Addr<Scheduler>);
+pub struct Handle(Addr<Scheduler>);
 
-impl Submitter {
+impl Handle {
     /// Queues a message for delivery; returns at once.
     pub fn submit(&self, message: QueuedMessage) {
         self.0.do_send(Submit(message));
+    }
+
+    /// Holds the queue: nothing more is delivered until [`resume`](Self::resume).
+    pub fn suspend(&self, binding: &str, domain: &str) {
+        self.0
+            .do_send(Control(key(binding, domain), Command::Suspend));
+    }
+
+    /// Delivers a held queue again.
+    pub fn resume(&self, binding: &str, domain: &str) {
+        self.0
+            .do_send(Control(key(binding, domain), Command::Resume));
+    }
+
+    /// Retries the queue's delayed mail now.
+    pub fn flush(&self, binding: &str, domain: &str) {
+        self.0
+            .do_send(Control(key(binding, domain), Command::Flush));
+    }
+
+    /// The state of the (binding, domain) queue, if it exists.
+    pub async fn queue(&self, binding: &str, domain: &str) -> Option<QueueView> {
+        self.0
+            .send(QueryQueue(key(binding, domain)))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Connections per event loop, queue totals.
+    pub async fn summary(&self) -> Option<Summary> {
+        self.0.send(QuerySummary).await.ok()
+    }
+
+    /// The `limit` queues with the most mail.
+    pub async fn queues(&self, limit: usize) -> Vec<QueueRow> {
+        self.0.send(QueryQueues(limit)).await.unwrap_or_default()
     }
 }
 
@@ -118,7 +158,7 @@ impl Engine {
             .recv()
             .map_err(|_| io::Error::other("the engine's control loop did not start"))??;
         Ok(Engine {
-            scheduler,
+            handle: Handle(scheduler),
             reports,
             bounces,
             system,
@@ -126,20 +166,15 @@ impl Engine {
         })
     }
 
-    /// Queues a message for delivery; returns at once.
-    pub fn submit(&self, message: QueuedMessage) {
-        self.scheduler.do_send(Submit(message));
-    }
-
-    /// A handle that submits from any thread.
-    pub fn submitter(&self) -> Submitter {
-        Submitter(self.scheduler.clone())
+    /// A handle for any thread: submit, query, control.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
     }
 
     /// Stops delivering: connections finish their transaction and QUIT.
     /// Returns once none is open, or after `deadline`.
     pub async fn drain(&self, deadline: std::time::Duration) {
-        self.scheduler.do_send(Drain);
+        self.handle.0.do_send(Drain);
         let until = std::time::Instant::now() + deadline;
         while std::time::Instant::now() < until {
             match self.summary().await {
@@ -161,37 +196,13 @@ impl Engine {
     pub fn bounces(&self) -> &Receiver<Bounce> {
         &self.bounces
     }
+}
 
-    /// Holds the queue: nothing more is delivered until [`resume`](Self::resume).
-    pub fn suspend(&self, binding: &str, domain: &str) {
-        self.scheduler
-            .do_send(Control(key(binding, domain), Command::Suspend));
-    }
+impl std::ops::Deref for Engine {
+    type Target = Handle;
 
-    /// Delivers a held queue again.
-    pub fn resume(&self, binding: &str, domain: &str) {
-        self.scheduler
-            .do_send(Control(key(binding, domain), Command::Resume));
-    }
-
-    /// Retries the queue's delayed mail now.
-    pub fn flush(&self, binding: &str, domain: &str) {
-        self.scheduler
-            .do_send(Control(key(binding, domain), Command::Flush));
-    }
-
-    /// The state of the (binding, domain) queue, if it exists.
-    pub async fn queue(&self, binding: &str, domain: &str) -> Option<QueueView> {
-        self.scheduler
-            .send(QueryQueue(key(binding, domain)))
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// Connections per event loop, queue totals.
-    pub async fn summary(&self) -> Option<Summary> {
-        self.scheduler.send(QuerySummary).await.ok()
+    fn deref(&self) -> &Handle {
+        &self.handle
     }
 }
 

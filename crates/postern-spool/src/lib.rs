@@ -357,6 +357,8 @@ impl Writer {
                     .last_batch
                     .store(written.len() as u64, Ordering::Relaxed);
                 let took = started.elapsed().min(Duration::from_secs(3600));
+                metrics::histogram!(postern_metrics::SPOOL_FSYNC).record(took.as_secs_f64());
+                metrics::histogram!(postern_metrics::SPOOL_BATCH).record(written.len() as f64);
                 self.stats.last_fsync_micros.store(
                     u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,

@@ -7,6 +7,7 @@
 //! directive table; `routes` resolves and prints one queue's routing
 //! table; `verify-gateway` tries a route's first host step by step.
 
+mod admin_cmd;
 mod config_cmd;
 mod daemon;
 mod routes_cmd;
@@ -69,6 +70,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A running daemon's summary: connections, queues, totals, rates,
+    /// uptime.
+    Summary(Console),
+    /// One queue of a running daemon: its routing table with per-host
+    /// connections, limits and failures; its queue sizes.
+    Domain {
+        /// The destination domain.
+        domain: String,
+        #[command(flatten)]
+        console: Console,
+    },
+    /// The queues of a running daemon with the most mail.
+    Queue {
+        /// How many to show.
+        #[arg(long, default_value = "20")]
+        limit: usize,
+        #[command(flatten)]
+        console: Console,
+    },
+    /// Retry a queue's delayed mail now.
+    Flush {
+        /// The destination domain.
+        domain: String,
+        #[command(flatten)]
+        console: Console,
+    },
+    /// Hold a queue: nothing is delivered (or failed) until resumed.
+    Suspend {
+        /// The destination domain.
+        domain: String,
+        #[command(flatten)]
+        console: Console,
+    },
+    /// Deliver a held queue again.
+    Resume {
+        /// The destination domain.
+        domain: String,
+        #[command(flatten)]
+        console: Console,
+    },
     /// Connect to a route's first host with the route's settings (TLS,
     /// AUTH, port, protocol), print each step (greeting, EHLO, STARTTLS,
     /// AUTH, QUIT) with its reply, and exit 0 only if all passed.
@@ -88,6 +129,24 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+}
+
+/// Options of the console commands.
+#[derive(Debug, clap::Args)]
+struct Console {
+    /// The binding of the queue.
+    #[arg(long, default_value = "default")]
+    binding: String,
+    /// The daemon's configuration file (for `Metrics_Listen`).
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn console(c: &Console, ask: &admin_cmd::Ask) -> ExitCode {
+    admin_cmd::run(&c.config, ask, c.json)
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,10 +169,31 @@ enum ConfigCommand {
     Reference,
 }
 
+fn act(c: &Console, action: &'static str, domain: String) -> ExitCode {
+    let binding = c.binding.clone();
+    console(
+        c,
+        &admin_cmd::Ask::Act {
+            action,
+            domain,
+            binding,
+        },
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => daemon::run(&config),
+        Command::Summary(c) => console(&c, &admin_cmd::Ask::Summary),
+        Command::Queue { limit, console: c } => console(&c, &admin_cmd::Ask::Queues { limit }),
+        Command::Domain { domain, console: c } => {
+            let binding = c.binding.clone();
+            console(&c, &admin_cmd::Ask::Domain { domain, binding })
+        }
+        Command::Flush { domain, console: c } => act(&c, "flush", domain),
+        Command::Suspend { domain, console: c } => act(&c, "suspend", domain),
+        Command::Resume { domain, console: c } => act(&c, "resume", domain),
         Command::CheckConfig { file } => config_cmd::check(&file),
         Command::Config { command } => match command {
             ConfigCommand::Effective {

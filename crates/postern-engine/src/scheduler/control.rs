@@ -94,6 +94,11 @@ impl Scheduler {
         let Err(at) = bucket.take(now) else {
             return true;
         };
+        let kind = match pace {
+            Pace::Messages => "messages",
+            Pace::Connections => "connections",
+        };
+        metrics::counter!(postern_metrics::THROTTLE_DELAYS, "kind" => kind).increment(1);
         let Some(queue) = self.queues.get_mut(key) else {
             return false;
         };

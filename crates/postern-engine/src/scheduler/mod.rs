@@ -22,8 +22,8 @@ use postern_conf::Config;
 use postern_dns::Dns;
 
 pub(crate) use self::control::{Command, Control, Drain};
-pub use self::query::{HostView, QueueView, Summary};
-pub(crate) use self::query::{QueryQueue, QuerySummary};
+pub use self::query::{HostSummary, HostView, QueueRow, QueueView, Summary};
+pub(crate) use self::query::{QueryQueue, QueryQueues, QuerySummary};
 use self::retry::{Round, RoundKey};
 use crate::bounce::Bounce;
 use crate::choice::HostState;

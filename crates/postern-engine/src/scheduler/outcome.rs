@@ -125,6 +125,9 @@ impl Handler<Ended> for Scheduler {
             return;
         };
         let key = info.queue.clone();
+        if !matches!(msg.end, End::Closed) {
+            metrics::counter!(postern_metrics::CONNECTION_FAILURES).increment(1);
+        }
         match msg.end {
             End::Closed => {}
             End::Failed(reply) => self.host_failed(&key, info.host, reply, ctx),

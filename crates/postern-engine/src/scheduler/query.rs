@@ -30,6 +30,38 @@ pub struct HostView {
     pub seconds_since_failure: Option<u64>,
 }
 
+/// One destination host, over all queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSummary {
+    /// Its name.
+    pub name: String,
+    /// Its address and port.
+    pub addr: SocketAddr,
+    /// Connections open or opening.
+    pub connections: usize,
+    /// Its `Host` limit.
+    pub limit: Option<u64>,
+    /// False while it is skipped after a failure.
+    pub reachable: bool,
+}
+
+/// A queue in the list of queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    /// The binding.
+    pub binding: String,
+    /// The domain.
+    pub domain: String,
+    /// Ready batches.
+    pub active: usize,
+    /// Delayed batches.
+    pub delayed: usize,
+    /// Connections open or opening.
+    pub connections: usize,
+    /// Held by suspend.
+    pub suspended: bool,
+}
+
 /// One queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueView {
@@ -43,6 +75,10 @@ pub struct QueueView {
     pub limit: usize,
     /// Connection failures in a row.
     pub consecutive_failures: u32,
+    /// Held by suspend.
+    pub suspended: bool,
+    /// Seconds until the next delayed batch is retried.
+    pub next_retry_seconds: Option<u64>,
     /// The routing table's hosts, best level first (empty until built).
     pub hosts: Vec<HostView>,
 }
@@ -62,12 +98,19 @@ pub struct Summary {
     pub active: usize,
     /// Delayed batches over all queues.
     pub delayed: usize,
+    /// Every destination host known.
+    pub hosts: Vec<HostSummary>,
 }
 
 /// Asks for one queue.
 #[derive(Message)]
 #[rtype(result = "Option<QueueView>")]
 pub(crate) struct QueryQueue(pub(crate) QueueKey);
+
+/// Asks for the queues with the most mail.
+#[derive(Message)]
+#[rtype(result = "Vec<QueueRow>")]
+pub(crate) struct QueryQueues(pub(crate) usize);
 
 /// Asks for the summary.
 #[derive(Message)]
@@ -107,6 +150,12 @@ impl Handler<QueryQueue> for Scheduler {
             connections: queue.connections,
             limit: queue.limits.max_connections,
             consecutive_failures: queue.consecutive_failures,
+            suspended: queue.suspended,
+            next_retry_seconds: queue
+                .delayed
+                .keys()
+                .next()
+                .map(|(at, _)| at.saturating_duration_since(now).as_secs()),
             hosts,
         })
     }
@@ -123,6 +172,43 @@ impl Handler<QuerySummary> for Scheduler {
             queues: self.queues.len(),
             active: self.queues.values().map(|q| q.active.len()).sum(),
             delayed: self.queues.values().map(|q| q.delayed.len()).sum(),
+            hosts: self
+                .hosts
+                .iter()
+                .map(|(addr, h)| HostSummary {
+                    name: h.name.clone(),
+                    addr: *addr,
+                    connections: h.connections,
+                    limit: h.limit,
+                    reachable: h.reachable(Instant::now()),
+                })
+                .collect(),
         })
+    }
+}
+
+impl Handler<QueryQueues> for Scheduler {
+    type Result = MessageResult<QueryQueues>;
+
+    fn handle(&mut self, QueryQueues(limit): QueryQueues, _: &mut Context<Self>) -> Self::Result {
+        let mut rows: Vec<QueueRow> = self
+            .queues
+            .iter()
+            .map(|(k, q)| QueueRow {
+                binding: k.binding.clone(),
+                domain: k.domain.clone(),
+                active: q.active.len(),
+                delayed: q.delayed.len(),
+                connections: q.connections,
+                suspended: q.suspended,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (b.active + b.delayed, b.connections)
+                .cmp(&(a.active + a.delayed, a.connections))
+                .then_with(|| (&a.binding, &a.domain).cmp(&(&b.binding, &b.domain)))
+        });
+        rows.truncate(limit);
+        MessageResult(rows)
     }
 }

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use postern_conf::{Config, Directive, Listen, Listener, RecipientVerification, Value};
 use postern_dns::Dns;
 use postern_engine::outbound::{TlsCache, client_settings};
-use postern_engine::{QueuedMessage, Submitter};
+use postern_engine::{Handle, QueuedMessage};
 use postern_smtp::Reply;
 use postern_smtp::client::Session;
 use postern_smtp::server::{DataReply, Envelope, Handler, ServerSettings, serve};
@@ -23,15 +23,17 @@ use tokio::sync::watch;
 use super::inbound::{by_domain, prepare, unique};
 use super::log::DeliveryLog;
 use super::outcomes::{EntryInfo, Tracker};
+use super::stats::{Rejection, Totals};
 use super::time::rfc5322;
 
 /// What every session of every listen address shares.
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) spool: Spool,
-    pub(crate) engine: Submitter,
+    pub(crate) engine: Handle,
     pub(crate) log: DeliveryLog,
     pub(crate) tracker: Tracker,
+    pub(crate) totals: Arc<Totals>,
     pub(crate) hostname: String,
     pub(crate) sessions: AtomicUsize,
     callouts: Mutex<HashMap<String, (Reply, Instant)>>,
@@ -42,11 +44,13 @@ impl Shared {
     pub(crate) fn new(
         config: Arc<Config>,
         spool: Spool,
-        engine: Submitter,
+        engine: Handle,
         log: DeliveryLog,
         tracker: Tracker,
+        totals: Arc<Totals>,
     ) -> Self {
         Self {
+            totals,
             hostname: config.hostname(),
             config,
             spool,
@@ -173,6 +177,7 @@ async fn accept(
         let settings = place.settings.clone();
         let shared = shared.clone();
         shared.sessions.fetch_add(1, Ordering::SeqCst);
+        Totals::session();
         actix::spawn(async move {
             let _ = serve(tcp, settings, &mut handler).await;
             shared.sessions.fetch_sub(1, Ordering::SeqCst);
@@ -319,6 +324,7 @@ impl Handler for Inbound {
             return Reply::with_status(250, (2, 1, 5), "recipient ok");
         }
         if !self.relay_domain(&domain) {
+            Totals::rejected(Rejection::RelayingDenied);
             return Reply::with_status(
                 550,
                 (5, 7, 1),
@@ -326,7 +332,10 @@ impl Handler for Inbound {
             );
         }
         match self.callout(&domain, recipient).await {
-            Some(reply) if !reply.is_positive() => reply,
+            Some(reply) if !reply.is_positive() => {
+                Totals::rejected(Rejection::Callout);
+                reply
+            }
             _ => Reply::with_status(250, (2, 1, 5), "recipient ok"),
         }
     }
@@ -339,6 +348,7 @@ impl Handler for Inbound {
             .clone()
             .unwrap_or_else(|| self.default_binding.clone());
         if !self.binding_known(&binding) {
+            Totals::rejected(Rejection::UnknownBinding);
             return DataReply::One(Reply::with_status(
                 550,
                 (5, 7, 1),
@@ -360,6 +370,7 @@ impl Handler for Inbound {
         let stored = match self.shared.spool.store(message).await {
             Ok(Ok(s)) => s,
             Ok(Err(SpoolError::Full(_))) => {
+                Totals::rejected(Rejection::SpoolFull);
                 return DataReply::One(Reply::with_status(
                     452,
                     (4, 3, 1),
@@ -367,6 +378,7 @@ impl Handler for Inbound {
                 ));
             }
             Ok(Err(e)) => {
+                Totals::rejected(Rejection::SpoolError);
                 return DataReply::One(Reply::with_status(
                     451,
                     (4, 3, 0),
@@ -374,6 +386,7 @@ impl Handler for Inbound {
                 ));
             }
             Err(_) => {
+                Totals::rejected(Rejection::SpoolError);
                 return DataReply::One(Reply::with_status(
                     451,
                     (4, 3, 0),
@@ -381,6 +394,7 @@ impl Handler for Inbound {
                 ));
             }
         };
+        self.shared.totals.received(&binding);
         self.shared.log.event(
             "reception",
             json!({
@@ -402,6 +416,7 @@ impl Handler for Inbound {
                     message_id: prepared.message_id.clone(),
                     sender: envelope.mail_from.clone(),
                     remaining: recipients.len(),
+                    received,
                 },
             );
             self.shared.engine.submit(QueuedMessage {

@@ -2,10 +2,12 @@
 //! the delivery log, started in that order and stopped in reverse on
 //! SIGTERM or SIGINT.
 
+mod admin;
 mod inbound;
 mod listener;
 mod log;
 mod outcomes;
+mod stats;
 mod time;
 
 use std::path::{Path, PathBuf};
@@ -19,10 +21,12 @@ use postern_spool::{Options, Spool};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use self::admin::Admin;
 use self::inbound::message_id;
 use self::listener::Shared;
 use self::log::DeliveryLog;
 use self::outcomes::{EntryInfo, Sinks, Tracker};
+use self::stats::Totals;
 use crate::config_cmd::load;
 
 /// How long open sessions get to finish after SIGTERM, and outbound
@@ -72,7 +76,24 @@ fn log_target(config: &Config) -> LogTarget {
     }
 }
 
+fn metrics_listen(config: &Config) -> Option<std::net::SocketAddr> {
+    match config.global.value_or_default(Directive::MetricsListen) {
+        Some(Value::SocketAddr(a)) => Some(*a),
+        _ => None,
+    }
+}
+
+fn host_labels(config: &Config) -> usize {
+    match config.global.value_or_default(Directive::MetricsHostLabels) {
+        Some(Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
+        _ => 50,
+    }
+}
+
 async fn daemon(config: Arc<Config>) -> Result<(), String> {
+    let prometheus = postern_metrics::install().map_err(|e| format!("metrics: {e}"))?;
+    Totals::register(&config);
+    let totals = Arc::new(Totals::default());
     let dir = spool_dir(&config);
     let opened = Spool::open(&dir, Options::default())
         .map_err(|e| format!("spool {}: {e}", dir.display()))?;
@@ -97,6 +118,7 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
                 message_id: message_id(&r.message.body),
                 sender: r.message.sender.clone(),
                 remaining: r.entry.recipients.len(),
+                received: UNIX_EPOCH + Duration::from_millis(r.message.received_ms),
             },
         );
         engine.submit(QueuedMessage {
@@ -114,9 +136,10 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     }
     let sinks = Sinks {
         spool: spool.clone(),
-        engine: engine.submitter(),
+        engine: engine.handle(),
         log: log.clone(),
         tracker: tracker.clone(),
+        totals: totals.clone(),
     };
     let outcomes = outcomes::start(engine.reports().clone(), engine.bounces().clone(), sinks)
         .map_err(|e| format!("outcomes thread: {e}"))?;
@@ -124,10 +147,26 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     let shared = Arc::new(Shared::new(
         config.clone(),
         spool.clone(),
-        engine.submitter(),
+        engine.handle(),
         log.clone(),
         tracker,
+        totals.clone(),
     ));
+    let admin_task = match metrics_listen(&config) {
+        Some(addr) => {
+            let socket = admin::bind(addr).await?;
+            let at = socket.local_addr().unwrap_or(addr);
+            say(&format!("metrics and admin API on http://{at}"));
+            let admin = Arc::new(Admin::new(
+                engine.handle(),
+                prometheus,
+                totals,
+                host_labels(&config),
+            ));
+            Some(tokio::spawn(admin::serve(socket, admin)))
+        }
+        None => None,
+    };
     let (listener_loop, addrs) = listener::start(shared.clone(), stopped, GRACE)?;
     for a in &addrs {
         say(&format!("listening on {a}"));
@@ -142,6 +181,9 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     let _ = stop.send(true);
     let _ = tokio::task::spawn_blocking(move || listener_loop.join()).await;
     drop(shared);
+    if let Some(task) = admin_task {
+        task.abort();
+    }
     engine.drain(GRACE).await;
     drop(engine);
     let _ = outcomes.join();

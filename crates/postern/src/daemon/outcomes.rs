@@ -5,15 +5,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, select};
-use postern_engine::{Bounce, Report, Submitter};
+use postern_engine::{Bounce, Handle, Report};
 use postern_smtp::client::Outcome;
 use postern_spool::{NewMessage, Spool};
 use serde_json::json;
 
 use super::inbound::message_id;
 use super::log::DeliveryLog;
+use super::stats::Totals;
 
 /// What the log needs to know of a queue entry.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub(crate) struct EntryInfo {
     pub(crate) sender: String,
     /// Recipients without a final outcome.
     pub(crate) remaining: usize,
+    /// When the message was received.
+    pub(crate) received: SystemTime,
 }
 
 /// Entries in flight, by entry id.
@@ -62,9 +66,10 @@ impl Tracker {
 /// The parts that outcomes go to.
 pub(crate) struct Sinks {
     pub(crate) spool: Spool,
-    pub(crate) engine: Submitter,
+    pub(crate) engine: Handle,
     pub(crate) log: DeliveryLog,
     pub(crate) tracker: Tracker,
+    pub(crate) totals: Arc<Totals>,
 }
 
 /// Starts the thread; it ends when the engine is gone.
@@ -106,8 +111,15 @@ impl Sinks {
     fn report(&self, r: &Report) {
         let info = self.tracker.get(r.id);
         let reply = r.outcome.reply();
+        let event = event(&r.outcome);
+        let age = info
+            .as_ref()
+            .and_then(|i| SystemTime::now().duration_since(i.received).ok())
+            .unwrap_or_default();
+        self.totals
+            .outcome(&r.binding, &r.outcome, event == "expiry", age);
         self.log.event(
-            event(&r.outcome),
+            event,
             json!({
                 "queue_id": info.as_ref().map(|i| format!("{:x}", i.message)),
                 "message_id": info.as_ref().map(|i| i.message_id.clone()),
@@ -163,8 +175,10 @@ impl Sinks {
                 message_id: message_id(&message.body),
                 sender: String::new(),
                 remaining: 1,
+                received: message.received,
             },
         );
+        self.totals.bounce(&b.binding);
         self.log.event(
             "bounce",
             json!({

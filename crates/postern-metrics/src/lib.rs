@@ -1,0 +1,149 @@
+//! The one catalogue of Postern's metrics.
+//!
+//! Every metric is named `postern_*` and declared here once, in
+//! [`CATALOGUE`], with its kind, help text, labels and (for histograms)
+//! buckets. Code records through the name constants below. [`install`]
+//! registers the Prometheus recorder with the catalogue's help and buckets.
+//!
+//! Labels are bounded: bindings and event loops come from the
+//! configuration; `host` is capped to the busiest hosts
+//! (`Metrics_Host_Labels`, the rest summed as `other`); `result`,
+//! `reason`, `state` and `kind` take a fixed set of values.
+#![warn(missing_docs)]
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// What a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution, in buckets.
+    Histogram,
+}
+
+/// One metric of the catalogue.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// Its name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// Help text, shown by Prometheus.
+    pub help: &'static str,
+    /// Its labels (each with a bounded set of values).
+    pub labels: &'static [&'static str],
+    /// Histogram bucket bounds.
+    pub buckets: &'static [f64],
+}
+
+macro_rules! catalogue {
+    ($($konst:ident $name:literal $kind:ident [$($label:literal)*] [$($b:literal)*] $help:literal;)*) => {
+        $(
+            #[doc = $help]
+            pub const $konst: &str = $name;
+        )*
+        /// Every metric Postern exports.
+        pub const CATALOGUE: &[Spec] = &[
+            $(Spec { name: $name, kind: Kind::$kind, help: $help, labels: &[$($label),*], buckets: &[$($b),*] },)*
+        ];
+    };
+}
+
+catalogue! {
+    MESSAGES_RECEIVED "postern_messages_received_total" Counter ["binding"] []
+        "Messages accepted by the listener (answered 250), by binding.";
+    MESSAGES_DELIVERED "postern_messages_delivered_total" Counter ["binding"] []
+        "Recipients delivered (accepted by the destination), by binding.";
+    TRANSIENT_FAILURES "postern_transient_failures_total" Counter ["binding"] []
+        "Delivery attempts that failed for now (the recipient is retried), by binding.";
+    PERMANENT_FAILURES "postern_permanent_failures_total" Counter ["binding"] []
+        "Recipients failed for good (5xx, Null MX, NXDOMAIN, retries exhausted), by binding.";
+    MESSAGES_EXPIRED "postern_messages_expired_total" Counter ["binding"] []
+        "Recipients failed because Message_Expiration passed, by binding.";
+    BOUNCES "postern_bounces_generated_total" Counter ["binding"] []
+        "Bounces (RFC 3464 reports) queued to senders, by binding.";
+    QUEUE "postern_queue_messages" Gauge ["state"] []
+        "Queued batches, by state: active (ready now) or delayed (waiting for a retry).";
+    CONNECTIONS "postern_outbound_connections" Gauge ["event_loop"] []
+        "Outbound connections open or opening, by delivery event loop.";
+    HOST_CONNECTIONS "postern_host_connections" Gauge ["host"] []
+        "Outbound connections per destination address and port (the busiest hosts; the rest as other).";
+    HOST_LIMIT "postern_host_connection_limit" Gauge ["host"] []
+        "The Host stanza's connection limit of each host shown (absent: unlimited).";
+    HOST_REACHABLE "postern_host_reachable" Gauge ["host"] []
+        "1 when the host may be tried, 0 while it is skipped after a failure.";
+    CONNECTION_FAILURES "postern_connection_failures_total" Counter [] []
+        "Outbound connections that failed before or during a transaction.";
+    DELIVERY_LATENCY "postern_delivery_latency_seconds" Histogram [] [0.1 0.5 1.0 5.0 15.0 60.0 300.0 900.0 3600.0 14400.0 86400.0]
+        "Time from reception to delivery of a recipient.";
+    TRANSACTION "postern_smtp_transaction_seconds" Histogram [] [0.005 0.01 0.025 0.05 0.1 0.25 0.5 1.0 2.5 5.0 10.0 30.0]
+        "Duration of one outbound SMTP/LMTP transaction (MAIL to the final reply).";
+    DNS_LOOKUPS "postern_dns_lookups_total" Counter ["result"] []
+        "DNS queries sent (not cache hits), by result: ok, nodata, nxdomain, failure.";
+    DNS_SECONDS "postern_dns_lookup_seconds" Histogram [] [0.001 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1.0 5.0]
+        "Duration of a DNS query.";
+    SPOOL_FSYNC "postern_spool_fsync_seconds" Histogram [] [0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.5]
+        "Duration of one spool batch write with its fsync.";
+    SPOOL_BATCH "postern_spool_batch_size" Histogram [] [1.0 2.0 5.0 10.0 20.0 50.0 100.0 500.0 1000.0 8192.0]
+        "Requests (messages and outcomes) made durable by one fsync.";
+    SESSIONS "postern_listener_sessions_total" Counter [] []
+        "SMTP sessions accepted by the listener.";
+    REJECTIONS "postern_listener_rejections_total" Counter ["reason"] []
+        "Recipients or messages refused by the listener, by reason: relaying_denied, callout, unknown_binding, spool_full, spool_error.";
+    THROTTLE_DELAYS "postern_throttle_delays_total" Counter ["kind"] []
+        "Times a throttle made a queue wait, by kind: messages or connections.";
+    UPTIME "postern_uptime_seconds" Gauge [] []
+        "Seconds since the daemon started.";
+}
+
+/// Installs the Prometheus recorder (with the catalogue's buckets) as the
+/// process's recorder, registers every help text, and returns the handle
+/// that renders `/metrics`.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let mut builder = PrometheusBuilder::new();
+    for spec in CATALOGUE.iter().filter(|s| s.kind == Kind::Histogram) {
+        builder =
+            builder.set_buckets_for_metric(Matcher::Full(spec.name.to_owned()), spec.buckets)?;
+    }
+    let handle = builder.install_recorder()?;
+    for spec in CATALOGUE {
+        match spec.kind {
+            Kind::Counter => metrics::describe_counter!(spec.name, spec.help),
+            Kind::Gauge => metrics::describe_gauge!(spec.name, spec.help),
+            Kind::Histogram => metrics::describe_histogram!(spec.name, spec.help),
+        }
+    }
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_postern_named_once_with_help() {
+        let mut names: Vec<&str> = CATALOGUE.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CATALOGUE.len(), "a name is declared twice");
+        for s in CATALOGUE {
+            assert!(s.name.starts_with("postern_"), "{}", s.name);
+            assert!(!s.help.is_empty());
+            assert_eq!(
+                s.kind == Kind::Counter,
+                s.name.ends_with("_total"),
+                "{}",
+                s.name
+            );
+            assert_eq!(
+                s.kind == Kind::Histogram,
+                !s.buckets.is_empty(),
+                "{}",
+                s.name
+            );
+        }
+    }
+}
