@@ -1,0 +1,127 @@
+//! Helpers of the daemon tests: a configuration around a test, the
+//! injector, sinks' Message-IDs, waiting.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use postern_e2e::{Daemon, workspace_root};
+use postern_testkit::dns::DnsServer;
+use postern_testkit::sink::Sink;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub(crate) fn free_addr(ip: &str) -> SocketAddr {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A daemon's files: config, spool, delivery log.
+pub(crate) struct Setup {
+    pub(crate) dir: TempDir,
+    pub(crate) listen: SocketAddr,
+    pub(crate) metrics: SocketAddr,
+}
+
+impl Setup {
+    pub(crate) fn new(dns: &DnsServer, body: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = free_addr("127.0.0.1");
+        let metrics = free_addr("127.0.0.1");
+        let text = format!(
+            r#"Hostname = "postern.test"
+Metrics_Listen = "{metrics}"
+Spool_Dir = "spool"
+Log_File = "delivery.jsonl"
+Event_Loops = 2
+Resolver {{ Nameservers = ( "{}" ) Timeout = 2 }}
+ESMTP_Listener {{
+  Listen "{listen}" {{ }}
+  Relay_Hosts = ( "127.0.0.1/32" )
+  Max_Message_Size = 20000
+}}
+{body}
+"#,
+            dns.addr()
+        );
+        std::fs::write(dir.path().join("postern.conf"), text).unwrap();
+        Setup {
+            dir,
+            listen,
+            metrics,
+        }
+    }
+
+    pub(crate) fn config(&self) -> PathBuf {
+        self.dir.path().join("postern.conf")
+    }
+
+    pub(crate) fn start(&self) -> Daemon {
+        Daemon::start(&self.config(), self.listen)
+    }
+
+    pub(crate) fn log(&self) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("delivery.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+pub(crate) fn script() -> PathBuf {
+    workspace_root().join("tests/fixtures/inject.py")
+}
+
+/// Runs the injector to its end; one JSON object per message.
+pub(crate) fn inject(spec: Value) -> Vec<Value> {
+    let out = Command::new("python3")
+        .arg(script())
+        .arg(spec.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub(crate) fn codes(results: &[Value]) -> Vec<i64> {
+    results
+        .iter()
+        .map(|r| r["code"].as_i64().unwrap())
+        .collect()
+}
+
+/// Message-IDs a sink received, with how many times each.
+pub(crate) fn received_ids(sink: &Sink) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for m in sink.messages() {
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_owned))
+            .unwrap_or_default();
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    ids
+}
+
+pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
