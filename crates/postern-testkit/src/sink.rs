@@ -36,6 +36,24 @@ pub struct Received {
     pub auth: Option<String>,
     /// `BODY=8BITMIME` was given.
     pub eight_bit: bool,
+    /// The message's `Message-ID` header, if it has one.
+    pub message_id: Option<String>,
+    /// When the sink accepted it.
+    pub at: Instant,
+}
+
+/// The `Message-ID` header's value, from the header block.
+fn message_id(body: &[u8]) -> Option<String> {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(body.len());
+    let head = String::from_utf8_lossy(body.get(..end).unwrap_or_default());
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("Message-ID")
+            .then(|| value.trim().to_owned())
+    })
 }
 
 /// How the sink behaves.
@@ -55,6 +73,8 @@ struct Behaviour {
     require_tls: bool,
     auth: Option<(String, String)>,
     require_auth: bool,
+    /// Keep bodies (off for load tests: only envelopes and ids are kept).
+    drop_bodies: bool,
 }
 
 /// Builds a sink.
@@ -162,6 +182,13 @@ impl SinkBuilder {
     /// Refuse MAIL (530 5.7.0) until AUTH.
     pub fn require_auth(mut self) -> Self {
         self.behaviour.require_auth = true;
+        self
+    }
+
+    /// Keep only envelopes, Message-IDs and arrival times, not bodies
+    /// (for load tests with many messages).
+    pub fn drop_bodies(mut self) -> Self {
+        self.behaviour.drop_bodies = true;
         self
     }
 
@@ -330,10 +357,14 @@ impl Handler for SinkHandler {
             .map(|(a, _)| a.clone())
             .collect();
         if !delivered.is_empty() {
+            let message_id = message_id(&body);
+            let body = if b.drop_bodies { Vec::new() } else { body };
             self.shared.state().messages.push(Received {
                 mail_from: envelope.mail_from.clone(),
                 rcpt_to: delivered,
                 body,
+                message_id,
+                at: Instant::now(),
                 peer: envelope.peer,
                 helo: envelope.helo.clone(),
                 tls: envelope.tls,

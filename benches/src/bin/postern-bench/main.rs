@@ -1,0 +1,280 @@
+//! `postern-bench`: load Postern (or any MTA, or the sinks directly) with
+//! N messages of S bytes over C concurrent pipelined sessions, towards K
+//! destination domains on M sink hosts, and report the injection rate, the
+//! end-to-end rate, latency percentiles, and the daemon's CPU and peak RSS.
+//!
+//! ```text
+//! cargo run --release -p postern-benches --bin postern-bench -- --scenario s1
+//! postern-bench --target 127.0.0.1:25 ...   # another MTA, same sinks and DNS
+//! postern-bench --direct ...                # straight to the sinks: the ceiling
+//! postern-bench --scenario s2 --messages 1000000   # destination down, restart
+//! ```
+
+mod inject;
+mod s2;
+mod world;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use postern_testkit::sink::Sink;
+use serde_json::{Value, json};
+
+use crate::inject::{Plan, Sent, Target};
+use crate::world::{Daemon, usage};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postern-bench",
+    about = "Load harness for Postern and other MTAs"
+)]
+struct Args {
+    /// A preset: s1 (200,000 × 1 KiB, 50 domains, 5 hosts, 50 sessions),
+    /// s2 (destination down, then a restart), s3-10, s3-10000 (S1 with
+    /// 10 or 10,000 domains). Other flags override it.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Messages to inject.
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Bytes per message.
+    #[arg(long, default_value = "1024")]
+    size: usize,
+    /// Concurrent injection sessions.
+    #[arg(long, default_value = "50")]
+    sessions: usize,
+    /// Destination domains.
+    #[arg(long)]
+    domains: Option<usize>,
+    /// Sink hosts (127.0.1.10 and up).
+    #[arg(long, default_value = "5")]
+    hosts: usize,
+    /// Load this listener instead of starting Postern.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Send straight to the sinks (the machine's ceiling).
+    #[arg(long)]
+    direct: bool,
+    /// The postern binary (release build).
+    #[arg(long, default_value = "target/release/postern")]
+    daemon: PathBuf,
+    /// Write the final JSON record here too.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Give up waiting for the sinks after this many seconds.
+    #[arg(long, default_value = "600")]
+    timeout: u64,
+}
+
+fn percentile(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Waits until the sinks have `n` messages, with a progress bar.
+fn wait_arrivals(sinks: &[Sink], n: usize, injected: &AtomicUsize, limit: Duration) -> bool {
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} arrived {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let until = Instant::now() + limit;
+    loop {
+        let arrived: usize = sinks.iter().map(Sink::message_count).sum();
+        bar.set_position(arrived as u64);
+        bar.set_message(format!("({} injected)", injected.load(Ordering::Relaxed)));
+        if arrived >= n {
+            bar.finish();
+            return true;
+        }
+        if Instant::now() > until {
+            bar.abandon();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Outcome {
+    record: Value,
+}
+
+fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, String> {
+    let e = |x: std::io::Error| x.to_string();
+    let dns = world::dns(domains, args.hosts).map_err(e)?;
+    let (port, sinks) = world::sinks(args.hosts).map_err(e)?;
+    let dir = tempfile::tempdir().map_err(e)?;
+    let mut daemon = None;
+    let target = if args.direct {
+        Target::Direct {
+            hosts: args.hosts,
+            port,
+        }
+    } else if let Some(t) = args.target {
+        Target::One(t)
+    } else {
+        let listen = SocketAddr::from(([127, 0, 0, 1], world::free_port().map_err(e)?));
+        let config = world::write_config(dir.path(), dns.addr(), port, listen).map_err(e)?;
+        let d = Daemon::start(&args.daemon, &config, listen).map_err(e)?;
+        let t = Target::One(d.listen);
+        daemon = Some(d);
+        t
+    };
+    let plan = Plan {
+        messages,
+        size: args.size,
+        sessions: args.sessions,
+        domains,
+        target,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(e)?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let injection = {
+        let done = done.clone();
+        runtime.spawn(inject::run(plan, done))
+    };
+    let arrived_all = wait_arrivals(&sinks, messages, &done, Duration::from_secs(args.timeout));
+    let (sent, failed) = runtime.block_on(injection).map_err(|x| x.to_string())?;
+    let (cpu, rss) = daemon.as_ref().map_or((0.0, 0), |d| usage(d.pid()));
+    if let Some(d) = daemon {
+        d.stop();
+    }
+    Ok(Outcome {
+        record: report(
+            args,
+            &plan,
+            started,
+            &sent,
+            failed,
+            &sinks,
+            arrived_all,
+            cpu,
+            rss,
+        ),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &Args,
+    plan: &Plan,
+    started: Instant,
+    sent: &[Sent],
+    failed: usize,
+    sinks: &[Sink],
+    arrived_all: bool,
+    cpu: f64,
+    rss: u64,
+) -> Value {
+    let by_number: HashMap<usize, &Sent> = sent.iter().map(|s| (s.number, s)).collect();
+    let Ok(mut latency) = Histogram::<u64>::new(3) else {
+        return json!({ "error": "cannot build a histogram" });
+    };
+    let mut last_arrival = started;
+    let mut arrived = 0usize;
+    for sink in sinks {
+        for m in sink.messages() {
+            arrived += 1;
+            last_arrival = last_arrival.max(m.at);
+            let number = m.message_id.as_deref().and_then(|id| {
+                id.trim_start_matches('<')
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            });
+            if let Some(s) = number.and_then(|n| by_number.get(&n)) {
+                let micros = m.at.saturating_duration_since(s.at).as_micros();
+                let _ = latency.record(u64::try_from(micros).unwrap_or(u64::MAX));
+            }
+        }
+    }
+    let last_ack = sent.iter().map(|s| s.acked).max().unwrap_or(started);
+    let inject_secs = last_ack
+        .saturating_duration_since(started)
+        .as_secs_f64()
+        .max(1e-9);
+    let e2e_secs = last_arrival
+        .saturating_duration_since(started)
+        .as_secs_f64()
+        .max(1e-9);
+    let mode = if args.direct {
+        "direct"
+    } else if args.target.is_some() {
+        "target"
+    } else {
+        "postern"
+    };
+    json!({
+        "mode": mode,
+        "messages": plan.messages,
+        "size": plan.size,
+        "sessions": plan.sessions,
+        "domains": plan.domains,
+        "hosts": args.hosts,
+        "accepted": sent.len(),
+        "refused_or_failed": failed,
+        "arrived": arrived,
+        "all_arrived": arrived_all,
+        "injection_seconds": inject_secs,
+        "injection_rate": sent.len() as f64 / inject_secs,
+        "end_to_end_seconds": e2e_secs,
+        "end_to_end_rate": arrived as f64 / e2e_secs,
+        "latency_ms": {
+            "p50": percentile(&latency, 0.5),
+            "p90": percentile(&latency, 0.9),
+            "p99": percentile(&latency, 0.99),
+            "max": latency.max() as f64 / 1000.0,
+        },
+        "daemon_cpu_seconds": cpu,
+        "daemon_peak_rss_bytes": rss,
+    })
+}
+
+fn scenario(args: &Args) -> (usize, usize) {
+    let (m, d) = match args.scenario.as_deref() {
+        Some("s3-10") => (200_000, 10),
+        Some("s3-10000") => (200_000, 10_000),
+        Some("s2") => (1_000_000, 50),
+        _ => (200_000, 50),
+    };
+    (args.messages.unwrap_or(m), args.domains.unwrap_or(d))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (messages, domains) = scenario(&args);
+    let result = if args.scenario.as_deref() == Some("s2") {
+        s2::run(&args, messages, domains)
+    } else {
+        measure(&args, messages, domains).map(|o| o.record)
+    };
+    match result {
+        Ok(record) => {
+            let text = record.to_string();
+            println!("{text}");
+            if let Some(path) = &args.json_out
+                && let Err(e) = std::fs::write(path, format!("{text}\n"))
+            {
+                eprintln!("postern-bench: {}: {e}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("postern-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
