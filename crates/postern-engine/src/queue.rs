@@ -137,6 +137,8 @@ impl Limits {
 pub(crate) struct Waiter {
     pub(crate) conn: ConnId,
     pub(crate) reply: oneshot::Sender<Option<Batch>>,
+    /// When it started waiting.
+    pub(crate) since: Instant,
 }
 
 /// Where the routing table stands.
@@ -194,6 +196,8 @@ pub(crate) struct Queue {
     pub(crate) suspended: bool,
     /// A pump is already set for when a throttle allows more.
     pub(crate) throttle_wake: Option<Instant>,
+    /// The idle timer (for the oldest waiter) is set.
+    pub(crate) idle_timer: bool,
 }
 
 impl Queue {
@@ -201,6 +205,7 @@ impl Queue {
         Self {
             suspended: limits.suspended,
             throttle_wake: None,
+            idle_timer: false,
             limits,
             table: Table::None,
             active: VecDeque::new(),

@@ -304,13 +304,40 @@ impl Scheduler {
         Some(info)
     }
 
-    pub(super) fn expire_waiter(&mut self, key: &QueueKey, id: ConnId) {
-        if let Some(queue) = self.queues.get_mut(key)
-            && let Some(i) = queue.waiters.iter().position(|w| w.conn == id)
-            && let Some(w) = queue.waiters.remove(i)
-        {
-            let _ = w.reply.send(None);
+    /// Lets go of the connections that waited `Idle_Timeout` for work.
+    /// Waiters queue up in arrival order, so one timer per queue, set for
+    /// the oldest, is enough (a timer per waiter costs the actor a poll of
+    /// each on every wake-up).
+    pub(super) fn expire_idle(&mut self, key: &QueueKey, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let Some(queue) = self.queues.get_mut(key) else {
+            return;
+        };
+        queue.idle_timer = false;
+        let idle = queue.limits.idle;
+        while queue.waiters.front().is_some_and(|w| now >= w.since + idle) {
+            if let Some(w) = queue.waiters.pop_front() {
+                let _ = w.reply.send(None);
+            }
         }
+        self.arm_idle(key, ctx);
+    }
+
+    /// Sets the queue's idle timer for its oldest waiter, if not set.
+    fn arm_idle(&mut self, key: &QueueKey, ctx: &mut Context<Self>) {
+        let Some(queue) = self.queues.get_mut(key) else {
+            return;
+        };
+        let Some(oldest) = queue.waiters.front().map(|w| w.since) else {
+            return;
+        };
+        if queue.idle_timer {
+            return;
+        }
+        queue.idle_timer = true;
+        let wait = (oldest + queue.limits.idle).saturating_duration_since(Instant::now());
+        let k = key.clone();
+        ctx.run_later(wait, move |act, ctx| act.expire_idle(&k, ctx));
     }
 }
 
@@ -369,21 +396,17 @@ impl Handler<WantWork> for Scheduler {
         let waiter = Waiter {
             conn: msg.id,
             reply,
+            since: now,
         };
-        let idle = match self.queues.get_mut(&key) {
+        match self.queues.get_mut(&key) {
             Some(q) if q.active.is_empty() => {
                 q.waiters.push_back(waiter);
-                Some(q.limits.idle)
+                self.arm_idle(&key, ctx);
             }
             Some(_) => {
                 self.give(&key, waiter, ctx);
-                None
             }
             None => return Box::pin(async { None }),
-        };
-        if let Some(idle) = idle {
-            let id = msg.id;
-            ctx.run_later(idle, move |act, _| act.expire_waiter(&key, id));
         }
         Box::pin(async move { answer.await.ok().flatten() })
     }
