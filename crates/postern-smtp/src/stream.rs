@@ -146,23 +146,12 @@ impl Conn {
     /// Reads what is there (at least one byte) into `buf`; `Ok(0)` at the
     /// end of the stream.
     pub(crate) async fn read_more(&mut self, limit: Duration) -> io::Result<usize> {
-        let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
-        let spare = self.buf.get_mut(start..).unwrap_or_default();
-        let result = tokio::time::timeout(limit, self.stream.read(spare)).await;
-        let n = match result {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                self.buf.truncate(start);
-                return Err(e);
-            }
-            Err(_) => {
-                self.buf.truncate(start);
-                return Err(timed_out());
-            }
-        };
-        self.buf.truncate(start + n);
-        Ok(n)
+        // `read_buf` appends into spare capacity: nothing is zeroed first.
+        self.buf.reserve(READ_CHUNK);
+        match tokio::time::timeout(limit, self.stream.read_buf(&mut self.buf)).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out()),
+        }
     }
 
     pub(crate) async fn write_all(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
