@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actix::SpawnHandle;
 use postern_conf::{Config, Directive, Effective, MaxRetries, Origin, Throttle, Value};
 use postern_dns::RouteTable;
 use postern_smtp::Reply;
@@ -190,8 +189,8 @@ pub(crate) struct Queue {
     pub(crate) consecutive_failures: u32,
     /// The last connection failure.
     pub(crate) last_failure: Option<Reply>,
-    /// The timer that moves delayed mail back, and when it fires.
-    pub(crate) wake: Option<(Instant, SpawnHandle)>,
+    /// When the queue's next wake-up for delayed mail is set.
+    pub(crate) wake: Option<Instant>,
     /// Held: nothing is delivered until resumed (`Suspend_Delivery`).
     pub(crate) suspended: bool,
     /// A pump is already set for when a throttle allows more.

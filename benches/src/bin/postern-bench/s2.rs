@@ -50,7 +50,13 @@ pub(crate) fn run(args: &Args, messages: usize, domains: usize) -> Result<Value,
     let stop_seconds = stopping.elapsed().as_secs_f64();
 
     let sinks: Vec<Sink> = (0..args.hosts)
-        .map(|j| Sink::builder().drop_bodies().ip(host_ip(j)).port(port).start())
+        .map(|j| {
+            Sink::builder()
+                .drop_bodies()
+                .ip(host_ip(j))
+                .port(port)
+                .start()
+        })
         .collect::<Result<_, _>>()
         .map_err(e)?;
     let restarted = Instant::now();

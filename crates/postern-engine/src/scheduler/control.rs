@@ -6,6 +6,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::Scheduler;
+use super::timers::Timer;
 use crate::queue::QueueKey;
 use crate::throttle::Bucket;
 
@@ -104,13 +105,7 @@ impl Scheduler {
         };
         if queue.throttle_wake.is_none_or(|w| at < w) {
             queue.throttle_wake = Some(at);
-            let k = key.clone();
-            ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
-                if let Some(q) = act.queues.get_mut(&k) {
-                    q.throttle_wake = None;
-                }
-                act.pump(&k, ctx);
-            });
+            self.at(at, Timer::Throttle(key.clone()), ctx);
         }
         false
     }

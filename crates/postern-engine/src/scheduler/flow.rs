@@ -9,6 +9,7 @@ use postern_smtp::Reply;
 use tokio::sync::oneshot;
 
 use super::control::Pace;
+use super::timers::Timer;
 use super::{ConnInfo, Scheduler, Submit};
 use crate::choice::{better_is_free, choose};
 use crate::connection::{ConnId, Connected, Connection, WantWork};
@@ -335,9 +336,8 @@ impl Scheduler {
             return;
         }
         queue.idle_timer = true;
-        let wait = (oldest + queue.limits.idle).saturating_duration_since(Instant::now());
-        let k = key.clone();
-        ctx.run_later(wait, move |act, ctx| act.expire_idle(&k, ctx));
+        let when = oldest + queue.limits.idle;
+        self.at(when, Timer::Idle(key.clone()), ctx);
     }
 }
 

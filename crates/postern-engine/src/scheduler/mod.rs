@@ -11,6 +11,7 @@ mod outcome;
 mod query;
 mod retry;
 mod routing;
+mod timers;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -77,6 +78,8 @@ pub(crate) struct Scheduler {
     sequence: u64,
     /// Shutting down: no new connection, no new work.
     draining: bool,
+    /// Every deadline, under one actix timer.
+    timers: self::timers::Timers,
 }
 
 impl Scheduler {
@@ -116,6 +119,7 @@ impl Scheduler {
             tls: TlsCache::default(),
             sequence: 0,
             draining: false,
+            timers: self::timers::Timers::default(),
         }
     }
 }

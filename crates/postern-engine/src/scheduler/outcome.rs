@@ -8,6 +8,7 @@ use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
 use super::Scheduler;
+use super::timers::Timer;
 use crate::connection::{Done, End, Ended};
 use crate::message::{Batch, HostInfo};
 use crate::queue::QueueKey;
@@ -49,7 +50,7 @@ impl Scheduler {
             h.consecutive_failures += 1;
             h.last_failure = Some(now);
         }
-        ctx.run_later(retry, |act, ctx| act.pump_waiting(ctx));
+        self.at(now + retry, Timer::HostsBack, ctx);
         if give_up {
             if let Some(queue) = self.queues.get_mut(key) {
                 queue.consecutive_failures = 0;

@@ -16,6 +16,7 @@ use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
 use super::Scheduler;
+use super::timers::Timer;
 use crate::bounce::{self, FailedRecipient};
 use crate::message::{Batch, HostInfo, Report};
 use crate::queue::QueueKey;
@@ -209,7 +210,7 @@ impl Scheduler {
         self.schedule_wake(key, ctx);
     }
 
-    /// Keeps one timer per queue, set for its earliest delayed batch.
+    /// Sets the queue's wake-up for its earliest delayed batch.
     pub(super) fn schedule_wake(&mut self, key: &QueueKey, ctx: &mut Context<Self>) {
         let Some(queue) = self.queues.get_mut(key) else {
             return;
@@ -217,19 +218,11 @@ impl Scheduler {
         let Some(&(first, _)) = queue.delayed.keys().next() else {
             return;
         };
-        if let Some((at, handle)) = queue.wake.take() {
-            if at <= first {
-                queue.wake = Some((at, handle));
-                return;
-            }
-            ctx.cancel_future(handle);
+        if queue.wake.is_some_and(|at| at <= first) {
+            return;
         }
-        let k = key.clone();
-        let wait = first.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(wait, move |act, ctx| act.wake(&k, ctx));
-        if let Some(queue) = self.queues.get_mut(key) {
-            queue.wake = Some((first, handle));
-        }
+        queue.wake = Some(first);
+        self.at(first, Timer::Wake(key.clone()), ctx);
     }
 
     /// Delayed batches whose time has come are ready again, or fail as
@@ -276,9 +269,7 @@ impl Scheduler {
             return;
         };
         let all = std::mem::take(&mut queue.delayed);
-        if let Some((_, handle)) = queue.wake.take() {
-            ctx.cancel_future(handle);
-        }
+        queue.wake = None;
         for batch in all.into_values() {
             self.enter(key, &batch);
             if let Some(q) = self.queues.get_mut(key) {
