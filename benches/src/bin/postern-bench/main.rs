@@ -69,6 +69,10 @@ struct Args {
     /// Write the final JSON record here too.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Keep the daemon's configuration, spool and delivery log here
+    /// (default: a temporary directory, removed at the end).
+    #[arg(long)]
+    work: Option<PathBuf>,
     /// Give up waiting for the sinks after this many seconds.
     #[arg(long, default_value = "600")]
     timeout: u64,
@@ -110,7 +114,9 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
     let e = |x: std::io::Error| x.to_string();
     let dns = world::dns(domains, args.hosts).map_err(e)?;
     let (port, sinks) = world::sinks(args.hosts).map_err(e)?;
-    let dir = tempfile::tempdir().map_err(e)?;
+    let temp = tempfile::tempdir().map_err(e)?;
+    let dir = args.work.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(e)?;
     let mut daemon = None;
     let target = if args.direct {
         Target::Direct {
@@ -121,7 +127,7 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
         Target::One(t)
     } else {
         let listen = SocketAddr::from(([127, 0, 0, 1], world::free_port().map_err(e)?));
-        let config = world::write_config(dir.path(), dns.addr(), port, listen).map_err(e)?;
+        let config = world::write_config(&dir, dns.addr(), port, listen).map_err(e)?;
         let d = Daemon::start(&args.daemon, &config, listen).map_err(e)?;
         let t = Target::One(d.listen);
         daemon = Some(d);
