@@ -45,6 +45,9 @@ pub(crate) enum End {
     /// It never got to carry mail: connect, TLS, greeting, EHLO or AUTH
     /// failed. The reply stands for the failure.
     Failed(Reply),
+    /// It could not even be opened for lack of a local resource (file
+    /// descriptors, ports): the host is not at fault.
+    Starved,
     /// The session broke while carrying `batch`.
     Broken(Batch, Reply),
     /// It closed normally (QUIT).
@@ -94,10 +97,12 @@ async fn run(
     let mut session = match Session::connect(addr, &settings).await {
         Ok(s) => s,
         Err(e) => {
-            scheduler.do_send(Ended {
-                id,
-                end: End::Failed(e.reply()),
-            });
+            let end = if e.is_local_resource() {
+                End::Starved
+            } else {
+                End::Failed(e.reply())
+            };
+            scheduler.do_send(Ended { id, end });
             return;
         }
     };

@@ -115,7 +115,10 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
     let dns = world::dns(domains, args.hosts).map_err(e)?;
     let (port, sinks) = world::sinks(args.hosts).map_err(e)?;
     let temp = tempfile::tempdir().map_err(e)?;
-    let dir = args.work.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let dir = args
+        .work
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir).map_err(e)?;
     let mut daemon = None;
     let target = if args.direct {
@@ -261,6 +264,11 @@ fn scenario(args: &Args) -> (usize, usize) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The sinks hold as many connections as the daemon opens.
+    let nofile = rustix::process::Resource::Nofile;
+    let mut files = rustix::process::getrlimit(nofile);
+    files.current = files.maximum;
+    let _ = rustix::process::setrlimit(nofile, files);
     let (messages, domains) = scenario(&args);
     let result = if args.scenario.as_deref() == Some("s2") {
         s2::run(&args, messages, domains)

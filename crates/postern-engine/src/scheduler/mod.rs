@@ -97,6 +97,13 @@ impl Scheduler {
             Some(postern_conf::Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
             _ => 20_000,
         };
+        // Every connection is a file descriptor: keep a margin for the
+        // listener, the spool and the resolver.
+        let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX);
+        let server_limit = server_limit.min(descriptors.saturating_sub(512).max(64));
         let n = loops.len();
         Self {
             hostname: config.hostname(),

@@ -1,7 +1,7 @@
 //! Outcomes of connections and transactions, and host failures.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use postern_smtp::Reply;
@@ -132,6 +132,17 @@ impl Handler<Ended> for Scheduler {
         match msg.end {
             End::Closed => {}
             End::Failed(reply) => self.host_failed(&key, info.host, reply, ctx),
+            End::Starved => {
+                // This machine is out of descriptors or ports: wait for
+                // connections to close, and look again in a second.
+                self.starved.insert(key.clone());
+                self.at(
+                    Instant::now() + Duration::from_secs(1),
+                    Timer::HostsBack,
+                    ctx,
+                );
+                return;
+            }
             End::Broken(batch, reply) => {
                 let host = Some(HostInfo {
                     name: info.name.clone(),

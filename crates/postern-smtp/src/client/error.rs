@@ -122,6 +122,23 @@ impl SessionError {
         !matches!(self, SessionError::Argument(_))
     }
 
+    /// True when this machine ran out of something (file descriptors,
+    /// local ports, buffers): not the host's fault, and not a reason to
+    /// skip it.
+    pub fn is_local_resource(&self) -> bool {
+        const ENFILE: i32 = 23;
+        const EMFILE: i32 = 24;
+        const ENOBUFS: i32 = 105;
+        const EADDRNOTAVAIL: i32 = 99;
+        let os = match self {
+            SessionError::Connect { source, .. } | SessionError::Io { source, .. } => {
+                source.raw_os_error()
+            }
+            _ => None,
+        };
+        matches!(os, Some(ENFILE | EMFILE | ENOBUFS | EADDRNOTAVAIL))
+    }
+
     /// True when retrying the message cannot help.
     pub fn is_permanent(&self) -> bool {
         matches!(self, SessionError::Argument(_))

@@ -90,7 +90,19 @@ fn host_labels(config: &Config) -> usize {
     }
 }
 
+/// Raises the open-file limit to its hard maximum: every connection,
+/// inbound or outbound, is a file descriptor.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 async fn daemon(config: Arc<Config>) -> Result<(), String> {
+    raise_descriptor_limit();
     let prometheus = postern_metrics::install().map_err(|e| format!("metrics: {e}"))?;
     Totals::register(&config);
     let totals = Arc::new(Totals::default());
