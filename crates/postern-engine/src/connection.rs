@@ -50,6 +50,9 @@ pub(crate) enum End {
     Starved,
     /// The session broke while carrying `batch`.
     Broken(Batch, Reply),
+    /// A reused session turned out to be closed by the server (it timed
+    /// out while idle): `batch` was not attempted.
+    Stale(Batch),
     /// It closed normally (QUIT).
     Closed,
 }
@@ -129,11 +132,12 @@ async fn run(
                 outcomes,
             }),
             Err(e) => {
-                let reply = e.reply();
-                scheduler.do_send(Ended {
-                    id,
-                    end: End::Broken(batch, reply),
-                });
+                let end = if sent > 0 && e.phase() == Some(postern_smtp::client::Phase::Rset) {
+                    End::Stale(batch)
+                } else {
+                    End::Broken(batch, e.reply())
+                };
+                scheduler.do_send(Ended { id, end });
                 return;
             }
         }

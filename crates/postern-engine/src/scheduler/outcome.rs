@@ -132,6 +132,11 @@ impl Handler<Ended> for Scheduler {
         match msg.end {
             End::Closed => {}
             End::Failed(reply) => self.host_failed(&key, info.host, reply, ctx),
+            End::Stale(batch) => {
+                if let Some(q) = self.queues.get_mut(&key) {
+                    q.active.push_front(batch);
+                }
+            }
             End::Starved => {
                 // This machine is out of descriptors or ports: wait for
                 // connections to close, and look again in a second.
@@ -156,7 +161,11 @@ impl Handler<Ended> for Scheduler {
             }
         }
         self.pump(&key, ctx);
-        for key in std::mem::take(&mut self.starved) {
+        // A closed connection frees one slot: a few starved queues are
+        // enough to try (trying them all made each close cost O(queues)).
+        let next: Vec<QueueKey> = self.starved.iter().take(4).cloned().collect();
+        for key in next {
+            self.starved.remove(&key);
             self.pump(&key, ctx);
         }
     }

@@ -122,6 +122,17 @@ impl SessionError {
         !matches!(self, SessionError::Argument(_))
     }
 
+    /// The phase it happened in, when it is known.
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            SessionError::Timeout { phase }
+            | SessionError::Io { phase, .. }
+            | SessionError::Rejected { phase, .. }
+            | SessionError::Protocol { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+
     /// True when this machine ran out of something (file descriptors,
     /// local ports, buffers): not the host's fault, and not a reason to
     /// skip it.
