@@ -19,41 +19,43 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Builds `bin` of `package` for this test's profile (a no-op when it is
+/// up to date) and returns its path.
+fn build(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin, "--profile"])
+        .arg(profile)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(workspace_root())
+        .status()
+        .expect("cargo can be started");
+    assert!(status.success(), "building {bin} failed");
+    profile_dir.join(bin)
+}
+
 /// The path of a freshly built `postern` binary of this test's profile.
 pub fn postern_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test knows its own path");
-        // target/<profile>/deps/<test binary>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binaries live in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "postern",
-                "--bin",
-                "postern",
-                "--profile",
-            ])
-            .arg(profile)
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(workspace_root())
-            .status()
-            .expect("cargo can be started");
-        assert!(status.success(), "building the postern binary failed");
-        profile_dir.join("postern")
-    })
+    BIN.get_or_init(|| build("postern", "postern"))
+}
+
+/// The path of a freshly built `postern-bench` (the load harness).
+pub fn bench_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build("postern-benches", "postern-bench"))
 }
 
 /// Runs `postern ARGS` in the workspace root and waits for it.
