@@ -159,7 +159,7 @@ impl Table {
     }
 
     /// The levels as (level, addresses), best first.
-    pub(crate) fn levels(&self) -> Vec<(u32, Vec<SocketAddr>)> {
+    fn levels(&self) -> Vec<(u32, Vec<SocketAddr>)> {
         self.current()
             .map(|t| {
                 t.levels
@@ -171,10 +171,16 @@ impl Table {
     }
 }
 
+/// A table's levels as addresses, for the host choice.
+pub(crate) type Levels = Vec<(u32, Vec<SocketAddr>)>;
+
 /// The queue.
 pub(crate) struct Queue {
     pub(crate) limits: Limits,
     pub(crate) table: Table,
+    /// The current table's levels as addresses, kept with the table so
+    /// that a decision does not rebuild them.
+    pub(crate) levels: Levels,
     /// Ready now, oldest first.
     pub(crate) active: VecDeque<Batch>,
     /// Waiting for a time, by (time, sequence).
@@ -207,6 +213,7 @@ impl Queue {
             idle_timer: false,
             limits,
             table: Table::None,
+            levels: Vec::new(),
             active: VecDeque::new(),
             delayed: BTreeMap::new(),
             connections: 0,
@@ -216,6 +223,11 @@ impl Queue {
             last_failure: None,
             wake: None,
         }
+    }
+
+    /// Takes the levels from the table now in force.
+    pub(crate) fn refresh_levels(&mut self) {
+        self.levels = self.table.levels();
     }
 
     /// The connections the ready mail calls for: one per ready batch and

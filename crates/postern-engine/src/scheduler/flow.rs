@@ -53,9 +53,8 @@ impl Scheduler {
         let Some(queue) = self.queues.get(key) else {
             return false;
         };
-        let levels = queue.table.levels();
         better_is_free(
-            levels.iter().map(|(l, a)| (*l, &a[..])),
+            queue.levels.iter().map(|(l, a)| (*l, &a[..])),
             &self.hosts,
             level,
             now,
@@ -134,18 +133,21 @@ impl Scheduler {
                 self.reclaim_idle(key, None);
                 return;
             }
-            let levels = queue.table.levels();
-            if levels.is_empty() || !self.paced(key, Pace::Connections, ctx) {
+            if queue.levels.is_empty() || !self.paced(key, Pace::Connections, ctx) {
                 return;
             }
-            match choose(levels.iter().map(|(l, a)| (*l, &a[..])), &self.hosts, now) {
+            let choice = self
+                .queues
+                .get(key)
+                .and_then(|q| choose(q.levels.iter().map(|(l, a)| (*l, &a[..])), &self.hosts, now));
+            match choice {
                 Some((level, addr)) => {
                     if !self.open(key, level, addr, ctx) {
                         return;
                     }
                 }
                 None => {
-                    self.no_usable_host(key, &levels, ctx, now);
+                    self.no_usable_host(key, ctx, now);
                     return;
                 }
             }
@@ -155,18 +157,18 @@ impl Scheduler {
     /// Every host is unreachable or full. Full: wait for a slot. All
     /// unreachable and nothing open: the ready mail has failed this attempt
     /// for now, and waits for its retry in the delayed queue.
-    pub(super) fn no_usable_host(
-        &mut self,
-        key: &QueueKey,
-        levels: &[(u32, Vec<SocketAddr>)],
-        ctx: &mut Context<Self>,
-        now: Instant,
-    ) {
-        let all_down = levels
-            .iter()
-            .flat_map(|(_, a)| a.iter())
+    pub(super) fn no_usable_host(&mut self, key: &QueueKey, ctx: &mut Context<Self>, now: Instant) {
+        let Some(queue) = self.queues.get(key) else {
+            return;
+        };
+        let mut addrs = queue.levels.iter().flat_map(|(_, a)| a.iter());
+        let all_down = addrs
+            .clone()
             .all(|a| self.hosts.get(a).is_some_and(|h| !h.reachable(now)));
-        let open = self.queues.get(key).map_or(0, |q| q.connections);
+        let full = addrs
+            .find(|a| self.hosts.get(*a).is_some_and(|h| h.reachable(now)))
+            .copied();
+        let open = queue.connections;
         if all_down && open == 0 {
             let reply = self
                 .queues
@@ -176,12 +178,6 @@ impl Scheduler {
             self.delay_active(key, &reply, ctx);
         } else {
             self.starved.insert(key.clone());
-            let now = Instant::now();
-            let full = levels
-                .iter()
-                .flat_map(|(_, a)| a.iter())
-                .find(|a| self.hosts.get(*a).is_some_and(|h| h.reachable(now)))
-                .copied();
             if let Some(addr) = full {
                 self.reclaim_idle(key, Some(addr));
             }

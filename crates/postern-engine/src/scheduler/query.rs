@@ -124,10 +124,9 @@ impl Handler<QueryQueue> for Scheduler {
         let now = Instant::now();
         let queue = self.queues.get(&key)?;
         let hosts = queue
-            .table
-            .levels()
-            .into_iter()
-            .flat_map(|(level, addrs)| addrs.into_iter().map(move |a| (level, a)))
+            .levels
+            .iter()
+            .flat_map(|(level, addrs)| addrs.iter().map(move |a| (*level, *a)))
             .filter_map(|(level, addr)| {
                 let h = self.hosts.get(&addr)?;
                 Some(HostView {

@@ -88,6 +88,9 @@ impl Scheduler {
                 }
             }
         }
+        if let Some(queue) = self.queues.get_mut(key) {
+            queue.refresh_levels();
+        }
         self.pump(key, ctx);
     }
 }
