@@ -6,12 +6,13 @@
 
 use std::fmt;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::error::Location;
 use crate::model::{Config, DomainStanza, Options};
 use crate::route::{RouteItem, Target};
 use crate::schema::{DIRECTIVES, DefaultValue, Directive};
-use crate::value::{Value, parse_default};
+use crate::value::{DeliveryMethod, Value, parse_default};
 
 /// One level of the scope order for mail of binding `b` (in group `g`) to
 /// domain `d`.
@@ -217,6 +218,47 @@ impl<'c> Effective<'c> {
     /// `eff.pick(Directive::Tls, |v| match v { Value::Tls(t) => Some(*t), _ => None })`.
     pub fn pick<T>(&self, d: Directive, pick: impl Fn(&'c Value) -> Option<T>) -> Option<T> {
         self.get(d).and_then(|r| pick(r.value))
+    }
+
+    /// A count option (`Kind::Count`, `Kind::PositiveCount`).
+    pub fn count(&self, d: Directive) -> Option<u64> {
+        self.pick(d, |v| match v {
+            Value::Count(n) => Some(*n),
+            _ => None,
+        })
+    }
+
+    /// A seconds option.
+    pub fn seconds(&self, d: Directive) -> Option<Duration> {
+        self.pick(d, |v| match v {
+            Value::Seconds(n) => Some(Duration::from_secs(*n)),
+            _ => None,
+        })
+    }
+
+    /// A true/false option.
+    pub fn flag(&self, d: Directive) -> Option<bool> {
+        self.pick(d, |v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// A port option.
+    pub fn port(&self, d: Directive) -> Option<u16> {
+        self.pick(d, |v| match v {
+            Value::Port(p) => Some(*p),
+            _ => None,
+        })
+    }
+
+    /// `Delivery_Method` (ESMTP when unset).
+    pub fn delivery_method(&self) -> DeliveryMethod {
+        self.pick(Directive::DeliveryMethod, |v| match v {
+            Value::DeliveryMethod(m) => Some(*m),
+            _ => None,
+        })
+        .unwrap_or(DeliveryMethod::Esmtp)
     }
 
     /// The routing decision: the most specific scope that sets `Gateway`

@@ -128,21 +128,10 @@ struct Scope {
 
 impl Scope {
     fn of(eff: &Effective<'_>) -> Self {
-        let port = |d| {
-            eff.pick(d, |v| match v {
-                Value::Port(p) => Some(*p),
-                _ => None,
-            })
-        };
         Self {
-            method: eff
-                .pick(Directive::DeliveryMethod, |v| match v {
-                    Value::DeliveryMethod(m) => Some(*m),
-                    _ => None,
-                })
-                .unwrap_or(DeliveryMethod::Esmtp),
-            smtp_port: port(Directive::RemoteSmtpPort).unwrap_or(25),
-            lmtp_port: port(Directive::LmtpPort).unwrap_or(2003),
+            method: eff.delivery_method(),
+            smtp_port: eff.port(Directive::RemoteSmtpPort).unwrap_or(25),
+            lmtp_port: eff.port(Directive::LmtpPort).unwrap_or(2003),
             tls: eff
                 .pick(Directive::Tls, |v| match v {
                     Value::Tls(t) => Some(*t),

@@ -12,13 +12,9 @@ use postern_conf::{
 use postern_dns::{AuthSource, RouteEntry};
 use postern_smtp::client::{ClientSettings, Credentials, Protocol, Timeouts};
 
-fn seconds(eff: &Effective<'_>, d: Directive) -> Duration {
-    let n = eff.pick(d, |v| match v {
-        Value::Seconds(n) => Some(*n),
-        _ => None,
-    });
-    Duration::from_secs(n.unwrap_or(300))
-}
+/// The deadline of a phase whose option has no value (never, with the
+/// directive table's defaults).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn text(eff: &Effective<'_>, d: Directive) -> Option<String> {
     eff.pick(d, |v| match v {
@@ -100,13 +96,7 @@ pub fn client_settings(
     helo_name: &str,
     tls: &mut TlsCache,
 ) -> Result<ClientSettings, String> {
-    let method = eff
-        .pick(Directive::DeliveryMethod, |v| match v {
-            Value::DeliveryMethod(m) => Some(*m),
-            _ => None,
-        })
-        .unwrap_or(DeliveryMethod::Esmtp);
-    let protocol = match (entry.scheme, method) {
+    let protocol = match (entry.scheme, eff.delivery_method()) {
         (Scheme::Lmtp, _) => Protocol::Lmtp,
         (_, DeliveryMethod::Smtp) => Protocol::Smtp,
         _ => Protocol::Esmtp,
@@ -133,11 +123,21 @@ pub fn client_settings(
         _ => None,
     });
     settings.timeouts = Timeouts {
-        connect: seconds(eff, Directive::ConnectTimeout),
-        ehlo: seconds(eff, Directive::EhloTimeout),
-        mail_from: seconds(eff, Directive::MailFromTimeout),
-        rcpt_to: seconds(eff, Directive::RcptToTimeout),
-        data: seconds(eff, Directive::DataTimeout),
+        connect: eff
+            .seconds(Directive::ConnectTimeout)
+            .unwrap_or(DEFAULT_TIMEOUT),
+        ehlo: eff
+            .seconds(Directive::EhloTimeout)
+            .unwrap_or(DEFAULT_TIMEOUT),
+        mail_from: eff
+            .seconds(Directive::MailFromTimeout)
+            .unwrap_or(DEFAULT_TIMEOUT),
+        rcpt_to: eff
+            .seconds(Directive::RcptToTimeout)
+            .unwrap_or(DEFAULT_TIMEOUT),
+        data: eff
+            .seconds(Directive::DataTimeout)
+            .unwrap_or(DEFAULT_TIMEOUT),
     };
     Ok(settings)
 }

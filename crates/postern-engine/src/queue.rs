@@ -61,32 +61,6 @@ fn throttle(eff: &Effective<'_>, d: Directive) -> Option<(String, Throttle)> {
     Some((name, *t))
 }
 
-fn flag(eff: &Effective<'_>, d: Directive, default: bool) -> bool {
-    eff.pick(d, |v| match v {
-        Value::Bool(b) => Some(*b),
-        _ => None,
-    })
-    .unwrap_or(default)
-}
-
-fn count(eff: &Effective<'_>, d: Directive, default: u64) -> u64 {
-    eff.pick(d, |v| match v {
-        Value::Count(n) => Some(*n),
-        _ => None,
-    })
-    .unwrap_or(default)
-}
-
-fn seconds(eff: &Effective<'_>, d: Directive, default: u64) -> Duration {
-    Duration::from_secs(
-        eff.pick(d, |v| match v {
-            Value::Seconds(n) => Some(*n),
-            _ => None,
-        })
-        .unwrap_or(default),
-    )
-}
-
 impl Limits {
     /// The queue's options; defaults when the binding is not configured.
     pub(crate) fn of(config: &Config, key: &QueueKey) -> Self {
@@ -101,22 +75,34 @@ impl Limits {
         };
         let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         Self {
-            max_connections: size(count(&eff, Directive::MaxOutboundConnections, 32)),
-            batch_size: size(count(&eff, Directive::MaxRecipientsPerBatch, 100)),
-            max_deliveries: count(&eff, Directive::MaxDeliveriesPerConnection, 0),
-            idle: seconds(&eff, Directive::IdleTimeout, 5),
-            host_failure_retry: seconds(&eff, Directive::HostFailureRetry, 120),
-            failures_to_delay: u32::try_from(count(&eff, Directive::MxFailuresToDelay, 50))
+            max_connections: size(eff.count(Directive::MaxOutboundConnections).unwrap_or(32)),
+            batch_size: size(eff.count(Directive::MaxRecipientsPerBatch).unwrap_or(100)),
+            max_deliveries: eff
+                .count(Directive::MaxDeliveriesPerConnection)
+                .unwrap_or(0),
+            idle: eff
+                .seconds(Directive::IdleTimeout)
+                .unwrap_or(Duration::from_secs(5)),
+            host_failure_retry: eff
+                .seconds(Directive::HostFailureRetry)
+                .unwrap_or(Duration::from_secs(120)),
+            failures_to_delay: u32::try_from(eff.count(Directive::MxFailuresToDelay).unwrap_or(50))
                 .unwrap_or(u32::MAX),
-            retry_interval: seconds(&eff, Directive::RetryInterval, 1200),
-            max_retry_interval: seconds(&eff, Directive::MaxRetryInterval, 43_200),
+            retry_interval: eff
+                .seconds(Directive::RetryInterval)
+                .unwrap_or(Duration::from_secs(1200)),
+            max_retry_interval: eff
+                .seconds(Directive::MaxRetryInterval)
+                .unwrap_or(Duration::from_secs(43_200)),
             max_retries: eff.pick(Directive::MaxRetries, |v| match v {
                 Value::MaxRetries(MaxRetries::Limit(n)) => Some(*n),
                 _ => None,
             }),
-            expiration: seconds(&eff, Directive::MessageExpiration, 86_400),
-            bounces: flag(&eff, Directive::GenerateBounces, true),
-            suspended: flag(&eff, Directive::SuspendDelivery, false),
+            expiration: eff
+                .seconds(Directive::MessageExpiration)
+                .unwrap_or(Duration::from_secs(86_400)),
+            bounces: eff.flag(Directive::GenerateBounces).unwrap_or(true),
+            suspended: eff.flag(Directive::SuspendDelivery).unwrap_or(false),
             message_throttle: throttle(&eff, Directive::OutboundThrottleMessages),
             connection_throttle: throttle(&eff, Directive::OutboundThrottleConnections),
         }

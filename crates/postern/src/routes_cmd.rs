@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use postern_conf::{DeliveryMethod, Directive, Effective, Scheme, Value};
+use postern_conf::{DeliveryMethod, Directive, Effective, Scheme};
 use postern_dns::{Dns, RouteEntry, RouteTable};
 use serde_json::{Value as Json, json};
 
@@ -74,19 +74,11 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     fn of(eff: &Effective<'_>, table: &'a RouteTable) -> Self {
-        let method = eff
-            .pick(Directive::DeliveryMethod, |v| match v {
-                Value::DeliveryMethod(m) => Some(*m),
-                _ => None,
-            })
-            .unwrap_or(DeliveryMethod::Esmtp);
+        let method = eff.delivery_method();
         Self {
             table,
             method,
-            queue_limit: eff.pick(Directive::MaxOutboundConnections, |v| match v {
-                Value::Count(n) => Some(*n),
-                _ => None,
-            }),
+            queue_limit: eff.count(Directive::MaxOutboundConnections),
         }
     }
 

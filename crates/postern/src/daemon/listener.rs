@@ -225,10 +225,7 @@ impl Inbound {
             return None;
         }
         let cache_for = eff
-            .pick(Directive::RecipientVerificationCache, |v| match v {
-                Value::Seconds(n) => Some(Duration::from_secs(*n)),
-                _ => None,
-            })
+            .seconds(Directive::RecipientVerificationCache)
             .unwrap_or(Duration::from_secs(600));
         let key = recipient.to_ascii_lowercase();
         {
