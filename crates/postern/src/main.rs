@@ -60,26 +60,19 @@ enum Command {
     Routes {
         /// The destination domain.
         domain: String,
-        /// The binding (`default` for mail not assigned to one).
-        #[arg(long, default_value = "default")]
-        binding: String,
-        /// The configuration file.
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        queue: QueueArgs,
     },
     /// A running daemon's summary: connections, queues, totals, rates,
     /// uptime.
-    Summary(Console),
+    Summary(QueueArgs),
     /// One queue of a running daemon: its routing table with per-host
     /// connections, limits and failures; its queue sizes.
     Domain {
         /// The destination domain.
         domain: String,
         #[command(flatten)]
-        console: Console,
+        console: QueueArgs,
     },
     /// The queues of a running daemon with the most mail.
     Queue {
@@ -87,28 +80,28 @@ enum Command {
         #[arg(long, default_value = "20")]
         limit: usize,
         #[command(flatten)]
-        console: Console,
+        console: QueueArgs,
     },
     /// Retry a queue's delayed mail now.
     Flush {
         /// The destination domain.
         domain: String,
         #[command(flatten)]
-        console: Console,
+        console: QueueArgs,
     },
     /// Hold a queue: nothing is delivered (or failed) until resumed.
     Suspend {
         /// The destination domain.
         domain: String,
         #[command(flatten)]
-        console: Console,
+        console: QueueArgs,
     },
     /// Deliver a held queue again.
     Resume {
         /// The destination domain.
         domain: String,
         #[command(flatten)]
-        console: Console,
+        console: QueueArgs,
     },
     /// Connect to a route's first host with the route's settings (TLS,
     /// AUTH, port, protocol), print each step (greeting, EHLO, STARTTLS,
@@ -131,13 +124,14 @@ enum Command {
     },
 }
 
-/// Options of the console commands.
+/// Options of the commands about one queue: `routes` and the console.
 #[derive(Debug, clap::Args)]
-struct Console {
-    /// The binding of the queue.
+struct QueueArgs {
+    /// The binding (`default` for mail not assigned to one).
     #[arg(long, default_value = "default")]
     binding: String,
-    /// The daemon's configuration file (for `Metrics_Listen`).
+    /// The configuration file (the console finds the daemon's
+    /// `Metrics_Listen` there).
     #[arg(long, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
     /// Print JSON instead of a table.
@@ -145,7 +139,7 @@ struct Console {
     json: bool,
 }
 
-fn console(c: &Console, ask: &admin_cmd::Ask) -> ExitCode {
+fn console(c: &QueueArgs, ask: &admin_cmd::Ask) -> ExitCode {
     admin_cmd::run(&c.config, ask, c.json)
 }
 
@@ -169,7 +163,7 @@ enum ConfigCommand {
     Reference,
 }
 
-fn act(c: &Console, action: &'static str, domain: String) -> ExitCode {
+fn act(c: &QueueArgs, action: &'static str, domain: String) -> ExitCode {
     let binding = c.binding.clone();
     console(
         c,
@@ -206,12 +200,9 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         },
-        Command::Routes {
-            domain,
-            binding,
-            config,
-            json,
-        } => routes_cmd::routes(&config, &binding, &domain, json),
+        Command::Routes { domain, queue } => {
+            routes_cmd::routes(&queue.config, &queue.binding, &domain, queue.json)
+        }
         Command::VerifyGateway {
             url,
             domain,
