@@ -123,25 +123,17 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit; returns its exit code.
     pub fn terminate(mut self) -> Option<i32> {
-        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
-        if let Some(pid) = pid {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        self.child.wait().ok().and_then(|s| s.code())
+        postern_testkit::process::terminate(&mut self.child).and_then(|s| s.code())
     }
 
     /// SIGKILL: the process dies wherever it is.
     pub fn kill_9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        postern_testkit::process::kill(&mut self.child);
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        postern_testkit::process::kill(&mut self.child);
     }
 }

@@ -9,6 +9,7 @@
 //!   messages), drops the connection during DATA, answers slowly, requires
 //!   STARTTLS or AUTH, and records every message and the most concurrent
 //!   connections it saw.
+//! - [`process`]: ending a started daemon by its PID (SIGTERM, or SIGKILL).
 //! - [`tls::TestCa`]: a certificate authority made on the spot, issuing
 //!   server certificates for names and addresses.
 //!
@@ -26,5 +27,6 @@
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod process;
 pub mod sink;
 pub mod tls;

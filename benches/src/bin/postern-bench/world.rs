@@ -135,20 +135,13 @@ impl Daemon {
 
     /// SIGTERM, then wait.
     pub(crate) fn stop(mut self) {
-        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
-        if let Some(pid) = pid {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let _ = self.child.wait();
+        let _ = postern_testkit::process::terminate(&mut self.child);
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        postern_testkit::process::kill(&mut self.child);
     }
 }
 
