@@ -1,17 +1,24 @@
 //! Postern's delivery engine, on actix.
 //!
 //! [`Engine::start`] starts a control event loop (the scheduler, which
-//! keeps every queue's and every destination host's state) and
+//! keeps every domain's queue and every MX host's pool of connections) and
 //! `Event_Loops` delivery event loops where connection actors run, each
 //! new connection on the least loaded loop. The daemon [`submit`]s queued
 //! messages and reads a [`Report`] per recipient and attempt from
 //! [`reports`]; [`queue`] and [`summary`] show the engine's state.
 //!
-//! The scheduling rule (DESIGN.md): a connection goes to the best
-//! preference level that has a host which is reachable and below its
-//! connection limit, to that level's host with the fewest connections; a
-//! connection to a worse host gets no new message while a better host is
-//! reachable and free. See [`choice`].
+//! - `domain/`: one queue per (binding, domain): routing table, ready and
+//!   delayed mail, its own limits.
+//! - `mx_host/`: one host per (source, address, delivery profile): the
+//!   pool of connections shared by every domain routed there, its limit,
+//!   its reachability.
+//! - `connection/`: the connection actor and what its failures mean.
+//! - `scheduler/`: the control plane that ties them, and its actor.
+//!
+//! The scheduling rule (DESIGN.md): a domain's mail goes to the best
+//! preference level that has a host which is reachable and has an idle
+//! connection or a free slot; a worse host gets no new connection and no
+//! batch of that domain while a better host is reachable and free.
 //!
 //! [`submit`]: Engine::submit
 //! [`reports`]: Engine::reports
@@ -20,11 +27,13 @@
 #![warn(missing_docs)]
 
 mod bounce;
-pub mod choice;
 mod connection;
+mod domain;
+mod lease;
 mod message;
+mod messages;
+mod mx_host;
 pub mod outbound;
-mod queue;
 mod scheduler;
 mod throttle;
 
@@ -38,11 +47,10 @@ use postern_conf::{Config, Directive, Value};
 use postern_dns::Dns;
 
 pub use bounce::{Bounce, FailedRecipient};
+pub use domain::QueueKey;
 pub use message::{HostInfo, QueuedMessage, Report};
-pub use queue::QueueKey;
-use scheduler::{
-    Command, Control, Drain, QueryQueue, QueryQueues, QuerySummary, Scheduler, Submit,
-};
+use messages::Submit;
+use scheduler::{Command, Control, Drain, Fault, QueryQueue, QueryQueues, QuerySummary, Scheduler};
 pub use scheduler::{HostSummary, HostView, QueueRow, QueueView, Summary};
 
 /// A running engine. Dropping it stops its event loops.
@@ -96,6 +104,13 @@ impl Handle {
     /// Connections per event loop, queue totals.
     pub async fn summary(&self) -> Option<Summary> {
         self.0.send(QuerySummary).await.ok()
+    }
+
+    /// Test hook: the next connection given a batch for `recipient` panics
+    /// while carrying it (its guard must give the batch back).
+    #[doc(hidden)]
+    pub fn panic_on_recipient(&self, recipient: &str) {
+        self.0.do_send(Fault(recipient.to_owned()));
     }
 
     /// The `limit` queues with the most mail.

@@ -365,13 +365,21 @@ async fn connection_failures_are_typed() {
         matches!(
             e,
             SessionError::Io {
-                phase: Phase::Data,
+                phase: Phase::Data | Phase::DataEnd,
                 ..
             }
         ),
         "{e:?}"
     );
     assert_eq!(dropper.message_count(), 0);
+
+    // Lost after the final dot: the phase says the message may be there.
+    let dropper = Sink::builder().drop_after_data().start().unwrap();
+    let mut s = Session::connect(dropper.addr(), &settings("x"))
+        .await
+        .unwrap();
+    let e = s.send(&tx).await.unwrap_err();
+    assert_eq!(e.phase(), Some(Phase::DataEnd), "{e:?}");
 }
 
 #[tokio::test]

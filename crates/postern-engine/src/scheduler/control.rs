@@ -1,13 +1,15 @@
 //! What an operator does to a queue: hold it, release it, retry its
-//! delayed mail now; and the throttles that pace it.
+//! delayed mail now; the throttles that pace it; draining at shutdown;
+//! and the test hook that makes a connection panic.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::Scheduler;
 use super::timers::Timer;
-use crate::queue::QueueKey;
+use super::{Core, Scheduler};
+use crate::domain::{DomainId, QueueKey};
 use crate::throttle::Bucket;
 
 /// An operator's command.
@@ -30,20 +32,23 @@ impl Handler<Control> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, Control(key, command): Control, ctx: &mut Context<Self>) {
+        let d = self.core.domain_id(&key);
         match command {
             Command::Suspend => {
-                let queue = self.queue(&key);
-                queue.suspended = true;
-                for waiter in queue.waiters.drain(..) {
-                    let _ = waiter.reply.send(None);
+                // Its hosts' rings let it go when they reach it.
+                if let Some(dom) = self.core.domain_mut(d) {
+                    dom.suspended = true;
                 }
             }
             Command::Resume => {
-                self.queue(&key).suspended = false;
-                self.pump(&key, ctx);
+                if let Some(dom) = self.core.domain_mut(d) {
+                    dom.suspended = false;
+                }
+                self.core.offer(d);
             }
-            Command::Flush => self.flush(&key, ctx),
+            Command::Flush => self.core.flush(d),
         }
+        self.sync(ctx);
     }
 }
 
@@ -57,33 +62,47 @@ impl Handler<Drain> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
-        self.draining = true;
-        for queue in self.queues.values_mut() {
-            for waiter in queue.waiters.drain(..) {
-                let _ = waiter.reply.send(None);
+        self.core.draining = true;
+        self.core.idle_index.clear();
+        for host in &mut self.core.hosts {
+            for idle in host.idle.drain(..) {
+                let _ = idle.reply.send(None);
             }
         }
     }
 }
 
-/// Which throttle of a queue.
+/// Test hook: the next connection given a batch for this recipient
+/// panics while carrying it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Fault(pub(crate) String);
+
+impl Handler<Fault> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, Fault(recipient): Fault, _: &mut Context<Self>) {
+        self.core.panic_on = Some(Arc::from(recipient));
+    }
+}
+
+/// Which throttle of a domain.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Pace {
     Messages,
     Connections,
 }
 
-impl Scheduler {
-    /// Takes a token from the queue's throttle; false (and a pump set for
-    /// when the next token comes) when the throttle says wait.
-    pub(super) fn paced(&mut self, key: &QueueKey, pace: Pace, ctx: &mut Context<Self>) -> bool {
-        let now = Instant::now();
-        let Some(queue) = self.queues.get(key) else {
+impl Core {
+    /// Takes a token from the domain's throttle; false (and a wake-up set
+    /// for when the next token comes) when the throttle says wait.
+    pub(super) fn paced(&mut self, d: DomainId, pace: Pace, now: Instant) -> bool {
+        let Some(dom) = self.domain(d) else {
             return true;
         };
         let throttle = match pace {
-            Pace::Messages => &queue.limits.message_throttle,
-            Pace::Connections => &queue.limits.connection_throttle,
+            Pace::Messages => &dom.limits.message_throttle,
+            Pace::Connections => &dom.limits.connection_throttle,
         };
         let Some((name, throttle)) = throttle.clone() else {
             return true;
@@ -100,12 +119,12 @@ impl Scheduler {
             Pace::Connections => "connections",
         };
         metrics::counter!(postern_metrics::THROTTLE_DELAYS, "kind" => kind).increment(1);
-        let Some(queue) = self.queues.get_mut(key) else {
+        let Some(dom) = self.domain_mut(d) else {
             return false;
         };
-        if queue.throttle_wake.is_none_or(|w| at < w) {
-            queue.throttle_wake = Some(at);
-            self.at(at, Timer::Throttle(key.clone()), ctx);
+        if dom.throttle_wake.is_none_or(|w| at < w) {
+            dom.throttle_wake = Some(at);
+            self.timers.at(at, Timer::Throttle(d));
         }
         false
     }

@@ -1,72 +1,103 @@
-//! The scheduler actor on the control loop. It owns every queue (the
-//! domain actors' state) and every destination host (the MX-host actors'
-//! state), so that each decision about a connection is made on one
-//! consistent view: no two queues can both take a host's last slot, and a
-//! worse host is never chosen while a better one is free (see
-//! `docs/adr/0001-control-plane.md`).
+//! The scheduler on the control loop. [`Core`] holds every domain (the
+//! domain actors' state) and every MX host (the MX-host actors' state,
+//! each with its pool of connections), so that each decision is made on
+//! one consistent view: no two domains can take a host's last slot, and a
+//! worse host never gets a connection or a batch while a better one is
+//! free. `Core` has no actix in it; it records what is to be done outside
+//! (open a connection, look up a table) as [`Action`]s, and the
+//! [`Scheduler`] actor carries them out and keeps one timer for the
+//! earliest deadline (`docs/adr/0003-mx-host-pools.md`).
 
 mod control;
-mod flow;
+mod dispatch;
 mod outcome;
 mod query;
 mod retry;
 mod routing;
 mod timers;
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use crossbeam_channel::Sender;
-use postern_conf::Config;
+use postern_conf::{Config, Directive, Value};
 use postern_dns::Dns;
 
-pub(crate) use self::control::{Command, Control, Drain};
+pub(crate) use self::control::{Command, Control, Drain, Fault};
 pub use self::query::{HostSummary, HostView, QueueRow, QueueView, Summary};
 pub(crate) use self::query::{QueryQueue, QueryQueues, QuerySummary};
 use self::retry::{Round, RoundKey};
+use self::timers::Timers;
 use crate::bounce::Bounce;
-use crate::choice::HostState;
-use crate::connection::ConnId;
-use crate::message::{QueuedMessage, Report};
+use crate::connection::{ConnId, Connection};
+use crate::domain::{Domain, DomainId, Limits, QueueKey};
+use crate::lease::{Gauge, Lease};
+use crate::message::{Batch, Report};
+use crate::messages::{Connected, Ended, Submit, WantWork};
+use crate::mx_host::{HostId, HostKey, MxHost, Peer};
 use crate::outbound::TlsCache;
-use crate::queue::{Queue, QueueKey};
 use crate::throttle::Bucket;
 
-/// A message for the engine.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Submit(pub(crate) QueuedMessage);
+/// MX lookups (routing table builds) in flight at once; more wait.
+const MAX_LOOKUPS: usize = 64;
 
-/// What the scheduler knows of a connection.
+/// What the core asks its actor to do.
 #[derive(Debug)]
-struct ConnInfo {
-    queue: QueueKey,
-    host: SocketAddr,
-    name: String,
-    level: u32,
-    event_loop: usize,
-    busy: bool,
+pub(crate) enum Action {
+    /// Start a connection actor on a delivery loop.
+    Open {
+        conn: ConnId,
+        host: HostId,
+        event_loop: usize,
+    },
+    /// Build the domain's routing table.
+    Resolve(DomainId),
 }
 
-/// The scheduler.
-pub(crate) struct Scheduler {
+/// Being opened on behalf of a domain: counted against the host's and the
+/// domain's connections until it connects or fails.
+#[derive(Debug)]
+struct Opening {
+    domain: DomainId,
+    _host: Lease,
+    _domain: Lease,
+}
+
+/// A connection's record; dropping it gives back every slot it holds.
+#[derive(Debug)]
+struct Conn {
+    host: HostId,
+    _slot: Lease,
+    _server: Lease,
+    _on_loop: Lease,
+    opening: Option<Opening>,
+    /// The domain whose batch it carries now.
+    carrying: Option<(DomainId, Lease)>,
+}
+
+/// Every domain, host and connection, and the rules that tie them.
+pub(crate) struct Core {
     config: Arc<Config>,
-    dns: Dns,
     hostname: String,
-    queues: HashMap<QueueKey, Queue>,
-    hosts: HashMap<SocketAddr, HostState>,
-    conns: HashMap<ConnId, ConnInfo>,
+    domains: Vec<Domain>,
+    domain_ids: HashMap<QueueKey, DomainId>,
+    hosts: Vec<MxHost>,
+    host_ids: HashMap<HostKey, HostId>,
+    /// The hosts (profiles) of each source and address.
+    peers: HashMap<Peer, Vec<HostId>>,
+    conns: HashMap<ConnId, Conn>,
     next_conn: ConnId,
     /// Connections open or opening, and `Server_Max_Outbound_Connections`.
-    total: usize,
+    total: Gauge,
     server_limit: usize,
-    /// Queues with ready mail that found every usable host full.
-    starved: HashSet<QueueKey>,
-    loops: Vec<ArbiterHandle>,
+    /// Hosts that wait for the server-wide limit, in turn.
+    starved: VecDeque<HostId>,
+    /// Every idle connection by the time it went idle.
+    idle_index: BTreeMap<(Instant, ConnId), HostId>,
     /// Connections open on each delivery loop, and opened in all.
-    loop_open: Vec<usize>,
+    loop_open: Vec<Gauge>,
     loop_opened: Vec<u64>,
     reports: Sender<Report>,
     bounces: Sender<Bounce>,
@@ -78,8 +109,125 @@ pub(crate) struct Scheduler {
     sequence: u64,
     /// Shutting down: no new connection, no new work.
     draining: bool,
-    /// Every deadline, under one actix timer.
-    timers: self::timers::Timers,
+    timers: Timers,
+    /// Table builds in flight, and domains waiting for a lookup slot.
+    lookups: usize,
+    lookup_queue: VecDeque<DomainId>,
+    actions: Vec<Action>,
+    /// Test hook: a connection given a batch for this recipient panics.
+    panic_on: Option<Arc<str>>,
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        event_loops: usize,
+        reports: Sender<Report>,
+        bounces: Sender<Bounce>,
+    ) -> Self {
+        let server_limit = match config
+            .global
+            .value_or_default(Directive::ServerMaxOutboundConnections)
+        {
+            Some(Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
+            _ => 20_000,
+        };
+        // Every connection is a file descriptor: keep a margin for the
+        // listener, the spool and the resolver.
+        let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX);
+        let server_limit = server_limit.min(descriptors.saturating_sub(512).max(64));
+        Self {
+            hostname: config.hostname(),
+            config,
+            domains: Vec::new(),
+            domain_ids: HashMap::new(),
+            hosts: Vec::new(),
+            host_ids: HashMap::new(),
+            peers: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 1,
+            total: Gauge::default(),
+            server_limit,
+            starved: VecDeque::new(),
+            idle_index: BTreeMap::new(),
+            loop_open: (0..event_loops.max(1)).map(|_| Gauge::default()).collect(),
+            loop_opened: vec![0; event_loops.max(1)],
+            reports,
+            bounces,
+            rounds: HashMap::new(),
+            buckets: HashMap::new(),
+            tls: TlsCache::default(),
+            sequence: 0,
+            draining: false,
+            timers: Timers::default(),
+            lookups: 0,
+            lookup_queue: VecDeque::new(),
+            actions: Vec::new(),
+            panic_on: None,
+        }
+    }
+
+    /// The domain's id, made on first use.
+    pub(crate) fn domain_id(&mut self, key: &QueueKey) -> DomainId {
+        if let Some(id) = self.domain_ids.get(key) {
+            return *id;
+        }
+        let id = DomainId(u32::try_from(self.domains.len()).unwrap_or(u32::MAX));
+        let limits = Limits::of(&self.config, key);
+        self.domains.push(Domain::new(key.clone(), limits));
+        self.domain_ids.insert(key.clone(), id);
+        id
+    }
+
+    fn domain(&self, id: DomainId) -> Option<&Domain> {
+        self.domains.get(id.0 as usize)
+    }
+
+    fn domain_mut(&mut self, id: DomainId) -> Option<&mut Domain> {
+        self.domains.get_mut(id.0 as usize)
+    }
+
+    fn host(&self, id: HostId) -> Option<&MxHost> {
+        self.hosts.get(id.0 as usize)
+    }
+
+    fn host_mut(&mut self, id: HostId) -> Option<&mut MxHost> {
+        self.hosts.get_mut(id.0 as usize)
+    }
+
+    /// Queues a message: its batches join the domain's ready mail.
+    pub(crate) fn submit(&mut self, message: crate::message::QueuedMessage) {
+        let key = QueueKey {
+            binding: message.binding.clone(),
+            domain: message.domain.clone(),
+        };
+        let d = self.domain_id(&key);
+        let size = self.domain(d).map_or(1, |x| x.limits.batch_size);
+        for batch in Batch::split(message, size) {
+            self.enter(d, &batch);
+            if let Some(dom) = self.domain_mut(d) {
+                dom.active.push_back(batch);
+            }
+        }
+        self.offer(d);
+    }
+
+    /// What the actor must do now.
+    pub(crate) fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+}
+
+/// The actor around [`Core`].
+pub(crate) struct Scheduler {
+    core: Core,
+    dns: Dns,
+    loops: Vec<ArbiterHandle>,
+    /// The one actix timer, for the earliest deadline.
+    armed: Option<(Instant, SpawnHandle)>,
 }
 
 impl Scheduler {
@@ -90,44 +238,66 @@ impl Scheduler {
         reports: Sender<Report>,
         bounces: Sender<Bounce>,
     ) -> Self {
-        let server_limit = match config
-            .global
-            .value_or_default(postern_conf::Directive::ServerMaxOutboundConnections)
-        {
-            Some(postern_conf::Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
-            _ => 20_000,
-        };
-        // Every connection is a file descriptor: keep a margin for the
-        // listener, the spool and the resolver.
-        let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(usize::MAX);
-        let server_limit = server_limit.min(descriptors.saturating_sub(512).max(64));
-        let n = loops.len();
         Self {
-            hostname: config.hostname(),
-            config,
+            core: Core::new(config, loops.len(), reports, bounces),
             dns,
-            queues: HashMap::new(),
-            hosts: HashMap::new(),
-            conns: HashMap::new(),
-            next_conn: 1,
-            total: 0,
-            server_limit,
-            starved: HashSet::new(),
             loops,
-            loop_open: vec![0; n],
-            loop_opened: vec![0; n],
-            reports,
-            bounces,
-            rounds: HashMap::new(),
-            buckets: HashMap::new(),
-            tls: TlsCache::default(),
-            sequence: 0,
-            draining: false,
-            timers: self::timers::Timers::default(),
+            armed: None,
         }
+    }
+
+    /// Carries out what the core asked for, and sets the timer.
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        for action in self.core.take_actions() {
+            match action {
+                Action::Open {
+                    conn,
+                    host,
+                    event_loop,
+                } => self.open(conn, host, event_loop, ctx),
+                Action::Resolve(d) => self.resolve(d, ctx),
+            }
+        }
+        self.arm(ctx);
+    }
+
+    fn open(&mut self, id: ConnId, host: HostId, event_loop: usize, ctx: &mut Context<Self>) {
+        let (Some(h), Some(arbiter)) = (self.core.host(host), self.loops.get(event_loop)) else {
+            return;
+        };
+        let addr = h.key.addr;
+        let settings = h.settings.clone();
+        let max_deliveries = h.max_deliveries;
+        let panic_on = self.core.panic_on.clone();
+        let scheduler = ctx.address();
+        Connection::start_in_arbiter(arbiter, move |_| Connection {
+            id,
+            addr,
+            settings,
+            scheduler,
+            max_deliveries,
+            panic_on,
+        });
+    }
+
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let Some(first) = self.core.timers.next() else {
+            return;
+        };
+        if let Some((at, handle)) = self.armed.take() {
+            if at <= first {
+                self.armed = Some((at, handle));
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = first.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.armed = None;
+            act.core.fire(Instant::now());
+            act.sync(ctx);
+        });
+        self.armed = Some((first, handle));
     }
 }
 
@@ -135,4 +305,46 @@ impl Scheduler {
 /// mailbox capacity: the daemon never waits on the scheduler.
 impl Actor for Scheduler {
     type Context = Context<Self>;
+}
+
+impl Handler<Submit> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, Submit(message): Submit, ctx: &mut Context<Self>) {
+        self.core.submit(message);
+        self.sync(ctx);
+    }
+}
+
+impl Handler<Connected> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
+        self.core.connected(msg.id);
+        self.sync(ctx);
+    }
+}
+
+impl Handler<WantWork> for Scheduler {
+    type Result = ResponseFuture<Option<Batch>>;
+
+    fn handle(&mut self, msg: WantWork, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = self.core.want_work(msg.id, msg.finished, msg.closing);
+        self.sync(ctx);
+        Box::pin(async move {
+            match answer {
+                dispatch::Answer::Now(batch) => batch,
+                dispatch::Answer::Later(rx) => rx.await.ok().flatten(),
+            }
+        })
+    }
+}
+
+impl Handler<Ended> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ended, ctx: &mut Context<Self>) {
+        self.core.ended(msg.id, msg.end);
+        self.sync(ctx);
+    }
 }

@@ -1,98 +1,114 @@
-//! Outcomes of connections and transactions, and host failures.
+//! What connections report: a session opened, a transaction's outcomes
+//! (with the request for the next batch), and how a connection ended.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
-use super::Scheduler;
+use super::dispatch::Answer;
 use super::timers::Timer;
-use crate::connection::{Done, End, Ended};
+use super::{ConnId, Core};
+use crate::domain::DomainId;
 use crate::message::{Batch, HostInfo};
-use crate::queue::QueueKey;
+use crate::messages::{Blame, End, Finished};
+use crate::mx_host::{HostId, asks_to_slow_down};
 
-impl Scheduler {
-    pub(super) fn pump_waiting(&mut self, ctx: &mut Context<Self>) {
-        let keys: Vec<QueueKey> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| !q.active.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            self.pump(&key, ctx);
-        }
+impl Core {
+    fn host_info(&self, h: HostId) -> Option<HostInfo> {
+        self.host(h).map(|x| HostInfo {
+            name: x.name().to_owned(),
+            addr: x.key.addr,
+        })
     }
 
-    /// A connection to `addr` failed: the host is skipped for
-    /// `Host_Failure_Retry`, and after `MX_Failures_To_Delay` failures in a
-    /// row the queue's ready mail waits.
-    pub(super) fn host_failed(
+    /// The session is open: the host is up, the domain it was opened for
+    /// has no failures in a row, and the host may open more.
+    pub(crate) fn connected(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let h = c.host;
+        // It counts as opening for its domain until it asks for work, so
+        // that no second connection is opened for the same mail.
+        if let Some(d) = c.opening.as_ref().map(|o| o.domain)
+            && let Some(dom) = self.domain_mut(d)
+        {
+            dom.consecutive_failures = 0;
+        }
+        if let Some(host) = self.host_mut(h) {
+            host.connected();
+        }
+        self.dispatch(h);
+    }
+
+    /// A connection's outcomes and its request for the next batch.
+    pub(crate) fn want_work(
         &mut self,
-        key: &QueueKey,
-        addr: SocketAddr,
-        reply: Reply,
-        ctx: &mut Context<Self>,
-    ) {
+        conn: ConnId,
+        finished: Option<Finished>,
+        closing: bool,
+    ) -> Answer {
         let now = Instant::now();
-        let Some(queue) = self.queues.get_mut(key) else {
-            return;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Answer::Now(None);
         };
-        let retry = queue.limits.host_failure_retry;
-        let threshold = queue.limits.failures_to_delay;
-        queue.consecutive_failures += 1;
-        let give_up = queue.consecutive_failures >= queue.limits.failures_to_delay;
-        queue.last_failure = Some(reply.clone());
-        if let Some(h) = self.hosts.get_mut(&addr) {
-            h.down_until = Some(now + retry);
-            h.consecutive_failures += 1;
-            h.last_failure = Some(now);
+        let h = c.host;
+        c.opening = None;
+        let carried = c.carrying.take().map(|(d, _lease)| d);
+        if let (Some(d), Some(f)) = (carried, finished) {
+            self.finished(d, h, f, now);
         }
-        self.at(now + retry, Timer::HostsBack, ctx);
-        if give_up {
-            if let Some(queue) = self.queues.get_mut(key) {
-                queue.consecutive_failures = 0;
-            }
-            let why = Reply::with_status(
-                421,
-                (4, 4, 0),
-                format!("{threshold} connection failures in a row; last: {reply}"),
-            );
-            self.delay_active(key, &why, ctx);
+        let answer = self.next_for(conn, h, closing, now);
+        if let Some(d) = carried {
+            self.offer(d);
         }
+        answer
     }
-}
 
-impl Handler<Done> for Scheduler {
-    type Result = ();
-
-    fn handle(&mut self, msg: Done, ctx: &mut Context<Self>) {
-        let Some(info) = self.conns.get_mut(&msg.id) else {
-            return;
-        };
-        info.busy = false;
-        let key = info.queue.clone();
-        let host = Some(HostInfo {
-            name: info.name.clone(),
-            addr: info.host,
-        });
-        if let Some(q) = self.queues.get_mut(&key) {
-            q.busy = q.busy.saturating_sub(1);
+    fn next_for(&mut self, conn: ConnId, h: HostId, closing: bool, now: Instant) -> Answer {
+        let over_cap = self
+            .host(h)
+            .is_none_or(|x| x.limit_now().is_some_and(|l| x.open.get() > l));
+        if closing || self.draining || over_cap {
+            return Answer::Now(None);
         }
-        let batch = msg.batch;
+        if let Some((d, batch)) = self.next_batch(h, now) {
+            self.carry(conn, d);
+            return Answer::Now(Some(batch));
+        }
+        if !self.starved.is_empty() {
+            // Nothing here while another host waits for a slot.
+            return Answer::Now(None);
+        }
+        self.park(conn, h, now)
+    }
+
+    /// Sorts a transaction's outcomes: delivered and permanent ones are
+    /// reported, transient ones retried, and recipients refused with "slow
+    /// down" go back without an attempt.
+    fn finished(&mut self, d: DomainId, h: HostId, f: Finished, now: Instant) {
+        let host = self.host_info(h);
+        let batch = f.batch;
         let mut failed = Vec::new();
-        // Recipients that failed for now, grouped by reply, retry together.
         let mut later: Vec<(Reply, Vec<String>)> = Vec::new();
-        for (recipient, outcome) in batch.recipients.iter().zip(msg.outcomes) {
+        let mut back = Vec::new();
+        let mut signal = None;
+        for (recipient, outcome) in batch.recipients.iter().zip(f.outcomes) {
             match outcome {
                 Outcome::Delivered(_) => {
-                    self.report(&key, &batch, recipient, outcome, host.clone())
+                    if let Some(x) = self.host_mut(h) {
+                        x.success();
+                    }
+                    self.report(d, &batch, recipient, outcome, host.clone());
                 }
                 Outcome::Permanent(reply) => {
                     let r = std::slice::from_ref(recipient);
-                    failed.extend(self.fail(&key, &batch, r, &reply, host.as_ref()));
+                    failed.extend(self.fail(d, &batch, r, &reply, host.as_ref()));
+                }
+                Outcome::Transient(reply) if asks_to_slow_down(&reply) => {
+                    back.push(recipient.clone());
+                    signal = Some(reply);
                 }
                 Outcome::Transient(reply) => match later.iter_mut().find(|(r, _)| *r == reply) {
                     Some((_, list)) => list.push(recipient.clone()),
@@ -101,72 +117,201 @@ impl Handler<Done> for Scheduler {
             }
         }
         for (reply, recipients) in later {
-            failed.extend(self.transient(
-                &key,
-                Batch {
-                    recipients,
-                    ..batch.clone()
-                },
-                &reply,
-                host.clone(),
-                None,
-                ctx,
-            ));
+            let part = Batch {
+                recipients,
+                ..batch.clone()
+            };
+            failed.extend(self.transient(d, part, &reply, host.clone(), None));
         }
-        self.settle(&key, &batch, failed);
-        self.pump(&key, ctx);
+        if let Some(reply) = signal {
+            let part = Batch {
+                recipients: back,
+                ..batch.clone()
+            };
+            // Still in its attempt round: it was not attempted.
+            self.enter(d, &part);
+            self.requeue(d, part, now);
+            self.slow_down(h, &reply, now);
+        }
+        self.settle(d, &batch, failed);
     }
-}
 
-impl Handler<Ended> for Scheduler {
-    type Result = ();
-
-    fn handle(&mut self, msg: Ended, ctx: &mut Context<Self>) {
-        let Some(info) = self.release(msg.id) else {
+    /// The host asked to slow down.
+    fn slow_down(&mut self, h: HostId, reply: &Reply, now: Instant) {
+        let Some(host) = self.host_mut(h) else {
             return;
         };
-        let key = info.queue.clone();
-        if !matches!(msg.end, End::Closed) {
+        let open = host.open.get() + 1;
+        host.signal(open, now, reply);
+        if let Some(until) = host.paused_until() {
+            self.timers.at(until, Timer::HostRetry(h));
+        }
+    }
+
+    /// A batch goes back to the head of its queue without an attempt
+    /// counted, unless its message has expired meanwhile.
+    fn requeue(&mut self, d: DomainId, batch: Batch, now: Instant) {
+        if self.expires(d, &batch) > now {
+            self.back(d, batch);
+            return;
+        }
+        let reply = Reply::with_status(451, (4, 4, 7), "not delivered in time");
+        let (last, host) = batch.last.clone().unwrap_or((reply, None));
+        let expiration = self
+            .domain(d)
+            .map_or(Duration::ZERO, |x| x.limits.expiration);
+        let failed = self.fail(
+            d,
+            &batch,
+            &batch.recipients,
+            &super::retry::expired(expiration, &last),
+            host.as_ref(),
+        );
+        self.settle(d, &batch, failed);
+    }
+
+    /// A connection is gone: its slots come back with its record; then
+    /// what its end means for the host, the batch and the domain.
+    pub(crate) fn ended(&mut self, conn: ConnId, end: End) {
+        let now = Instant::now();
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let h = c.host;
+        let opened_for = c.opening.as_ref().map(|o| o.domain);
+        let carried = c.carrying.as_ref().map(|(d, _)| *d);
+        drop(c);
+        self.forget_idle(h, conn);
+        if !matches!(end, End::Closed) {
             metrics::counter!(postern_metrics::CONNECTION_FAILURES).increment(1);
         }
-        match msg.end {
+        let owner = carried.or(opened_for);
+        match end {
             End::Closed => {}
-            End::Failed(reply) => self.host_failed(&key, info.host, reply, ctx),
+            End::Failed(reply, blame) => self.host_failed(h, blame, &reply, opened_for, now),
+            End::Starved => {
+                // This machine is out of descriptors or ports: look again
+                // in a second, without blaming the host.
+                self.timers.at(now + Duration::from_secs(1), Timer::HostRetry(h));
+            }
+            End::Slowed(batch, reply) => {
+                if let (Some(d), Some(b)) = (owner, batch) {
+                    self.requeue(d, b, now);
+                }
+                self.slow_down(h, &reply, now);
+            }
             End::Stale(batch) => {
-                if let Some(q) = self.queues.get_mut(&key) {
-                    q.active.push_front(batch);
+                if let Some(d) = owner {
+                    self.back(d, batch);
                 }
             }
-            End::Starved => {
-                // This machine is out of descriptors or ports: wait for
-                // connections to close, and look again in a second.
-                self.starved.insert(key.clone());
-                self.at(
-                    Instant::now() + Duration::from_secs(1),
-                    Timer::HostsBack,
-                    ctx,
-                );
-                return;
+            End::Broken {
+                batch,
+                reply,
+                after_dot,
+                host_down,
+            } => {
+                if let Some(d) = owner {
+                    // Before the final dot another connection may take it
+                    // at once; after it, the message may have arrived, so
+                    // it waits for its retry like any transient failure.
+                    let at = (!after_dot).then_some(now);
+                    let failed = self.transient(d, batch.clone(), &reply, self.host_info(h), at);
+                    self.settle(d, &batch, failed);
+                }
+                if host_down {
+                    self.host_failed(h, Blame::Address, &reply, None, now);
+                }
             }
-            End::Broken(batch, reply) => {
-                let host = Some(HostInfo {
-                    name: info.name.clone(),
-                    addr: info.host,
-                });
-                // Another host may take it at once.
-                let now = Some(Instant::now());
-                let failed = self.transient(&key, batch.clone(), &reply, host, now, ctx);
-                self.settle(&key, &batch, failed);
-                self.host_failed(&key, info.host, reply, ctx);
+            End::Lost(batch) => {
+                self.panic_on = None;
+                if let (Some(d), Some(b)) = (owner, batch) {
+                    let reply = Reply::with_status(
+                        451,
+                        (4, 4, 2),
+                        "delivery interrupted: the connection ended unexpectedly",
+                    );
+                    let failed = self.transient(d, b.clone(), &reply, self.host_info(h), None);
+                    self.settle(d, &b, failed);
+                }
             }
         }
-        self.pump(&key, ctx);
-        // A closed connection frees one slot: a few starved queues are
-        // enough to try (trying them all made each close cost O(queues)).
-        let next: Vec<QueueKey> = self.starved.iter().take(4).cloned().collect();
-        for key in next {
-            self.starved.remove(&key);
-            self.pump(&key, ctx);
+        self.dispatch(h);
+        if let Some(d) = owner {
+            self.offer(d);
         }
+        self.feed_starved();
+    }
+
+    fn forget_idle(&mut self, h: HostId, conn: ConnId) {
+        let Some(host) = self.host_mut(h) else {
+            return;
+        };
+        if let Some(i) = host.idle.iter().position(|i| i.conn == conn)
+            && let Some(idle) = host.idle.remove(i)
+        {
+            self.idle_index.remove(&(idle.since, idle.conn));
+        }
+    }
+
+    /// A session could not be set up. The host (for an address failure,
+    /// every profile of the address from this source) is skipped for
+    /// `Host_Failure_Retry`, and its domains look at their other hosts at
+    /// once. After `MX_Failures_To_Delay` failures in a row for one domain,
+    /// its ready mail waits in the delayed queue.
+    fn host_failed(
+        &mut self,
+        h: HostId,
+        blame: Blame,
+        reply: &Reply,
+        opened_for: Option<DomainId>,
+        now: Instant,
+    ) {
+        let hit = match (blame, self.host(h)) {
+            (Blame::Address, Some(host)) => self
+                .peers
+                .get(&host.key.peer())
+                .cloned()
+                .unwrap_or_else(|| vec![h]),
+            _ => vec![h],
+        };
+        let mut moved = Vec::new();
+        for x in hit {
+            let Some(host) = self.host_mut(x) else {
+                continue;
+            };
+            tracing::warn!(host = %host.name(), addr = %host.key.addr, %reply, "host skipped after a failure");
+            let until = host.failed(now);
+            moved.extend(std::mem::take(&mut host.ring).into_iter().map(|d| (d, x)));
+            self.timers.at(until, Timer::HostBack(x));
+        }
+        for (d, x) in &moved {
+            self.delist(*d, *x);
+        }
+        if let Some(d) = opened_for {
+            self.domain_failed(d, reply);
+        }
+        for (d, _) in moved {
+            self.offer(d);
+        }
+    }
+
+    fn domain_failed(&mut self, d: DomainId, reply: &Reply) {
+        let Some(dom) = self.domain_mut(d) else {
+            return;
+        };
+        dom.consecutive_failures += 1;
+        dom.last_failure = Some(reply.clone());
+        let threshold = dom.limits.failures_to_delay;
+        if dom.consecutive_failures < threshold {
+            return;
+        }
+        dom.consecutive_failures = 0;
+        let why = Reply::with_status(
+            421,
+            (4, 4, 0),
+            format!("{threshold} connection failures in a row; last: {reply}"),
+        );
+        self.delay_active(d, &why);
     }
 }

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::Scheduler;
-use crate::queue::QueueKey;
+use super::{Core, Scheduler};
+use crate::domain::QueueKey;
+use crate::mx_host::MxHost;
 
 /// One host of a queue's routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub struct HostView {
     pub connections: usize,
     /// Its `Host` limit.
     pub limit: Option<u64>,
+    /// The limit in force now: lower than `limit` after the host asked
+    /// to slow down.
+    pub limit_now: Option<u64>,
     /// False while it is skipped after a failure.
     pub reachable: bool,
     /// Failures since its last success.
@@ -117,40 +121,44 @@ pub(crate) struct QueryQueues(pub(crate) usize);
 #[rtype(result = "Summary")]
 pub(crate) struct QuerySummary;
 
-impl Handler<QueryQueue> for Scheduler {
-    type Result = Option<QueueView>;
+fn limit(l: Option<usize>) -> Option<u64> {
+    l.map(|l| u64::try_from(l).unwrap_or(u64::MAX))
+}
 
-    fn handle(&mut self, QueryQueue(key): QueryQueue, _: &mut Context<Self>) -> Option<QueueView> {
+fn host_view(level: u32, h: &MxHost, now: Instant) -> HostView {
+    HostView {
+        level,
+        name: h.name().to_owned(),
+        addr: h.key.addr,
+        connections: h.open.get(),
+        limit: limit(h.limit),
+        limit_now: limit(h.limit_now()),
+        reachable: h.reachable(),
+        consecutive_failures: h.consecutive_failures,
+        seconds_since_failure: h
+            .last_failure
+            .map(|t| now.saturating_duration_since(t).as_secs()),
+    }
+}
+
+impl Core {
+    fn queue_view(&self, key: &QueueKey) -> Option<QueueView> {
         let now = Instant::now();
-        let queue = self.queues.get(&key)?;
-        let hosts = queue
+        let dom = self.domain(*self.domain_ids.get(key)?)?;
+        let hosts = dom
             .levels
             .iter()
-            .flat_map(|(level, addrs)| addrs.iter().map(move |a| (*level, *a)))
-            .filter_map(|(level, addr)| {
-                let h = self.hosts.get(&addr)?;
-                Some(HostView {
-                    level,
-                    name: h.name.clone(),
-                    addr,
-                    connections: h.connections,
-                    limit: h.limit,
-                    reachable: h.reachable(now),
-                    consecutive_failures: h.consecutive_failures,
-                    seconds_since_failure: h
-                        .last_failure
-                        .map(|t| now.saturating_duration_since(t).as_secs()),
-                })
-            })
+            .flat_map(|(level, hs)| hs.iter().map(move |h| (*level, *h)))
+            .filter_map(|(level, h)| Some(host_view(level, self.host(h)?, now)))
             .collect();
         Some(QueueView {
-            active: queue.active.len(),
-            delayed: queue.delayed.len(),
-            connections: queue.connections,
-            limit: queue.limits.max_connections,
-            consecutive_failures: queue.consecutive_failures,
-            suspended: queue.suspended,
-            next_retry_seconds: queue
+            active: dom.active.len(),
+            delayed: dom.delayed.len(),
+            connections: dom.connections(),
+            limit: dom.limits.max_connections,
+            consecutive_failures: dom.consecutive_failures,
+            suspended: dom.suspended,
+            next_retry_seconds: dom
                 .delayed
                 .keys()
                 .next()
@@ -158,48 +166,40 @@ impl Handler<QueryQueue> for Scheduler {
             hosts,
         })
     }
-}
 
-impl Handler<QuerySummary> for Scheduler {
-    type Result = MessageResult<QuerySummary>;
-
-    fn handle(&mut self, _: QuerySummary, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(Summary {
-            connections: self.total,
-            open_per_loop: self.loop_open.clone(),
+    fn summary(&self) -> Summary {
+        Summary {
+            connections: self.total.get(),
+            open_per_loop: self.loop_open.iter().map(|g| g.get()).collect(),
             opened_per_loop: self.loop_opened.clone(),
-            queues: self.queues.len(),
-            active: self.queues.values().map(|q| q.active.len()).sum(),
-            delayed: self.queues.values().map(|q| q.delayed.len()).sum(),
+            queues: self.domains.len(),
+            active: self.domains.iter().map(|d| d.active.len()).sum(),
+            delayed: self.domains.iter().map(|d| d.delayed.len()).sum(),
             hosts: self
                 .hosts
                 .iter()
-                .map(|(addr, h)| HostSummary {
-                    name: h.name.clone(),
-                    addr: *addr,
-                    connections: h.connections,
-                    limit: h.limit,
-                    reachable: h.reachable(Instant::now()),
+                .map(|h| HostSummary {
+                    name: h.name().to_owned(),
+                    addr: h.key.addr,
+                    connections: h.open.get(),
+                    limit: limit(h.limit),
+                    reachable: h.reachable(),
                 })
                 .collect(),
-        })
+        }
     }
-}
 
-impl Handler<QueryQueues> for Scheduler {
-    type Result = MessageResult<QueryQueues>;
-
-    fn handle(&mut self, QueryQueues(limit): QueryQueues, _: &mut Context<Self>) -> Self::Result {
+    fn queue_rows(&self, n: usize) -> Vec<QueueRow> {
         let mut rows: Vec<QueueRow> = self
-            .queues
+            .domains
             .iter()
-            .map(|(k, q)| QueueRow {
-                binding: k.binding.clone(),
-                domain: k.domain.clone(),
-                active: q.active.len(),
-                delayed: q.delayed.len(),
-                connections: q.connections,
-                suspended: q.suspended,
+            .map(|d| QueueRow {
+                binding: d.key.binding.clone(),
+                domain: d.key.domain.clone(),
+                active: d.active.len(),
+                delayed: d.delayed.len(),
+                connections: d.connections(),
+                suspended: d.suspended,
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -207,7 +207,31 @@ impl Handler<QueryQueues> for Scheduler {
                 .cmp(&(a.active + a.delayed, a.connections))
                 .then_with(|| (&a.binding, &a.domain).cmp(&(&b.binding, &b.domain)))
         });
-        rows.truncate(limit);
-        MessageResult(rows)
+        rows.truncate(n);
+        rows
+    }
+}
+
+impl Handler<QueryQueue> for Scheduler {
+    type Result = Option<QueueView>;
+
+    fn handle(&mut self, QueryQueue(key): QueryQueue, _: &mut Context<Self>) -> Option<QueueView> {
+        self.core.queue_view(&key)
+    }
+}
+
+impl Handler<QuerySummary> for Scheduler {
+    type Result = MessageResult<QuerySummary>;
+
+    fn handle(&mut self, _: QuerySummary, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.summary())
+    }
+}
+
+impl Handler<QueryQueues> for Scheduler {
+    type Result = MessageResult<QueryQueues>;
+
+    fn handle(&mut self, QueryQueues(n): QueryQueues, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.queue_rows(n))
     }
 }

@@ -11,15 +11,14 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::prelude::*;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
-use super::Scheduler;
+use super::Core;
 use super::timers::Timer;
 use crate::bounce::{self, FailedRecipient};
+use crate::domain::DomainId;
 use crate::message::{Batch, HostInfo, Report};
-use crate::queue::QueueKey;
 
 /// The permanent failures of one round so far, and the batches still out.
 #[derive(Debug, Default)]
@@ -29,25 +28,30 @@ pub(super) struct Round {
 }
 
 /// A round's name: the message and the attempts made before it.
-pub(super) type RoundKey = (QueueKey, u64, u32);
+pub(super) type RoundKey = (DomainId, u64, u32);
 
-fn round_key(key: &QueueKey, batch: &Batch) -> RoundKey {
-    (key.clone(), batch.message.id, batch.attempts)
+fn round_key(d: DomainId, batch: &Batch) -> RoundKey {
+    (d, batch.message.id, batch.attempts)
 }
 
-impl Scheduler {
+impl Core {
     pub(super) fn report(
         &self,
-        key: &QueueKey,
+        d: DomainId,
         batch: &Batch,
         recipient: &str,
         outcome: Outcome,
         host: Option<HostInfo>,
     ) {
+        let Some(dom) = self.domain(d) else {
+            return;
+        };
+        // The daemon reads reports until it stops; after that, nothing is
+        // left to tell.
         let _ = self.reports.send(Report {
             id: batch.message.id,
-            binding: key.binding.clone(),
-            domain: key.domain.clone(),
+            binding: dom.key.binding.clone(),
+            domain: dom.key.domain.clone(),
             recipient: recipient.to_owned(),
             outcome,
             host,
@@ -56,17 +60,17 @@ impl Scheduler {
     }
 
     /// A batch becomes ready: it joins its message's round.
-    pub(super) fn enter(&mut self, key: &QueueKey, batch: &Batch) {
+    pub(super) fn enter(&mut self, d: DomainId, batch: &Batch) {
         self.rounds
-            .entry(round_key(key, batch))
+            .entry(round_key(d, batch))
             .or_default()
             .pending += 1;
     }
 
     /// A batch's attempt is over, with these permanent failures; the last
     /// batch of a round sends the round's bounce.
-    pub(super) fn settle(&mut self, key: &QueueKey, batch: &Batch, failed: Vec<FailedRecipient>) {
-        let rk = round_key(key, batch);
+    pub(super) fn settle(&mut self, d: DomainId, batch: &Batch, failed: Vec<FailedRecipient>) {
+        let rk = round_key(d, batch);
         let round = self.rounds.entry(rk.clone()).or_default();
         round.pending = round.pending.saturating_sub(1);
         round.failed.extend(failed);
@@ -76,7 +80,7 @@ impl Scheduler {
         let Some(round) = self.rounds.remove(&rk) else {
             return;
         };
-        let wanted = self.queues.get(key).is_some_and(|q| q.limits.bounces);
+        let wanted = self.domain(d).is_some_and(|x| x.limits.bounces);
         if wanted && let Some(b) = bounce::build(&batch.message, &round.failed, &self.hostname) {
             let _ = self.bounces.send(b);
         }
@@ -85,7 +89,7 @@ impl Scheduler {
     /// Reports recipients as failed for good.
     pub(super) fn fail(
         &self,
-        key: &QueueKey,
+        d: DomainId,
         batch: &Batch,
         recipients: &[String],
         reply: &Reply,
@@ -95,7 +99,7 @@ impl Scheduler {
             .iter()
             .map(|r| {
                 self.report(
-                    key,
+                    d,
                     batch,
                     r,
                     Outcome::Permanent(reply.clone()),
@@ -111,11 +115,10 @@ impl Scheduler {
     }
 
     /// When the message expires.
-    fn expires(&self, key: &QueueKey, batch: &Batch) -> Instant {
+    pub(super) fn expires(&self, d: DomainId, batch: &Batch) -> Instant {
         let expiration = self
-            .queues
-            .get(key)
-            .map_or(Duration::ZERO, |q| q.limits.expiration);
+            .domain(d)
+            .map_or(Duration::ZERO, |x| x.limits.expiration);
         let age = SystemTime::now()
             .duration_since(batch.message.received)
             .unwrap_or_default();
@@ -123,8 +126,8 @@ impl Scheduler {
     }
 
     /// Why retrying is over for a batch with `made` attempts, if it is.
-    fn exhausted(&self, key: &QueueKey, batch: &Batch, made: u32, last: &Reply) -> Option<Reply> {
-        let limits = &self.queues.get(key)?.limits;
+    fn exhausted(&self, d: DomainId, batch: &Batch, made: u32, last: &Reply) -> Option<Reply> {
+        let limits = &self.domain(d)?.limits;
         if limits.max_retries.is_some_and(|max| made > max) {
             return Some(Reply::with_status(
                 554,
@@ -132,7 +135,7 @@ impl Scheduler {
                 format!("delivery attempts exhausted after {made} attempts; last: {last}"),
             ));
         }
-        if self.expires(key, batch) <= Instant::now() {
+        if self.expires(d, batch) <= Instant::now() {
             return Some(expired(limits.expiration, last));
         }
         None
@@ -144,16 +147,15 @@ impl Scheduler {
     /// good.
     pub(super) fn transient(
         &mut self,
-        key: &QueueKey,
+        d: DomainId,
         batch: Batch,
         reply: &Reply,
         host: Option<HostInfo>,
         at: Option<Instant>,
-        ctx: &mut Context<Self>,
     ) -> Vec<FailedRecipient> {
         for r in &batch.recipients {
             self.report(
-                key,
+                d,
                 &batch,
                 r,
                 Outcome::Transient(reply.clone()),
@@ -161,8 +163,8 @@ impl Scheduler {
             );
         }
         let made = batch.attempts + 1;
-        if let Some(end) = self.exhausted(key, &batch, made, reply) {
-            return self.fail(key, &batch, &batch.recipients, &end, host.as_ref());
+        if let Some(end) = self.exhausted(d, &batch, made, reply) {
+            return self.fail(d, &batch, &batch.recipients, &end, host.as_ref());
         }
         let again = Batch {
             attempts: made,
@@ -170,77 +172,67 @@ impl Scheduler {
             ..batch
         };
         let backoff = self
-            .queues
-            .get(key)
-            .map_or(Duration::ZERO, |q| q.limits.backoff(made));
+            .domain(d)
+            .map_or(Duration::ZERO, |x| x.limits.backoff(made));
         let at = at
             .unwrap_or_else(|| Instant::now() + backoff)
-            .min(self.expires(key, &again));
-        self.delay(key, again, at, ctx);
+            .min(self.expires(d, &again));
+        self.delay(d, again, at);
         Vec::new()
     }
 
     /// Fails the attempt of every ready batch with `reply` (no host could
     /// take it); each is retried or failed as [`transient`](Self::transient) says.
-    pub(super) fn delay_active(&mut self, key: &QueueKey, reply: &Reply, ctx: &mut Context<Self>) {
-        let Some(queue) = self.queues.get_mut(key) else {
+    pub(super) fn delay_active(&mut self, d: DomainId, reply: &Reply) {
+        let Some(dom) = self.domain_mut(d) else {
             return;
         };
-        let batches: Vec<Batch> = queue.active.drain(..).collect();
+        let batches: Vec<Batch> = dom.active.drain(..).collect();
         for batch in batches {
-            let failed = self.transient(key, batch.clone(), reply, None, None, ctx);
-            self.settle(key, &batch, failed);
+            let failed = self.transient(d, batch.clone(), reply, None, None);
+            self.settle(d, &batch, failed);
         }
     }
 
     /// Puts a batch in the delayed queue until `at`.
-    pub(super) fn delay(
-        &mut self,
-        key: &QueueKey,
-        batch: Batch,
-        at: Instant,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn delay(&mut self, d: DomainId, batch: Batch, at: Instant) {
         self.sequence += 1;
         let sequence = self.sequence;
-        let Some(queue) = self.queues.get_mut(key) else {
+        let Some(dom) = self.domain_mut(d) else {
             return;
         };
-        queue.delayed.insert((at, sequence), batch);
-        self.schedule_wake(key, ctx);
+        dom.delayed.insert((at, sequence), batch);
+        self.schedule_wake(d);
     }
 
     /// Sets the queue's wake-up for its earliest delayed batch.
-    pub(super) fn schedule_wake(&mut self, key: &QueueKey, ctx: &mut Context<Self>) {
-        let Some(queue) = self.queues.get_mut(key) else {
+    pub(super) fn schedule_wake(&mut self, d: DomainId) {
+        let Some(dom) = self.domain_mut(d) else {
             return;
         };
-        let Some(&(first, _)) = queue.delayed.keys().next() else {
+        let Some(&(first, _)) = dom.delayed.keys().next() else {
             return;
         };
-        if queue.wake.is_some_and(|at| at <= first) {
+        if dom.wake.is_some_and(|at| at <= first) {
             return;
         }
-        queue.wake = Some(first);
-        self.at(first, Timer::Wake(key.clone()), ctx);
+        dom.wake = Some(first);
+        self.timers.at(first, Timer::Wake(d));
     }
 
     /// Delayed batches whose time has come are ready again, or fail as
     /// expired.
-    pub(super) fn wake(&mut self, key: &QueueKey, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        let Some(queue) = self.queues.get_mut(key) else {
+    pub(super) fn wake(&mut self, d: DomainId, now: Instant) {
+        let Some(dom) = self.domain_mut(d) else {
             return;
         };
-        queue.wake = None;
-        let later = queue
-            .delayed
-            .split_off(&(now + Duration::from_millis(1), 0));
-        let due = std::mem::replace(&mut queue.delayed, later);
-        let expiration = queue.limits.expiration;
+        dom.wake = None;
+        let later = dom.delayed.split_off(&(now + Duration::from_millis(1), 0));
+        let due = std::mem::replace(&mut dom.delayed, later);
+        let expiration = dom.limits.expiration;
         for batch in due.into_values() {
-            self.enter(key, &batch);
-            if self.expires(key, &batch) <= now {
+            self.enter(d, &batch);
+            if self.expires(d, &batch) <= now {
                 let (last, host) = batch.last.clone().unwrap_or_else(|| {
                     (
                         Reply::with_status(451, (4, 4, 7), "not delivered in time"),
@@ -248,39 +240,40 @@ impl Scheduler {
                     )
                 });
                 let failed = self.fail(
-                    key,
+                    d,
                     &batch,
                     &batch.recipients,
                     &expired(expiration, &last),
                     host.as_ref(),
                 );
-                self.settle(key, &batch, failed);
-            } else if let Some(q) = self.queues.get_mut(key) {
-                q.active.push_back(batch);
+                self.settle(d, &batch, failed);
+            } else if let Some(dom) = self.domain_mut(d) {
+                dom.active.push_back(batch);
             }
         }
-        self.schedule_wake(key, ctx);
-        self.pump(key, ctx);
+        self.schedule_wake(d);
+        self.offer(d);
     }
 
     /// Moves every delayed batch of the queue to the ready queue now.
-    pub(super) fn flush(&mut self, key: &QueueKey, ctx: &mut Context<Self>) {
-        let Some(queue) = self.queues.get_mut(key) else {
+    pub(super) fn flush(&mut self, d: DomainId) {
+        let Some(dom) = self.domain_mut(d) else {
             return;
         };
-        let all = std::mem::take(&mut queue.delayed);
-        queue.wake = None;
+        let all = std::mem::take(&mut dom.delayed);
+        dom.wake = None;
         for batch in all.into_values() {
-            self.enter(key, &batch);
-            if let Some(q) = self.queues.get_mut(key) {
-                q.active.push_back(batch);
+            self.enter(d, &batch);
+            if let Some(dom) = self.domain_mut(d) {
+                dom.active.push_back(batch);
             }
         }
-        self.pump(key, ctx);
+        self.offer(d);
     }
 }
 
-fn expired(expiration: Duration, last: &Reply) -> Reply {
+/// The reply of a message that has been in the queue too long.
+pub(super) fn expired(expiration: Duration, last: &Reply) -> Reply {
     Reply::with_status(
         554,
         (5, 4, 7),

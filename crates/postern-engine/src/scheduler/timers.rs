@@ -1,82 +1,78 @@
-//! One timer for the whole scheduler. Every queue's deadlines (delayed
-//! mail due, idle connections to let go, a throttle's next token) and the
-//! host retry times go into one ordered map, and a single actix timer is
-//! set for the earliest. actix polls every pending future of an actor on
-//! each wake-up, so a timer per queue would make each message cost as
-//! much as the number of queues (measured with 10,000 domains).
+//! Every deadline of the control plane in one ordered map: delayed mail
+//! due, idle connections to let go, a throttle's next token, a host due
+//! back or unpaused. The scheduler actor keeps one actix timer, for the
+//! earliest: actix polls every pending future of an actor on each
+//! wake-up, so a timer per domain would make each message cost as much as
+//! the number of domains (measured with 10,000 domains).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use actix::prelude::*;
-
-use super::Scheduler;
-use crate::queue::QueueKey;
+use super::Core;
+use crate::domain::DomainId;
+use crate::mx_host::HostId;
 
 /// What a deadline is for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Timer {
-    /// Delayed mail of the queue may be due.
-    Wake(QueueKey),
-    /// Idle connections of the queue may have waited long enough.
-    Idle(QueueKey),
-    /// The queue's throttle has a token again.
-    Throttle(QueueKey),
-    /// A host's `Host_Failure_Retry` has passed: queues may use it again.
-    HostsBack,
+    /// Delayed mail of the domain may be due.
+    Wake(DomainId),
+    /// The domain's throttle has a token again.
+    Throttle(DomainId),
+    /// Idle connections of the host may have waited long enough.
+    Idle(HostId),
+    /// The host's `Host_Failure_Retry` has passed: a probe may go.
+    HostBack(HostId),
+    /// The host may open connections again (after a pause or a lack of
+    /// local resources).
+    HostRetry(HostId),
 }
 
-/// The deadlines and the one armed actix timer.
+/// The deadlines, in time order.
 #[derive(Debug, Default)]
-pub(super) struct Timers {
+pub(crate) struct Timers {
     due: BTreeMap<(Instant, u64), Timer>,
-    armed: Option<(Instant, SpawnHandle)>,
     sequence: u64,
 }
 
-impl Scheduler {
-    /// Runs `timer` at `when` (or at once if that has passed).
-    pub(super) fn at(&mut self, when: Instant, timer: Timer, ctx: &mut Context<Self>) {
-        self.timers.sequence += 1;
-        let key = (when, self.timers.sequence);
-        self.timers.due.insert(key, timer);
-        self.arm(ctx);
+impl Timers {
+    /// Runs `timer` at `when` (or at the next firing if that has passed).
+    pub(super) fn at(&mut self, when: Instant, timer: Timer) {
+        self.sequence += 1;
+        self.due.insert((when, self.sequence), timer);
     }
 
-    fn arm(&mut self, ctx: &mut Context<Self>) {
-        let Some(&(first, _)) = self.timers.due.keys().next() else {
-            return;
-        };
-        if let Some((at, handle)) = self.timers.armed.take() {
-            if at <= first {
-                self.timers.armed = Some((at, handle));
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let wait = first.saturating_duration_since(Instant::now());
-        let handle = ctx.run_later(wait, |act, ctx| act.fire(ctx));
-        self.timers.armed = Some((first, handle));
+    /// The earliest deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.due.keys().next().map(|(at, _)| *at)
     }
 
-    fn fire(&mut self, ctx: &mut Context<Self>) {
-        self.timers.armed = None;
-        let now = Instant::now();
-        let later = self.timers.due.split_off(&(now, u64::MAX));
-        let due = std::mem::replace(&mut self.timers.due, later);
-        for timer in due.into_values() {
+    fn take_due(&mut self, now: Instant) -> Vec<Timer> {
+        let later = self.due.split_off(&(now, u64::MAX));
+        std::mem::replace(&mut self.due, later).into_values().collect()
+    }
+}
+
+impl Core {
+    /// Runs every deadline that has passed.
+    pub(crate) fn fire(&mut self, now: Instant) {
+        for timer in self.timers.take_due(now) {
             match timer {
-                Timer::Wake(k) => self.wake(&k, ctx),
-                Timer::Idle(k) => self.expire_idle(&k, ctx),
-                Timer::Throttle(k) => {
-                    if let Some(q) = self.queues.get_mut(&k) {
-                        q.throttle_wake = None;
+                Timer::Wake(d) => self.wake(d, now),
+                Timer::Throttle(d) => {
+                    if let Some(dom) = self.domain_mut(d) {
+                        dom.throttle_wake = None;
                     }
-                    self.pump(&k, ctx);
+                    self.offer(d);
                 }
-                Timer::HostsBack => self.pump_waiting(ctx),
+                Timer::Idle(h) => self.expire_idle(h, now),
+                Timer::HostBack(h) => {
+                    if self.host_mut(h).is_some_and(|x| x.due_back(now)) {
+                        self.dispatch(h);
+                    }
+                }
+                Timer::HostRetry(h) => self.dispatch(h),
             }
         }
-        self.arm(ctx);
     }
 }

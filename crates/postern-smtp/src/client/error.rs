@@ -27,8 +27,11 @@ pub enum Phase {
     MailFrom,
     /// RCPT TO and DATA (`RCPT_TO_Timeout`).
     RcptTo,
-    /// The body and the reply after the final dot (`Data_Timeout`).
+    /// Sending the body (`Data_Timeout`).
     Data,
+    /// The reply after the final dot (`Data_Timeout`). A session lost
+    /// here may have delivered the message.
+    DataEnd,
     /// QUIT.
     Quit,
 }
@@ -45,6 +48,7 @@ impl fmt::Display for Phase {
             Phase::MailFrom => "MAIL FROM",
             Phase::RcptTo => "RCPT TO",
             Phase::Data => "DATA",
+            Phase::DataEnd => "end of DATA",
             Phase::Quit => "QUIT",
         })
     }

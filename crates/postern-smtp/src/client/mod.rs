@@ -23,7 +23,7 @@ pub use self::transaction::Transaction;
 use crate::reply::Reply;
 
 /// Which protocol the session speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// EHLO and extensions, HELO when EHLO is refused.
     Esmtp,

@@ -217,7 +217,7 @@ impl Session {
             Phase::Greeting | Phase::Hello | Phase::Tls | Phase::Auth | Phase::Quit => t.ehlo,
             Phase::Rset | Phase::MailFrom => t.mail_from,
             Phase::RcptTo => t.rcpt_to,
-            Phase::Data => t.data,
+            Phase::Data | Phase::DataEnd => t.data,
         }
     }
 

@@ -77,7 +77,7 @@ impl Session {
             // RFC 2920: DATA was accepted after everything else failed;
             // end it with an empty body and ignore the reply.
             self.write(b".\r\n", Phase::Data).await?;
-            self.read(Phase::Data).await?;
+            self.read(Phase::DataEnd).await?;
         }
         if !mail.is_positive() {
             return Ok(all(n, &mail));
@@ -183,7 +183,7 @@ impl Session {
         if self.settings.protocol == Protocol::Lmtp {
             let mut finals = Vec::new();
             for _ in rcpt.iter().filter(|r| r.is_positive()) {
-                finals.push(self.read(Phase::Data).await?);
+                finals.push(self.read(Phase::DataEnd).await?);
             }
             let mut finals = finals.into_iter();
             return Ok(merge(rcpt, |_| {
@@ -192,7 +192,7 @@ impl Session {
                     .map_or_else(|| Outcome::Transient(missing()), Outcome::from_reply)
             }));
         }
-        let end = self.read(Phase::Data).await?;
+        let end = self.read(Phase::DataEnd).await?;
         Ok(merge(rcpt, |_| Outcome::from_reply(end.clone())))
     }
 }

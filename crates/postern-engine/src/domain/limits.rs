@@ -1,27 +1,11 @@
-//! One (binding, domain) queue: the state a domain actor keeps. Its
-//! routing table, its ready (active) and delayed mail, its connections and
-//! the connections waiting for work, and the options that govern them.
+//! A domain's options, read once from the configuration when its queue
+//! is made.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postern_conf::{Config, Directive, Effective, MaxRetries, Origin, Throttle, Value};
-use postern_dns::RouteTable;
-use postern_smtp::Reply;
-use tokio::sync::oneshot;
 
-use crate::connection::ConnId;
-use crate::message::Batch;
-
-/// A queue's name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueKey {
-    /// The binding.
-    pub binding: String,
-    /// The destination domain.
-    pub domain: String,
-}
+use super::QueueKey;
 
 /// The options of a queue, read once from the configuration.
 #[derive(Debug, Clone)]
@@ -115,111 +99,6 @@ impl Limits {
         self.retry_interval
             .saturating_mul(1 << doublings)
             .min(self.max_retry_interval)
-    }
-}
-
-/// A connection waiting for work.
-pub(crate) struct Waiter {
-    pub(crate) conn: ConnId,
-    pub(crate) reply: oneshot::Sender<Option<Batch>>,
-    /// When it started waiting.
-    pub(crate) since: Instant,
-}
-
-/// Where the routing table stands.
-pub(crate) enum Table {
-    /// Not built yet.
-    None,
-    /// Being built; `Some` keeps the previous one in use meanwhile.
-    Resolving(Option<RouteTable>),
-    /// Built.
-    Ready(RouteTable),
-}
-
-impl Table {
-    pub(crate) fn current(&self) -> Option<&RouteTable> {
-        match self {
-            Table::None | Table::Resolving(None) => None,
-            Table::Resolving(Some(t)) | Table::Ready(t) => Some(t),
-        }
-    }
-
-    /// The levels as (level, addresses), best first.
-    fn levels(&self) -> Vec<(u32, Vec<SocketAddr>)> {
-        self.current()
-            .map(|t| {
-                t.levels
-                    .iter()
-                    .map(|l| (l.level, l.hosts.iter().map(|h| h.addr).collect()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// A table's levels as addresses, for the host choice.
-pub(crate) type Levels = Vec<(u32, Vec<SocketAddr>)>;
-
-/// The queue.
-pub(crate) struct Queue {
-    pub(crate) limits: Limits,
-    pub(crate) table: Table,
-    /// The current table's levels as addresses, kept with the table so
-    /// that a decision does not rebuild them.
-    pub(crate) levels: Levels,
-    /// Ready now, oldest first.
-    pub(crate) active: VecDeque<Batch>,
-    /// Waiting for a time, by (time, sequence).
-    pub(crate) delayed: BTreeMap<(Instant, u64), Batch>,
-    /// Open or opening connections.
-    pub(crate) connections: usize,
-    /// Connections carrying a batch now.
-    pub(crate) busy: usize,
-    /// Idle connections waiting for work, oldest first.
-    pub(crate) waiters: VecDeque<Waiter>,
-    /// Connection failures since the last success, over all hosts.
-    pub(crate) consecutive_failures: u32,
-    /// The last connection failure.
-    pub(crate) last_failure: Option<Reply>,
-    /// When the queue's next wake-up for delayed mail is set.
-    pub(crate) wake: Option<Instant>,
-    /// Held: nothing is delivered until resumed (`Suspend_Delivery`).
-    pub(crate) suspended: bool,
-    /// A pump is already set for when a throttle allows more.
-    pub(crate) throttle_wake: Option<Instant>,
-    /// The idle timer (for the oldest waiter) is set.
-    pub(crate) idle_timer: bool,
-}
-
-impl Queue {
-    pub(crate) fn new(limits: Limits) -> Self {
-        Self {
-            suspended: limits.suspended,
-            throttle_wake: None,
-            idle_timer: false,
-            limits,
-            table: Table::None,
-            levels: Vec::new(),
-            active: VecDeque::new(),
-            delayed: BTreeMap::new(),
-            connections: 0,
-            busy: 0,
-            waiters: VecDeque::new(),
-            consecutive_failures: 0,
-            last_failure: None,
-            wake: None,
-        }
-    }
-
-    /// Takes the levels from the table now in force.
-    pub(crate) fn refresh_levels(&mut self) {
-        self.levels = self.table.levels();
-    }
-
-    /// The connections the ready mail calls for: one per ready batch and
-    /// per batch in flight, within the queue's limit.
-    pub(crate) fn wanted_connections(&self) -> usize {
-        (self.active.len() + self.busy).min(self.limits.max_connections)
     }
 }
 

@@ -1,0 +1,143 @@
+//! The connection actor: one outbound SMTP/LMTP session on a delivery
+//! event loop, in its MX host's pool. It connects, then asks its host for
+//! work (with the outcomes of the last batch) and delivers what it gets,
+//! of any domain routed to the host, until the host has nothing for it,
+//! the session has made `Max_Deliveries_Per_Connection` deliveries, or the
+//! session breaks.
+//!
+//! A [`Guard`] holds the connection's batch while it is out and sends the
+//! one [`Ended`] message when dropped, so that whatever ends the actor (a
+//! panic included) gives its slot and its batch back.
+
+mod failure;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use postern_smtp::client::{ClientSettings, Session, Transaction};
+
+use self::failure::{broken, refused};
+use crate::message::Batch;
+use crate::messages::{Connected, End, Ended, Finished, WantWork};
+use crate::scheduler::Scheduler;
+
+/// A connection's number, unique in the engine.
+pub(crate) type ConnId = u64;
+
+/// One outbound session.
+pub(crate) struct Connection {
+    pub(crate) id: ConnId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) settings: Arc<ClientSettings>,
+    pub(crate) scheduler: Addr<Scheduler>,
+    /// `Max_Deliveries_Per_Connection`; 0 is unlimited.
+    pub(crate) max_deliveries: u64,
+    /// Test hook: panic on a batch for this recipient.
+    pub(crate) panic_on: Option<Arc<str>>,
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let guard = Guard {
+            id: self.id,
+            scheduler: self.scheduler.clone(),
+            batch: None,
+            end: None,
+        };
+        let run = run(
+            guard,
+            self.addr,
+            self.settings.clone(),
+            self.max_deliveries,
+            self.panic_on.clone(),
+        );
+        ctx.spawn(run.into_actor(self).map(|(), _, ctx| ctx.stop()));
+    }
+}
+
+/// Gives the slot and the batch back, whatever ends the connection.
+struct Guard {
+    id: ConnId,
+    scheduler: Addr<Scheduler>,
+    /// The batch being carried.
+    batch: Option<Batch>,
+    /// How it ended, when it ended as planned.
+    end: Option<End>,
+}
+
+impl Guard {
+    fn end(mut self, end: End) {
+        self.end = Some(end);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let end = self
+            .end
+            .take()
+            .unwrap_or_else(|| End::Lost(self.batch.take()));
+        self.scheduler.do_send(Ended { id: self.id, end });
+    }
+}
+
+async fn run(
+    mut guard: Guard,
+    addr: SocketAddr,
+    settings: Arc<ClientSettings>,
+    max_deliveries: u64,
+    panic_on: Option<Arc<str>>,
+) {
+    let mut session = match Session::connect(addr, &settings).await {
+        Ok(s) => s,
+        Err(e) => return guard.end(refused(&e)),
+    };
+    guard.scheduler.do_send(Connected { id: guard.id });
+    let mut sent = 0u64;
+    let mut finished = None;
+    loop {
+        let closing = max_deliveries != 0 && sent >= max_deliveries;
+        let want = WantWork {
+            id: guard.id,
+            finished: finished.take(),
+            closing,
+        };
+        let answer = guard.scheduler.send(want).await;
+        let (Ok(Some(batch)), false) = (answer, closing) else {
+            break;
+        };
+        if let Some(r) = &panic_on
+            && batch.recipients.iter().any(|x| **x == **r)
+        {
+            guard.batch = Some(batch);
+            #[allow(clippy::panic)]
+            {
+                panic!("test hook: a connection panics while carrying a batch");
+            }
+        }
+        let batch = guard.batch.insert(batch);
+        let tx = Transaction {
+            sender: &batch.message.sender,
+            recipients: &batch.recipients,
+            body: &batch.message.body,
+            eight_bit: batch.message.eight_bit,
+            smtputf8: batch.message.smtputf8,
+        };
+        let started = std::time::Instant::now();
+        let result = session.send(&tx).await;
+        metrics::histogram!(postern_metrics::TRANSACTION).record(started.elapsed().as_secs_f64());
+        let Some(batch) = guard.batch.take() else {
+            return;
+        };
+        match result {
+            Ok(outcomes) => finished = Some(Finished { batch, outcomes }),
+            Err(e) => return guard.end(broken(e, batch, sent > 0)),
+        }
+        sent += 1;
+    }
+    let _ = session.quit().await;
+    guard.end(End::Closed);
+}

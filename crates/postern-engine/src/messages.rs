@@ -1,0 +1,91 @@
+//! The messages between the engine's actors: what the daemon sends the
+//! scheduler, and what a connection tells its MX host (through the
+//! scheduler, which keeps every host and domain on one consistent view).
+
+use actix::prelude::*;
+use postern_smtp::Reply;
+use postern_smtp::client::Outcome;
+
+use crate::connection::ConnId;
+use crate::message::{Batch, QueuedMessage};
+
+/// A message for the engine.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Submit(pub(crate) QueuedMessage);
+
+/// The session is open.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Connected {
+    pub(crate) id: ConnId,
+}
+
+/// A transaction's outcomes, one per recipient of its batch.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) batch: Batch,
+    pub(crate) outcomes: Vec<Outcome>,
+}
+
+/// "These are my outcomes (if any); give me the next batch." `None` back
+/// means close.
+#[derive(Message)]
+#[rtype(result = "Option<Batch>")]
+pub(crate) struct WantWork {
+    pub(crate) id: ConnId,
+    pub(crate) finished: Option<Finished>,
+    /// The connection closes after this: no batch may be given.
+    pub(crate) closing: bool,
+}
+
+/// Which hosts a failure to set a session up concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blame {
+    /// The address from this source: connect failures, timeouts, a
+    /// refused greeting. Every profile of the address is skipped.
+    Address,
+    /// This host's profile only: TLS, AUTH, EHLO refused. Other routes to
+    /// the same address go on.
+    Profile,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// It closed normally (QUIT), or was told to.
+    Closed,
+    /// It never got to carry mail: connect, greeting, TLS, EHLO or AUTH
+    /// failed.
+    Failed(Reply, Blame),
+    /// It could not be opened for lack of a local resource (descriptors,
+    /// ports): the host is not at fault.
+    Starved,
+    /// The host answered 421 or "too many connections / rate limited":
+    /// a signal to slow down. The batch, if one was out, goes back without
+    /// an attempt counted.
+    Slowed(Option<Batch>, Reply),
+    /// A reused session turned out to be closed by the server (it timed
+    /// out while idle): the batch was not attempted.
+    Stale(Batch),
+    /// The session broke while carrying the batch. After the final dot
+    /// the message may have arrived; `host_down` when the host stopped
+    /// answering (a timeout).
+    Broken {
+        batch: Batch,
+        reply: Reply,
+        after_dot: bool,
+        host_down: bool,
+    },
+    /// The actor stopped without saying how (a panic): its batch, if one
+    /// was out, comes back from its guard.
+    Lost(Option<Batch>),
+}
+
+/// The connection is gone; sent exactly once per connection, by its guard.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Ended {
+    pub(crate) id: ConnId,
+    pub(crate) end: End,
+}

@@ -1,0 +1,261 @@
+//! The MX-host actor's state: one per (source, destination address and
+//! port, delivery profile). A host owns its pool of connections (opening,
+//! busy, idle), its connection limit counted across every domain routed to
+//! it, its reachability, and the ring of domains that may hand it mail now.
+//!
+//! Reachability: a new host gets one connection first; a host that failed
+//! is skipped for `Host_Failure_Retry`, then one probe goes first, and only
+//! its success opens the pool again. A 421 or a rate-limit reply is not a
+//! failure: the host answered. It lowers the host's cap and pauses new
+//! connections briefly; the cap climbs back with successful transactions.
+
+mod key;
+mod signal;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postern_smtp::Reply;
+use postern_smtp::client::ClientSettings;
+use tokio::sync::oneshot;
+
+pub(crate) use self::key::{HostKey, Peer, Profile, Source};
+pub(crate) use self::signal::asks_to_slow_down;
+use crate::connection::ConnId;
+use crate::domain::DomainId;
+use crate::lease::Gauge;
+use crate::message::Batch;
+
+/// A host's index in the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct HostId(pub(crate) u32);
+
+/// Whether the host may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Never connected: one connection goes first. Meanwhile the host
+    /// counts as free, so that mail waits for it instead of going to a
+    /// worse host.
+    New,
+    /// Its last connection succeeded.
+    Up,
+    /// Skipped until the time given, after a failure.
+    Down {
+        /// When a probe may go.
+        until: Instant,
+    },
+    /// Due back: one probe connection; the host counts as down until the
+    /// probe succeeds.
+    Probing,
+}
+
+/// The pause after a 421 or a rate-limit reply before the next connection.
+const SIGNAL_PAUSE: Duration = Duration::from_secs(1);
+
+/// How far a host's replies have told us to slow down.
+#[derive(Debug, Default)]
+pub(crate) struct Slowdown {
+    /// The most connections for now, below the configured limit.
+    cap: Option<usize>,
+    /// Successful transactions since the cap last moved.
+    credit: usize,
+    /// No new connection before this.
+    paused_until: Option<Instant>,
+}
+
+impl Slowdown {
+    /// The host said "too many" with `open` connections: one fewer, and a
+    /// pause.
+    fn signal(&mut self, open: usize, now: Instant) {
+        let cap = open.saturating_sub(1).max(1);
+        self.cap = Some(self.cap.map_or(cap, |c| c.min(cap)));
+        self.credit = 0;
+        self.paused_until = Some(now + SIGNAL_PAUSE);
+    }
+
+    /// A transaction went through: the cap rises by one after ten
+    /// transactions per connection it allows, and goes away above `limit`.
+    fn success(&mut self, limit: Option<usize>) {
+        let Some(cap) = self.cap else {
+            return;
+        };
+        self.credit += 1;
+        if self.credit < cap * 10 {
+            return;
+        }
+        self.credit = 0;
+        let raised = cap + 1;
+        let gone = limit.map_or(raised > 1000, |l| raised >= l);
+        self.cap = (!gone).then_some(raised);
+    }
+}
+
+/// A connection waiting for work.
+#[derive(Debug)]
+pub(crate) struct Idle {
+    pub(crate) conn: ConnId,
+    pub(crate) since: Instant,
+    pub(crate) reply: oneshot::Sender<Option<Batch>>,
+}
+
+/// One MX host.
+#[derive(Debug)]
+pub(crate) struct MxHost {
+    pub(crate) key: HostKey,
+    /// The settings every connection to it uses.
+    pub(crate) settings: Arc<ClientSettings>,
+    /// The `Host` stanza's `Max_Outbound_Connections` for its source.
+    pub(crate) limit: Option<usize>,
+    /// `Max_Deliveries_Per_Connection`, `Idle_Timeout`, `Host_Failure_Retry`
+    /// of the first domain routed here.
+    pub(crate) max_deliveries: u64,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) failure_retry: Duration,
+    pub(crate) reach: Reach,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) last_failure: Option<Instant>,
+    /// Connections open or opening, and opening only.
+    pub(crate) open: Gauge,
+    pub(crate) opening: Gauge,
+    /// Connections waiting for work, oldest first.
+    pub(crate) idle: VecDeque<Idle>,
+    /// Domains that may have mail for it, served in turn.
+    pub(crate) ring: VecDeque<DomainId>,
+    pub(crate) slowdown: Slowdown,
+    /// The idle timer is set for the oldest idle connection.
+    pub(crate) idle_timer: bool,
+    /// Waiting for the server-wide limit to allow a connection.
+    pub(crate) starved: bool,
+}
+
+impl MxHost {
+    pub(crate) fn new(key: HostKey, settings: Arc<ClientSettings>, limit: Option<usize>) -> Self {
+        Self {
+            key,
+            settings,
+            limit,
+            max_deliveries: 0,
+            idle_timeout: Duration::from_secs(5),
+            failure_retry: Duration::from_secs(120),
+            reach: Reach::New,
+            consecutive_failures: 0,
+            last_failure: None,
+            open: Gauge::default(),
+            opening: Gauge::default(),
+            idle: VecDeque::new(),
+            ring: VecDeque::new(),
+            slowdown: Slowdown::default(),
+            idle_timer: false,
+            starved: false,
+        }
+    }
+
+    /// The host's name (MX, gateway or route host).
+    pub(crate) fn name(&self) -> &str {
+        &self.settings.server_name
+    }
+
+    /// The limit in force: the configured one, or lower after signals.
+    pub(crate) fn limit_now(&self) -> Option<usize> {
+        match (self.limit, self.slowdown.cap) {
+            (Some(l), Some(c)) => Some(l.min(c)),
+            (l, c) => l.or(c),
+        }
+    }
+
+    fn has_slot(&self) -> bool {
+        self.limit_now().is_none_or(|l| self.open.get() < l)
+    }
+
+    /// Not skipped after a failure.
+    pub(crate) fn reachable(&self) -> bool {
+        matches!(self.reach, Reach::New | Reach::Up)
+    }
+
+    /// Free for the preference rule: reachable, with an idle connection
+    /// or a free slot.
+    pub(crate) fn usable(&self) -> bool {
+        self.reachable() && (!self.idle.is_empty() || self.has_slot())
+    }
+
+    /// True when one more connection may be opened now. A new or probed
+    /// host gets one at a time until one succeeds; then at most half as
+    /// many connect at once as are open, plus two.
+    pub(crate) fn may_open(&self, now: Instant) -> bool {
+        if self.slowdown.paused_until.is_some_and(|t| now < t) || !self.has_slot() {
+            return false;
+        }
+        let opening = self.opening.get();
+        match self.reach {
+            Reach::New | Reach::Probing => opening == 0,
+            Reach::Up => opening < 2 + (self.open.get() - opening) / 2,
+            Reach::Down { .. } => false,
+        }
+    }
+
+    /// When a paused host may open again.
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
+        self.slowdown.paused_until
+    }
+
+    /// A connection got through: the host is up.
+    pub(crate) fn connected(&mut self) {
+        self.reach = Reach::Up;
+        self.consecutive_failures = 0;
+    }
+
+    /// A connection failed: skipped until the returned time.
+    pub(crate) fn failed(&mut self, now: Instant) -> Instant {
+        let until = now + self.failure_retry;
+        self.reach = Reach::Down { until };
+        self.consecutive_failures += 1;
+        self.last_failure = Some(now);
+        until
+    }
+
+    /// The retry time has come: true when a probe may now go.
+    pub(crate) fn due_back(&mut self, now: Instant) -> bool {
+        match self.reach {
+            Reach::Down { until } if now >= until => {
+                self.reach = Reach::Probing;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The host answered "too many" while `open` connections were open.
+    pub(crate) fn signal(&mut self, open: usize, now: Instant, reply: &Reply) {
+        tracing::info!(host = %self.name(), addr = %self.key.addr, %reply, "host asks to slow down");
+        self.slowdown.signal(open, now);
+    }
+
+    /// A transaction went through.
+    pub(crate) fn success(&mut self) {
+        self.slowdown.success(self.limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_lowers_the_cap_which_climbs_back_one_at_a_time() {
+        let now = Instant::now();
+        let mut s = Slowdown::default();
+        s.signal(4, now);
+        assert_eq!(s.cap, Some(3));
+        s.signal(1, now);
+        assert_eq!(s.cap, Some(1));
+        for _ in 0..10 {
+            s.success(Some(3));
+        }
+        assert_eq!(s.cap, Some(2));
+        for _ in 0..20 {
+            s.success(Some(3));
+        }
+        assert_eq!(s.cap, None, "at the configured limit the cap goes");
+    }
+}

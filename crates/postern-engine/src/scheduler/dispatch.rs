@@ -1,0 +1,347 @@
+//! Matching ready mail with connections. A domain with work *offers*
+//! itself: it joins the ring of every host down to its first usable
+//! preference level, and the usable hosts *dispatch*: an idle connection
+//! takes the next batch of the ring's next domain, and a host with a free
+//! slot opens a connection for a domain whose mail is not yet covered.
+//!
+//! Every step costs the size of one routing table or one ring turn; no
+//! step looks at every domain or every host. A domain leaves a ring
+//! lazily, when the ring reaches it and it has no mail, is capped, or a
+//! better host of its table is free again.
+
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::control::Pace;
+use super::timers::Timer;
+use super::{Action, Conn, ConnId, Core, Opening};
+use crate::domain::DomainId;
+use crate::message::Batch;
+use crate::mx_host::{HostId, Idle, Reach};
+
+/// A connection's answer: a batch now, or later from its idle slot.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Now(Option<Batch>),
+    Later(oneshot::Receiver<Option<Batch>>),
+}
+
+impl Core {
+    /// The domain may have work: it joins the rings of its hosts down to
+    /// the first usable level, and those hosts (and any probe due at a
+    /// better level) dispatch.
+    pub(super) fn offer(&mut self, d: DomainId) {
+        let now = Instant::now();
+        let Some(dom) = self.domain(d) else {
+            return;
+        };
+        if !dom.has_work() || self.draining {
+            return;
+        }
+        if dom.table.stale(now) {
+            self.request_table(d);
+        }
+        let Some(dom) = self.domain(d) else {
+            return;
+        };
+        let first = dom.first_usable_level(&self.hosts);
+        let mut enlist = Vec::new();
+        let mut to_dispatch = Vec::new();
+        for (level, hosts) in &dom.levels {
+            if first.is_some_and(|f| *level > f) {
+                break;
+            }
+            for h in hosts {
+                enlist.push(*h);
+                if self
+                    .host(*h)
+                    .is_some_and(|x| x.usable() || x.reach == Reach::Probing)
+                {
+                    to_dispatch.push(*h);
+                }
+            }
+        }
+        for h in enlist {
+            self.enlist(d, h);
+        }
+        // Rounds over the hosts, so that equal hosts open in turn.
+        loop {
+            let opened = self.next_conn;
+            for h in &to_dispatch {
+                self.dispatch(*h);
+            }
+            if self.next_conn == opened {
+                return;
+            }
+        }
+    }
+
+    fn enlist(&mut self, d: DomainId, h: HostId) {
+        let Some(dom) = self.domains.get_mut(d.0 as usize) else {
+            return;
+        };
+        if dom.enlisted.contains(&h) {
+            return;
+        }
+        dom.enlisted.push(h);
+        if let Some(host) = self.hosts.get_mut(h.0 as usize) {
+            host.ring.push_back(d);
+        }
+    }
+
+    /// The domain leaves the host's ring (the caller took it out).
+    pub(super) fn delist(&mut self, d: DomainId, h: HostId) {
+        if let Some(dom) = self.domain_mut(d) {
+            dom.enlisted.retain(|x| *x != h);
+        }
+    }
+
+    /// Gives the host's idle connections work, then opens connections for
+    /// mail that no connection covers.
+    pub(super) fn dispatch(&mut self, h: HostId) {
+        if self.draining {
+            return;
+        }
+        let now = Instant::now();
+        while self.host(h).is_some_and(|x| !x.idle.is_empty()) {
+            let Some((d, batch)) = self.next_batch(h, now) else {
+                break;
+            };
+            let Some(idle) = self.host_mut(h).and_then(|x| x.idle.pop_front()) else {
+                self.back(d, batch);
+                break;
+            };
+            self.idle_index.remove(&(idle.since, idle.conn));
+            self.hand(idle.conn, d, batch, idle.reply);
+        }
+        loop {
+            let Some(host) = self.host(h) else {
+                return;
+            };
+            if !host.may_open(now) {
+                if let Some(until) = host.paused_until().filter(|t| *t > now) {
+                    self.timers.at(until, Timer::HostRetry(h));
+                }
+                return;
+            }
+            if self.total.get() >= self.server_limit {
+                self.starve(h);
+                return;
+            }
+            let Some(d) = self.next_opener(h) else {
+                return;
+            };
+            if self.paced(d, Pace::Connections, now) {
+                self.open(h, d);
+            } else {
+                // It waits for its throttle; `next_opener` put it last.
+                if let Some(host) = self.host_mut(h) {
+                    host.ring.pop_back();
+                }
+                self.delist(d, h);
+            }
+        }
+    }
+
+    /// The next batch the host may carry, from the next domain in its ring.
+    pub(super) fn next_batch(&mut self, h: HostId, now: Instant) -> Option<(DomainId, Batch)> {
+        let turns = self.host(h)?.ring.len();
+        for _ in 0..turns {
+            let d = self.host_mut(h)?.ring.pop_front()?;
+            let fits = self.domain(d).is_some_and(|dom| {
+                dom.has_work()
+                    && dom.carrying.get() < dom.limits.max_connections
+                    && dom.permits(h, &self.hosts)
+            });
+            if !fits || !self.paced(d, Pace::Messages, now) {
+                self.delist(d, h);
+                continue;
+            }
+            self.host_mut(h)?.ring.push_back(d);
+            let batch = self.domain_mut(d)?.active.pop_front()?;
+            return Some((d, batch));
+        }
+        None
+    }
+
+    /// The next domain of the ring whose ready mail calls for a new
+    /// connection (any with mail, for the probe of a new or returning host).
+    fn next_opener(&mut self, h: HostId) -> Option<DomainId> {
+        let host = self.host(h)?;
+        let probe = matches!(host.reach, Reach::New | Reach::Probing);
+        let turns = host.ring.len();
+        for _ in 0..turns {
+            let d = self.host_mut(h)?.ring.pop_front()?;
+            let Some(dom) = self.domain(d) else {
+                continue;
+            };
+            if !dom.has_work() || !dom.permits(h, &self.hosts) {
+                self.delist(d, h);
+                continue;
+            }
+            let wants = dom.below_limit()
+                && (probe || (dom.wants_connection() && dom.fair(h, &self.hosts)));
+            self.host_mut(h)?.ring.push_back(d);
+            if wants {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    /// Starts a connection to the host, on behalf of the domain, on the
+    /// least loaded delivery loop.
+    fn open(&mut self, h: HostId, d: DomainId) {
+        let event_loop = (0..self.loop_open.len())
+            .min_by_key(|i| self.loop_open.get(*i).map_or(usize::MAX, |g| g.get()))
+            .unwrap_or(0);
+        let (Some(host), Some(dom), Some(on_loop)) = (
+            self.hosts.get(h.0 as usize),
+            self.domains.get(d.0 as usize),
+            self.loop_open.get(event_loop),
+        ) else {
+            return;
+        };
+        let conn = Conn {
+            host: h,
+            _slot: host.open.lease(),
+            _server: self.total.lease(),
+            _on_loop: on_loop.lease(),
+            opening: Some(Opening {
+                domain: d,
+                _host: host.opening.lease(),
+                _domain: dom.opening.lease(),
+            }),
+            carrying: None,
+        };
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(id, conn);
+        if let Some(n) = self.loop_opened.get_mut(event_loop) {
+            *n += 1;
+        }
+        self.actions.push(Action::Open {
+            conn: id,
+            host: h,
+            event_loop,
+        });
+    }
+
+    /// Sends a batch to a waiting connection; it comes back if the
+    /// connection is gone.
+    fn hand(
+        &mut self,
+        conn: ConnId,
+        d: DomainId,
+        batch: Batch,
+        reply: oneshot::Sender<Option<Batch>>,
+    ) {
+        match reply.send(Some(batch)) {
+            Ok(()) => self.carry(conn, d),
+            Err(Some(batch)) => self.back(d, batch),
+            Err(None) => {}
+        }
+    }
+
+    /// The connection now carries a batch of the domain.
+    pub(super) fn carry(&mut self, conn: ConnId, d: DomainId) {
+        let Some(lease) = self.domain(d).map(|dom| dom.carrying.lease()) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.carrying = Some((d, lease));
+        }
+    }
+
+    /// A connection with nothing to carry waits in its host's pool.
+    pub(super) fn park(&mut self, conn: ConnId, h: HostId, now: Instant) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let Some(host) = self.host_mut(h) else {
+            return Answer::Now(None);
+        };
+        host.idle.push_back(Idle {
+            conn,
+            since: now,
+            reply,
+        });
+        let arm = !host.idle_timer;
+        host.idle_timer = true;
+        let at = now + host.idle_timeout;
+        self.idle_index.insert((now, conn), h);
+        if arm {
+            self.timers.at(at, Timer::Idle(h));
+        }
+        Answer::Later(answer)
+    }
+
+    /// Lets go of the host's connections that waited `Idle_Timeout`.
+    pub(super) fn expire_idle(&mut self, h: HostId, now: Instant) {
+        let Some(host) = self.hosts.get_mut(h.0 as usize) else {
+            return;
+        };
+        host.idle_timer = false;
+        let timeout = host.idle_timeout;
+        while host.idle.front().is_some_and(|i| now >= i.since + timeout) {
+            if let Some(i) = host.idle.pop_front() {
+                self.idle_index.remove(&(i.since, i.conn));
+                let _ = i.reply.send(None);
+            }
+        }
+        if let Some(oldest) = host.idle.front().map(|i| i.since) {
+            host.idle_timer = true;
+            self.timers.at(oldest + timeout, Timer::Idle(h));
+        }
+    }
+
+    /// The server-wide limit stops the host: it waits its turn, and the
+    /// oldest idle connection elsewhere gives its slot up.
+    fn starve(&mut self, h: HostId) {
+        if let Some(host) = self.host_mut(h)
+            && !host.starved
+        {
+            host.starved = true;
+            self.starved.push_back(h);
+        }
+        let victim = self
+            .idle_index
+            .iter()
+            .find(|(_, host)| **host != h)
+            .map(|(k, host)| (*k, *host));
+        let Some(((since, conn), owner)) = victim else {
+            return;
+        };
+        self.idle_index.remove(&(since, conn));
+        let Some(host) = self.host_mut(owner) else {
+            return;
+        };
+        if let Some(i) = host.idle.iter().position(|i| i.conn == conn)
+            && let Some(idle) = host.idle.remove(i)
+        {
+            let _ = idle.reply.send(None);
+        }
+    }
+
+    /// Gives a few starved hosts a chance at a freed slot.
+    pub(super) fn feed_starved(&mut self) {
+        for _ in 0..4 {
+            if self.total.get() >= self.server_limit {
+                return;
+            }
+            let Some(h) = self.starved.pop_front() else {
+                return;
+            };
+            if let Some(host) = self.host_mut(h) {
+                host.starved = false;
+            }
+            self.dispatch(h);
+        }
+    }
+
+    /// A batch that was not attempted goes back to the head of its queue.
+    pub(super) fn back(&mut self, d: DomainId, batch: Batch) {
+        if let Some(dom) = self.domain_mut(d) {
+            dom.active.push_front(batch);
+        }
+    }
+}
