@@ -75,6 +75,10 @@ struct Behaviour {
     require_auth: bool,
     /// Keep bodies (off for load tests: only envelopes and ids are kept).
     drop_bodies: bool,
+    /// Greet with 421 while more than this many connections are open.
+    refuse_beyond: Option<usize>,
+    /// Close this many connections, the first ones, without a word.
+    drop_first: usize,
 }
 
 /// Builds a sink.
@@ -185,6 +189,19 @@ impl SinkBuilder {
         self
     }
 
+    /// Greet with `421 4.7.0 too many connections` while more than `n`
+    /// connections are open (a provider's connection limit).
+    pub fn refuse_beyond(mut self, n: usize) -> Self {
+        self.behaviour.refuse_beyond = Some(n);
+        self
+    }
+
+    /// Close the first `n` connections as soon as they are accepted.
+    pub fn drop_first(mut self, n: usize) -> Self {
+        self.behaviour.drop_first = n;
+        self
+    }
+
     /// Keep only envelopes, Message-IDs and arrival times, not bodies
     /// (for load tests with many messages).
     pub fn drop_bodies(mut self) -> Self {
@@ -235,6 +252,10 @@ struct State {
     active: usize,
     max_active: usize,
     peers: HashSet<IpAddr>,
+    /// Open and most open at once, by client address.
+    active_from: HashMap<IpAddr, usize>,
+    max_from: HashMap<IpAddr, usize>,
+    refused: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -268,20 +289,33 @@ fn run(
                     Err(_) => continue,
                 },
             };
-            {
+            let (n, active) = {
                 let mut s = shared.state();
                 s.connections += 1;
                 s.active += 1;
                 s.max_active = s.max_active.max(s.active);
                 s.peers.insert(peer.ip());
-            }
+                let from = s.active_from.entry(peer.ip()).or_default();
+                *from += 1;
+                let from = *from;
+                let max = s.max_from.entry(peer.ip()).or_default();
+                *max = (*max).max(from);
+                (s.connections, s.active)
+            };
             let shared = shared.clone();
             tokio::spawn(async move {
                 let mut handler = SinkHandler {
                     shared: shared.clone(),
+                    refuse: shared.behaviour.refuse_beyond.is_some_and(|limit| active > limit),
                 };
-                let _ = serve(tcp, shared.settings.clone(), &mut handler).await;
-                shared.state().active -= 1;
+                if n > shared.behaviour.drop_first {
+                    let _ = serve(tcp, shared.settings.clone(), &mut handler).await;
+                }
+                let mut s = shared.state();
+                s.active -= 1;
+                if let Some(from) = s.active_from.get_mut(&peer.ip()) {
+                    *from -= 1;
+                }
             });
         }
     })
@@ -289,6 +323,8 @@ fn run(
 
 struct SinkHandler {
     shared: Shared,
+    /// This session is over the sink's connection limit.
+    refuse: bool,
 }
 
 impl SinkHandler {
@@ -304,6 +340,10 @@ impl SinkHandler {
 impl Handler for SinkHandler {
     async fn greeting(&mut self, hostname: &str, _peer: SocketAddr) -> Reply {
         self.pause().await;
+        if self.refuse {
+            self.shared.state().refused += 1;
+            return Reply::with_status(421, (4, 7, 0), "too many connections, try again later");
+        }
         Reply::new(220, None, format!("{hostname} ESMTP testkit sink"))
     }
 
@@ -438,6 +478,16 @@ impl Sink {
     /// The most connections open at once.
     pub fn max_concurrent(&self) -> usize {
         self.state().max_active
+    }
+
+    /// The most connections open at once from one client address.
+    pub fn max_concurrent_from(&self, ip: IpAddr) -> usize {
+        self.state().max_from.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// How many sessions were refused with 421 for being over the limit.
+    pub fn refused(&self) -> usize {
+        self.state().refused
     }
 
     /// The client addresses seen.
