@@ -55,12 +55,18 @@ impl Core {
         };
         let h = c.host;
         c.opening = None;
-        let carried = c.carrying.take().map(|(d, _lease)| d);
+        // A closing connection still counts for its domain until it is
+        // gone, so that no other opens for the same mail meanwhile.
+        let carried = if closing {
+            c.carrying.as_ref().map(|(d, _)| *d)
+        } else {
+            c.carrying.take().map(|(d, _lease)| d)
+        };
         if let (Some(d), Some(f)) = (carried, finished) {
             self.finished(d, h, f, now);
         }
         let answer = self.next_for(conn, h, closing, now);
-        if let Some(d) = carried {
+        if let (Some(d), false) = (carried, closing) {
             self.offer(d);
         }
         answer
