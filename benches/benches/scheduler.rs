@@ -1,74 +1,55 @@
-//! The scheduler's choice of a host for a new connection, on a routing
-//! table of 10,000 hosts: 100 levels of 100, where the better levels are
-//! full or down, the worst case the scan can meet.
+//! The control plane's cost per batch: a message for one domain is
+//! queued, handed to an idle connection of its MX host, delivered, and the
+//! connection asks for the next. Compared between a small world (50
+//! domains on 5 hosts) and a large one (100,000 domains on 1,000 hosts,
+//! two equal MX hosts each), the shape bulk mail has: many domains, few
+//! providers. No decision may look at every domain or host, so the two
+//! should cost about the same.
+#![allow(clippy::panic, clippy::indexing_slicing)]
 
-use std::collections::HashMap;
-use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use postern_engine::choice::{HostState, better_is_free, choose};
+use postern_conf::Config;
+use postern_engine::bench::Plane;
 
-/// Levels of addresses, and the hosts' state.
-type Table = (Vec<(u32, Vec<SocketAddr>)>, HashMap<SocketAddr, HostState>);
+fn host(i: usize) -> SocketAddr {
+    let i = u32::try_from(i).unwrap_or(0);
+    SocketAddr::from(([127, 1, (i / 250) as u8, (i % 250) as u8 + 1], 25))
+}
 
-fn routing_table(levels: u32, per_level: u16) -> Table {
-    let now = Instant::now();
-    let mut table = Vec::new();
-    let mut hosts = HashMap::new();
-    for level in 0..levels {
-        let mut addrs = Vec::new();
-        for i in 0..per_level {
-            let addr = SocketAddr::from((
-                [
-                    127,
-                    (level / 256) as u8,
-                    (level % 256) as u8,
-                    (i % 250) as u8 + 1,
-                ],
-                25 + i / 250,
-            ));
-            let mut h = HostState::new(format!("mx{i}.l{level}.example"), Some(4));
-            // Every level but the last is full or down.
-            if level + 1 < levels {
-                if i % 2 == 0 {
-                    h.connections = 4;
-                } else {
-                    h.down_until = Some(now + Duration::from_secs(60));
-                }
-            } else {
-                h.connections = usize::from(i % 3);
-            }
-            hosts.insert(addr, h);
-            addrs.push(addr);
-        }
-        table.push((level, addrs));
+/// A plane with `domains` domains over `hosts` hosts. Connections open as
+/// the first messages come (criterion's warm-up), and stay idle between
+/// messages.
+fn world(domains: usize, hosts: usize) -> (Plane, Vec<String>) {
+    let config = Config::from_text(
+        "Hostname = \"bench.test\"\nIdle_Timeout = 3600\n",
+        Path::new("bench.conf"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut plane = Plane::new(config);
+    let names: Vec<String> = (0..domains).map(|i| format!("d{i}.bench")).collect();
+    for (i, name) in names.iter().enumerate() {
+        plane.route(name, &[host(i % hosts), host((i + 1) % hosts)]);
     }
-    (table, hosts)
+    (plane, names)
 }
 
 fn bench(c: &mut Criterion) {
-    let (table, hosts) = routing_table(100, 100);
-    let now = Instant::now();
-    let levels = || table.iter().map(|(l, a)| (*l, &a[..]));
-    let mut group = c.benchmark_group("scheduler");
-    group.bench_function("choose_10000_hosts_best_free_in_last_level", |b| {
-        b.iter(|| choose(levels(), black_box(&hosts), now));
-    });
-    group.bench_function("better_is_free_10000_hosts", |b| {
-        b.iter(|| better_is_free(levels(), black_box(&hosts), 99, now));
-    });
-    let (small, small_hosts) = routing_table(2, 5);
-    group.bench_function("choose_10_hosts", |b| {
-        b.iter(|| {
-            choose(
-                small.iter().map(|(l, a)| (*l, &a[..])),
-                black_box(&small_hosts),
-                now,
-            )
+    let mut group = c.benchmark_group("dispatch");
+    for (domains, hosts) in [(50, 5), (100_000, 1_000)] {
+        let (mut plane, names) = world(domains, hosts);
+        let mut id = 1_000_000u64;
+        group.bench_function(format!("batch_{domains}_domains_{hosts}_hosts"), |b| {
+            b.iter(|| {
+                id += 1;
+                let name = &names[(id as usize * 7919) % names.len()];
+                plane.submit(id, name);
+                plane.run()
+            });
         });
-    });
+    }
     group.finish();
 }
 

@@ -26,6 +26,8 @@
 //! [`summary`]: Engine::summary
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod bench;
 mod bounce;
 mod connection;
 mod domain;

@@ -50,7 +50,12 @@ fn three_hundred_domains_share_one_hosts_three_connections() {
         for d in 0..300 {
             id += 1;
             let domain = format!("d{d}.test");
-            e.submit(message(id, "default", &domain, &[&format!("r{round}@{domain}")]));
+            e.submit(message(
+                id,
+                "default",
+                &domain,
+                &[&format!("r{round}@{domain}")],
+            ));
         }
     }
     let reports = wait_reports(&e, 600, Duration::from_secs(120), delivered);

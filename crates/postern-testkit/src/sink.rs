@@ -306,7 +306,10 @@ fn run(
             tokio::spawn(async move {
                 let mut handler = SinkHandler {
                     shared: shared.clone(),
-                    refuse: shared.behaviour.refuse_beyond.is_some_and(|limit| active > limit),
+                    refuse: shared
+                        .behaviour
+                        .refuse_beyond
+                        .is_some_and(|limit| active > limit),
                 };
                 if n > shared.behaviour.drop_first {
                     let _ = serve(tcp, shared.settings.clone(), &mut handler).await;

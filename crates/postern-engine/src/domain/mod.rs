@@ -143,7 +143,10 @@ impl Domain {
     pub(crate) fn first_usable_level(&self, hosts: &[MxHost]) -> Option<u32> {
         self.levels
             .iter()
-            .find(|(_, hs)| hs.iter().any(|h| host(hosts, *h).is_some_and(MxHost::usable)))
+            .find(|(_, hs)| {
+                hs.iter()
+                    .any(|h| host(hosts, *h).is_some_and(MxHost::usable))
+            })
             .map(|(l, _)| *l)
     }
 

@@ -38,10 +38,18 @@ mod tests {
         let r = |code, s: (u8, u8, u8), t: &str| Reply::with_status(code, s, t);
         assert!(asks_to_slow_down(&r(421, (4, 7, 0), "try again later")));
         assert!(asks_to_slow_down(&r(451, (4, 7, 28), "slow down")));
-        assert!(asks_to_slow_down(&r(450, (4, 2, 1), "Too many connections from your IP")));
+        assert!(asks_to_slow_down(&r(
+            450,
+            (4, 2, 1),
+            "Too many connections from your IP"
+        )));
         assert!(asks_to_slow_down(&r(452, (4, 3, 0), "Rate limit exceeded")));
         assert!(!asks_to_slow_down(&r(451, (4, 3, 0), "temporary failure")));
-        assert!(!asks_to_slow_down(&r(550, (5, 7, 1), "rate limit: blocked")));
+        assert!(!asks_to_slow_down(&r(
+            550,
+            (5, 7, 1),
+            "rate limit: blocked"
+        )));
         assert!(!asks_to_slow_down(&r(250, (2, 0, 0), "ok")));
     }
 }

@@ -42,12 +42,11 @@ impl Core {
         if dom.table.stale(now) {
             self.request_table(d);
         }
+        let (mut enlist, mut to_dispatch) = std::mem::take(&mut self.scratch);
         let Some(dom) = self.domain(d) else {
             return;
         };
         let first = dom.first_usable_level(&self.hosts);
-        let mut enlist = Vec::new();
-        let mut to_dispatch = Vec::new();
         for (level, hosts) in &dom.levels {
             if first.is_some_and(|f| *level > f) {
                 break;
@@ -62,19 +61,21 @@ impl Core {
                 }
             }
         }
-        for h in enlist {
+        for h in enlist.drain(..) {
             self.enlist(d, h);
         }
         // Rounds over the hosts, so that equal hosts open in turn.
         loop {
             let opened = self.next_conn;
             for h in &to_dispatch {
-                self.dispatch(*h);
+                self.dispatch(*h, now);
             }
             if self.next_conn == opened {
-                return;
+                break;
             }
         }
+        to_dispatch.clear();
+        self.scratch = (enlist, to_dispatch);
     }
 
     fn enlist(&mut self, d: DomainId, h: HostId) {
@@ -99,11 +100,10 @@ impl Core {
 
     /// Gives the host's idle connections work, then opens connections for
     /// mail that no connection covers.
-    pub(super) fn dispatch(&mut self, h: HostId) {
+    pub(super) fn dispatch(&mut self, h: HostId, now: Instant) {
         if self.draining {
             return;
         }
-        let now = Instant::now();
         while self.host(h).is_some_and(|x| !x.idle.is_empty()) {
             let Some((d, batch)) = self.next_batch(h, now) else {
                 break;
@@ -323,7 +323,7 @@ impl Core {
     }
 
     /// Gives a few starved hosts a chance at a freed slot.
-    pub(super) fn feed_starved(&mut self) {
+    pub(super) fn feed_starved(&mut self, now: Instant) {
         for _ in 0..4 {
             if self.total.get() >= self.server_limit {
                 return;
@@ -334,7 +334,7 @@ impl Core {
             if let Some(host) = self.host_mut(h) {
                 host.starved = false;
             }
-            self.dispatch(h);
+            self.dispatch(h, now);
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod control;
 mod dispatch;
+pub(crate) use self::dispatch::Answer;
 mod outcome;
 mod query;
 mod retry;
@@ -82,7 +83,9 @@ pub(crate) struct Core {
     config: Arc<Config>,
     hostname: String,
     domains: Vec<Domain>,
-    domain_ids: HashMap<QueueKey, DomainId>,
+    /// Domain ids by binding, then domain: looked up without a copy of
+    /// either name.
+    domain_ids: HashMap<String, HashMap<String, DomainId>>,
     hosts: Vec<MxHost>,
     host_ids: HashMap<HostKey, HostId>,
     /// The hosts (profiles) of each source and address.
@@ -114,6 +117,8 @@ pub(crate) struct Core {
     lookups: usize,
     lookup_queue: VecDeque<DomainId>,
     actions: Vec<Action>,
+    /// Reused lists of hosts for [`Core::offer`].
+    scratch: (Vec<HostId>, Vec<HostId>),
     /// Test hook: a connection given a batch for this recipient panics.
     panic_on: Option<Arc<str>>,
 }
@@ -166,19 +171,28 @@ impl Core {
             lookups: 0,
             lookup_queue: VecDeque::new(),
             actions: Vec::new(),
+            scratch: (Vec::new(), Vec::new()),
             panic_on: None,
         }
     }
 
+    /// The domain's id, if it has a queue.
+    fn find_domain(&self, binding: &str, domain: &str) -> Option<DomainId> {
+        self.domain_ids.get(binding)?.get(domain).copied()
+    }
+
     /// The domain's id, made on first use.
     pub(crate) fn domain_id(&mut self, key: &QueueKey) -> DomainId {
-        if let Some(id) = self.domain_ids.get(key) {
-            return *id;
+        if let Some(id) = self.find_domain(&key.binding, &key.domain) {
+            return id;
         }
         let id = DomainId(u32::try_from(self.domains.len()).unwrap_or(u32::MAX));
         let limits = Limits::of(&self.config, key);
         self.domains.push(Domain::new(key.clone(), limits));
-        self.domain_ids.insert(key.clone(), id);
+        self.domain_ids
+            .entry(key.binding.clone())
+            .or_default()
+            .insert(key.domain.clone(), id);
         id
     }
 
@@ -200,11 +214,13 @@ impl Core {
 
     /// Queues a message: its batches join the domain's ready mail.
     pub(crate) fn submit(&mut self, message: crate::message::QueuedMessage) {
-        let key = QueueKey {
-            binding: message.binding.clone(),
-            domain: message.domain.clone(),
+        let d = match self.find_domain(&message.binding, &message.domain) {
+            Some(d) => d,
+            None => self.domain_id(&QueueKey {
+                binding: message.binding.clone(),
+                domain: message.domain.clone(),
+            }),
         };
-        let d = self.domain_id(&key);
         let size = self.domain(d).map_or(1, |x| x.limits.batch_size);
         for batch in Batch::split(message, size) {
             self.enter(d, &batch);
@@ -213,6 +229,18 @@ impl Core {
             }
         }
         self.offer(d);
+    }
+
+    /// Every host of the domain's table.
+    pub(crate) fn hosts_of(&self, d: DomainId) -> Vec<HostId> {
+        self.domain(d)
+            .map(|x| {
+                x.levels
+                    .iter()
+                    .flat_map(|(_, hs)| hs.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// What the actor must do now.

@@ -25,6 +25,7 @@ impl Core {
     /// The session is open: the host is up, the domain it was opened for
     /// has no failures in a row, and the host may open more.
     pub(crate) fn connected(&mut self, conn: ConnId) {
+        let now = Instant::now();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -39,7 +40,7 @@ impl Core {
         if let Some(host) = self.host_mut(h) {
             host.connected();
         }
-        self.dispatch(h);
+        self.dispatch(h, now);
     }
 
     /// A connection's outcomes and its request for the next batch.
@@ -198,7 +199,8 @@ impl Core {
             End::Starved => {
                 // This machine is out of descriptors or ports: look again
                 // in a second, without blaming the host.
-                self.timers.at(now + Duration::from_secs(1), Timer::HostRetry(h));
+                self.timers
+                    .at(now + Duration::from_secs(1), Timer::HostRetry(h));
             }
             End::Slowed(batch, reply) => {
                 if let (Some(d), Some(b)) = (owner, batch) {
@@ -242,11 +244,11 @@ impl Core {
                 }
             }
         }
-        self.dispatch(h);
+        self.dispatch(h, now);
         if let Some(d) = owner {
             self.offer(d);
         }
-        self.feed_starved();
+        self.feed_starved(now);
     }
 
     fn forget_idle(&mut self, h: HostId, conn: ConnId) {

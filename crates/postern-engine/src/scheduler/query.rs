@@ -144,7 +144,7 @@ fn host_view(level: u32, h: &MxHost, now: Instant) -> HostView {
 impl Core {
     fn queue_view(&self, key: &QueueKey) -> Option<QueueView> {
         let now = Instant::now();
-        let dom = self.domain(*self.domain_ids.get(key)?)?;
+        let dom = self.domain(self.find_domain(&key.binding, &key.domain)?)?;
         let hosts = dom
             .levels
             .iter()

@@ -61,17 +61,14 @@ impl Core {
 
     /// A batch becomes ready: it joins its message's round.
     pub(super) fn enter(&mut self, d: DomainId, batch: &Batch) {
-        self.rounds
-            .entry(round_key(d, batch))
-            .or_default()
-            .pending += 1;
+        self.rounds.entry(round_key(d, batch)).or_default().pending += 1;
     }
 
     /// A batch's attempt is over, with these permanent failures; the last
     /// batch of a round sends the round's bounce.
     pub(super) fn settle(&mut self, d: DomainId, batch: &Batch, failed: Vec<FailedRecipient>) {
         let rk = round_key(d, batch);
-        let round = self.rounds.entry(rk.clone()).or_default();
+        let round = self.rounds.entry(rk).or_default();
         round.pending = round.pending.saturating_sub(1);
         round.failed.extend(failed);
         if round.pending > 0 {

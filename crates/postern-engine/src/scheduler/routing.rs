@@ -139,7 +139,11 @@ impl Core {
             }
             return Ok(h);
         }
-        let limits = &self.domains.get(d.0 as usize).ok_or("no such domain")?.limits;
+        let limits = &self
+            .domains
+            .get(d.0 as usize)
+            .ok_or("no such domain")?
+            .limits;
         let mut host = MxHost::new(key.clone(), Arc::new(settings), limit);
         host.max_deliveries = limits.max_deliveries;
         host.idle_timeout = limits.idle;

@@ -49,7 +49,9 @@ impl Timers {
 
     fn take_due(&mut self, now: Instant) -> Vec<Timer> {
         let later = self.due.split_off(&(now, u64::MAX));
-        std::mem::replace(&mut self.due, later).into_values().collect()
+        std::mem::replace(&mut self.due, later)
+            .into_values()
+            .collect()
     }
 }
 
@@ -68,10 +70,10 @@ impl Core {
                 Timer::Idle(h) => self.expire_idle(h, now),
                 Timer::HostBack(h) => {
                     if self.host_mut(h).is_some_and(|x| x.due_back(now)) {
-                        self.dispatch(h);
+                        self.dispatch(h, now);
                     }
                 }
-                Timer::HostRetry(h) => self.dispatch(h),
+                Timer::HostRetry(h) => self.dispatch(h, now),
             }
         }
     }
