@@ -20,6 +20,7 @@ use crate::domain::QueueKey;
 use crate::message::{Batch, QueuedMessage, Report};
 use crate::messages::{End, Finished};
 use crate::mx_host::HostId;
+use crate::outcomes::Channels;
 use crate::scheduler::{Action, Answer, Core};
 
 /// The control plane alone, driven by hand.
@@ -47,10 +48,9 @@ impl std::fmt::Debug for Plane {
 impl Plane {
     /// A plane for `config` with one delivery loop.
     pub fn new(config: Config) -> Self {
-        let (reports_tx, reports) = crossbeam_channel::unbounded();
-        let (bounces_tx, bounces) = crossbeam_channel::unbounded();
+        let (sink, reports, bounces) = Channels::new();
         Self {
-            core: Core::new(Arc::new(config), 1, reports_tx, bounces_tx),
+            core: Core::new(Arc::new(config), 1, Box::new(sink)),
             reports,
             _bounces: bounces,
             waiting: HashMap::new(),
@@ -102,6 +102,8 @@ impl Plane {
         self.touched = self.core.hosts_of(d);
         self.core.submit(QueuedMessage {
             id,
+            queue_id: id,
+            message_id: String::new(),
             binding: "default".into(),
             domain: domain.into(),
             sender: "bench@example.org".into(),

@@ -37,14 +37,17 @@ pub struct Bounce {
 }
 
 impl Bounce {
-    /// The bounce as a message for the engine, with the spool's `id`.
-    pub fn queued(&self, id: u64) -> QueuedMessage {
+    /// The bounce as a message for the engine, with the spool's ids for
+    /// the message and its one entry, and its `Message-ID`.
+    pub fn queued(&self, queue_id: u64, id: u64, message_id: String) -> QueuedMessage {
         let domain = self
             .recipient
             .rsplit_once('@')
             .map_or_else(String::new, |(_, d)| d.to_ascii_lowercase());
         QueuedMessage {
             id,
+            queue_id,
+            message_id,
             binding: self.binding.clone(),
             domain,
             sender: String::new(),

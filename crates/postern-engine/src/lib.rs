@@ -4,8 +4,9 @@
 //! keeps every domain's queue and every MX host's pool of connections) and
 //! `Event_Loops` delivery event loops where connection actors run, each
 //! new connection on the least loaded loop. The daemon [`submit`]s queued
-//! messages and reads a [`Report`] per recipient and attempt from
-//! [`reports`]; [`queue`] and [`summary`] show the engine's state.
+//! messages; a [`Report`] per recipient and attempt, and every bounce, go
+//! to the [`Outcomes`] it gave at the start; [`queue`] and [`summary`]
+//! show the engine's state.
 //!
 //! - `domain/`: one queue per (binding, domain): routing table, ready and
 //!   delayed mail, its own limits.
@@ -21,7 +22,6 @@
 //! batch of that domain while a better host is reachable and free.
 //!
 //! [`submit`]: Engine::submit
-//! [`reports`]: Engine::reports
 //! [`queue`]: Engine::queue
 //! [`summary`]: Engine::summary
 #![warn(missing_docs)]
@@ -36,6 +36,7 @@ mod message;
 mod messages;
 mod mx_host;
 pub mod outbound;
+mod outcomes;
 mod scheduler;
 mod throttle;
 
@@ -44,7 +45,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use actix::prelude::*;
-use crossbeam_channel::Receiver;
 use postern_conf::{Config, Directive, Value};
 use postern_dns::Dns;
 
@@ -52,6 +52,7 @@ pub use bounce::{Bounce, FailedRecipient};
 pub use domain::QueueKey;
 pub use message::{HostInfo, QueuedMessage, Report};
 use messages::Submit;
+pub use outcomes::{Channels, Outcomes};
 use scheduler::{Command, Control, Drain, Fault, QueryQueue, QueryQueues, QuerySummary, Scheduler};
 pub use scheduler::{HostSummary, HostView, QueueRow, QueueView, Summary};
 
@@ -59,8 +60,6 @@ pub use scheduler::{HostSummary, HostView, QueueRow, QueueView, Summary};
 #[derive(Debug)]
 pub struct Engine {
     handle: Handle,
-    reports: Receiver<Report>,
-    bounces: Receiver<Bounce>,
     system: System,
     thread: Option<JoinHandle<()>>,
 }
@@ -68,7 +67,7 @@ pub struct Engine {
 /// A running engine's handle, for any thread: submit messages, query the
 /// state, hold and release queues.
 #[derive(Debug, Clone)]
-pub struct Handle(Addr<Scheduler>);
+pub struct Handle(pub(crate) Addr<Scheduler>);
 
 impl Handle {
     /// Queues a message for delivery; returns at once.
@@ -139,11 +138,10 @@ fn key(binding: &str, domain: &str) -> QueueKey {
 }
 
 impl Engine {
-    /// Starts the control loop and the delivery loops for `config`.
-    pub fn start(config: Arc<Config>) -> io::Result<Engine> {
+    /// Starts the control loop and the delivery loops for `config`; every
+    /// outcome and bounce goes to `outcomes`.
+    pub fn start(config: Arc<Config>, outcomes: Box<dyn Outcomes>) -> io::Result<Engine> {
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Started>();
-        let (reports_tx, reports) = crossbeam_channel::unbounded();
-        let (bounces_tx, bounces) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("postern-control".into())
             .spawn(move || {
@@ -155,8 +153,7 @@ impl Engine {
                     // The control loop's own resolver, used only here.
                     let dns =
                         Dns::from_config(&config).map_err(|e| io::Error::other(e.to_string()))?;
-                    let scheduler =
-                        Scheduler::new(config, dns, handles, reports_tx, bounces_tx).start();
+                    let scheduler = Scheduler::new(config, dns, handles, outcomes).start();
                     Ok((scheduler, System::current()))
                 });
                 let ok = started.is_ok();
@@ -176,8 +173,6 @@ impl Engine {
             .map_err(|_| io::Error::other("the engine's control loop did not start"))??;
         Ok(Engine {
             handle: Handle(scheduler),
-            reports,
-            bounces,
             system,
             thread: Some(thread),
         })
@@ -201,17 +196,6 @@ impl Engine {
                 _ => return,
             }
         }
-    }
-
-    /// Every recipient's outcome of every attempt, in order.
-    pub fn reports(&self) -> &Receiver<Report> {
-        &self.reports
-    }
-
-    /// Bounces to queue: the daemon stores each one and submits it
-    /// ([`Bounce::queued`]) like any message.
-    pub fn bounces(&self) -> &Receiver<Bounce> {
-        &self.bounces
     }
 }
 

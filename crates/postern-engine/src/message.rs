@@ -13,6 +13,10 @@ use postern_smtp::client::Outcome;
 pub struct QueuedMessage {
     /// The spool's id for this entry.
     pub id: u64,
+    /// The spool's id for the whole message (the log's `queue_id`).
+    pub queue_id: u64,
+    /// The `Message-ID` header, for the log.
+    pub message_id: String,
     /// The binding (`default` when none was assigned).
     pub binding: String,
     /// The destination domain, lower-case.
@@ -46,12 +50,10 @@ pub struct HostInfo {
 /// outcomes are final; after a transient one the engine retries by itself.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// The message's id.
+    /// The entry's id (the message's part for this queue).
     pub id: u64,
-    /// Its binding.
-    pub binding: String,
-    /// Its domain.
-    pub domain: String,
+    /// The message: its binding, domain, sender, ids and reception time.
+    pub message: Arc<QueuedMessage>,
     /// The recipient.
     pub recipient: String,
     /// Delivered, transient or permanent, with the reply.
@@ -63,6 +65,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// The binding.
+    pub fn binding(&self) -> &str {
+        &self.message.binding
+    }
+
+    /// The destination domain.
+    pub fn domain(&self) -> &str {
+        &self.message.domain
+    }
+
     /// True when nothing more will happen to this recipient.
     pub fn is_final(&self) -> bool {
         !matches!(self.outcome, Outcome::Transient(_))

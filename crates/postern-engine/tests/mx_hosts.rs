@@ -93,7 +93,7 @@ fn two_domains_on_a_host_limited_to_two_both_make_progress() {
     let order: Vec<&str> = reports
         .iter()
         .filter(|r| delivered(r))
-        .map(|r| r.domain.as_str())
+        .map(|r| r.domain())
         .collect();
     let first_half = &order[..100];
     let d1_early = first_half.iter().filter(|d| **d == "d1.test").count();

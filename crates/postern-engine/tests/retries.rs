@@ -22,7 +22,7 @@ fn no_dns() -> DnsServer {
     DnsServer::builder().start().unwrap()
 }
 
-fn bounce(e: &postern_engine::Engine, within: Duration) -> Bounce {
+fn bounce(e: &common::TestEngine, within: Duration) -> Bounce {
     e.bounces().recv_timeout(within).expect("a bounce")
 }
 
@@ -148,7 +148,7 @@ fn a_550_gives_one_bounce_that_a_mime_parser_reads_back() {
     );
     assert_eq!(b.original_id, 4);
     assert_eq!(b.recipient, "sender@example.org");
-    let queued = b.queued(100);
+    let queued = b.queued(100, 101, String::new());
     assert_eq!(
         (queued.sender.as_str(), queued.domain.as_str()),
         ("", "example.org")

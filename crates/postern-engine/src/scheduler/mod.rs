@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use crossbeam_channel::Sender;
 use postern_conf::{Config, Directive, Value};
 use postern_dns::Dns;
 
@@ -31,14 +30,16 @@ pub use self::query::{HostSummary, HostView, QueueRow, QueueView, Summary};
 pub(crate) use self::query::{QueryQueue, QueryQueues, QuerySummary};
 use self::retry::{Round, RoundKey};
 use self::timers::Timers;
+use crate::Handle;
 use crate::bounce::Bounce;
 use crate::connection::{ConnId, Connection};
 use crate::domain::{Domain, DomainId, Limits, QueueKey};
 use crate::lease::{Gauge, Lease};
-use crate::message::{Batch, Report};
+use crate::message::Batch;
 use crate::messages::{Connected, Ended, Submit, WantWork};
 use crate::mx_host::{HostId, HostKey, MxHost, Peer};
 use crate::outbound::TlsCache;
+use crate::outcomes::Outcomes;
 use crate::throttle::Bucket;
 
 /// MX lookups (routing table builds) in flight at once; more wait.
@@ -55,6 +56,8 @@ pub(crate) enum Action {
     },
     /// Build the domain's routing table.
     Resolve(DomainId),
+    /// Hand a bounce to the outcomes, to store and queue.
+    Bounce(Bounce),
 }
 
 /// Being opened on behalf of a domain: counted against the host's and the
@@ -102,8 +105,7 @@ pub(crate) struct Core {
     /// Connections open on each delivery loop, and opened in all.
     loop_open: Vec<Gauge>,
     loop_opened: Vec<u64>,
-    reports: Sender<Report>,
-    bounces: Sender<Bounce>,
+    outcomes: Box<dyn Outcomes>,
     /// Attempt rounds with batches still out (for one bounce per round).
     rounds: HashMap<RoundKey, Round>,
     /// Throttle buckets by the setting that defines them.
@@ -127,8 +129,7 @@ impl Core {
     pub(crate) fn new(
         config: Arc<Config>,
         event_loops: usize,
-        reports: Sender<Report>,
-        bounces: Sender<Bounce>,
+        outcomes: Box<dyn Outcomes>,
     ) -> Self {
         let server_limit = match config
             .global
@@ -160,8 +161,7 @@ impl Core {
             idle_index: BTreeMap::new(),
             loop_open: (0..event_loops.max(1)).map(|_| Gauge::default()).collect(),
             loop_opened: vec![0; event_loops.max(1)],
-            reports,
-            bounces,
+            outcomes,
             rounds: HashMap::new(),
             buckets: HashMap::new(),
             tls: TlsCache::default(),
@@ -263,11 +263,10 @@ impl Scheduler {
         config: Arc<Config>,
         dns: Dns,
         loops: Vec<ArbiterHandle>,
-        reports: Sender<Report>,
-        bounces: Sender<Bounce>,
+        outcomes: Box<dyn Outcomes>,
     ) -> Self {
         Self {
-            core: Core::new(config, loops.len(), reports, bounces),
+            core: Core::new(config, loops.len(), outcomes),
             dns,
             loops,
             armed: None,
@@ -284,6 +283,7 @@ impl Scheduler {
                     event_loop,
                 } => self.open(conn, host, event_loop, ctx),
                 Action::Resolve(d) => self.resolve(d, ctx),
+                Action::Bounce(b) => self.core.outcomes.bounce(b, &Handle(ctx.address())),
             }
         }
         self.arm(ctx);

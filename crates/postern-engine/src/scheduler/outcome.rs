@@ -107,11 +107,11 @@ impl Core {
                     if let Some(x) = self.host_mut(h) {
                         x.success();
                     }
-                    self.report(d, &batch, recipient, outcome, host.clone());
+                    self.report(&batch, recipient, outcome, host.clone());
                 }
                 Outcome::Permanent(reply) => {
                     let r = std::slice::from_ref(recipient);
-                    failed.extend(self.fail(d, &batch, r, &reply, host.as_ref()));
+                    failed.extend(self.fail(&batch, r, &reply, host.as_ref()));
                 }
                 Outcome::Transient(reply) if asks_to_slow_down(&reply) => {
                     back.push(recipient.clone());
@@ -168,7 +168,6 @@ impl Core {
             .domain(d)
             .map_or(Duration::ZERO, |x| x.limits.expiration);
         let failed = self.fail(
-            d,
             &batch,
             &batch.recipients,
             &super::retry::expired(expiration, &last),

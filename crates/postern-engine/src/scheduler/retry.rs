@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
-use super::Core;
 use super::timers::Timer;
+use super::{Action, Core};
 use crate::bounce::{self, FailedRecipient};
 use crate::domain::DomainId;
 use crate::message::{Batch, HostInfo, Report};
@@ -36,22 +36,15 @@ fn round_key(d: DomainId, batch: &Batch) -> RoundKey {
 
 impl Core {
     pub(super) fn report(
-        &self,
-        d: DomainId,
+        &mut self,
         batch: &Batch,
         recipient: &str,
         outcome: Outcome,
         host: Option<HostInfo>,
     ) {
-        let Some(dom) = self.domain(d) else {
-            return;
-        };
-        // The daemon reads reports until it stops; after that, nothing is
-        // left to tell.
-        let _ = self.reports.send(Report {
+        self.outcomes.report(Report {
             id: batch.message.id,
-            binding: dom.key.binding.clone(),
-            domain: dom.key.domain.clone(),
+            message: batch.message.clone(),
             recipient: recipient.to_owned(),
             outcome,
             host,
@@ -79,14 +72,13 @@ impl Core {
         };
         let wanted = self.domain(d).is_some_and(|x| x.limits.bounces);
         if wanted && let Some(b) = bounce::build(&batch.message, &round.failed, &self.hostname) {
-            let _ = self.bounces.send(b);
+            self.actions.push(Action::Bounce(b));
         }
     }
 
     /// Reports recipients as failed for good.
     pub(super) fn fail(
-        &self,
-        d: DomainId,
+        &mut self,
         batch: &Batch,
         recipients: &[String],
         reply: &Reply,
@@ -95,13 +87,7 @@ impl Core {
         recipients
             .iter()
             .map(|r| {
-                self.report(
-                    d,
-                    batch,
-                    r,
-                    Outcome::Permanent(reply.clone()),
-                    host.cloned(),
-                );
+                self.report(batch, r, Outcome::Permanent(reply.clone()), host.cloned());
                 FailedRecipient {
                     recipient: r.clone(),
                     reply: reply.clone(),
@@ -151,17 +137,11 @@ impl Core {
         at: Option<Instant>,
     ) -> Vec<FailedRecipient> {
         for r in &batch.recipients {
-            self.report(
-                d,
-                &batch,
-                r,
-                Outcome::Transient(reply.clone()),
-                host.clone(),
-            );
+            self.report(&batch, r, Outcome::Transient(reply.clone()), host.clone());
         }
         let made = batch.attempts + 1;
         if let Some(end) = self.exhausted(d, &batch, made, reply) {
-            return self.fail(d, &batch, &batch.recipients, &end, host.as_ref());
+            return self.fail(&batch, &batch.recipients, &end, host.as_ref());
         }
         let again = Batch {
             attempts: made,
@@ -237,7 +217,6 @@ impl Core {
                     )
                 });
                 let failed = self.fail(
-                    d,
                     &batch,
                     &batch.recipients,
                     &expired(expiration, &last),

@@ -75,7 +75,7 @@ impl Core {
                     let reply = route_reply(&e);
                     let batches: Vec<Batch> = dom.active.drain(..).collect();
                     for batch in &batches {
-                        let failed = self.fail(d, batch, &batch.recipients, &reply, None);
+                        let failed = self.fail(batch, &batch.recipients, &reply, None);
                         self.settle(d, batch, failed);
                     }
                 } else {

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use postern_conf::Config;
-use postern_engine::{Engine, QueuedMessage, Report};
+use postern_engine::{Bounce, Channels, Engine, QueuedMessage, Report};
 use postern_smtp::client::Outcome;
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::{Sink, SinkBuilder};
@@ -48,18 +49,53 @@ pub(crate) fn dead_port(addr: &str) -> u16 {
         .port()
 }
 
-pub(crate) fn engine(dns: &DnsServer, body: &str) -> Engine {
+/// An engine whose outcomes come out of channels.
+pub(crate) struct TestEngine {
+    engine: Engine,
+    reports: Receiver<Report>,
+    bounces: Receiver<Bounce>,
+}
+
+impl TestEngine {
+    /// Every recipient's outcome of every attempt, in order.
+    pub(crate) fn reports(&self) -> &Receiver<Report> {
+        &self.reports
+    }
+
+    /// The bounces the engine made.
+    pub(crate) fn bounces(&self) -> &Receiver<Bounce> {
+        &self.bounces
+    }
+}
+
+impl std::ops::Deref for TestEngine {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+pub(crate) fn engine(dns: &DnsServer, body: &str) -> TestEngine {
     let text = format!(
         "Hostname = \"postern.test\"\nEvent_Loops = 2\nResolver {{ Nameservers = ( \"{}\" ) Timeout = 2 }}\n{body}",
         dns.addr()
     );
     let config = Config::from_text(&text, Path::new("engine.conf")).unwrap();
-    Engine::start(Arc::new(config)).unwrap()
+    let (sink, reports, bounces) = Channels::new();
+    let engine = Engine::start(Arc::new(config), Box::new(sink)).unwrap();
+    TestEngine {
+        engine,
+        reports,
+        bounces,
+    }
 }
 
 pub(crate) fn message(id: u64, binding: &str, domain: &str, recipients: &[&str]) -> QueuedMessage {
     QueuedMessage {
         id,
+        queue_id: id,
+        message_id: format!("<{id}@engine.test>"),
         binding: binding.into(),
         domain: domain.into(),
         sender: "sender@example.org".into(),
@@ -74,7 +110,7 @@ pub(crate) fn message(id: u64, binding: &str, domain: &str, recipients: &[&str])
 
 /// Reports until `n` of them satisfy `done`, or `limit` passes.
 pub(crate) fn wait_reports(
-    engine: &Engine,
+    engine: &TestEngine,
     n: usize,
     limit: Duration,
     done: impl Fn(&Report) -> bool,

@@ -16,13 +16,11 @@ use postern_smtp::Reply;
 use postern_smtp::client::Session;
 use postern_smtp::server::{DataReply, Envelope, Handler, ServerSettings, serve};
 use postern_spool::{NewMessage, Spool, SpoolError};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::inbound::{by_domain, prepare, unique};
-use super::log::DeliveryLog;
-use super::outcomes::{EntryInfo, Tracker};
+use super::log::{DeliveryLog, Hex, Reception};
 use super::stats::{Rejection, Totals};
 use super::time::rfc5322;
 
@@ -32,7 +30,6 @@ pub(crate) struct Shared {
     pub(crate) spool: Spool,
     pub(crate) engine: Handle,
     pub(crate) log: DeliveryLog,
-    pub(crate) tracker: Tracker,
     pub(crate) totals: Arc<Totals>,
     pub(crate) hostname: String,
     pub(crate) sessions: AtomicUsize,
@@ -46,7 +43,6 @@ impl Shared {
         spool: Spool,
         engine: Handle,
         log: DeliveryLog,
-        tracker: Tracker,
         totals: Arc<Totals>,
     ) -> Self {
         Self {
@@ -56,7 +52,6 @@ impl Shared {
             spool,
             engine,
             log,
-            tracker,
             sessions: AtomicUsize::new(0),
             callouts: Mutex::new(HashMap::new()),
             tls: Mutex::new(TlsCache::default()),
@@ -392,32 +387,22 @@ impl Handler for Inbound {
             }
         };
         self.shared.totals.received(&binding);
-        self.shared.log.event(
-            "reception",
-            json!({
-                "queue_id": format!("{:x}", stored.message),
-                "message_id": prepared.message_id,
-                "binding": binding,
-                "sender": envelope.mail_from,
-                "recipients": envelope.rcpt_to.len(),
-                "size": body.len(),
-                "ip": envelope.peer.ip().to_string(),
-                "tls": envelope.tls,
-            }),
-        );
+        let reception = Reception {
+            queue_id: Hex(stored.message),
+            message_id: &prepared.message_id,
+            binding: &binding,
+            sender: &envelope.mail_from,
+            recipients: envelope.rcpt_to.len(),
+            size: body.len(),
+            ip: envelope.peer.ip(),
+            tls: envelope.tls,
+        };
+        self.shared.log.write("reception", &reception);
         for ((domain, recipients), entry) in entries.into_iter().zip(&stored.entries) {
-            self.shared.tracker.add(
-                *entry,
-                EntryInfo {
-                    message: stored.message,
-                    message_id: prepared.message_id.clone(),
-                    sender: envelope.mail_from.clone(),
-                    remaining: recipients.len(),
-                    received,
-                },
-            );
             self.shared.engine.submit(QueuedMessage {
                 id: *entry,
+                queue_id: stored.message,
+                message_id: prepared.message_id.clone(),
                 binding: binding.clone(),
                 domain,
                 sender: envelope.mail_from.clone(),

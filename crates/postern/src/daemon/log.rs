@@ -1,21 +1,82 @@
 //! The JSON-lines delivery log (`Log_File`): one object per line and per
 //! event, written by its own thread so that no event loop waits on it.
+//! Each event kind is a serde-derived record; a line is the time and the
+//! event name, then the record's fields (absent ones left out).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, Sender};
 use postern_conf::LogTarget;
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 use super::time::rfc3339;
 
-/// Sends events to the log thread.
+/// Sends lines to the log thread.
 #[derive(Debug, Clone)]
 pub(crate) struct DeliveryLog {
     tx: Sender<String>,
+}
+
+/// A spool id as the log writes it: lower-case hex.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hex(pub(crate) u64);
+
+impl Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:x}", self.0))
+    }
+}
+
+/// A message accepted and stored.
+#[derive(Debug, Serialize)]
+pub(crate) struct Reception<'a> {
+    pub(crate) queue_id: Hex,
+    pub(crate) message_id: &'a str,
+    pub(crate) binding: &'a str,
+    pub(crate) sender: &'a str,
+    pub(crate) recipients: usize,
+    pub(crate) size: usize,
+    pub(crate) ip: IpAddr,
+    pub(crate) tls: bool,
+}
+
+/// One recipient's outcome of one attempt: `delivery`,
+/// `transient_failure`, `permanent_failure` or `expiry`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Attempt<'a> {
+    pub(crate) queue_id: Hex,
+    pub(crate) message_id: &'a str,
+    pub(crate) binding: &'a str,
+    pub(crate) domain: &'a str,
+    pub(crate) sender: &'a str,
+    pub(crate) rcpt: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) port: Option<u16>,
+    pub(crate) code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) enhanced_code: Option<String>,
+    pub(crate) reply: String,
+    pub(crate) attempt: u32,
+}
+
+/// A bounce stored and queued, or lost.
+#[derive(Debug, Serialize)]
+pub(crate) struct BounceQueued<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) queue_id: Option<Hex>,
+    pub(crate) binding: &'a str,
+    pub(crate) rcpt: &'a str,
+    pub(crate) original_entry: Hex,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reply: Option<String>,
 }
 
 fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
@@ -32,6 +93,8 @@ fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
 
 fn run(rx: &Receiver<String>, out: Box<dyn Write + Send>) {
     let mut out = BufWriter::new(out);
+    // Log lines that cannot be written are lost with the log itself; the
+    // daemon goes on delivering.
     while let Ok(line) = rx.recv() {
         let _ = writeln!(out, "{line}");
         while let Ok(line) = rx.try_recv() {
@@ -54,15 +117,22 @@ impl DeliveryLog {
         Ok((DeliveryLog { tx }, thread))
     }
 
-    /// Writes `event` with `fields`, stamped with the time. Fields that
-    /// are `null` are left out.
-    pub(crate) fn event(&self, event: &str, fields: Value) {
-        let mut line = Map::new();
-        line.insert("time".into(), Value::String(rfc3339(SystemTime::now())));
-        line.insert("event".into(), Value::String(event.to_owned()));
-        if let Value::Object(map) = fields {
-            line.extend(map.into_iter().filter(|(_, v)| !v.is_null()));
+    /// Writes `event` with the record's fields, stamped with the time.
+    pub(crate) fn write(&self, event: &str, record: &impl Serialize) {
+        let mut line = format!(
+            "{{\"time\":\"{}\",\"event\":\"{event}\"",
+            rfc3339(SystemTime::now())
+        );
+        let Ok(fields) = serde_json::to_string(record) else {
+            return;
+        };
+        match fields.strip_prefix('{') {
+            Some(rest) if rest != "}" => {
+                line.push(',');
+                line.push_str(rest);
+            }
+            _ => line.push('}'),
         }
-        let _ = self.tx.send(Value::Object(line).to_string());
+        let _ = self.tx.send(line);
     }
 }

@@ -25,7 +25,7 @@ use self::admin::Admin;
 use self::inbound::message_id;
 use self::listener::Shared;
 use self::log::DeliveryLog;
-use self::outcomes::{EntryInfo, Sinks, Tracker};
+use self::outcomes::Recorder;
 use self::stats::Totals;
 use crate::config_cmd::load;
 
@@ -104,8 +104,7 @@ fn raise_descriptor_limit() {
 async fn daemon(config: Arc<Config>) -> Result<(), String> {
     raise_descriptor_limit();
     let prometheus = postern_metrics::install().map_err(|e| format!("metrics: {e}"))?;
-    Totals::register(&config);
-    let totals = Arc::new(Totals::default());
+    let totals = Arc::new(Totals::new(&config));
     let dir = spool_dir(&config);
     let opened = Spool::open(&dir, Options::default())
         .map_err(|e| format!("spool {}: {e}", dir.display()))?;
@@ -115,26 +114,23 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     let spool = opened.spool;
     let (log, log_thread) =
         DeliveryLog::open(&log_target(&config)).map_err(|e| format!("log file: {e}"))?;
-    let engine = Engine::start(config.clone()).map_err(|e| format!("engine: {e}"))?;
-    let tracker = Tracker::default();
+    let recorder = Recorder {
+        spool: spool.clone(),
+        log: log.clone(),
+        totals: totals.clone(),
+    };
+    let engine =
+        Engine::start(config.clone(), Box::new(recorder)).map_err(|e| format!("engine: {e}"))?;
     say(&format!(
         "spool {}: {} entries to deliver",
         dir.display(),
         opened.recovered.len()
     ));
     for r in opened.recovered {
-        tracker.add(
-            r.entry.entry,
-            EntryInfo {
-                message: r.message.id,
-                message_id: message_id(&r.message.body),
-                sender: r.message.sender.clone(),
-                remaining: r.entry.recipients.len(),
-                received: UNIX_EPOCH + Duration::from_millis(r.message.received_ms),
-            },
-        );
         engine.submit(QueuedMessage {
             id: r.entry.entry,
+            queue_id: r.message.id,
+            message_id: message_id(&r.message.body),
             binding: r.message.binding.clone(),
             domain: r.entry.domain.clone(),
             sender: r.message.sender.clone(),
@@ -146,22 +142,12 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
             received: UNIX_EPOCH + Duration::from_millis(r.message.received_ms),
         });
     }
-    let sinks = Sinks {
-        spool: spool.clone(),
-        engine: engine.handle(),
-        log: log.clone(),
-        tracker: tracker.clone(),
-        totals: totals.clone(),
-    };
-    let outcomes = outcomes::start(engine.reports().clone(), engine.bounces().clone(), sinks)
-        .map_err(|e| format!("outcomes thread: {e}"))?;
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared::new(
         config.clone(),
         spool.clone(),
         engine.handle(),
         log.clone(),
-        tracker,
         totals.clone(),
     ));
     let admin_task = match metrics_listen(&config) {
@@ -198,7 +184,6 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     }
     engine.drain(GRACE).await;
     drop(engine);
-    let _ = outcomes.join();
     let _ = spool.sync().await;
     spool.close();
     drop(log);

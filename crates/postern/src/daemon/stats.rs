@@ -1,15 +1,17 @@
 //! The daemon's counts: each recorded once here, into the metrics
 //! (`postern_metrics`) and into totals that the admin API's summary shows.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use postern_conf::Config;
 use postern_metrics as m;
 use postern_smtp::client::Outcome;
 
-/// Totals since start.
-#[derive(Debug, Default)]
+/// Totals since start, and the counters of each binding.
+#[derive(Debug)]
 pub(crate) struct Totals {
     pub(crate) received: AtomicU64,
     pub(crate) delivered: AtomicU64,
@@ -17,6 +19,10 @@ pub(crate) struct Totals {
     pub(crate) permanent: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) bounces: AtomicU64,
+    /// Handles made once per configured binding (in `BY_BINDING` order),
+    /// so that counting a message costs no lookup in the registry.
+    by_binding: HashMap<String, [Counter; 6]>,
+    latency: Histogram,
 }
 
 /// Why the listener refused something (the `reason` label).
@@ -58,16 +64,23 @@ const BY_BINDING: [&str; 6] = [
     m::BOUNCES,
 ];
 
+fn binding_counters(binding: &str) -> [Counter; 6] {
+    BY_BINDING.map(|name| metrics::counter!(name, "binding" => binding.to_owned()))
+}
+
 impl Totals {
     /// Makes every counter exist at zero, so that dashboards see a value
-    /// before the first event of its kind.
-    pub(crate) fn register(config: &Config) {
+    /// before the first event of its kind, and keeps each binding's
+    /// handles.
+    pub(crate) fn new(config: &Config) -> Self {
         let bindings = std::iter::once("default").chain(config.bindings.keys().map(String::as_str));
-        for binding in bindings {
-            for name in BY_BINDING {
-                metrics::counter!(name, "binding" => binding.to_owned()).increment(0);
-            }
-        }
+        let by_binding = bindings
+            .map(|b| {
+                let counters = binding_counters(b);
+                counters.iter().for_each(|c| c.increment(0));
+                (b.to_owned(), counters)
+            })
+            .collect();
         for r in Rejection::ALL {
             metrics::counter!(m::REJECTIONS, "reason" => r.label()).increment(0);
         }
@@ -79,11 +92,36 @@ impl Totals {
         }
         metrics::counter!(m::SESSIONS).increment(0);
         metrics::counter!(m::CONNECTION_FAILURES).increment(0);
+        let zero = AtomicU64::default;
+        Self {
+            received: zero(),
+            delivered: zero(),
+            transient: zero(),
+            permanent: zero(),
+            expired: zero(),
+            bounces: zero(),
+            by_binding,
+            latency: metrics::histogram!(m::DELIVERY_LATENCY),
+        }
+    }
+
+    /// Adds one to the binding's counter `which` (an index of `BY_BINDING`).
+    fn count(&self, binding: &str, which: usize) {
+        match self.by_binding.get(binding).and_then(|c| c.get(which)) {
+            Some(c) => c.increment(1),
+            None => {
+                let name = BY_BINDING
+                    .get(which)
+                    .copied()
+                    .unwrap_or(m::MESSAGES_RECEIVED);
+                metrics::counter!(name, "binding" => binding.to_owned()).increment(1);
+            }
+        }
     }
 
     pub(crate) fn received(&self, binding: &str) {
         self.received.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::MESSAGES_RECEIVED, "binding" => binding.to_owned()).increment(1);
+        self.count(binding, 0);
     }
 
     pub(crate) fn session() {
@@ -96,21 +134,21 @@ impl Totals {
 
     /// One recipient's outcome; `age` is the time since reception.
     pub(crate) fn outcome(&self, binding: &str, outcome: &Outcome, expired: bool, age: Duration) {
-        let (total, name) = match outcome {
+        let (total, which) = match outcome {
             Outcome::Delivered(_) => {
-                metrics::histogram!(m::DELIVERY_LATENCY).record(age.as_secs_f64());
-                (&self.delivered, m::MESSAGES_DELIVERED)
+                self.latency.record(age.as_secs_f64());
+                (&self.delivered, 1)
             }
-            Outcome::Transient(_) => (&self.transient, m::TRANSIENT_FAILURES),
-            Outcome::Permanent(_) if expired => (&self.expired, m::MESSAGES_EXPIRED),
-            Outcome::Permanent(_) => (&self.permanent, m::PERMANENT_FAILURES),
+            Outcome::Transient(_) => (&self.transient, 2),
+            Outcome::Permanent(_) if expired => (&self.expired, 4),
+            Outcome::Permanent(_) => (&self.permanent, 3),
         };
         total.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(name, "binding" => binding.to_owned()).increment(1);
+        self.count(binding, which);
     }
 
     pub(crate) fn bounce(&self, binding: &str) {
         self.bounces.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::BOUNCES, "binding" => binding.to_owned()).increment(1);
+        self.count(binding, 5);
     }
 }
