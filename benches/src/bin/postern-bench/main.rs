@@ -73,6 +73,10 @@ struct Args {
     /// (default: a temporary directory, removed at the end).
     #[arg(long)]
     work: Option<PathBuf>,
+    /// A line to add to the daemon's configuration, for example
+    /// `--set "Event_Loops = 1"` (repeatable).
+    #[arg(long = "set")]
+    set: Vec<String>,
     /// Give up waiting for the sinks after this many seconds.
     #[arg(long, default_value = "600")]
     timeout: u64,
@@ -130,7 +134,7 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
         Target::One(t)
     } else {
         let listen = SocketAddr::from(([127, 0, 0, 1], world::free_port().map_err(e)?));
-        let config = world::write_config(&dir, dns.addr(), port, listen).map_err(e)?;
+        let config = world::write_config(&dir, dns.addr(), port, listen, &args.set).map_err(e)?;
         let d = Daemon::start(&args.daemon, &config, listen).map_err(e)?;
         let t = Target::One(d.listen);
         daemon = Some(d);

@@ -27,7 +27,7 @@ pub(crate) fn run(args: &Args, messages: usize, domains: usize) -> Result<Value,
     };
     let dir = tempfile::tempdir().map_err(e)?;
     let listen = SocketAddr::from(([127, 0, 0, 1], world::free_port().map_err(e)?));
-    let config = world::write_config(dir.path(), dns.addr(), port, listen).map_err(e)?;
+    let config = world::write_config(dir.path(), dns.addr(), port, listen, &args.set).map_err(e)?;
     let daemon = Daemon::start(&args.daemon, &config, listen).map_err(e)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -87,9 +87,10 @@ pub(crate) fn write_config(
     dns: SocketAddr,
     sink_port: u16,
     listen: SocketAddr,
+    extra: &[String],
 ) -> io::Result<PathBuf> {
     let metrics = free_port()?;
-    let text = format!(
+    let mut text = format!(
         r#"Hostname = "bench.postern.test"
 Spool_Dir = "spool"
 Log_File = "delivery.jsonl"
@@ -104,6 +105,10 @@ ESMTP_Listener {{
 }}
 "#
     );
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
     let path = dir.join("postern.conf");
     std::fs::write(&path, text)?;
     Ok(path)
