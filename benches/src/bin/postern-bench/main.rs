@@ -73,6 +73,10 @@ struct Args {
     /// (default: a temporary directory, removed at the end).
     #[arg(long)]
     work: Option<PathBuf>,
+    /// Start the sinks on this port (default: any free one), for an MTA
+    /// under `--target` whose routes name it.
+    #[arg(long, default_value = "0")]
+    sink_port: u16,
     /// A line to add to the daemon's configuration, for example
     /// `--set "Event_Loops = 1"` (repeatable).
     #[arg(long = "set")]
@@ -117,7 +121,7 @@ struct Outcome {
 fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, String> {
     let e = |x: std::io::Error| x.to_string();
     let dns = world::dns(domains, args.hosts).map_err(e)?;
-    let (port, sinks) = world::sinks(args.hosts).map_err(e)?;
+    let (port, sinks) = world::sinks(args.hosts, args.sink_port).map_err(e)?;
     let temp = tempfile::tempdir().map_err(e)?;
     let dir = args
         .work

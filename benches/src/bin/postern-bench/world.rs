@@ -38,12 +38,15 @@ pub(crate) fn dns(domains: usize, hosts: usize) -> io::Result<DnsServer> {
     zone.start()
 }
 
-/// `hosts` counting sinks sharing one port.
-pub(crate) fn sinks(hosts: usize) -> io::Result<(u16, Vec<Sink>)> {
+/// `hosts` counting sinks sharing one port: `port`, or any free one when
+/// it is 0.
+pub(crate) fn sinks(hosts: usize, port: u16) -> io::Result<(u16, Vec<Sink>)> {
     let mut last = None;
-    for _ in 0..20 {
+    let tries = if port == 0 { 20 } else { 1 };
+    let wanted = port;
+    for _ in 0..tries {
         let mut started = Vec::new();
-        let mut port = 0;
+        let mut port = wanted;
         for j in 0..hosts {
             match Sink::builder()
                 .drop_bodies()
