@@ -15,11 +15,11 @@ use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
 use crate::bounce::Bounce;
-use crate::connection::ConnId;
 use crate::domain::QueueKey;
+use crate::ids::ConnId;
+use crate::ids::HostId;
 use crate::message::{Batch, QueuedMessage, Report};
 use crate::messages::{End, Finished};
-use crate::mx_host::HostId;
 use crate::outcomes::Channels;
 use crate::scheduler::{Action, Answer, Core};
 

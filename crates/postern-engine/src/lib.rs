@@ -31,6 +31,7 @@ pub mod bench;
 mod bounce;
 mod connection;
 mod domain;
+mod ids;
 mod lease;
 mod message;
 mod messages;

@@ -6,7 +6,7 @@ use actix::prelude::*;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
-use crate::connection::ConnId;
+use crate::ids::ConnId;
 use crate::message::{Batch, QueuedMessage};
 
 /// A message for the engine.
@@ -80,6 +80,15 @@ pub(crate) enum End {
     /// The actor stopped without saying how (a panic): its batch, if one
     /// was out, comes back from its guard.
     Lost(Option<Batch>),
+}
+
+/// A connection's line to its MX host (kept by the scheduler): the only
+/// addresses a connection knows.
+#[derive(Clone)]
+pub(crate) struct Link {
+    pub(crate) connected: Recipient<Connected>,
+    pub(crate) want: Recipient<WantWork>,
+    pub(crate) ended: Recipient<Ended>,
 }
 
 /// The connection is gone; sent exactly once per connection, by its guard.

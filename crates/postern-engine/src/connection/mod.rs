@@ -18,19 +18,16 @@ use actix::prelude::*;
 use postern_smtp::client::{ClientSettings, Session, Transaction};
 
 use self::failure::{broken, refused};
+use crate::ids::ConnId;
 use crate::message::Batch;
-use crate::messages::{Connected, End, Ended, Finished, WantWork};
-use crate::scheduler::Scheduler;
-
-/// A connection's number, unique in the engine.
-pub(crate) type ConnId = u64;
+use crate::messages::{Connected, End, Ended, Finished, Link, WantWork};
 
 /// One outbound session.
 pub(crate) struct Connection {
     pub(crate) id: ConnId,
     pub(crate) addr: SocketAddr,
     pub(crate) settings: Arc<ClientSettings>,
-    pub(crate) scheduler: Addr<Scheduler>,
+    pub(crate) link: Link,
     /// `Max_Deliveries_Per_Connection`; 0 is unlimited.
     pub(crate) max_deliveries: u64,
     /// Test hook: panic on a batch for this recipient.
@@ -43,7 +40,7 @@ impl Actor for Connection {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let guard = Guard {
             id: self.id,
-            scheduler: self.scheduler.clone(),
+            link: self.link.clone(),
             batch: None,
             end: None,
         };
@@ -61,7 +58,7 @@ impl Actor for Connection {
 /// Gives the slot and the batch back, whatever ends the connection.
 struct Guard {
     id: ConnId,
-    scheduler: Addr<Scheduler>,
+    link: Link,
     /// The batch being carried.
     batch: Option<Batch>,
     /// How it ended, when it ended as planned.
@@ -80,7 +77,7 @@ impl Drop for Guard {
             .end
             .take()
             .unwrap_or_else(|| End::Lost(self.batch.take()));
-        self.scheduler.do_send(Ended { id: self.id, end });
+        self.link.ended.do_send(Ended { id: self.id, end });
     }
 }
 
@@ -95,7 +92,7 @@ async fn run(
         Ok(s) => s,
         Err(e) => return guard.end(refused(&e)),
     };
-    guard.scheduler.do_send(Connected { id: guard.id });
+    guard.link.connected.do_send(Connected { id: guard.id });
     let mut sent = 0u64;
     let mut finished = None;
     loop {
@@ -105,7 +102,7 @@ async fn run(
             finished: finished.take(),
             closing,
         };
-        let answer = guard.scheduler.send(want).await;
+        let answer = guard.link.want.send(want).await;
         let (Ok(Some(batch)), false) = (answer, closing) else {
             break;
         };

@@ -17,9 +17,10 @@ use postern_dns::RouteTable;
 use postern_smtp::Reply;
 
 pub(crate) use self::limits::Limits;
+use crate::ids::HostId;
 use crate::lease::Gauge;
 use crate::message::Batch;
-use crate::mx_host::{HostId, MxHost};
+use crate::mx_host::MxHost;
 
 /// A queue's name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,10 +30,6 @@ pub struct QueueKey {
     /// The destination domain.
     pub domain: String,
 }
-
-/// A domain's index in the scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct DomainId(pub(crate) u32);
 
 /// Where the routing table stands.
 #[derive(Debug)]

@@ -22,14 +22,9 @@ use tokio::sync::oneshot;
 
 pub(crate) use self::key::{HostKey, Peer, Profile, Source};
 pub(crate) use self::signal::asks_to_slow_down;
-use crate::connection::ConnId;
-use crate::domain::DomainId;
+use crate::ids::{ConnId, DomainId};
 use crate::lease::Gauge;
 use crate::message::Batch;
-
-/// A host's index in the scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct HostId(pub(crate) u32);
 
 /// Whether the host may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

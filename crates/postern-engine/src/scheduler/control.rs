@@ -9,7 +9,8 @@ use actix::prelude::*;
 
 use super::timers::Timer;
 use super::{Core, Scheduler};
-use crate::domain::{DomainId, QueueKey};
+use crate::domain::QueueKey;
+use crate::ids::DomainId;
 use crate::throttle::Bucket;
 
 /// An operator's command.

@@ -15,10 +15,12 @@ use tokio::sync::oneshot;
 
 use super::control::Pace;
 use super::timers::Timer;
-use super::{Action, Conn, ConnId, Core, Opening};
-use crate::domain::DomainId;
+use super::{Action, Conn, Core, Opening};
+use crate::ids::ConnId;
+use crate::ids::DomainId;
+use crate::ids::HostId;
 use crate::message::Batch;
-use crate::mx_host::{HostId, Idle, Reach};
+use crate::mx_host::{Idle, Reach};
 
 /// A connection's answer: a batch now, or later from its idle slot.
 #[derive(Debug)]

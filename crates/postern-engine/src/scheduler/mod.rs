@@ -32,12 +32,13 @@ use self::retry::{Round, RoundKey};
 use self::timers::Timers;
 use crate::Handle;
 use crate::bounce::Bounce;
-use crate::connection::{ConnId, Connection};
-use crate::domain::{Domain, DomainId, Limits, QueueKey};
+use crate::connection::Connection;
+use crate::domain::{Domain, Limits, QueueKey};
+use crate::ids::{ConnId, DomainId, HostId};
 use crate::lease::{Gauge, Lease};
 use crate::message::Batch;
-use crate::messages::{Connected, Ended, Submit, WantWork};
-use crate::mx_host::{HostId, HostKey, MxHost, Peer};
+use crate::messages::{Connected, Ended, Link, Submit, WantWork};
+use crate::mx_host::{HostKey, MxHost, Peer};
 use crate::outbound::TlsCache;
 use crate::outcomes::Outcomes;
 use crate::throttle::Bucket;
@@ -297,12 +298,17 @@ impl Scheduler {
         let settings = h.settings.clone();
         let max_deliveries = h.max_deliveries;
         let panic_on = self.core.panic_on.clone();
-        let scheduler = ctx.address();
+        let me = ctx.address();
+        let link = Link {
+            connected: me.clone().recipient(),
+            want: me.clone().recipient(),
+            ended: me.recipient(),
+        };
         Connection::start_in_arbiter(arbiter, move |_| Connection {
             id,
             addr,
             settings,
-            scheduler,
+            link,
             max_deliveries,
             panic_on,
         });

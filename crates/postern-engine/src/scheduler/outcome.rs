@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
+use super::Core;
 use super::dispatch::Answer;
 use super::timers::Timer;
-use super::{ConnId, Core};
-use crate::domain::DomainId;
+use crate::ids::ConnId;
+use crate::ids::DomainId;
+use crate::ids::HostId;
 use crate::message::{Batch, HostInfo};
 use crate::messages::{Blame, End, Finished};
-use crate::mx_host::{HostId, asks_to_slow_down};
+use crate::mx_host::asks_to_slow_down;
 
 impl Core {
     fn host_info(&self, h: HostId) -> Option<HostInfo> {

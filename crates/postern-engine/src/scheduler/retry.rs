@@ -17,7 +17,7 @@ use postern_smtp::client::Outcome;
 use super::timers::Timer;
 use super::{Action, Core};
 use crate::bounce::{self, FailedRecipient};
-use crate::domain::DomainId;
+use crate::ids::DomainId;
 use crate::message::{Batch, HostInfo, Report};
 
 /// The permanent failures of one round so far, and the batches still out.

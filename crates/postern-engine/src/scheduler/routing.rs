@@ -12,9 +12,11 @@ use postern_dns::{RouteEntry, RouteError, RouteTable};
 use postern_smtp::{EnhancedStatus, Reply};
 
 use super::{Action, Core, MAX_LOOKUPS, Scheduler};
-use crate::domain::{DomainId, Levels, Table};
+use crate::domain::{Levels, Table};
+use crate::ids::DomainId;
+use crate::ids::HostId;
 use crate::message::Batch;
-use crate::mx_host::{HostId, HostKey, MxHost, Profile, Source};
+use crate::mx_host::{HostKey, MxHost, Profile, Source};
 use crate::outbound;
 
 /// The reply for a routing failure, from its status.

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::Core;
-use crate::domain::DomainId;
-use crate::mx_host::HostId;
+use crate::ids::DomainId;
+use crate::ids::HostId;
 
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy)]

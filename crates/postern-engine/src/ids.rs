@@ -1,0 +1,14 @@
+//! The interned names of the engine's nouns: a domain's queue, an MX
+//! host, a connection. The scheduler keeps domains and hosts in vectors
+//! indexed by these, so that no decision hashes a name.
+
+/// A domain's index in the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DomainId(pub(crate) u32);
+
+/// A host's index in the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct HostId(pub(crate) u32);
+
+/// A connection's number, unique in the engine.
+pub(crate) type ConnId = u64;
