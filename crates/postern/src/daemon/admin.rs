@@ -233,7 +233,8 @@ fn domain_json(binding: &str, domain: &str, v: &postern_engine::QueueView) -> Va
         .map(|h| {
             json!({
                 "level": h.level, "name": h.name, "address": h.addr.ip().to_string(), "port": h.addr.port(),
-                "connections": h.connections, "limit": h.limit, "reachable": h.reachable,
+                "connections": h.connections, "limit": h.limit, "limit_now": h.limit_now,
+                "reachable": h.reachable,
                 "consecutive_failures": h.consecutive_failures,
                 "seconds_since_failure": h.seconds_since_failure,
             })
