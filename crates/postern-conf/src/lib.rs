@@ -36,12 +36,14 @@ mod lexer;
 mod load;
 mod model;
 mod parser;
+#[macro_use]
+mod value;
 mod reference;
+mod reply_rule;
 mod resolve;
 mod route;
 mod schema;
 pub mod syntax;
-mod value;
 
 use std::path::Path;
 
@@ -52,6 +54,7 @@ pub use model::{
 };
 pub use parser::{SyntaxError, parse};
 pub use reference::reference_markdown;
+pub use reply_rule::{CodePattern, ReplyClass, ReplyRule, RuleAction};
 pub use resolve::{Effective, Level, Origin, Resolved, Routing, SCOPE_ORDER, default_value};
 pub use route::{HostSpec, Lookup, RouteHost, RouteItem, Scheme, Target};
 pub use schema::{DIRECTIVES, DefaultValue, Directive, Scope, Scopes, Section, Spec};

@@ -251,6 +251,8 @@ pub struct Config {
     pub resolver: Options,
     /// `Auth` stanzas by name.
     pub auths: BTreeMap<String, Credentials>,
+    /// `Reply_Rule` stanzas, in the order they were first written.
+    pub reply_rules: Vec<crate::reply_rule::ReplyRule>,
 }
 
 impl Config {

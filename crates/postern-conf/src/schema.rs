@@ -30,10 +30,12 @@ pub enum Scope {
     Resolver,
     /// `Auth name { }`.
     Auth,
+    /// `Reply_Rule name { }`.
+    ReplyRule,
 }
 
 impl Scope {
-    const ALL: [Scope; 9] = [
+    const ALL: [Scope; 10] = [
         Scope::Global,
         Scope::BindingGroup,
         Scope::Binding,
@@ -43,6 +45,7 @@ impl Scope {
         Scope::Listen,
         Scope::Resolver,
         Scope::Auth,
+        Scope::ReplyRule,
     ];
 
     const fn bit(self) -> u16 {
@@ -61,6 +64,7 @@ impl Scope {
             Scope::Listen => "Listen",
             Scope::Resolver => "Resolver",
             Scope::Auth => "Auth",
+            Scope::ReplyRule => "Reply_Rule",
         }
     }
 
@@ -76,6 +80,7 @@ impl Scope {
             Scope::Listen => "a Listen stanza",
             Scope::Resolver => "the Resolver stanza",
             Scope::Auth => "an Auth stanza",
+            Scope::ReplyRule => "a Reply_Rule stanza",
         }
     }
 }
@@ -131,6 +136,8 @@ pub enum Section {
     Listener,
     /// `Auth` stanzas.
     Auth,
+    /// The adaptive loop and `Reply_Rule` stanzas.
+    Adaptive,
     /// The daemon itself.
     Daemon,
 }
@@ -146,6 +153,7 @@ impl Section {
             Section::Tls => "Outbound TLS and AUTH",
             Section::Listener => "Listener, relay control, inbound gateway",
             Section::Auth => "Credentials (Auth stanzas)",
+            Section::Adaptive => "Adaptive delivery and reply rules",
             Section::Daemon => "Daemon",
         }
     }
@@ -301,6 +309,24 @@ directives! {
         "JSON-lines delivery log; `-` is standard output.";
     MetricsListen "Metrics_Listen" SocketAddr [Global] V("127.0.0.1:9464"), Daemon,
         "Address of `/metrics` and the admin API.";
+    AdaptiveDelivery "Adaptive_Delivery" Bool [Global BindingGroup Binding Domain] V("true"), Adaptive,
+        "Postern. The closed loop per MX host: its connection limit and message rate start low, rise with successes, and fall when replies are classed too_many_connections or rate_limited. A host follows the setting of the first domain routed to it.";
+    RuleClass "Class" ReplyClass [ReplyRule] NoDefault, Adaptive,
+        "Postern. The class a matching reply gets (delivered, invalid_recipient, bad_domain, mailbox_full, too_many_connections, rate_limited, spam_block, spam_content, policy, authentication, tls, routing, timeout, connection_refused, other_transient, other_permanent); the shipped table's class when unset.";
+    RuleCode "Code" ReplyCode [ReplyRule] NoDefault, Adaptive,
+        "Postern. Reply codes the rule matches: a code (`421`, `4xx`) or an enhanced status (`4.7.28`, `5.7.*`); any code when unset.";
+    RuleMatch "Match" Regex [ReplyRule] NoDefault, Adaptive,
+        "Postern. A regular expression (`/.../` or plain) searched in the reply text, case-insensitive; any text when unset.";
+    RuleAction "Action" RuleAction [ReplyRule] V("default"), Adaptive,
+        "Postern. `default` (by the code; slow-down classes steer the host), `backoff` (slow the host down; the mail goes back without an attempt counted), `suspend` (hold the domain's queue for `Suspend_For`; no attempt counted) or `bounce` (fail the recipients now).";
+    RuleSuspendFor "Suspend_For" Seconds [ReplyRule] V("600"), Adaptive,
+        "Postern. How long `Action = suspend` holds the queue.";
+    RuleForBinding "For_Binding" BindingName [ReplyRule] NoDefault, Adaptive,
+        "Postern. The rule applies to this binding's mail only.";
+    RuleForDomain "For_Domain" HostName [ReplyRule] NoDefault, Adaptive,
+        "Postern. The rule applies to mail for this destination domain only.";
+    RuleForHost "For_Host" HostName [ReplyRule] NoDefault, Adaptive,
+        "Postern. The rule applies to replies from this MX host (its name) only.";
     MetricsHostLabels "Metrics_Host_Labels" Count [Global] V("50"), Daemon,
         "Postern: how many of the busiest destination hosts get their own `host` label in the metrics; the rest are summed as `other`.";
 }
@@ -340,7 +366,7 @@ impl fmt::Display for Directive {
 }
 
 /// The stanza names, and the scope each stanza's body is.
-const STANZAS: [(&str, Scope); 8] = [
+const STANZAS: [(&str, Scope); 9] = [
     ("Binding_Group", Scope::BindingGroup),
     ("Binding", Scope::Binding),
     ("Domain", Scope::Domain),
@@ -349,6 +375,7 @@ const STANZAS: [(&str, Scope); 8] = [
     ("Listen", Scope::Listen),
     ("Resolver", Scope::Resolver),
     ("Auth", Scope::Auth),
+    ("Reply_Rule", Scope::ReplyRule),
 ];
 
 impl Scope {
@@ -375,7 +402,9 @@ impl Scope {
         use Scope as S;
         match self {
             S::Global => false,
-            S::BindingGroup | S::Listener | S::Resolver | S::Auth => parent == S::Global,
+            S::BindingGroup | S::Listener | S::Resolver | S::Auth | S::ReplyRule => {
+                parent == S::Global
+            }
             S::Binding => matches!(parent, S::Global | S::BindingGroup),
             S::Domain | S::Host => matches!(parent, S::Global | S::BindingGroup | S::Binding),
             S::Listen => parent == S::Listener,

@@ -68,6 +68,14 @@ pub enum Kind {
     MaxRetries,
     /// `none` or `callout`.
     RecipientVerification,
+    /// A reply class name.
+    ReplyClass,
+    /// `default`, `backoff`, `suspend` or `bounce`.
+    RuleAction,
+    /// A reply code pattern.
+    ReplyCode,
+    /// A regular expression.
+    Regex,
 }
 
 impl Kind {
@@ -109,6 +117,10 @@ impl Kind {
             Kind::Throttle => "\"N\" per second or \"N/S\" per S seconds (0: unlimited)",
             Kind::MaxRetries => "auto | whole number",
             Kind::RecipientVerification => "none | callout",
+            Kind::ReplyClass => "reply class name",
+            Kind::RuleAction => "default | backoff | suspend | bounce",
+            Kind::ReplyCode => "code (421, 4xx) or enhanced status (4.7.28, 5.7.*)",
+            Kind::Regex => "regular expression, /.../ or plain",
         }
     }
 }
@@ -296,6 +308,14 @@ pub enum Value {
     MaxRetries(MaxRetries),
     /// Kind::RecipientVerification.
     RecipientVerification(RecipientVerification),
+    /// Kind::ReplyClass.
+    ReplyClass(crate::reply_rule::ReplyClass),
+    /// Kind::RuleAction.
+    RuleAction(crate::reply_rule::RuleAction),
+    /// Kind::ReplyCode.
+    ReplyCode(crate::reply_rule::CodePattern),
+    /// Kind::Regex: the expression (without slashes), known to compile.
+    Regex(String),
 }
 
 impl fmt::Debug for Value {
@@ -343,6 +363,10 @@ impl fmt::Display for Value {
             Value::MaxRetries(MaxRetries::Auto) => f.write_str("auto"),
             Value::MaxRetries(MaxRetries::Limit(n)) => write!(f, "{n}"),
             Value::RecipientVerification(r) => write!(f, "{r}"),
+            Value::ReplyClass(c) => write!(f, "{c}"),
+            Value::RuleAction(a) => write!(f, "{a}"),
+            Value::ReplyCode(c) => quoted(f, &c.to_string()),
+            Value::Regex(r) => quoted(f, &format!("/{r}/")),
         }
     }
 }
@@ -462,10 +486,28 @@ fn scalar(kind: Kind, s: &str, dir: &Path) -> Result<Value, String> {
             u32::try_from(number(s)?).map_err(|_| format!("{s:?} is too large"))?,
         )),
         Kind::RecipientVerification => Value::RecipientVerification(s.parse()?),
+        Kind::ReplyClass => Value::ReplyClass(s.parse()?),
+        Kind::RuleAction => Value::RuleAction(s.parse()?),
+        Kind::ReplyCode => Value::ReplyCode(s.parse()?),
+        Kind::Regex => Value::Regex(regex(s)?),
         Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::Routes => {
             return list_of(kind, &[s]).map_err(|(_, e)| e);
         }
     })
+}
+
+/// A regular expression, `/.../` or plain: the expression, once it is
+/// known to compile.
+fn regex(s: &str) -> Result<String, String> {
+    let inner = s
+        .strip_prefix('/')
+        .and_then(|r| r.strip_suffix('/'))
+        .unwrap_or(s);
+    regex::RegexBuilder::new(inner)
+        .case_insensitive(true)
+        .build()
+        .map_err(|e| format!("bad regular expression: {e}"))?;
+    Ok(inner.to_owned())
 }
 
 /// Reads a list kind; on error, also says which item (by index) was wrong.

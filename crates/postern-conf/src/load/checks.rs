@@ -5,6 +5,7 @@ use super::Builder;
 use crate::error::ErrorKind;
 use crate::model::{Credentials, Secret};
 use crate::schema::Directive;
+use crate::reply_rule::{ReplyRule, RuleAction};
 use crate::value::{AuthMech, Value};
 
 impl Builder {
@@ -101,6 +102,65 @@ impl Builder {
         }
         for (at, kind) in found {
             self.errors.push(at, kind);
+        }
+    }
+}
+
+impl Builder {
+    /// Each `Reply_Rule` needs something to match (`Code` or `Match`) and
+    /// something to do (`Class` or an `Action`).
+    pub(super) fn check_reply_rules(&mut self) {
+        for (name, at, options) in std::mem::take(&mut self.rule_options) {
+            let get = |d| options.get(d).map(|s| &s.value);
+            let text = |d| match get(d) {
+                Some(Value::Text(t)) => Some(t.to_ascii_lowercase()),
+                _ => None,
+            };
+            let code = match get(Directive::RuleCode) {
+                Some(Value::ReplyCode(c)) => Some(*c),
+                _ => None,
+            };
+            let pattern = match get(Directive::RuleMatch) {
+                Some(Value::Regex(r)) => Some(r.clone()),
+                _ => None,
+            };
+            let class = match get(Directive::RuleClass) {
+                Some(Value::ReplyClass(c)) => Some(*c),
+                _ => None,
+            };
+            let action = match get(Directive::RuleAction) {
+                Some(Value::RuleAction(a)) => *a,
+                _ => RuleAction::Default,
+            };
+            if code.is_none() && pattern.is_none() {
+                let msg = format!("Reply_Rule {name}: Code or Match is required");
+                self.errors.push(at, ErrorKind::Incomplete(msg));
+                continue;
+            }
+            if class.is_none() && action == RuleAction::Default {
+                let msg = format!("Reply_Rule {name}: Class or Action is required");
+                self.errors.push(at, ErrorKind::Incomplete(msg));
+                continue;
+            }
+            let suspend_for = match get(Directive::RuleSuspendFor) {
+                Some(Value::Seconds(s)) => *s,
+                _ => 600,
+            };
+            self.config.reply_rules.push(ReplyRule {
+                at,
+                code,
+                pattern,
+                class,
+                action,
+                suspend_for: std::time::Duration::from_secs(suspend_for),
+                binding: match get(Directive::RuleForBinding) {
+                    Some(Value::Text(t)) => Some(t.clone()),
+                    _ => None,
+                },
+                domain: text(Directive::RuleForDomain),
+                host: text(Directive::RuleForHost),
+                name,
+            });
         }
     }
 }

@@ -45,6 +45,7 @@ enum At {
     Listen(usize),
     Resolver,
     Auth(String),
+    ReplyRule(usize),
 }
 
 /// One file being read: its name for locations, its directory for paths.
@@ -73,6 +74,8 @@ struct Builder {
     auth_refs: Vec<(String, Location)>,
     /// `Auth` stanzas as read, validated at the end.
     auth_options: BTreeMap<String, (Location, Options)>,
+    /// `Reply_Rule` stanzas in the order first written (name, place, options).
+    rule_options: Vec<(String, Location, Options)>,
     /// A `Listen` label was refused: "no Listen address" would only repeat it.
     bad_listen: bool,
     /// Bindings written inside a binding group: name -> (group, where).
@@ -122,6 +125,7 @@ fn location_of_utf8_error(bytes: &[u8], valid_up_to: usize) -> Pos {
 impl Builder {
     fn finish(mut self) -> Result<Config, Errors> {
         self.check_auths();
+        self.check_reply_rules();
         self.check_listener();
         if self.errors.is_empty() {
             Ok(self.config)

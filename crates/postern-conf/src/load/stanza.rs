@@ -93,6 +93,18 @@ impl Builder {
                     .or_insert_with(|| (loc.clone(), Options::default()));
                 Some(At::Auth(name))
             }
+            Scope::ReplyRule => {
+                let name = text.unwrap_or_default();
+                let i = match self.rule_options.iter().position(|(n, ..)| n == name) {
+                    Some(i) => i,
+                    None => {
+                        let opts = (name.to_owned(), loc.clone(), Options::default());
+                        self.rule_options.push(opts);
+                        self.rule_options.len() - 1
+                    }
+                };
+                Some(At::ReplyRule(i))
+            }
             Scope::Listen => self.enter_listen(text.unwrap_or_default(), label_loc),
             Scope::Host => self.enter_host(text.unwrap_or_default(), at, loc, label_loc),
             Scope::Domain => self.enter_domain(label.map(|l| &l.value), at, loc, label_loc),
@@ -336,6 +348,7 @@ impl Builder {
                 .map(|l| &mut l.options),
             At::Resolver => Some(&mut self.config.resolver),
             At::Auth(name) => self.auth_options.get_mut(name).map(|(_, o)| o),
+            At::ReplyRule(i) => self.rule_options.get_mut(*i).map(|(_, _, o)| o),
         }
     }
 }
