@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
+use postern_conf::ReplyClass;
 use postern_smtp::Reply;
 
 use crate::message::{HostInfo, QueuedMessage};
@@ -21,6 +22,8 @@ pub struct FailedRecipient {
     pub reply: Reply,
     /// The host that gave the reply, when one did.
     pub host: Option<HostInfo>,
+    /// The reply's class (written as `X-Postern-Class`).
+    pub class: ReplyClass,
 }
 
 /// A bounce to queue: it goes to the original sender, from `<>`.
@@ -111,6 +114,7 @@ pub(crate) fn build(
             report.push_str(&format!("Remote-MTA: dns; {}\r\n", h.name));
         }
         report.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", f.reply));
+        report.push_str(&format!("X-Postern-Class: {}\r\n", f.class.as_str()));
     }
     let original = String::from_utf8_lossy(headers(&message.body)).into_owned();
     let report_type =

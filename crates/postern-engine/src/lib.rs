@@ -29,6 +29,7 @@
 #[doc(hidden)]
 pub mod bench;
 mod bounce;
+mod class;
 mod connection;
 mod domain;
 mod ids;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use postern_conf::ReplyClass;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
@@ -58,6 +59,8 @@ pub struct Report {
     pub recipient: String,
     /// Delivered, transient or permanent, with the reply.
     pub outcome: Outcome,
+    /// What the reply meant (the class of the reply table).
+    pub class: ReplyClass,
     /// The host that answered, if a session reached one.
     pub host: Option<HostInfo>,
     /// Which attempt this was (1 for the first).

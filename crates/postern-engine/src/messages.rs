@@ -56,15 +56,19 @@ pub(crate) enum End {
     /// It closed normally (QUIT), or was told to.
     Closed,
     /// It never got to carry mail: connect, greeting, TLS, EHLO or AUTH
-    /// failed.
-    Failed(Reply, Blame),
+    /// failed. `answered` when the server refused with a reply (which may
+    /// ask to slow down rather than say the host is broken).
+    Refused {
+        reply: Reply,
+        blame: Blame,
+        answered: bool,
+    },
     /// It could not be opened for lack of a local resource (descriptors,
     /// ports): the host is not at fault.
     Starved,
-    /// The host answered 421 or "too many connections / rate limited":
-    /// a signal to slow down. The batch, if one was out, goes back without
-    /// an attempt counted.
-    Slowed(Option<Batch>, Reply),
+    /// The server ended the session with a reply (a 421) while the batch
+    /// was out.
+    Rejected { batch: Batch, reply: Reply },
     /// A reused session turned out to be closed by the server (it timed
     /// out while idle): the batch was not attempted.
     Stale(Batch),

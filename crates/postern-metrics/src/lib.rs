@@ -95,6 +95,14 @@ catalogue! {
         "Recipients or messages refused by the listener, by reason: relaying_denied, callout, unknown_binding, spool_full, spool_error.";
     THROTTLE_DELAYS "postern_throttle_delays_total" Counter ["kind"] []
         "Times a throttle made a queue wait, by kind: messages or connections.";
+    REPLIES "postern_replies_total" Counter ["class"] []
+        "Replies to delivery attempts (and connection failures standing for one), by class: delivered, invalid_recipient, rate_limited, too_many_connections, ...";
+    ADAPTIVE_ADJUSTMENTS "postern_adaptive_adjustments_total" Counter ["reason"] []
+        "Times a host asked to slow down (a reply classed too_many_connections or rate_limited), by that class.";
+    HOST_EFFECTIVE_LIMIT "postern_host_effective_connection_limit" Gauge ["host"] []
+        "The connection limit the adaptive loop holds each host shown to (at most its Host limit).";
+    HOST_EFFECTIVE_RATE "postern_host_effective_message_rate" Gauge ["host"] []
+        "The message rate (per second) the adaptive loop holds each host shown to; 0 when not limited.";
     UPTIME "postern_uptime_seconds" Gauge [] []
         "Seconds since the daemon started.";
 }

@@ -1,4 +1,4 @@
-//! `postern summary`, `domain`, `queue`, `flush`, `suspend`, `resume`:
+//! `postern summary`, `domain`, `queue`, `hosts`, `flush`, `suspend`, `resume`:
 //! the console, talking to a running daemon's admin API on
 //! `Metrics_Listen`.
 // serde_json's `value["key"]` never panics: a missing key reads as Null.
@@ -27,6 +27,7 @@ pub(crate) enum Ask {
     Queues {
         limit: usize,
     },
+    Hosts,
     Act {
         action: &'static str,
         domain: String,
@@ -91,6 +92,7 @@ pub(crate) fn run(file: &Path, ask: &Ask, as_json: bool) -> ExitCode {
             ),
         ),
         Ask::Queues { limit } => ("GET", format!("/api/queues?limit={limit}")),
+        Ask::Hosts => ("GET", "/api/hosts".to_owned()),
         Ask::Act {
             action,
             domain,
@@ -140,6 +142,27 @@ fn cell(v: &Json) -> String {
             .map_or_else(|| n.to_string(), |f| format!("{f:.2}")),
         other => other.to_string(),
     }
+}
+
+/// One row per item of `items`, one cell per key; `last_change` reads as
+/// "class: reply".
+fn rows(items: &Json, keys: &[&str]) -> Vec<Vec<String>> {
+    let show = |item: &Json, key: &str| match (key, &item[key]) {
+        ("last_change", Json::Object(c)) => format!(
+            "{}: {}",
+            c.get("class").map_or_else(String::new, cell),
+            c.get("reply").map_or_else(String::new, cell)
+        ),
+        (_, v) => cell(v),
+    };
+    items
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|item| keys.iter().map(|k| show(item, k)).collect())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn print(out: &mut impl Write, ask: &Ask, j: &Json) -> io::Result<()> {
@@ -195,31 +218,24 @@ fn print(out: &mut impl Write, ask: &Ask, j: &Json) -> io::Result<()> {
                 cell(&j["next_retry_seconds"]),
             )?;
             writeln!(out)?;
-            let rows: Vec<Vec<String>> = j["hosts"]
-                .as_array()
-                .map(|hosts| {
-                    hosts
-                        .iter()
-                        .map(|h| {
-                            [
-                                "level",
-                                "name",
-                                "address",
-                                "port",
-                                "connections",
-                                "limit",
-                                "limit_now",
-                                "reachable",
-                                "consecutive_failures",
-                                "seconds_since_failure",
-                            ]
-                            .iter()
-                            .map(|k| cell(&h[*k]))
-                            .collect()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = rows(
+                &j["hosts"],
+                &[
+                    "level",
+                    "name",
+                    "address",
+                    "port",
+                    "connections",
+                    "limit",
+                    "limit_now",
+                    "rate_now",
+                    "reachable",
+                    "consecutive_failures",
+                    "seconds_since_failure",
+                    "last_change",
+                    "next_probe_seconds",
+                ],
+            );
             table::write(
                 out,
                 &[
@@ -230,34 +246,28 @@ fn print(out: &mut impl Write, ask: &Ask, j: &Json) -> io::Result<()> {
                     "CONNECTIONS",
                     "LIMIT",
                     "LIMIT NOW",
+                    "RATE NOW",
                     "REACHABLE",
                     "FAILURES",
                     "SINCE FAILURE",
+                    "LAST CHANGE",
+                    "PROBE IN",
                 ],
                 &rows,
             )
         }
         Ask::Queues { .. } => {
-            let rows: Vec<Vec<String>> = j["queues"]
-                .as_array()
-                .map(|qs| {
-                    qs.iter()
-                        .map(|q| {
-                            [
-                                "binding",
-                                "domain",
-                                "active",
-                                "delayed",
-                                "connections",
-                                "suspended",
-                            ]
-                            .iter()
-                            .map(|k| cell(&q[*k]))
-                            .collect()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = rows(
+                &j["queues"],
+                &[
+                    "binding",
+                    "domain",
+                    "active",
+                    "delayed",
+                    "connections",
+                    "suspended",
+                ],
+            );
             table::write(
                 out,
                 &[
@@ -267,6 +277,39 @@ fn print(out: &mut impl Write, ask: &Ask, j: &Json) -> io::Result<()> {
                     "DELAYED",
                     "CONNECTIONS",
                     "SUSPENDED",
+                ],
+                &rows,
+            )
+        }
+        Ask::Hosts => {
+            let rows = rows(
+                &j["hosts"],
+                &[
+                    "name",
+                    "address",
+                    "port",
+                    "source",
+                    "connections",
+                    "limit",
+                    "limit_now",
+                    "rate_now",
+                    "reachable",
+                    "last_change",
+                ],
+            );
+            table::write(
+                out,
+                &[
+                    "HOST",
+                    "ADDRESS",
+                    "PORT",
+                    "SOURCE",
+                    "CONNECTIONS",
+                    "LIMIT",
+                    "LIMIT NOW",
+                    "RATE NOW",
+                    "REACHABLE",
+                    "LAST CHANGE",
                 ],
                 &rows,
             )

@@ -82,6 +82,10 @@ enum Command {
         #[command(flatten)]
         console: QueueArgs,
     },
+    /// The MX hosts of a running daemon: connections, configured and
+    /// effective limits, effective rate, reachability, and the last reply
+    /// that made the adaptive loop change them.
+    Hosts(QueueArgs),
     /// Retry a queue's delayed mail now.
     Flush {
         /// The destination domain.
@@ -180,6 +184,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => daemon::run(&config),
         Command::Summary(c) => console(&c, &admin_cmd::Ask::Summary),
+        Command::Hosts(c) => console(&c, &admin_cmd::Ask::Hosts),
         Command::Queue { limit, console: c } => console(&c, &admin_cmd::Ask::Queues { limit }),
         Command::Domain { domain, console: c } => {
             let binding = c.binding.clone();

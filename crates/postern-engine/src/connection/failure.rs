@@ -1,19 +1,16 @@
-//! What a session error means for the host, the route and the batch.
+//! What a session error means for the host, the route and the batch. A
+//! reply the server gave is judged by the scheduler's classifier (it may
+//! ask to slow down rather than say the host is broken).
 
 use postern_smtp::client::{Phase, SessionError};
 
 use crate::message::Batch;
 use crate::messages::{Blame, End};
-use crate::mx_host::asks_to_slow_down;
 
 /// A session that could not be set up.
 pub(super) fn refused(e: &SessionError) -> End {
     if e.is_local_resource() {
         return End::Starved;
-    }
-    let reply = e.reply();
-    if matches!(e, SessionError::Rejected { .. }) && asks_to_slow_down(&reply) {
-        return End::Slowed(None, reply);
     }
     let early = |phase: &Phase| matches!(phase, Phase::Connect | Phase::Greeting);
     let blame = match e {
@@ -27,15 +24,21 @@ pub(super) fn refused(e: &SessionError) -> End {
         }
         _ => Blame::Profile,
     };
-    End::Failed(reply, blame)
+    End::Refused {
+        reply: e.reply(),
+        blame,
+        answered: matches!(e, SessionError::Rejected { .. }),
+    }
 }
 
 /// A session that broke while carrying `batch`; `reused` when it had
 /// carried mail before.
 pub(super) fn broken(e: SessionError, batch: Batch, reused: bool) -> End {
     let reply = e.reply();
-    if matches!(e, SessionError::Rejected { .. }) && asks_to_slow_down(&reply) {
-        return End::Slowed(Some(batch), reply);
+    if let SessionError::Rejected { phase, .. } = e
+        && !(reused && phase == Phase::Rset)
+    {
+        return End::Rejected { batch, reply };
     }
     if reused && e.phase() == Some(Phase::Rset) {
         return End::Stale(batch);

@@ -23,6 +23,8 @@ pub(crate) struct Limits {
     pub(crate) expiration: Duration,
     pub(crate) bounces: bool,
     pub(crate) suspended: bool,
+    /// `Adaptive_Delivery`.
+    pub(crate) adaptive: bool,
     /// The throttles, each with the name of the setting it comes from:
     /// queues that fall back to the same setting share one bucket.
     pub(crate) message_throttle: Option<(String, Throttle)>,
@@ -87,6 +89,7 @@ impl Limits {
                 .unwrap_or(Duration::from_secs(86_400)),
             bounces: eff.flag(Directive::GenerateBounces).unwrap_or(true),
             suspended: eff.flag(Directive::SuspendDelivery).unwrap_or(false),
+            adaptive: eff.flag(Directive::AdaptiveDelivery).unwrap_or(true),
             message_throttle: throttle(&eff, Directive::OutboundThrottleMessages),
             connection_throttle: throttle(&eff, Directive::OutboundThrottleConnections),
         }

@@ -84,6 +84,8 @@ pub(crate) struct Domain {
     pub(crate) suspended: bool,
     /// A wake-up is set for when a throttle allows more.
     pub(crate) throttle_wake: Option<Instant>,
+    /// Held by a `suspend` reply rule until then.
+    pub(crate) held_until: Option<Instant>,
 }
 
 impl Domain {
@@ -103,6 +105,7 @@ impl Domain {
             last_failure: None,
             wake: None,
             throttle_wake: None,
+            held_until: None,
         }
     }
 
@@ -124,7 +127,7 @@ impl Domain {
 
     /// True when it has ready mail it may send now.
     pub(crate) fn has_work(&self) -> bool {
-        !self.active.is_empty() && !self.suspended
+        !self.active.is_empty() && !self.suspended && self.held_until.is_none()
     }
 
     /// The host's preference level in this domain's table.

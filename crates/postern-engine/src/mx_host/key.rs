@@ -18,6 +18,15 @@ pub(crate) enum Source {
     Binding(String),
 }
 
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Address(ip) => write!(f, "{ip}"),
+            Source::Binding(b) => write!(f, "binding {b}"),
+        }
+    }
+}
+
 impl Source {
     pub(crate) fn of(binding: &str, settings: &ClientSettings) -> Self {
         match settings.bind {

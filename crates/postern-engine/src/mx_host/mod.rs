@@ -5,23 +5,24 @@
 //!
 //! Reachability: a new host gets one connection first; a host that failed
 //! is skipped for `Host_Failure_Retry`, then one probe goes first, and only
-//! its success opens the pool again. A 421 or a rate-limit reply is not a
-//! failure: the host answered. It lowers the host's cap and pauses new
-//! connections briefly; the cap climbs back with successful transactions.
+//! its success opens the pool again. A reply classed too many connections
+//! or rate limited is not a failure: the host answered. It steers the
+//! host's adaptive loop (`adaptive.rs`): the effective limit and rate.
 
+mod adaptive;
 mod key;
-mod signal;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postern_conf::ReplyClass;
 use postern_smtp::Reply;
 use postern_smtp::client::ClientSettings;
 use tokio::sync::oneshot;
 
 pub(crate) use self::key::{HostKey, Peer, Profile, Source};
-pub(crate) use self::signal::asks_to_slow_down;
+use self::adaptive::Adaptive;
 use crate::ids::{ConnId, DomainId};
 use crate::lease::Gauge;
 use crate::message::Batch;
@@ -43,47 +44,6 @@ pub(crate) enum Reach {
     /// Due back: one probe connection; the host counts as down until the
     /// probe succeeds.
     Probing,
-}
-
-/// The pause after a 421 or a rate-limit reply before the next connection.
-const SIGNAL_PAUSE: Duration = Duration::from_secs(1);
-
-/// How far a host's replies have told us to slow down.
-#[derive(Debug, Default)]
-pub(crate) struct Slowdown {
-    /// The most connections for now, below the configured limit.
-    cap: Option<usize>,
-    /// Successful transactions since the cap last moved.
-    credit: usize,
-    /// No new connection before this.
-    paused_until: Option<Instant>,
-}
-
-impl Slowdown {
-    /// The host said "too many" with `open` connections: one fewer, and a
-    /// pause.
-    fn signal(&mut self, open: usize, now: Instant) {
-        let cap = open.saturating_sub(1).max(1);
-        self.cap = Some(self.cap.map_or(cap, |c| c.min(cap)));
-        self.credit = 0;
-        self.paused_until = Some(now + SIGNAL_PAUSE);
-    }
-
-    /// A transaction went through: the cap rises by one after ten
-    /// transactions per connection it allows, and goes away above `limit`.
-    fn success(&mut self, limit: Option<usize>) {
-        let Some(cap) = self.cap else {
-            return;
-        };
-        self.credit += 1;
-        if self.credit < cap * 10 {
-            return;
-        }
-        self.credit = 0;
-        let raised = cap + 1;
-        let gone = limit.map_or(raised > 1000, |l| raised >= l);
-        self.cap = (!gone).then_some(raised);
-    }
 }
 
 /// A connection waiting for work.
@@ -117,7 +77,8 @@ pub(crate) struct MxHost {
     pub(crate) idle: VecDeque<Idle>,
     /// Domains that may have mail for it, served in turn.
     pub(crate) ring: VecDeque<DomainId>,
-    pub(crate) slowdown: Slowdown,
+    /// The effective limit and rate, steered by "slow down" replies.
+    pub(crate) adaptive: Adaptive,
     /// The idle timer is set for the oldest idle connection.
     pub(crate) idle_timer: bool,
     /// Waiting for the server-wide limit to allow a connection.
@@ -125,8 +86,14 @@ pub(crate) struct MxHost {
 }
 
 impl MxHost {
-    pub(crate) fn new(key: HostKey, settings: Arc<ClientSettings>, limit: Option<usize>) -> Self {
+    pub(crate) fn new(
+        key: HostKey,
+        settings: Arc<ClientSettings>,
+        limit: Option<usize>,
+        adaptive: bool,
+    ) -> Self {
         Self {
+            adaptive: Adaptive::new(adaptive, limit, Instant::now()),
             key,
             settings,
             limit,
@@ -140,7 +107,6 @@ impl MxHost {
             opening: Gauge::default(),
             idle: VecDeque::new(),
             ring: VecDeque::new(),
-            slowdown: Slowdown::default(),
             idle_timer: false,
             starved: false,
         }
@@ -151,15 +117,20 @@ impl MxHost {
         &self.settings.server_name
     }
 
-    /// The limit in force: the configured one, or lower after signals.
+    /// The limit in force: the adaptive loop's, within the configured one.
     pub(crate) fn limit_now(&self) -> Option<usize> {
-        match (self.limit, self.slowdown.cap) {
-            (Some(l), Some(c)) => Some(l.min(c)),
-            (l, c) => l.or(c),
-        }
+        self.adaptive.limit()
     }
 
+    /// Below the configured limit: for the preference rule, a host the
+    /// adaptive loop holds back is still free (mail waits for it rather
+    /// than going to a worse host).
     fn has_slot(&self) -> bool {
+        self.limit.is_none_or(|l| self.open.get() < l)
+    }
+
+    /// Below the limit in force.
+    fn below_limit_now(&self) -> bool {
         self.limit_now().is_none_or(|l| self.open.get() < l)
     }
 
@@ -178,7 +149,7 @@ impl MxHost {
     /// host gets one at a time until one succeeds; then at most half as
     /// many connect at once as are open, plus two.
     pub(crate) fn may_open(&self, now: Instant) -> bool {
-        if self.slowdown.paused_until.is_some_and(|t| now < t) || !self.has_slot() {
+        if self.paused_until().is_some_and(|t| now < t) || !self.below_limit_now() {
             return false;
         }
         let opening = self.opening.get();
@@ -191,7 +162,7 @@ impl MxHost {
 
     /// When a paused host may open again.
     pub(crate) fn paused_until(&self) -> Option<Instant> {
-        self.slowdown.paused_until
+        self.adaptive.paused_until()
     }
 
     /// A connection got through: the host is up.
@@ -220,37 +191,17 @@ impl MxHost {
         }
     }
 
-    /// The host answered "too many" while `open` connections were open.
-    pub(crate) fn signal(&mut self, open: usize, now: Instant, reply: &Reply) {
+    /// The host answered "too many connections" or "rate limited" on
+    /// connection `conn`; `next` is the id the next connection gets.
+    pub(crate) fn signal(&mut self, class: ReplyClass, reply: &Reply, conn: ConnId, next: ConnId) {
         tracing::info!(host = %self.name(), addr = %self.key.addr, %reply, "host asks to slow down");
-        self.slowdown.signal(open, now);
+        let open = self.open.get();
+        let now = Instant::now();
+        self.adaptive.signal(class, reply.to_string(), conn, open, next, now);
     }
 
     /// A transaction went through.
-    pub(crate) fn success(&mut self) {
-        self.slowdown.success(self.limit);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_signal_lowers_the_cap_which_climbs_back_one_at_a_time() {
-        let now = Instant::now();
-        let mut s = Slowdown::default();
-        s.signal(4, now);
-        assert_eq!(s.cap, Some(3));
-        s.signal(1, now);
-        assert_eq!(s.cap, Some(1));
-        for _ in 0..10 {
-            s.success(Some(3));
-        }
-        assert_eq!(s.cap, Some(2));
-        for _ in 0..20 {
-            s.success(Some(3));
-        }
-        assert_eq!(s.cap, None, "at the configured limit the cap goes");
+    pub(crate) fn success(&mut self, now: Instant) {
+        self.adaptive.success(now);
     }
 }

@@ -148,6 +148,22 @@ impl Core {
 
     /// The next batch the host may carry, from the next domain in its ring.
     pub(super) fn next_batch(&mut self, h: HostId, now: Instant) -> Option<(DomainId, Batch)> {
+        // The host's adaptive rate first: without a token, nothing goes
+        // until the next one.
+        if let Err(at) = self.host_mut(h)?.adaptive.take(now) {
+            self.timers.at(at, Timer::HostRetry(h));
+            return None;
+        }
+        let found = self.next_domain_batch(h, now);
+        if found.is_none()
+            && let Some(host) = self.host_mut(h)
+        {
+            host.adaptive.refund();
+        }
+        found
+    }
+
+    fn next_domain_batch(&mut self, h: HostId, now: Instant) -> Option<(DomainId, Batch)> {
         let turns = self.host(h)?.ring.len();
         for _ in 0..turns {
             let d = self.host_mut(h)?.ring.pop_front()?;

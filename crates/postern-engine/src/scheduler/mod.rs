@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use postern_conf::{Config, Directive, Value};
+use postern_conf::{Config, Directive, ReplyClass, Value};
 use postern_dns::Dns;
 
 pub(crate) use self::control::{Command, Control, Drain, Fault};
@@ -32,6 +32,7 @@ use self::retry::{Round, RoundKey};
 use self::timers::Timers;
 use crate::Handle;
 use crate::bounce::Bounce;
+use crate::class::Classifier;
 use crate::connection::Connection;
 use crate::domain::{Domain, Limits, QueueKey};
 use crate::ids::{ConnId, DomainId, HostId};
@@ -124,6 +125,10 @@ pub(crate) struct Core {
     scratch: (Vec<HostId>, Vec<HostId>),
     /// Test hook: a connection given a batch for this recipient panics.
     panic_on: Option<Arc<str>>,
+    /// Reply classes and rules.
+    classifier: Classifier,
+    /// `postern_replies_total` by class, in `ReplyClass::ALL` order.
+    replies: Vec<metrics::Counter>,
 }
 
 impl Core {
@@ -146,6 +151,7 @@ impl Core {
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(usize::MAX);
         let server_limit = server_limit.min(descriptors.saturating_sub(512).max(64));
+        let config_for_rules = config.clone();
         Self {
             hostname: config.hostname(),
             config,
@@ -174,6 +180,11 @@ impl Core {
             actions: Vec::new(),
             scratch: (Vec::new(), Vec::new()),
             panic_on: None,
+            classifier: Classifier::new(&config_for_rules),
+            replies: ReplyClass::ALL
+                .iter()
+                .map(|c| metrics::counter!(postern_metrics::REPLIES, "class" => c.as_str()))
+                .collect(),
         }
     }
 

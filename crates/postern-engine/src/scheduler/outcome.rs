@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use postern_conf::ReplyClass;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
@@ -13,8 +14,9 @@ use crate::ids::ConnId;
 use crate::ids::DomainId;
 use crate::ids::HostId;
 use crate::message::{Batch, HostInfo};
+use crate::class::{Action, Context, Verdict};
 use crate::messages::{Blame, End, Finished};
-use crate::mx_host::asks_to_slow_down;
+use crate::mx_host::MxHost;
 
 impl Core {
     fn host_info(&self, h: HostId) -> Option<HostInfo> {
@@ -66,7 +68,7 @@ impl Core {
             c.carrying.take().map(|(d, _lease)| d)
         };
         if let (Some(d), Some(f)) = (carried, finished) {
-            self.finished(d, h, f, now);
+            self.finished(d, h, conn, f, now);
         }
         let answer = self.next_for(conn, h, closing, now);
         if let (Some(d), false) = (carried, closing) {
@@ -93,36 +95,52 @@ impl Core {
         self.park(conn, h, now)
     }
 
+    /// The class of a reply to mail of `batch` and what to do about it.
+    pub(super) fn judge(&self, batch: &Batch, reply: &Reply, host: Option<&HostInfo>) -> Verdict {
+        let cx = Context {
+            binding: &batch.message.binding,
+            domain: &batch.message.domain,
+            host: host.map(|h| h.name.as_str()),
+        };
+        self.classifier.judge(reply, &cx)
+    }
+
     /// Sorts a transaction's outcomes: delivered and permanent ones are
-    /// reported, transient ones retried, and recipients refused with "slow
-    /// down" go back without an attempt.
-    fn finished(&mut self, d: DomainId, h: HostId, f: Finished, now: Instant) {
+    /// reported, transient ones retried, and recipients whose reply asks
+    /// to slow down or to hold the queue go back without an attempt.
+    fn finished(&mut self, d: DomainId, h: HostId, conn: ConnId, f: Finished, now: Instant) {
         let host = self.host_info(h);
         let batch = f.batch;
         let mut failed = Vec::new();
         let mut later: Vec<(Reply, Vec<String>)> = Vec::new();
         let mut back = Vec::new();
-        let mut signal = None;
+        let mut hold = None;
         for (recipient, outcome) in batch.recipients.iter().zip(f.outcomes) {
-            match outcome {
-                Outcome::Delivered(_) => {
+            let verdict = self.judge(&batch, outcome.reply(), host.as_ref());
+            match (outcome, verdict.action) {
+                (outcome @ Outcome::Delivered(_), _) => {
                     if let Some(x) = self.host_mut(h) {
-                        x.success();
+                        x.success(now);
                     }
                     self.report(&batch, recipient, outcome, host.clone());
                 }
-                Outcome::Permanent(reply) => {
+                (
+                    Outcome::Transient(reply) | Outcome::Permanent(reply),
+                    Action::Backoff | Action::Suspend(_),
+                ) => {
+                    back.push(recipient.clone());
+                    hold = Some((reply, verdict));
+                }
+                (Outcome::Permanent(reply), _) | (Outcome::Transient(reply), Action::Bounce) => {
                     let r = std::slice::from_ref(recipient);
                     failed.extend(self.fail(&batch, r, &reply, host.as_ref()));
                 }
-                Outcome::Transient(reply) if asks_to_slow_down(&reply) => {
-                    back.push(recipient.clone());
-                    signal = Some(reply);
+                (Outcome::Transient(reply), Action::Default) => {
+                    match later.iter_mut().find(|(r, _)| *r == reply) {
+                        Some((_, list)) => list.push(recipient.clone()),
+                        None => later.push((reply, vec![recipient.clone()])),
+                    }
                 }
-                Outcome::Transient(reply) => match later.iter_mut().find(|(r, _)| *r == reply) {
-                    Some((_, list)) => list.push(recipient.clone()),
-                    None => later.push((reply, vec![recipient.clone()])),
-                },
             }
         }
         for (reply, recipients) in later {
@@ -132,7 +150,7 @@ impl Core {
             };
             failed.extend(self.transient(d, part, &reply, host.clone(), None));
         }
-        if let Some(reply) = signal {
+        if let Some((reply, verdict)) = hold {
             let part = Batch {
                 recipients: back,
                 ..batch.clone()
@@ -140,21 +158,42 @@ impl Core {
             // Still in its attempt round: it was not attempted.
             self.enter(d, &part);
             self.requeue(d, part, now);
-            self.slow_down(h, &reply, now);
+            self.held(d, h, conn, &reply, verdict, now);
         }
         self.settle(d, &batch, failed);
     }
 
+    /// A reply asked the host to slow down, or the domain's queue to wait.
+    fn held(&mut self, d: DomainId, h: HostId, conn: ConnId, reply: &Reply, v: Verdict, now: Instant) {
+        match v.action {
+            Action::Backoff => self.slow_down(h, conn, v.class, reply),
+            Action::Suspend(duration) => self.hold_domain(d, duration, now),
+            Action::Default | Action::Bounce => {}
+        }
+    }
+
     /// The host asked to slow down.
-    fn slow_down(&mut self, h: HostId, reply: &Reply, now: Instant) {
+    fn slow_down(&mut self, h: HostId, conn: ConnId, class: ReplyClass, reply: &Reply) {
+        let next = self.next_conn;
         let Some(host) = self.host_mut(h) else {
             return;
         };
-        let open = host.open.get() + 1;
-        host.signal(open, now, reply);
+        host.signal(class, reply, conn, next);
         if let Some(until) = host.paused_until() {
             self.timers.at(until, Timer::HostRetry(h));
         }
+        let kind = class.as_str();
+        metrics::counter!(postern_metrics::ADAPTIVE_ADJUSTMENTS, "reason" => kind).increment(1);
+    }
+
+    /// A rule holds the domain's queue for `duration`.
+    fn hold_domain(&mut self, d: DomainId, duration: Duration, now: Instant) {
+        let Some(dom) = self.domain_mut(d) else {
+            return;
+        };
+        let until = now + duration;
+        dom.held_until = Some(until);
+        self.timers.at(until, Timer::Release(d));
     }
 
     /// A batch goes back to the head of its queue without an attempt
@@ -196,18 +235,49 @@ impl Core {
         let owner = carried.or(opened_for);
         match end {
             End::Closed => {}
-            End::Failed(reply, blame) => self.host_failed(h, blame, &reply, opened_for, now),
+            End::Refused {
+                reply,
+                blame,
+                answered,
+            } => {
+                let verdict = opened_for
+                    .filter(|_| answered)
+                    .map(|d| self.judge_for(d, &reply, h));
+                match verdict.map(|v| (v, v.action)) {
+                    Some((v, Action::Backoff)) => self.slow_down(h, conn, v.class, &reply),
+                    Some((_, Action::Suspend(duration))) => {
+                        if let Some(d) = opened_for {
+                            self.hold_domain(d, duration, now);
+                        }
+                    }
+                    _ => self.host_failed(h, blame, &reply, opened_for, now),
+                }
+            }
             End::Starved => {
                 // This machine is out of descriptors or ports: look again
                 // in a second, without blaming the host.
-                self.timers
-                    .at(now + Duration::from_secs(1), Timer::HostRetry(h));
+                self.timers.at(now + Duration::from_secs(1), Timer::HostRetry(h));
             }
-            End::Slowed(batch, reply) => {
-                if let (Some(d), Some(b)) = (owner, batch) {
-                    self.requeue(d, b, now);
+            End::Rejected { batch, reply } => {
+                if let Some(d) = owner {
+                    let verdict = self.judge(&batch, &reply, self.host_info(h).as_ref());
+                    match verdict.action {
+                        Action::Backoff | Action::Suspend(_) => {
+                            self.requeue(d, batch, now);
+                            self.held(d, h, conn, &reply, verdict, now);
+                        }
+                        Action::Bounce => {
+                            let host = self.host_info(h);
+                            let failed = self.fail(&batch, &batch.recipients, &reply, host.as_ref());
+                            self.settle(d, &batch, failed);
+                        }
+                        Action::Default => {
+                            let host = self.host_info(h);
+                            let failed = self.transient(d, batch.clone(), &reply, host, Some(now));
+                            self.settle(d, &batch, failed);
+                        }
+                    }
                 }
-                self.slow_down(h, &reply, now);
             }
             End::Stale(batch) => {
                 if let Some(d) = owner {
@@ -250,6 +320,19 @@ impl Core {
             self.offer(d);
         }
         self.feed_starved(now);
+    }
+
+    /// The verdict on a reply refusing a session opened for `d`.
+    fn judge_for(&self, d: DomainId, reply: &Reply, h: HostId) -> Verdict {
+        let Some(dom) = self.domain(d) else {
+            return self.classifier.judge(reply, &Context { binding: "", domain: "", host: None });
+        };
+        let cx = Context {
+            binding: &dom.key.binding,
+            domain: &dom.key.domain,
+            host: self.host(h).map(MxHost::name),
+        };
+        self.classifier.judge(reply, &cx)
     }
 
     fn forget_idle(&mut self, h: HostId, conn: ConnId) {

@@ -11,7 +11,7 @@ use crate::domain::QueueKey;
 use crate::mx_host::MxHost;
 
 /// One host of a queue's routing table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostView {
     /// Its preference level.
     pub level: u32,
@@ -23,9 +23,18 @@ pub struct HostView {
     pub connections: usize,
     /// Its `Host` limit.
     pub limit: Option<u64>,
-    /// The limit in force now: lower than `limit` after the host asked
-    /// to slow down.
+    /// The limit in force now: the adaptive loop's, at most `limit`.
     pub limit_now: Option<u64>,
+    /// The message rate in force (per second), when the loop limits it.
+    pub rate_now: Option<f64>,
+    /// The last reply that made the loop change the limit or the rate:
+    /// its class and text.
+    pub last_change: Option<(String, String)>,
+    /// Seconds since that change.
+    pub seconds_since_change: Option<u64>,
+    /// Seconds until the loop tries above the point where the host last
+    /// refused, when it waits for that.
+    pub next_probe_seconds: Option<u64>,
     /// False while it is skipped after a failure.
     pub reachable: bool,
     /// Failures since its last success.
@@ -35,16 +44,24 @@ pub struct HostView {
 }
 
 /// One destination host, over all queues.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostSummary {
     /// Its name.
     pub name: String,
     /// Its address and port.
     pub addr: SocketAddr,
+    /// Where its connections come from: the `Bind_Address`, or the binding.
+    pub source: String,
     /// Connections open or opening.
     pub connections: usize,
     /// Its `Host` limit.
     pub limit: Option<u64>,
+    /// The limit in force (the adaptive loop's).
+    pub limit_now: Option<u64>,
+    /// The message rate in force, per second, when limited.
+    pub rate_now: Option<f64>,
+    /// The last reply that changed the limit or rate: class and text.
+    pub last_change: Option<(String, String)>,
     /// False while it is skipped after a failure.
     pub reachable: bool,
 }
@@ -67,7 +84,7 @@ pub struct QueueRow {
 }
 
 /// One queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueView {
     /// Ready batches.
     pub active: usize,
@@ -88,7 +105,7 @@ pub struct QueueView {
 }
 
 /// The whole engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     /// Connections open or opening.
     pub connections: usize,
@@ -125,8 +142,25 @@ fn limit(l: Option<usize>) -> Option<u64> {
     l.map(|l| u64::try_from(l).unwrap_or(u64::MAX))
 }
 
+fn last_change(h: &MxHost) -> Option<(String, String)> {
+    let c = h.adaptive.last_change.as_ref()?;
+    let class = c.class.map_or("success", |k| k.as_str()).to_owned();
+    Some((class, c.reply.clone()))
+}
+
 fn host_view(level: u32, h: &MxHost, now: Instant) -> HostView {
     HostView {
+        rate_now: h.adaptive.rate(),
+        last_change: last_change(h),
+        seconds_since_change: h
+            .adaptive
+            .last_change
+            .as_ref()
+            .map(|c| now.saturating_duration_since(c.at).as_secs()),
+        next_probe_seconds: h
+            .adaptive
+            .next_probe()
+            .map(|t| t.saturating_duration_since(now).as_secs()),
         level,
         name: h.name().to_owned(),
         addr: h.key.addr,
@@ -181,8 +215,12 @@ impl Core {
                 .map(|h| HostSummary {
                     name: h.name().to_owned(),
                     addr: h.key.addr,
+                    source: h.key.source.to_string(),
                     connections: h.open.get(),
                     limit: limit(h.limit),
+                    limit_now: limit(h.limit_now()),
+                    rate_now: h.adaptive.rate(),
+                    last_change: last_change(h),
                     reachable: h.reachable(),
                 })
                 .collect(),

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use postern_conf::ReplyClass;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
@@ -42,11 +43,17 @@ impl Core {
         outcome: Outcome,
         host: Option<HostInfo>,
     ) {
+        let class = self.judge(batch, outcome.reply(), host.as_ref()).class;
+        let which = ReplyClass::ALL.iter().position(|c| *c == class);
+        if let Some(counter) = which.and_then(|i| self.replies.get(i)) {
+            counter.increment(1);
+        }
         self.outcomes.report(Report {
             id: batch.message.id,
             message: batch.message.clone(),
             recipient: recipient.to_owned(),
             outcome,
+            class,
             host,
             attempt: batch.attempts + 1,
         });
@@ -89,6 +96,7 @@ impl Core {
             .map(|r| {
                 self.report(batch, r, Outcome::Permanent(reply.clone()), host.cloned());
                 FailedRecipient {
+                    class: self.judge(batch, reply, host).class,
                     recipient: r.clone(),
                     reply: reply.clone(),
                     host: host.cloned(),

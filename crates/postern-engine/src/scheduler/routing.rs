@@ -138,6 +138,7 @@ impl Core {
             if let (Some(host), Some(l)) = (self.host_mut(h), limit) {
                 // Bindings sharing a source keep the stricter limit.
                 host.limit = Some(host.limit.map_or(l, |x| x.min(l)));
+                host.adaptive.set_max(host.limit);
             }
             return Ok(h);
         }
@@ -146,7 +147,7 @@ impl Core {
             .get(d.0 as usize)
             .ok_or("no such domain")?
             .limits;
-        let mut host = MxHost::new(key.clone(), Arc::new(settings), limit);
+        let mut host = MxHost::new(key.clone(), Arc::new(settings), limit, limits.adaptive);
         host.max_deliveries = limits.max_deliveries;
         host.idle_timeout = limits.idle;
         host.failure_retry = limits.host_failure_retry;

@@ -19,6 +19,8 @@ pub(super) enum Timer {
     Wake(DomainId),
     /// The domain's throttle has a token again.
     Throttle(DomainId),
+    /// A `suspend` reply rule's hold of the domain is over.
+    Release(DomainId),
     /// Idle connections of the host may have waited long enough.
     Idle(HostId),
     /// The host's `Host_Failure_Retry` has passed: a probe may go.
@@ -64,6 +66,12 @@ impl Core {
                 Timer::Throttle(d) => {
                     if let Some(dom) = self.domain_mut(d) {
                         dom.throttle_wake = None;
+                    }
+                    self.offer(d);
+                }
+                Timer::Release(d) => {
+                    if let Some(dom) = self.domain_mut(d) {
+                        dom.held_until = None;
                     }
                     self.offer(d);
                 }

@@ -190,6 +190,11 @@ async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
                 .collect();
             json_answer(200, &json!({ "queues": rows }))
         }
+        ("GET", "/api/hosts") => {
+            let hosts = admin.engine.summary().await.map(|s| s.hosts).unwrap_or_default();
+            let rows: Vec<Value> = hosts.iter().map(host_json).collect();
+            json_answer(200, &json!({ "hosts": rows }))
+        }
         ("GET", "/api/domain") => {
             let Some((binding, domain)) = queue() else {
                 return json_answer(400, &json!({ "error": "domain= is required" }));
@@ -216,7 +221,7 @@ async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
         }
         (
             _,
-            "/metrics" | "/api/summary" | "/api/queues" | "/api/domain" | "/api/flush"
+            "/metrics" | "/api/summary" | "/api/queues" | "/api/hosts" | "/api/domain" | "/api/flush"
             | "/api/suspend" | "/api/resume",
         ) => json_answer(
             405,
@@ -224,6 +229,15 @@ async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
         ),
         _ => not_found(&format!("no such path: {path}")),
     }
+}
+
+fn host_json(h: &postern_engine::HostSummary) -> Value {
+    json!({
+        "name": h.name, "address": h.addr.ip().to_string(), "port": h.addr.port(),
+        "source": h.source, "connections": h.connections, "limit": h.limit,
+        "limit_now": h.limit_now, "rate_now": h.rate_now, "reachable": h.reachable,
+        "last_change": h.last_change.as_ref().map(|(class, reply)| json!({ "class": class, "reply": reply })),
+    })
 }
 
 fn domain_json(binding: &str, domain: &str, v: &postern_engine::QueueView) -> Value {
@@ -234,7 +248,10 @@ fn domain_json(binding: &str, domain: &str, v: &postern_engine::QueueView) -> Va
             json!({
                 "level": h.level, "name": h.name, "address": h.addr.ip().to_string(), "port": h.addr.port(),
                 "connections": h.connections, "limit": h.limit, "limit_now": h.limit_now,
-                "reachable": h.reachable,
+                "rate_now": h.rate_now, "reachable": h.reachable,
+                "last_change": h.last_change.as_ref().map(|(class, reply)| json!({ "class": class, "reply": reply })),
+                "seconds_since_change": h.seconds_since_change,
+                "next_probe_seconds": h.next_probe_seconds,
                 "consecutive_failures": h.consecutive_failures,
                 "seconds_since_failure": h.seconds_since_failure,
             })
@@ -313,6 +330,11 @@ impl Admin {
             if let Some(limit) = h.limit {
                 metrics::gauge!(m::HOST_LIMIT, "host" => label.clone()).set(limit as f64);
             }
+            if let Some(limit) = h.limit_now {
+                metrics::gauge!(m::HOST_EFFECTIVE_LIMIT, "host" => label.clone()).set(limit as f64);
+            }
+            metrics::gauge!(m::HOST_EFFECTIVE_RATE, "host" => label.clone())
+                .set(h.rate_now.unwrap_or(0.0));
             now_shown.insert(label);
         }
         let others: usize = rest.iter().map(|h| h.connections).sum();

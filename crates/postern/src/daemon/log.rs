@@ -64,6 +64,8 @@ pub(crate) struct Attempt<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) enhanced_code: Option<String>,
     pub(crate) reply: String,
+    /// The reply's class (`postern_replies_total{class}`).
+    pub(crate) class: &'static str,
     pub(crate) attempt: u32,
 }
 

@@ -54,6 +54,7 @@ impl Outcomes for Recorder {
             code: reply.code,
             enhanced_code: reply.status.map(|s| s.to_string()),
             reply: reply.text(),
+            class: r.class.as_str(),
             attempt: r.attempt,
         };
         self.log.write(event, &record);

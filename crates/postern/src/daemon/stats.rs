@@ -90,6 +90,12 @@ impl Totals {
         for result in ["ok", "nodata", "nxdomain", "failure"] {
             metrics::counter!(m::DNS_LOOKUPS, "result" => result).increment(0);
         }
+        for class in postern_conf::ReplyClass::ALL {
+            metrics::counter!(m::REPLIES, "class" => class.as_str()).increment(0);
+        }
+        for reason in ["too_many_connections", "rate_limited"] {
+            metrics::counter!(m::ADAPTIVE_ADJUSTMENTS, "reason" => reason).increment(0);
+        }
         metrics::counter!(m::SESSIONS).increment(0);
         metrics::counter!(m::CONNECTION_FAILURES).increment(0);
         let zero = AtomicU64::default;
