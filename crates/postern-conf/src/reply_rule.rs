@@ -174,7 +174,10 @@ impl CodePattern {
     /// True when a reply with this code and enhanced status matches.
     pub fn matches(&self, code: u16, status: Option<(u8, u8, u8)>) -> bool {
         fn fits<T: PartialEq>(pattern: &[Option<T>; 3], value: [T; 3]) -> bool {
-            pattern.iter().zip(value).all(|(p, v)| p.as_ref().is_none_or(|p| *p == v))
+            pattern
+                .iter()
+                .zip(value)
+                .all(|(p, v)| p.as_ref().is_none_or(|p| *p == v))
         }
         match self {
             CodePattern::Basic(p) => {
@@ -182,9 +185,9 @@ impl CodePattern {
                     .map(|d| u8::try_from(d).unwrap_or(u8::MAX));
                 fits(p, digits)
             }
-            CodePattern::Enhanced(p) => status.is_some_and(|(c, s, d)| {
-                fits(p, [u16::from(c), u16::from(s), u16::from(d)])
-            }),
+            CodePattern::Enhanced(p) => {
+                status.is_some_and(|(c, s, d)| fits(p, [u16::from(c), u16::from(s), u16::from(d)]))
+            }
         }
     }
 }
@@ -192,11 +195,14 @@ impl CodePattern {
 impl fmt::Display for CodePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn show<T: fmt::Display>(p: &Option<T>) -> String {
-            p.as_ref().map_or_else(|| "x".to_owned(), ToString::to_string)
+            p.as_ref()
+                .map_or_else(|| "x".to_owned(), ToString::to_string)
         }
         match self {
             CodePattern::Basic(p) => write!(f, "{}{}{}", show(&p[0]), show(&p[1]), show(&p[2])),
-            CodePattern::Enhanced(p) => write!(f, "{}.{}.{}", show(&p[0]), show(&p[1]), show(&p[2])),
+            CodePattern::Enhanced(p) => {
+                write!(f, "{}.{}.{}", show(&p[0]), show(&p[1]), show(&p[2]))
+            }
         }
     }
 }

@@ -75,8 +75,14 @@ struct Behaviour {
     require_auth: bool,
     /// Keep bodies (off for load tests: only envelopes and ids are kept).
     drop_bodies: bool,
-    /// Greet with 421 while more than this many connections are open.
+    /// Greet with 421 while more than this many connections are open (the
+    /// starting value of the sink's `allowed` connections).
     refuse_beyond: Option<usize>,
+    /// Answer MAIL with 451 4.7.28 beyond this many messages a second.
+    rate_limit: Option<u32>,
+    /// Every n-th transaction gets 451 4.3.0, or 550 5.1.1.
+    tempfail_every: Option<usize>,
+    permfail_every: Option<usize>,
     /// Close this many connections, the first ones, without a word.
     drop_first: usize,
 }
@@ -196,6 +202,25 @@ impl SinkBuilder {
         self
     }
 
+    /// Answer `MAIL` with `451 4.7.28 rate limited` beyond `n` messages
+    /// in a second (a provider's rate limit).
+    pub fn rate_limit(mut self, n: u32) -> Self {
+        self.behaviour.rate_limit = Some(n);
+        self
+    }
+
+    /// Answer every `n`-th message with `451 4.3.0` at the end of DATA.
+    pub fn tempfail_every(mut self, n: usize) -> Self {
+        self.behaviour.tempfail_every = Some(n.max(1));
+        self
+    }
+
+    /// Answer every `n`-th message with `550 5.1.1` at the end of DATA.
+    pub fn permfail_every(mut self, n: usize) -> Self {
+        self.behaviour.permfail_every = Some(n.max(1));
+        self
+    }
+
     /// Close the first `n` connections as soon as they are accepted.
     pub fn drop_first(mut self, n: usize) -> Self {
         self.behaviour.drop_first = n;
@@ -214,7 +239,10 @@ impl SinkBuilder {
         let listener = std::net::TcpListener::bind(SocketAddr::new(self.ip, self.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            allowed: self.behaviour.refuse_beyond,
+            ..State::default()
+        }));
         let mut settings = ServerSettings::new("sink.test");
         let b = &self.behaviour;
         settings.lmtp = b.lmtp;
@@ -256,6 +284,11 @@ struct State {
     active_from: HashMap<IpAddr, usize>,
     max_from: HashMap<IpAddr, usize>,
     refused: usize,
+    /// Connections allowed before 421 (changeable while running).
+    allowed: Option<usize>,
+    /// MAIL commands in the current second, and when it began.
+    second: (Option<Instant>, u32),
+    rate_limited: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -306,10 +339,7 @@ fn run(
             tokio::spawn(async move {
                 let mut handler = SinkHandler {
                     shared: shared.clone(),
-                    refuse: shared
-                        .behaviour
-                        .refuse_beyond
-                        .is_some_and(|limit| active > limit),
+                    refuse: shared.state().allowed.is_some_and(|limit| active > limit),
                 };
                 if n > shared.behaviour.drop_first {
                     let _ = serve(tcp, shared.settings.clone(), &mut handler).await;
@@ -352,6 +382,21 @@ impl Handler for SinkHandler {
 
     async fn mail_from(&mut self, _envelope: &Envelope) -> Reply {
         self.pause().await;
+        if let Some(limit) = self.shared.behaviour.rate_limit {
+            let mut s = self.shared.state();
+            let now = Instant::now();
+            if s.second
+                .0
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                s.second = (Some(now), 0);
+            }
+            if s.second.1 >= limit {
+                s.rate_limited += 1;
+                return Reply::with_status(451, (4, 7, 28), "rate limited, try again later");
+            }
+            s.second.1 += 1;
+        }
         Reply::with_status(250, (2, 1, 0), "sender ok")
     }
 
@@ -374,12 +419,16 @@ impl Handler for SinkHandler {
             s.transactions += 1;
             s.transactions
         };
-        if attempt <= b.tempfail_first {
+        let every = |n: Option<usize>| n.is_some_and(|n| attempt % n == 0);
+        if attempt <= b.tempfail_first || every(b.tempfail_every) {
             return DataReply::One(Reply::with_status(
                 451,
                 (4, 3, 0),
                 "temporary failure, try again",
             ));
+        }
+        if every(b.permfail_every) {
+            return DataReply::One(Reply::with_status(550, (5, 1, 1), "no such user"));
         }
         let ok = Reply::with_status(250, (2, 0, 0), "message accepted");
         let replies: Vec<Reply> = envelope
@@ -491,6 +540,16 @@ impl Sink {
     /// How many sessions were refused with 421 for being over the limit.
     pub fn refused(&self) -> usize {
         self.state().refused
+    }
+
+    /// How many messages were refused with 451 4.7.28 for the rate.
+    pub fn rate_limited(&self) -> usize {
+        self.state().rate_limited
+    }
+
+    /// Changes how many connections are allowed before 421 (`None`: all).
+    pub fn set_allowed_connections(&self, n: Option<usize>) {
+        self.state().allowed = n;
     }
 
     /// The client addresses seen.

@@ -4,8 +4,8 @@
 use super::Builder;
 use crate::error::ErrorKind;
 use crate::model::{Credentials, Secret};
-use crate::schema::Directive;
 use crate::reply_rule::{ReplyRule, RuleAction};
+use crate::schema::Directive;
 use crate::value::{AuthMech, Value};
 
 impl Builder {

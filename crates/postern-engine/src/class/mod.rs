@@ -80,7 +80,10 @@ pub(crate) struct Classifier {
 }
 
 fn regex(source: &str) -> Option<Regex> {
-    RegexBuilder::new(source).case_insensitive(true).build().ok()
+    RegexBuilder::new(source)
+        .case_insensitive(true)
+        .build()
+        .ok()
 }
 
 impl Classifier {
@@ -112,7 +115,8 @@ impl Classifier {
         self.shipped
             .iter()
             .find(|(code, pattern, _)| {
-                code.matches(reply.code, status) && pattern.as_ref().is_none_or(|p| p.is_match(text))
+                code.matches(reply.code, status)
+                    && pattern.as_ref().is_none_or(|p| p.is_match(text))
             })
             .map_or_else(|| shipped::by_code(reply.code), |(_, _, class)| *class)
     }
@@ -171,23 +175,93 @@ mod tests {
         use ReplyClass as C;
         let cases = [
             (250, (2, 0, 0), "ok", C::Delivered),
-            (550, (5, 1, 1), "The email account that you tried to reach does not exist", C::InvalidRecipient),
+            (
+                550,
+                (5, 1, 1),
+                "The email account that you tried to reach does not exist",
+                C::InvalidRecipient,
+            ),
             (550, (5, 1, 10), "null MX", C::BadDomain),
             (552, (5, 2, 2), "mailbox full", C::MailboxFull),
-            (452, (4, 2, 2), "The email account that you tried to reach is over quota", C::MailboxFull),
-            (421, (4, 7, 0), "Too many connections from your IP", C::TooManyConnections),
-            (421, (4, 7, 0), "Try again later, closing connection", C::TooManyConnections),
-            (451, (4, 7, 28), "Our system has detected an unusual rate of mail", C::RateLimited),
-            (450, (4, 2, 1), "The user you are trying to contact is receiving mail at a rate that prevents additional messages", C::RateLimited),
-            (550, (5, 7, 1), "Service unavailable; Client host blocked using Spamhaus", C::SpamBlock),
-            (554, (5, 7, 1), "Message rejected due to content restrictions (spam)", C::SpamContent),
-            (550, (5, 7, 26), "Unauthenticated email is not accepted from this domain (DMARC policy)", C::Policy),
-            (451, (4, 7, 6), "TLS is required and mx does not offer STARTTLS", C::Tls),
-            (451, (4, 7, 8), "AUTH failed: 535 bad credentials", C::Authentication),
-            (451, (4, 4, 1), "cannot connect to 127.0.0.1:25: Connection refused", C::ConnectionRefused),
+            (
+                452,
+                (4, 2, 2),
+                "The email account that you tried to reach is over quota",
+                C::MailboxFull,
+            ),
+            (
+                421,
+                (4, 7, 0),
+                "Too many connections from your IP",
+                C::TooManyConnections,
+            ),
+            (
+                421,
+                (4, 7, 0),
+                "Try again later, closing connection",
+                C::TooManyConnections,
+            ),
+            (
+                451,
+                (4, 7, 28),
+                "Our system has detected an unusual rate of mail",
+                C::RateLimited,
+            ),
+            (
+                450,
+                (4, 2, 1),
+                "The user you are trying to contact is receiving mail at a rate that prevents additional messages",
+                C::RateLimited,
+            ),
+            (
+                550,
+                (5, 7, 1),
+                "Service unavailable; Client host blocked using Spamhaus",
+                C::SpamBlock,
+            ),
+            (
+                554,
+                (5, 7, 1),
+                "Message rejected due to content restrictions (spam)",
+                C::SpamContent,
+            ),
+            (
+                550,
+                (5, 7, 26),
+                "Unauthenticated email is not accepted from this domain (DMARC policy)",
+                C::Policy,
+            ),
+            (
+                451,
+                (4, 7, 6),
+                "TLS is required and mx does not offer STARTTLS",
+                C::Tls,
+            ),
+            (
+                451,
+                (4, 7, 8),
+                "AUTH failed: 535 bad credentials",
+                C::Authentication,
+            ),
+            (
+                451,
+                (4, 4, 1),
+                "cannot connect to 127.0.0.1:25: Connection refused",
+                C::ConnectionRefused,
+            ),
             (451, (4, 4, 2), "timeout in DATA", C::Timeout),
-            (550, (5, 4, 6), "mail loop: this server is an MX host", C::Routing),
-            (451, (4, 3, 0), "temporary failure, try again", C::OtherTransient),
+            (
+                550,
+                (5, 4, 6),
+                "mail loop: this server is an MX host",
+                C::Routing,
+            ),
+            (
+                451,
+                (4, 3, 0),
+                "temporary failure, try again",
+                C::OtherTransient,
+            ),
             (554, (5, 0, 0), "transaction failed", C::OtherPermanent),
         ];
         for (code, status, text, want) in cases {

@@ -22,20 +22,52 @@ const ROWS: &[(&str, Option<&str>, ReplyClass)] = &[
     ("530", Some("auth"), C::Authentication),
     // Slow down.
     ("x.7.28", None, C::RateLimited),
-    ("4xx", Some(r"rate.?limit|at a rate|too many (messages|mails|emails)|sending rate|throttl|unusual rate"), C::RateLimited),
-    ("4xx", Some(r"too many (connections|concurrent|sessions|hosts)|connection limit"), C::TooManyConnections),
+    (
+        "4xx",
+        Some(
+            r"rate.?limit|at a rate|too many (messages|mails|emails)|sending rate|throttl|unusual rate",
+        ),
+        C::RateLimited,
+    ),
+    (
+        "4xx",
+        Some(r"too many (connections|concurrent|sessions|hosts)|connection limit"),
+        C::TooManyConnections,
+    ),
     ("421", None, C::TooManyConnections),
     // The mailbox and the domain.
     ("x.2.2", None, C::MailboxFull),
-    ("xxx", Some(r"mailbox (is )?full|over ?quota|quota exceeded|insufficient (system )?storage"), C::MailboxFull),
+    (
+        "xxx",
+        Some(r"mailbox (is )?full|over ?quota|quota exceeded|insufficient (system )?storage"),
+        C::MailboxFull,
+    ),
     ("x.1.10", None, C::BadDomain),
     ("x.1.2", None, C::BadDomain),
-    ("xxx", Some(r"domain (not found|does not exist)|no such domain|host not found|null mx"), C::BadDomain),
+    (
+        "xxx",
+        Some(r"domain (not found|does not exist)|no such domain|host not found|null mx"),
+        C::BadDomain,
+    ),
     ("x.1.1", None, C::InvalidRecipient),
-    ("xxx", Some(r"user unknown|unknown user|no such user|does not exist|invalid recipient|recipient (address )?rejected|no mailbox|mailbox unavailable"), C::InvalidRecipient),
+    (
+        "xxx",
+        Some(
+            r"user unknown|unknown user|no such user|does not exist|invalid recipient|recipient (address )?rejected|no mailbox|mailbox unavailable",
+        ),
+        C::InvalidRecipient,
+    ),
     // Reputation, content, policy.
-    ("xxx", Some(r"block ?list|black ?list|spamhaus|spamcop|\brbl\b|dnsbl|reputation|listed|blocked"), C::SpamBlock),
-    ("xxx", Some(r"spam|content|virus|malware|phish"), C::SpamContent),
+    (
+        "xxx",
+        Some(r"block ?list|black ?list|spamhaus|spamcop|\brbl\b|dnsbl|reputation|listed|blocked"),
+        C::SpamBlock,
+    ),
+    (
+        "xxx",
+        Some(r"spam|content|virus|malware|phish"),
+        C::SpamContent,
+    ),
     ("x.7.x", None, C::Policy),
     // Routing and our own configuration.
     ("x.4.4", None, C::Routing),

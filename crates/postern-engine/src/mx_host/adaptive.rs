@@ -22,6 +22,7 @@
 //! With `Adaptive_Delivery = false` nothing moves: the configured limit
 //! holds, and "slow down" replies only send their mail back uncounted.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use postern_conf::ReplyClass;
@@ -33,6 +34,10 @@ const DECREASE: f64 = 0.75;
 const PAUSE: Duration = Duration::from_secs(1);
 const FIRST_QUIET: Duration = Duration::from_secs(5);
 const MAX_QUIET: Duration = Duration::from_secs(600);
+/// The rate at a `rate_limited` reply overshot the allowance: the ceiling
+/// is set a little below it, and the rate cut less than the connections.
+const RATE_CEILING: f64 = 0.95;
+const RATE_DECREASE: f64 = 0.85;
 /// The rate's growth per second below its ceiling, and above it.
 const RATE_GROWTH: f64 = 0.05;
 const RATE_PROBE_GROWTH: f64 = 0.02;
@@ -65,9 +70,11 @@ pub(crate) struct Adaptive {
     /// Tokens for the rate, refilled continuously.
     tokens: f64,
     refilled: Instant,
-    /// Deliveries in the current second, and in the last full one.
-    window: (Instant, u32),
-    last_second: f64,
+    /// When the deliveries of the last second were made (the rate at a
+    /// signal).
+    recent: VecDeque<Instant>,
+    /// When the rate last grew.
+    grown: Instant,
     pub(crate) last_change: Option<Change>,
 }
 
@@ -87,8 +94,8 @@ impl Adaptive {
             cohort: 0,
             tokens: 1.0,
             refilled: now,
-            window: (now, 0),
-            last_second: 0.0,
+            recent: VecDeque::new(),
+            grown: now,
             last_change: None,
         }
     }
@@ -122,7 +129,9 @@ impl Adaptive {
     /// When the loop will next try above its ceiling, if it waits.
     pub(crate) fn next_probe(&self) -> Option<Instant> {
         let at_ceiling = self.ceiling.is_some_and(|c| self.limit + 1.0 > c)
-            || self.rate_ceiling.is_some_and(|c| self.rate.is_some_and(|r| r >= c));
+            || self
+                .rate_ceiling
+                .is_some_and(|c| self.rate.is_some_and(|r| r >= c));
         (self.enabled && at_ceiling)
             .then(|| self.last_signal.map(|t| t + self.quiet))
             .flatten()
@@ -142,8 +151,9 @@ impl Adaptive {
         if below || self.quiet_passed(now) {
             let top = self.max.map_or(f64::MAX, |m| m as f64);
             self.limit = (self.limit + 1.0 / self.limit).min(top);
-            if self.ceiling.is_some_and(|c| self.limit > c) {
-                // Past the old ceiling without a refusal: it was wrong.
+            if self.ceiling.is_some_and(|c| self.limit >= c + 1.0) {
+                // A whole connection past the old ceiling without a
+                // refusal: the host allows more now.
                 self.ceiling = None;
                 self.quiet = FIRST_QUIET;
             }
@@ -151,14 +161,18 @@ impl Adaptive {
     }
 
     fn count_delivery(&mut self, now: Instant) {
-        let (start, n) = self.window;
-        if now.duration_since(start) < Duration::from_secs(1) {
-            self.window.1 = n + 1;
-            return;
+        self.recent.push_back(now);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+        {
+            self.recent.pop_front();
         }
-        self.last_second = f64::from(n);
-        self.window = (now, 1);
-        self.grow_rate(now);
+        if now.duration_since(self.grown) >= Duration::from_secs(1) {
+            self.grown = now;
+            self.grow_rate(now);
+        }
     }
 
     /// Once a second: the rate climbs back.
@@ -173,9 +187,15 @@ impl Adaptive {
             (false, false) => return,
         };
         let grown = (rate * (1.0 + growth)).max(rate + 1.0);
-        let grown = self.rate_ceiling.filter(|_| below).map_or(grown, |c| grown.min(c));
+        let grown = self
+            .rate_ceiling
+            .filter(|_| below)
+            .map_or(grown, |c| grown.min(c));
         // Far above where it was refused without trouble: no limit.
-        self.rate = self.rate_ceiling.is_none_or(|c| grown < 2.0 * c).then_some(grown);
+        self.rate = self
+            .rate_ceiling
+            .is_none_or(|c| grown < 2.0 * c)
+            .then_some(grown);
     }
 
     /// The host said "too many connections" or "rate limited" on a
@@ -227,12 +247,14 @@ impl Adaptive {
         if self.last_rate_cut.is_some_and(|t| now < t + PAUSE) {
             return false;
         }
-        let base = self.rate.unwrap_or(self.last_second.max(f64::from(self.window.1)).max(1.0));
+        // What got through in the last second is what the host allows (a
+        // burst in less than a second says no more than its count).
+        let base = (self.recent.len() as f64).max(1.0);
         if self.rate_ceiling.is_some_and(|c| base <= c) {
             self.quiet = (self.quiet * 2).min(MAX_QUIET);
         }
-        self.rate_ceiling = Some(base);
-        self.rate = Some((base * DECREASE).max(1.0));
+        self.rate_ceiling = Some((base * RATE_CEILING).max(1.0));
+        self.rate = Some((base * RATE_DECREASE).max(1.0));
         self.tokens = 0.0;
         self.refilled = now;
         self.last_rate_cut = Some(now);
@@ -304,11 +326,10 @@ mod tests {
         for i in 0..100u32 {
             a.success(start + Duration::from_millis(u64::from(i) * 10));
         }
-        let t = start + Duration::from_secs(1);
-        a.success(t);
+        let t = start + Duration::from_millis(995);
         a.signal(ReplyClass::RateLimited, "451 4.7.28".into(), 1, 1, 2, t);
         let cut = a.rate().unwrap_or(0.0);
-        assert!((60.0..=80.0).contains(&cut), "{cut}");
+        assert!((80.0..=90.0).contains(&cut), "{cut}");
         let mut t = t;
         let mut rates = Vec::new();
         for _ in 0..5 {

@@ -21,8 +21,8 @@ use postern_smtp::Reply;
 use postern_smtp::client::ClientSettings;
 use tokio::sync::oneshot;
 
-pub(crate) use self::key::{HostKey, Peer, Profile, Source};
 use self::adaptive::Adaptive;
+pub(crate) use self::key::{HostKey, Peer, Profile, Source};
 use crate::ids::{ConnId, DomainId};
 use crate::lease::Gauge;
 use crate::message::Batch;
@@ -83,6 +83,8 @@ pub(crate) struct MxHost {
     pub(crate) idle_timer: bool,
     /// Waiting for the server-wide limit to allow a connection.
     pub(crate) starved: bool,
+    /// When its one retry timer is set for (a pause, a rate token).
+    pub(crate) retry_at: Option<Instant>,
 }
 
 impl MxHost {
@@ -109,6 +111,7 @@ impl MxHost {
             ring: VecDeque::new(),
             idle_timer: false,
             starved: false,
+            retry_at: None,
         }
     }
 
@@ -192,12 +195,18 @@ impl MxHost {
     }
 
     /// The host answered "too many connections" or "rate limited" on
-    /// connection `conn`; `next` is the id the next connection gets.
-    pub(crate) fn signal(&mut self, class: ReplyClass, reply: &Reply, conn: ConnId, next: ConnId) {
+    /// connection `conn` while `open` connections were open; `next` is the
+    /// id the next connection gets.
+    pub(crate) fn signal(
+        &mut self,
+        class: ReplyClass,
+        reply: &Reply,
+        (conn, open, next): (ConnId, usize, ConnId),
+    ) {
         tracing::info!(host = %self.name(), addr = %self.key.addr, %reply, "host asks to slow down");
-        let open = self.open.get();
         let now = Instant::now();
-        self.adaptive.signal(class, reply.to_string(), conn, open, next, now);
+        self.adaptive
+            .signal(class, reply.to_string(), conn, open, next, now);
     }
 
     /// A transaction went through.

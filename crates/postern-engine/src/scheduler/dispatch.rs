@@ -123,7 +123,7 @@ impl Core {
             };
             if !host.may_open(now) {
                 if let Some(until) = host.paused_until().filter(|t| *t > now) {
-                    self.timers.at(until, Timer::HostRetry(h));
+                    self.retry_host(h, until);
                 }
                 return;
             }
@@ -151,7 +151,7 @@ impl Core {
         // The host's adaptive rate first: without a token, nothing goes
         // until the next one.
         if let Err(at) = self.host_mut(h)?.adaptive.take(now) {
-            self.timers.at(at, Timer::HostRetry(h));
+            self.retry_host(h, at);
             return None;
         }
         let found = self.next_domain_batch(h, now);
@@ -181,6 +181,20 @@ impl Core {
             return Some((d, batch));
         }
         None
+    }
+
+    /// Sets the host's one retry timer for `at`, unless an earlier one is
+    /// set: every reason to look at the host again (a pause, a rate token,
+    /// local resources) shares it, so that timers cannot pile up.
+    pub(super) fn retry_host(&mut self, h: HostId, at: Instant) {
+        let Some(host) = self.host_mut(h) else {
+            return;
+        };
+        if host.retry_at.is_some_and(|t| t <= at) {
+            return;
+        }
+        host.retry_at = Some(at);
+        self.timers.at(at, Timer::HostRetry(h));
     }
 
     /// The next domain of the ring whose ready mail calls for a new

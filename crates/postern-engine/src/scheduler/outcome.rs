@@ -10,11 +10,11 @@ use postern_smtp::client::Outcome;
 use super::Core;
 use super::dispatch::Answer;
 use super::timers::Timer;
+use crate::class::{Action, Context, Verdict};
 use crate::ids::ConnId;
 use crate::ids::DomainId;
 use crate::ids::HostId;
 use crate::message::{Batch, HostInfo};
-use crate::class::{Action, Context, Verdict};
 use crate::messages::{Blame, End, Finished};
 use crate::mx_host::MxHost;
 
@@ -164,7 +164,15 @@ impl Core {
     }
 
     /// A reply asked the host to slow down, or the domain's queue to wait.
-    fn held(&mut self, d: DomainId, h: HostId, conn: ConnId, reply: &Reply, v: Verdict, now: Instant) {
+    fn held(
+        &mut self,
+        d: DomainId,
+        h: HostId,
+        conn: ConnId,
+        reply: &Reply,
+        v: Verdict,
+        now: Instant,
+    ) {
         match v.action {
             Action::Backoff => self.slow_down(h, conn, v.class, reply),
             Action::Suspend(duration) => self.hold_domain(d, duration, now),
@@ -172,15 +180,18 @@ impl Core {
         }
     }
 
-    /// The host asked to slow down.
+    /// The host asked to slow down, on connection `conn` (whose record is
+    /// gone if it ended: it counts as open all the same).
     fn slow_down(&mut self, h: HostId, conn: ConnId, class: ReplyClass, reply: &Reply) {
         let next = self.next_conn;
+        let gone = usize::from(!self.conns.contains_key(&conn));
         let Some(host) = self.host_mut(h) else {
             return;
         };
-        host.signal(class, reply, conn, next);
+        let open = host.open.get() + gone;
+        host.signal(class, reply, (conn, open, next));
         if let Some(until) = host.paused_until() {
-            self.timers.at(until, Timer::HostRetry(h));
+            self.retry_host(h, until);
         }
         let kind = class.as_str();
         metrics::counter!(postern_metrics::ADAPTIVE_ADJUSTMENTS, "reason" => kind).increment(1);
@@ -256,7 +267,7 @@ impl Core {
             End::Starved => {
                 // This machine is out of descriptors or ports: look again
                 // in a second, without blaming the host.
-                self.timers.at(now + Duration::from_secs(1), Timer::HostRetry(h));
+                self.retry_host(h, now + Duration::from_secs(1));
             }
             End::Rejected { batch, reply } => {
                 if let Some(d) = owner {
@@ -268,7 +279,8 @@ impl Core {
                         }
                         Action::Bounce => {
                             let host = self.host_info(h);
-                            let failed = self.fail(&batch, &batch.recipients, &reply, host.as_ref());
+                            let failed =
+                                self.fail(&batch, &batch.recipients, &reply, host.as_ref());
                             self.settle(d, &batch, failed);
                         }
                         Action::Default => {
@@ -325,7 +337,14 @@ impl Core {
     /// The verdict on a reply refusing a session opened for `d`.
     fn judge_for(&self, d: DomainId, reply: &Reply, h: HostId) -> Verdict {
         let Some(dom) = self.domain(d) else {
-            return self.classifier.judge(reply, &Context { binding: "", domain: "", host: None });
+            return self.classifier.judge(
+                reply,
+                &Context {
+                    binding: "",
+                    domain: "",
+                    host: None,
+                },
+            );
         };
         let cx = Context {
             binding: &dom.key.binding,

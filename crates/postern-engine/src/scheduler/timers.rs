@@ -81,7 +81,19 @@ impl Core {
                         self.dispatch(h, now);
                     }
                 }
-                Timer::HostRetry(h) => self.dispatch(h, now),
+                Timer::HostRetry(h) => {
+                    // A later retry time may have replaced this one.
+                    let due = self
+                        .host(h)
+                        .and_then(|x| x.retry_at)
+                        .is_some_and(|t| t <= now);
+                    if due {
+                        if let Some(x) = self.host_mut(h) {
+                            x.retry_at = None;
+                        }
+                        self.dispatch(h, now);
+                    }
+                }
             }
         }
     }

@@ -191,7 +191,12 @@ async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
             json_answer(200, &json!({ "queues": rows }))
         }
         ("GET", "/api/hosts") => {
-            let hosts = admin.engine.summary().await.map(|s| s.hosts).unwrap_or_default();
+            let hosts = admin
+                .engine
+                .summary()
+                .await
+                .map(|s| s.hosts)
+                .unwrap_or_default();
             let rows: Vec<Value> = hosts.iter().map(host_json).collect();
             json_answer(200, &json!({ "hosts": rows }))
         }
@@ -221,8 +226,8 @@ async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
         }
         (
             _,
-            "/metrics" | "/api/summary" | "/api/queues" | "/api/hosts" | "/api/domain" | "/api/flush"
-            | "/api/suspend" | "/api/resume",
+            "/metrics" | "/api/summary" | "/api/queues" | "/api/hosts" | "/api/domain"
+            | "/api/flush" | "/api/suspend" | "/api/resume",
         ) => json_answer(
             405,
             &json!({ "error": format!("{method} is not allowed on {path}") }),
