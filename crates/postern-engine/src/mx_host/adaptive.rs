@@ -337,7 +337,9 @@ mod tests {
             a.success(t);
             rates.push(a.rate().unwrap_or(0.0));
         }
-        assert!(rates.windows(2).all(|w| w[1] > w[0]), "{rates:?}");
+        // Up to just below where it was refused, a wait there, then a probe.
+        assert!(rates.windows(2).all(|w| w[1] >= w[0]), "{rates:?}");
+        assert!(rates[0] > cut && rates.contains(&95.0), "{rates:?}");
         assert!(rates.iter().all(|r| *r <= 100.0), "{rates:?}");
         assert!(a.take(t).is_ok());
     }
