@@ -214,7 +214,10 @@ fn dashboards_show_data_from_a_real_prometheus_and_the_console_works() {
     assert!(scalar(&prometheus, "sum(postern_throttle_delays_total)") > 0.0);
     // Every reply has its class, in the metric and in the delivery log.
     assert_eq!(
-        scalar(&prometheus, "postern_replies_total{class=\"invalid_recipient\"}"),
+        scalar(
+            &prometheus,
+            "postern_replies_total{class=\"invalid_recipient\"}"
+        ),
         20.0
     );
     assert_eq!(
@@ -231,7 +234,10 @@ fn dashboards_show_data_from_a_real_prometheus_and_the_console_works() {
         .filter(|e| e["event"] == "delivery" || e["event"] == "permanent_failure")
         .collect();
     assert!(!outcomes.is_empty());
-    assert!(outcomes.iter().all(|e| e["class"].is_string()), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|e| e["class"].is_string()),
+        "{outcomes:?}"
+    );
     assert!(
         log.iter()
             .any(|e| e["event"] == "permanent_failure" && e["class"] == "invalid_recipient"),

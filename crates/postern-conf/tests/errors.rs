@@ -294,3 +294,27 @@ fn includes_read_directories_in_name_order_relative_to_the_including_file() {
     );
     assert!(Path::new(&root.join("etc")).is_dir());
 }
+
+#[test]
+fn reply_rules_need_a_match_and_an_effect_and_good_values() {
+    let e = one("Reply_Rule quota {\n  Class = rate_limited\n}\n");
+    assert!(e.starts_with("DIR/p.conf:1:1: "), "{e}");
+    assert!(
+        e.contains("Reply_Rule quota: Code or Match is required"),
+        "{e}"
+    );
+    let e = one("Reply_Rule quota {\n  Match = \"/quota/\"\n}\n");
+    assert!(
+        e.contains("Reply_Rule quota: Class or Action is required"),
+        "{e}"
+    );
+    let e = one("Reply_Rule quota {\n  Match = \"/(quota/\"\n  Action = bounce\n}\n");
+    assert!(e.starts_with("DIR/p.conf:2:11: "), "{e}");
+    assert!(e.contains("bad regular expression"), "{e}");
+    let e = one("Reply_Rule quota {\n  Code = \"6.1.1\"\n  Class = spam_block\n}\n");
+    assert!(e.starts_with("DIR/p.conf:2:10: "), "{e}");
+    let e = one("Reply_Rule quota {\n  Code = \"5.1.1\"\n  Class = spamm\n}\n");
+    assert!(e.starts_with("DIR/p.conf:3:11: "), "{e}");
+    let e = one("Domain example.com {\n  Reply_Rule x {\n  }\n}\n");
+    assert!(e.starts_with("DIR/p.conf:2:3: "), "{e}");
+}

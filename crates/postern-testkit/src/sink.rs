@@ -289,6 +289,8 @@ struct State {
     /// MAIL commands in the current second, and when it began.
     second: (Option<Instant>, u32),
     rate_limited: usize,
+    /// When each refusal (421 or 4.7.28) was given.
+    refusals: Vec<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -374,7 +376,10 @@ impl Handler for SinkHandler {
     async fn greeting(&mut self, hostname: &str, _peer: SocketAddr) -> Reply {
         self.pause().await;
         if self.refuse {
-            self.shared.state().refused += 1;
+            let mut s = self.shared.state();
+            s.refused += 1;
+            s.refusals.push(Instant::now());
+            drop(s);
             return Reply::with_status(421, (4, 7, 0), "too many connections, try again later");
         }
         Reply::new(220, None, format!("{hostname} ESMTP testkit sink"))
@@ -393,6 +398,7 @@ impl Handler for SinkHandler {
             }
             if s.second.1 >= limit {
                 s.rate_limited += 1;
+                s.refusals.push(now);
                 return Reply::with_status(451, (4, 7, 28), "rate limited, try again later");
             }
             s.second.1 += 1;
@@ -545,6 +551,12 @@ impl Sink {
     /// How many messages were refused with 451 4.7.28 for the rate.
     pub fn rate_limited(&self) -> usize {
         self.state().rate_limited
+    }
+
+    /// When each refusal (a 421 over the connection allowance, or a
+    /// 4.7.28 over the rate) was given.
+    pub fn refusal_times(&self) -> Vec<Instant> {
+        self.state().refusals.clone()
     }
 
     /// Changes how many connections are allowed before 421 (`None`: all).

@@ -39,7 +39,9 @@ use crate::world::{Daemon, usage};
 struct Args {
     /// A preset: s1 (200,000 × 1 KiB, 50 domains, 5 hosts, 50 sessions),
     /// s2 (destination down, then a restart), s3-10, s3-10000 (S1 with
-    /// 10 or 10,000 domains). Other flags override it.
+    /// 10 or 10,000 domains), smart (100,000 messages to sinks that allow
+    /// 4 connections and 200 messages a second each). Other flags
+    /// override it.
     #[arg(long)]
     scenario: Option<String>,
     /// Messages to inject.
@@ -77,6 +79,14 @@ struct Args {
     /// under `--target` whose routes name it.
     #[arg(long, default_value = "0")]
     sink_port: u16,
+    /// Each sink refuses connections beyond this many with 421 (the smart
+    /// scenario: 4).
+    #[arg(long)]
+    sink_connections: Option<usize>,
+    /// Each sink answers 451 4.7.28 beyond this many messages a second
+    /// (the smart scenario: 200).
+    #[arg(long)]
+    sink_rate: Option<u32>,
     /// A line to add to the daemon's configuration, for example
     /// `--set "Event_Loops = 1"` (repeatable).
     #[arg(long = "set")]
@@ -121,7 +131,7 @@ struct Outcome {
 fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, String> {
     let e = |x: std::io::Error| x.to_string();
     let dns = world::dns(domains, args.hosts).map_err(e)?;
-    let (port, sinks) = world::sinks(args.hosts, args.sink_port).map_err(e)?;
+    let (port, sinks) = world::sinks(args.hosts, args.sink_port, allowance(args)).map_err(e)?;
     let temp = tempfile::tempdir().map_err(e)?;
     let dir = args
         .work
@@ -257,11 +267,65 @@ fn report(
         },
         "daemon_cpu_seconds": cpu,
         "daemon_peak_rss_bytes": rss,
+        "convergence": convergence(args, started, sinks),
+    })
+}
+
+/// What the sinks allow: the flags, or the smart scenario's 4 connections
+/// and 200 messages a second.
+fn allowance(args: &Args) -> world::Allowance {
+    let smart = args.scenario.as_deref() == Some("smart");
+    world::Allowance {
+        connections: args.sink_connections.or(smart.then_some(4)),
+        rate: args.sink_rate.or(smart.then_some(200)),
+    }
+}
+
+/// Against sinks that refuse: how fast delivery reached 90 % of what they
+/// allow, the rate after that, and the refusals before and after.
+fn convergence(args: &Args, started: Instant, sinks: &[Sink]) -> Value {
+    let allow = allowance(args);
+    let Some(per_host) = allow.rate else {
+        return Value::Null;
+    };
+    let allowed = f64::from(per_host) * sinks.len() as f64;
+    let mut seconds: Vec<u32> = Vec::new();
+    let mut last = started;
+    for m in sinks.iter().flat_map(Sink::messages) {
+        let i = m.at.saturating_duration_since(started).as_secs() as usize;
+        if seconds.len() <= i {
+            seconds.resize(i + 1, 0);
+        }
+        if let Some(n) = seconds.get_mut(i) {
+            *n += 1;
+        }
+        last = last.max(m.at);
+    }
+    // The first second from which a 5-second average reaches 90 %.
+    let converged = seconds
+        .windows(5)
+        .position(|w| f64::from(w.iter().sum::<u32>()) / 5.0 >= 0.9 * allowed)
+        .unwrap_or(seconds.len());
+    let from = started + Duration::from_secs(converged as u64);
+    let after: u32 = seconds.iter().skip(converged).sum();
+    let span = last.saturating_duration_since(from).as_secs_f64().max(1e-9);
+    let refusals: Vec<Instant> = sinks.iter().flat_map(Sink::refusal_times).collect();
+    let refused_after = refusals.iter().filter(|t| **t >= from).count();
+    json!({
+        "allowance_per_second": allowed,
+        "connections_per_host": allow.connections,
+        "seconds_to_90_percent": converged,
+        "rate_after_convergence": f64::from(after) / span,
+        "share_of_allowance": f64::from(after) / span / allowed,
+        "refusals": refusals.len(),
+        "refusals_after_convergence": refused_after,
+        "refused_share_after_convergence": refused_after as f64 / (f64::from(after) + refused_after as f64).max(1.0),
     })
 }
 
 fn scenario(args: &Args) -> (usize, usize) {
     let (m, d) = match args.scenario.as_deref() {
+        Some("smart") => (100_000, 50),
         Some("s3-10") => (200_000, 10),
         Some("s3-10000") => (200_000, 10_000),
         Some("s2") => (1_000_000, 50),

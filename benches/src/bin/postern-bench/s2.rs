@@ -21,7 +21,8 @@ pub(crate) fn run(args: &Args, messages: usize, domains: usize) -> Result<Value,
     // Find a port free on every sink address, then leave it closed: the
     // destination is down.
     let port = {
-        let (port, sinks) = world::sinks(args.hosts, args.sink_port).map_err(e)?;
+        let (port, sinks) =
+            world::sinks(args.hosts, args.sink_port, world::Allowance::default()).map_err(e)?;
         drop(sinks);
         port
     };

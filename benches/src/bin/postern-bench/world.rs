@@ -38,9 +38,17 @@ pub(crate) fn dns(domains: usize, hosts: usize) -> io::Result<DnsServer> {
     zone.start()
 }
 
+/// What each sink allows: connections (421 beyond) and messages a second
+/// (451 4.7.28 beyond); unlimited when unset.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Allowance {
+    pub(crate) connections: Option<usize>,
+    pub(crate) rate: Option<u32>,
+}
+
 /// `hosts` counting sinks sharing one port: `port`, or any free one when
 /// it is 0.
-pub(crate) fn sinks(hosts: usize, port: u16) -> io::Result<(u16, Vec<Sink>)> {
+pub(crate) fn sinks(hosts: usize, port: u16, allow: Allowance) -> io::Result<(u16, Vec<Sink>)> {
     let mut last = None;
     let tries = if port == 0 { 20 } else { 1 };
     let wanted = port;
@@ -48,12 +56,14 @@ pub(crate) fn sinks(hosts: usize, port: u16) -> io::Result<(u16, Vec<Sink>)> {
         let mut started = Vec::new();
         let mut port = wanted;
         for j in 0..hosts {
-            match Sink::builder()
-                .drop_bodies()
-                .ip(host_ip(j))
-                .port(port)
-                .start()
-            {
+            let mut builder = Sink::builder().drop_bodies().ip(host_ip(j)).port(port);
+            if let Some(n) = allow.connections {
+                builder = builder.refuse_beyond(n);
+            }
+            if let Some(r) = allow.rate {
+                builder = builder.rate_limit(r);
+            }
+            match builder.start() {
                 Ok(s) => {
                     port = s.addr().port();
                     started.push(s);

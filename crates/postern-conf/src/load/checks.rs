@@ -110,7 +110,14 @@ impl Builder {
     /// Each `Reply_Rule` needs something to match (`Code` or `Match`) and
     /// something to do (`Class` or an `Action`).
     pub(super) fn check_reply_rules(&mut self) {
-        for (name, at, options) in std::mem::take(&mut self.rule_options) {
+        let bad = std::mem::take(&mut self.bad_rules);
+        for (i, (name, at, options)) in std::mem::take(&mut self.rule_options)
+            .into_iter()
+            .enumerate()
+        {
+            if bad.contains(&i) {
+                continue;
+            }
             let get = |d| options.get(d).map(|s| &s.value);
             let text = |d| match get(d) {
                 Some(Value::Text(t)) => Some(t.to_ascii_lowercase()),

@@ -76,6 +76,8 @@ struct Builder {
     auth_options: BTreeMap<String, (Location, Options)>,
     /// `Reply_Rule` stanzas in the order first written (name, place, options).
     rule_options: Vec<(String, Location, Options)>,
+    /// `Reply_Rule` stanzas with a bad value, by index.
+    bad_rules: Vec<usize>,
     /// A `Listen` label was refused: "no Listen address" would only repeat it.
     bad_listen: bool,
     /// Bindings written inside a binding group: name -> (group, where).
@@ -263,6 +265,10 @@ impl Builder {
                     _ => value.pos(),
                 };
                 self.bad_value(file.loc(pos), spec.name, reason);
+                if let At::ReplyRule(i) = at {
+                    // Its "required" check would only repeat this error.
+                    self.bad_rules.push(*i);
+                }
                 return;
             }
         };
