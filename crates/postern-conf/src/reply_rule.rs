@@ -218,6 +218,8 @@ pub struct ReplyRule {
     pub code: Option<CodePattern>,
     /// A regex on the reply text, case-insensitive (any when unset).
     pub pattern: Option<String>,
+    /// Replies of this shipped class only (any when unset).
+    pub for_class: Option<ReplyClass>,
     /// The class it gives (the shipped table's when unset).
     pub class: Option<ReplyClass>,
     /// What to do (by the class when unset).

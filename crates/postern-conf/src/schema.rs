@@ -321,6 +321,8 @@ directives! {
         "Postern. `default` (by the code; slow-down classes steer the host), `backoff` (slow the host down; the mail goes back without an attempt counted), `suspend` (hold the domain's queue for `Suspend_For`; no attempt counted) or `bounce` (fail the recipients now).";
     RuleSuspendFor "Suspend_For" Seconds [ReplyRule] V("600"), Adaptive,
         "Postern. How long `Action = suspend` holds the queue.";
+    RuleForClass "For_Class" ReplyClass [ReplyRule] NoDefault, Adaptive,
+        "Postern. The rule matches replies the shipped table puts in this class (with `Code` and `Match`, when set, as well).";
     RuleForBinding "For_Binding" BindingName [ReplyRule] NoDefault, Adaptive,
         "Postern. The rule applies to this binding's mail only.";
     RuleForDomain "For_Domain" HostName [ReplyRule] NoDefault, Adaptive,

@@ -300,7 +300,7 @@ fn reply_rules_need_a_match_and_an_effect_and_good_values() {
     let e = one("Reply_Rule quota {\n  Class = rate_limited\n}\n");
     assert!(e.starts_with("DIR/p.conf:1:1: "), "{e}");
     assert!(
-        e.contains("Reply_Rule quota: Code or Match is required"),
+        e.contains("Reply_Rule quota: Code, Match or For_Class is required"),
         "{e}"
     );
     let e = one("Reply_Rule quota {\n  Match = \"/quota/\"\n}\n");

@@ -311,6 +311,13 @@ fn convergence(args: &Args, started: Instant, sinks: &[Sink]) -> Value {
     let span = last.saturating_duration_since(from).as_secs_f64().max(1e-9);
     let refusals: Vec<Instant> = sinks.iter().flat_map(Sink::refusal_times).collect();
     let refused_after = refusals.iter().filter(|t| **t >= from).count();
+    // Seconds in which some sink refused: time spent above its allowance.
+    let mut above: Vec<u64> = refusals
+        .iter()
+        .map(|t| t.saturating_duration_since(started).as_secs())
+        .collect();
+    above.sort_unstable();
+    above.dedup();
     json!({
         "allowance_per_second": allowed,
         "connections_per_host": allow.connections,
@@ -318,6 +325,7 @@ fn convergence(args: &Args, started: Instant, sinks: &[Sink]) -> Value {
         "rate_after_convergence": f64::from(after) / span,
         "share_of_allowance": f64::from(after) / span / allowed,
         "refusals": refusals.len(),
+        "seconds_above_allowance": above.len(),
         "refusals_after_convergence": refused_after,
         "refused_share_after_convergence": refused_after as f64 / (f64::from(after) + refused_after as f64).max(1.0),
     })

@@ -131,16 +131,18 @@ impl Builder {
                 Some(Value::Regex(r)) => Some(r.clone()),
                 _ => None,
             };
-            let class = match get(Directive::RuleClass) {
+            let class_of = |d| match get(d) {
                 Some(Value::ReplyClass(c)) => Some(*c),
                 _ => None,
             };
+            let class = class_of(Directive::RuleClass);
+            let for_class = class_of(Directive::RuleForClass);
             let action = match get(Directive::RuleAction) {
                 Some(Value::RuleAction(a)) => *a,
                 _ => RuleAction::Default,
             };
-            if code.is_none() && pattern.is_none() {
-                let msg = format!("Reply_Rule {name}: Code or Match is required");
+            if code.is_none() && pattern.is_none() && for_class.is_none() {
+                let msg = format!("Reply_Rule {name}: Code, Match or For_Class is required");
                 self.errors.push(at, ErrorKind::Incomplete(msg));
                 continue;
             }
@@ -157,6 +159,7 @@ impl Builder {
                 at,
                 code,
                 pattern,
+                for_class,
                 class,
                 action,
                 suspend_for: std::time::Duration::from_secs(suspend_for),

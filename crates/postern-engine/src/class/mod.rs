@@ -46,6 +46,7 @@ pub(crate) struct Context<'a> {
 struct Rule {
     code: Option<CodePattern>,
     pattern: Option<Regex>,
+    for_class: Option<ReplyClass>,
     class: Option<ReplyClass>,
     action: RuleAction,
     suspend_for: Duration,
@@ -55,10 +56,11 @@ struct Rule {
 }
 
 impl Rule {
-    fn matches(&self, reply: &Reply, text: &str) -> bool {
+    fn matches(&self, reply: &Reply, text: &str, shipped: ReplyClass) -> bool {
         let status = reply.status.map(|s| (s.class, s.subject, s.detail));
         self.code.is_none_or(|c| c.matches(reply.code, status))
             && self.pattern.as_ref().is_none_or(|p| p.is_match(text))
+            && self.for_class.is_none_or(|c| c == shipped)
     }
 
     fn applies(&self, cx: &Context<'_>) -> bool {
@@ -95,6 +97,7 @@ impl Classifier {
             .map(|r| Rule {
                 code: r.code,
                 pattern: r.pattern.as_deref().and_then(regex),
+                for_class: r.for_class,
                 class: r.class,
                 action: r.action,
                 suspend_for: r.suspend_for,
@@ -130,13 +133,12 @@ impl Classifier {
             };
         }
         let text = reply.text();
+        let shipped = self.shipped_class(reply, &text);
         let rule = self
             .configured
             .iter()
-            .find(|r| r.applies(cx) && r.matches(reply, &text));
-        let class = rule
-            .and_then(|r| r.class)
-            .unwrap_or_else(|| self.shipped_class(reply, &text));
+            .find(|r| r.applies(cx) && r.matches(reply, &text, shipped));
+        let class = rule.and_then(|r| r.class).unwrap_or(shipped);
         let action = match rule.map(|r| (r.action, r.suspend_for)) {
             Some((RuleAction::Backoff, _)) => Action::Backoff,
             Some((RuleAction::Suspend, d)) => Action::Suspend(d),
@@ -267,6 +269,25 @@ mod tests {
         for (code, status, text, want) in cases {
             assert_eq!(classify(code, status, text), want, "{code} {text}");
         }
+    }
+
+    #[test]
+    fn a_rule_can_act_on_a_whole_class() {
+        let config = Config::from_text(
+            "Reply_Rule listed {\n  For_Class = spam_block\n  Action = bounce\n}",
+            std::path::Path::new("t.conf"),
+        )
+        .unwrap();
+        let c = Classifier::new(&config);
+        let cx = Context {
+            binding: "default",
+            domain: "example.com",
+            host: None,
+        };
+        let listed = Reply::with_status(451, (4, 7, 1), "Client host blocked using Spamhaus");
+        assert_eq!(c.judge(&listed, &cx).action, Action::Bounce);
+        let busy = Reply::with_status(451, (4, 3, 0), "try again");
+        assert_eq!(c.judge(&busy, &cx).action, Action::Default);
     }
 
     #[test]
