@@ -67,28 +67,6 @@ impl ReplyClass {
         ReplyClass::OtherTransient,
         ReplyClass::OtherPermanent,
     ];
-
-    /// The class's stable lower-case name (log field, metric label).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplyClass::Delivered => "delivered",
-            ReplyClass::InvalidRecipient => "invalid_recipient",
-            ReplyClass::BadDomain => "bad_domain",
-            ReplyClass::MailboxFull => "mailbox_full",
-            ReplyClass::TooManyConnections => "too_many_connections",
-            ReplyClass::RateLimited => "rate_limited",
-            ReplyClass::SpamBlock => "spam_block",
-            ReplyClass::SpamContent => "spam_content",
-            ReplyClass::Policy => "policy",
-            ReplyClass::Authentication => "authentication",
-            ReplyClass::Tls => "tls",
-            ReplyClass::Routing => "routing",
-            ReplyClass::Timeout => "timeout",
-            ReplyClass::ConnectionRefused => "connection_refused",
-            ReplyClass::OtherTransient => "other_transient",
-            ReplyClass::OtherPermanent => "other_permanent",
-        }
-    }
 }
 
 keyword_enum!(

@@ -138,9 +138,16 @@ macro_rules! keyword_enum {
             }
         }
 
+        impl $name {
+            /// The keyword as written in the configuration.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(match self { $($name::$v => $s),+ })
+                f.write_str(self.as_str())
             }
         }
     };
