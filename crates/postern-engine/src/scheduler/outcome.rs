@@ -105,6 +105,17 @@ impl Core {
         self.classifier.judge(reply, &cx)
     }
 
+    /// The verdict on a reply refusing a session opened for `d` to `h`.
+    fn judge_for(&self, d: DomainId, reply: &Reply, h: HostId) -> Verdict {
+        let key = self.domain(d).map(|dom| &dom.key);
+        let cx = Context {
+            binding: key.map_or("", |k| k.binding.as_str()),
+            domain: key.map_or("", |k| k.domain.as_str()),
+            host: self.host(h).map(MxHost::name),
+        };
+        self.classifier.judge(reply, &cx)
+    }
+
     /// Sorts a transaction's outcomes: delivered and permanent ones are
     /// reported, transient ones retried, and recipients whose reply asks
     /// to slow down or to hold the queue go back without an attempt.
@@ -122,7 +133,8 @@ impl Core {
                     if let Some(x) = self.host_mut(h) {
                         x.success(now);
                     }
-                    self.report(&batch, recipient, outcome, host.clone());
+                    let class = ReplyClass::Delivered;
+                    self.report(&batch, recipient, outcome, host.clone(), class);
                 }
                 (
                     Outcome::Transient(reply) | Outcome::Permanent(reply),
@@ -332,26 +344,6 @@ impl Core {
             self.offer(d);
         }
         self.feed_starved(now);
-    }
-
-    /// The verdict on a reply refusing a session opened for `d`.
-    fn judge_for(&self, d: DomainId, reply: &Reply, h: HostId) -> Verdict {
-        let Some(dom) = self.domain(d) else {
-            return self.classifier.judge(
-                reply,
-                &Context {
-                    binding: "",
-                    domain: "",
-                    host: None,
-                },
-            );
-        };
-        let cx = Context {
-            binding: &dom.key.binding,
-            domain: &dom.key.domain,
-            host: self.host(h).map(MxHost::name),
-        };
-        self.classifier.judge(reply, &cx)
     }
 
     fn forget_idle(&mut self, h: HostId, conn: ConnId) {

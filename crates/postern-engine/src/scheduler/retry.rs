@@ -42,8 +42,8 @@ impl Core {
         recipient: &str,
         outcome: Outcome,
         host: Option<HostInfo>,
+        class: ReplyClass,
     ) {
-        let class = self.judge(batch, outcome.reply(), host.as_ref()).class;
         let which = ReplyClass::ALL.iter().position(|c| *c == class);
         if let Some(counter) = which.and_then(|i| self.replies.get(i)) {
             counter.increment(1);
@@ -91,12 +91,14 @@ impl Core {
         reply: &Reply,
         host: Option<&HostInfo>,
     ) -> Vec<FailedRecipient> {
+        let class = self.judge(batch, reply, host).class;
         recipients
             .iter()
             .map(|r| {
-                self.report(batch, r, Outcome::Permanent(reply.clone()), host.cloned());
+                let outcome = Outcome::Permanent(reply.clone());
+                self.report(batch, r, outcome, host.cloned(), class);
                 FailedRecipient {
-                    class: self.judge(batch, reply, host).class,
+                    class,
                     recipient: r.clone(),
                     reply: reply.clone(),
                     host: host.cloned(),
@@ -144,8 +146,10 @@ impl Core {
         host: Option<HostInfo>,
         at: Option<Instant>,
     ) -> Vec<FailedRecipient> {
+        let class = self.judge(&batch, reply, host.as_ref()).class;
         for r in &batch.recipients {
-            self.report(&batch, r, Outcome::Transient(reply.clone()), host.clone());
+            let outcome = Outcome::Transient(reply.clone());
+            self.report(&batch, r, outcome, host.clone(), class);
         }
         let made = batch.attempts + 1;
         if let Some(end) = self.exhausted(d, &batch, made, reply) {
