@@ -236,12 +236,20 @@ async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
     }
 }
 
+/// The reply that last made a host's adaptive loop change.
+fn change_json(change: Option<&(String, String)>) -> Value {
+    change.map_or(
+        Value::Null,
+        |(class, reply)| json!({ "class": class, "reply": reply }),
+    )
+}
+
 fn host_json(h: &postern_engine::HostSummary) -> Value {
     json!({
         "name": h.name, "address": h.addr.ip().to_string(), "port": h.addr.port(),
         "source": h.source, "connections": h.connections, "limit": h.limit,
         "limit_now": h.limit_now, "rate_now": h.rate_now, "reachable": h.reachable,
-        "last_change": h.last_change.as_ref().map(|(class, reply)| json!({ "class": class, "reply": reply })),
+        "last_change": change_json(h.last_change.as_ref()),
     })
 }
 
@@ -254,7 +262,7 @@ fn domain_json(binding: &str, domain: &str, v: &postern_engine::QueueView) -> Va
                 "level": h.level, "name": h.name, "address": h.addr.ip().to_string(), "port": h.addr.port(),
                 "connections": h.connections, "limit": h.limit, "limit_now": h.limit_now,
                 "rate_now": h.rate_now, "reachable": h.reachable,
-                "last_change": h.last_change.as_ref().map(|(class, reply)| json!({ "class": class, "reply": reply })),
+                "last_change": change_json(h.last_change.as_ref()),
                 "seconds_since_change": h.seconds_since_change,
                 "next_probe_seconds": h.next_probe_seconds,
                 "consecutive_failures": h.consecutive_failures,
