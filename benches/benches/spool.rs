@@ -16,12 +16,14 @@ fn message(n: usize) -> NewMessage {
     body.resize(BODY, b'x');
     NewMessage {
         received: SystemTime::now(),
+        message_id: format!("<{n}@bench>"),
         sender: "sender@example.org".into(),
         binding: "default".into(),
         eight_bit: false,
         smtputf8: false,
         body: Arc::from(body),
         entries: vec![("example.com".into(), vec!["rcpt@example.com".into()])],
+        completes: Vec::new(),
     }
 }
 

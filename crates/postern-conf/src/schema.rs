@@ -305,6 +305,16 @@ directives! {
         "Name used in EHLO, `Received:` headers and bounces.";
     SpoolDir "Spool_Dir" Path [Global] V("/var/spool/postern"), Daemon,
         "Directory of the durable message spool.";
+    SpoolSegmentSize "Spool_Segment_Size" Size [Global] V("67108864"), Daemon,
+        "Postern. A new spool segment file starts past this size; any segment that is at most a quarter live is reclaimed.";
+    SpoolReserve "Spool_Reserve" Size [Global] V("1048576"), Daemon,
+        "Postern. Space kept back in `Spool_Dir` (a file of this size) so that delivery outcomes are still recorded on a full disk. The listener refuses new mail while less than this is free beside it.";
+    SpoolBodyCache "Spool_Body_Cache" Size [Global] V("67108864"), Daemon,
+        "Postern. Bytes of message bodies kept in memory for delivery; the rest are read back from the spool when a connection takes them.";
+    MaxReadyBatches "Max_Ready_Batches" Count [Global] V("200000"), Listener,
+        "Postern. Ready mail (batches waiting for a connection, in all queues) at which the listener refuses new mail with `452 4.3.1`; from half of it, its reply to `MAIL` is delayed, longer the fuller, up to `Backpressure_Delay`. Stores waiting for the disk count as ready mail.";
+    BackpressureDelay "Backpressure_Delay" Seconds [Global] V("2"), Listener,
+        "Postern. The longest delay of a reply to `MAIL` while delivery is behind (see `Max_Ready_Batches`).";
     LogFile "Log_File" LogTarget [Global] V("-"), Daemon,
         "JSON-lines delivery log; `-` is standard output.";
     MetricsListen "Metrics_Listen" SocketAddr [Global] V("127.0.0.1:9464"), Daemon,

@@ -18,6 +18,7 @@ use crate::bounce::Bounce;
 use crate::domain::QueueKey;
 use crate::ids::ConnId;
 use crate::ids::HostId;
+use crate::message::Body;
 use crate::message::{Batch, QueuedMessage, Report};
 use crate::messages::{End, Finished};
 use crate::outcomes::Channels;
@@ -50,7 +51,7 @@ impl Plane {
     pub fn new(config: Config) -> Self {
         let (sink, reports, bounces) = Channels::new();
         Self {
-            core: Core::new(Arc::new(config), 1, Box::new(sink)),
+            core: Core::new(Arc::new(config), 1, Box::new(sink), Arc::default()),
             reports,
             _bounces: bounces,
             waiting: HashMap::new(),
@@ -108,11 +109,12 @@ impl Plane {
             domain: domain.into(),
             sender: "bench@example.org".into(),
             recipients: vec![format!("r@{domain}")],
-            body: self.body.clone(),
+            body: Body::Memory(self.body.clone()),
             eight_bit: false,
             smtputf8: false,
             attempts: 0,
             received: SystemTime::now(),
+            not_before: None,
         });
     }
 

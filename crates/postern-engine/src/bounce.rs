@@ -1,6 +1,8 @@
 //! Delivery status notifications (RFC 3464): the bounce a sender gets for
 //! the recipients of one message that failed for good in one attempt
-//! round.
+//! round, and the settlement that carries those failures to the
+//! [`Outcomes`](crate::Outcomes) sink, which stores the bounce and marks
+//! the failures done in one record.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,7 +12,9 @@ use mail_builder::mime::MimePart;
 use postern_conf::ReplyClass;
 use postern_smtp::Reply;
 
-use crate::message::{HostInfo, QueuedMessage};
+use std::sync::Arc;
+
+use crate::message::{Body, HostInfo, QueuedMessage};
 
 /// One recipient in a bounce.
 #[derive(Debug, Clone)]
@@ -39,6 +43,39 @@ pub struct Bounce {
     pub body: Vec<u8>,
 }
 
+/// The recipients of one entry that failed for good in one attempt round.
+/// Their reports came already; they are done when this is recorded: with
+/// the bounce, in the same spool record, when one is wanted.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// The entry (the message's part for one queue).
+    pub entry: u64,
+    /// The message.
+    pub message: Arc<QueuedMessage>,
+    /// Its recipients that failed.
+    pub failed: Vec<FailedRecipient>,
+    /// A bounce is wanted: the domain sends them and the sender is not
+    /// `<>`. Render it with [`bounce`](Self::bounce).
+    pub wants_bounce: bool,
+    /// The name in the bounce's `Reporting-MTA` and `From`.
+    pub hostname: String,
+}
+
+impl Settlement {
+    /// The bounce, rendered with the headers of the original `body`.
+    pub fn bounce(&self, body: &[u8]) -> Option<Bounce> {
+        if !self.wants_bounce {
+            return None;
+        }
+        build(&self.message, body, &self.failed, &self.hostname)
+    }
+
+    /// The failed addresses.
+    pub fn recipients(&self) -> impl Iterator<Item = &str> {
+        self.failed.iter().map(|f| f.recipient.as_str())
+    }
+}
+
 impl Bounce {
     /// The bounce as a message for the engine, with the spool's ids for
     /// the message and its one entry, and its `Message-ID`.
@@ -55,11 +92,12 @@ impl Bounce {
             domain,
             sender: String::new(),
             recipients: vec![self.recipient.clone()],
-            body: self.body.clone().into(),
+            body: Body::Memory(self.body.clone().into()),
             eight_bit: false,
             smtputf8: false,
             attempts: 0,
             received: SystemTime::now(),
+            not_before: None,
         }
     }
 }
@@ -86,8 +124,9 @@ fn rfc2822_date(t: SystemTime) -> i64 {
 
 /// The bounce for `failed` recipients of `message`; `None` for a message
 /// from the null sender, which never gets one (RFC 5321 6.1, RFC 3464).
-pub(crate) fn build(
+fn build(
     message: &QueuedMessage,
+    body: &[u8],
     failed: &[FailedRecipient],
     hostname: &str,
 ) -> Option<Bounce> {
@@ -116,7 +155,7 @@ pub(crate) fn build(
         report.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", f.reply));
         report.push_str(&format!("X-Postern-Class: {}\r\n", f.class.as_str()));
     }
-    let original = String::from_utf8_lossy(headers(&message.body)).into_owned();
+    let original = String::from_utf8_lossy(headers(body)).into_owned();
     let report_type =
         ContentType::new("multipart/report").attribute("report-type", "delivery-status");
     let body = MimePart::new(

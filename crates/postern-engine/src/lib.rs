@@ -44,15 +44,16 @@ mod throttle;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::thread::JoinHandle;
 
 use actix::prelude::*;
 use postern_conf::{Config, Directive, Value};
 use postern_dns::Dns;
 
-pub use bounce::{Bounce, FailedRecipient};
+pub use bounce::{Bounce, FailedRecipient, Settlement};
 pub use domain::QueueKey;
-pub use message::{HostInfo, QueuedMessage, Report};
+pub use message::{Body, BodyError, BodySource, HostInfo, QueuedMessage, Report};
 use messages::Submit;
 pub use outcomes::{Channels, Outcomes};
 use scheduler::{Command, Control, Drain, Fault, QueryQueue, QueryQueues, QuerySummary, Scheduler};
@@ -62,6 +63,7 @@ pub use scheduler::{HostSummary, HostView, QueueRow, QueueView, Summary};
 #[derive(Debug)]
 pub struct Engine {
     handle: Handle,
+    ready: Arc<AtomicUsize>,
     system: System,
     thread: Option<JoinHandle<()>>,
 }
@@ -144,6 +146,8 @@ impl Engine {
     /// outcome and bounce goes to `outcomes`.
     pub fn start(config: Arc<Config>, outcomes: Box<dyn Outcomes>) -> io::Result<Engine> {
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Started>();
+        let ready = Arc::new(AtomicUsize::new(0));
+        let counted = ready.clone();
         let thread = std::thread::Builder::new()
             .name("postern-control".into())
             .spawn(move || {
@@ -155,7 +159,7 @@ impl Engine {
                     // The control loop's own resolver, used only here.
                     let dns =
                         Dns::from_config(&config).map_err(|e| io::Error::other(e.to_string()))?;
-                    let scheduler = Scheduler::new(config, dns, handles, outcomes).start();
+                    let scheduler = Scheduler::new(config, dns, handles, outcomes, counted).start();
                     Ok((scheduler, System::current()))
                 });
                 let ok = started.is_ok();
@@ -175,6 +179,7 @@ impl Engine {
             .map_err(|_| io::Error::other("the engine's control loop did not start"))??;
         Ok(Engine {
             handle: Handle(scheduler),
+            ready,
             system,
             thread: Some(thread),
         })
@@ -183,6 +188,12 @@ impl Engine {
     /// A handle for any thread: submit, query, control.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
+    }
+
+    /// Batches ready for delivery and waiting for a connection, in all
+    /// queues: how far delivery is behind.
+    pub fn ready(&self) -> Arc<AtomicUsize> {
+        self.ready.clone()
     }
 
     /// Stops delivering: connections finish their transaction and QUIT.

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures_util::future::BoxFuture;
+
 use postern_conf::ReplyClass;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
@@ -26,8 +28,9 @@ pub struct QueuedMessage {
     pub sender: String,
     /// The recipients at `domain`.
     pub recipients: Vec<String>,
-    /// Headers and body, CRLF line endings, not dot-stuffed.
-    pub body: Arc<[u8]>,
+    /// Headers and body, CRLF line endings, not dot-stuffed: in memory,
+    /// or read back from the spool when a connection takes the batch.
+    pub body: Body,
     /// The body has 8-bit content.
     pub eight_bit: bool,
     /// An address needs SMTPUTF8.
@@ -36,6 +39,48 @@ pub struct QueuedMessage {
     pub attempts: u32,
     /// When the message was received: `Message_Expiration` counts from here.
     pub received: SystemTime,
+    /// No attempt before this time (the stored schedule, after a restart).
+    pub not_before: Option<SystemTime>,
+}
+
+/// Reads bodies that are not kept in memory (the spool's reader).
+pub trait BodySource: Send + Sync + std::fmt::Debug {
+    /// The body of the message with this queue id.
+    fn load(&self, queue_id: u64) -> BoxFuture<'static, Result<Arc<[u8]>, BodyError>>;
+}
+
+/// Why a body could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// It is gone or damaged for good: the recipients fail.
+    Lost(String),
+    /// Reading failed for now: the batch is retried.
+    Unavailable(String),
+}
+
+/// A message's body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Held in memory.
+    Memory(Arc<[u8]>),
+    /// Read from a source when needed.
+    Stored(Arc<dyn BodySource>),
+}
+
+impl Body {
+    /// The bytes of the message with this queue id.
+    pub async fn load(&self, queue_id: u64) -> Result<Arc<[u8]>, BodyError> {
+        match self {
+            Body::Memory(b) => Ok(b.clone()),
+            Body::Stored(source) => source.load(queue_id).await,
+        }
+    }
+}
+
+impl From<Arc<[u8]>> for Body {
+    fn from(b: Arc<[u8]>) -> Self {
+        Body::Memory(b)
+    }
 }
 
 /// Where an attempt went.
@@ -65,6 +110,9 @@ pub struct Report {
     pub host: Option<HostInfo>,
     /// Which attempt this was (1 for the first).
     pub attempt: u32,
+    /// After a transient outcome, when the next attempt is due (`None`
+    /// when retrying is over: a permanent failure follows).
+    pub retry_at: Option<SystemTime>,
 }
 
 impl Report {

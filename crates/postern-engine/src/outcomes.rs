@@ -6,19 +6,23 @@
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::Handle;
-use crate::bounce::Bounce;
+use crate::bounce::{Bounce, Settlement};
+use crate::message::Body;
 use crate::message::Report;
 
 /// The receiver of the engine's outcomes. It is called on the engine's
 /// control loop, inside its tokio runtime, and must never block: hand
 /// slow work (disk, network) to another thread or task.
 pub trait Outcomes: Send + 'static {
-    /// One recipient's outcome of one attempt. Delivered and permanent
-    /// outcomes are final; after a transient one the engine retries.
+    /// One recipient's outcome of one attempt. Delivered outcomes are
+    /// final; after a transient one the engine retries; permanent ones are
+    /// final once their round settles.
     fn report(&mut self, report: Report);
 
-    /// A bounce to store and then queue with `engine.submit`.
-    fn bounce(&mut self, bounce: Bounce, engine: &Handle);
+    /// Permanent failures of one entry and round, to record as done; when
+    /// a bounce is wanted, it is stored in the same record and then queued
+    /// with `engine.submit`.
+    fn settle(&mut self, settlement: Settlement, engine: &Handle);
 }
 
 /// Outcomes into channels: for tests, and for users that read them on
@@ -44,7 +48,14 @@ impl Outcomes for Channels {
         let _ = self.reports.send(report);
     }
 
-    fn bounce(&mut self, bounce: Bounce, _: &Handle) {
-        let _ = self.bounces.send(bounce);
+    /// Renders the bounce with a body held in memory (as tests and the
+    /// benchmark driver have them).
+    fn settle(&mut self, settlement: Settlement, _: &Handle) {
+        let Body::Memory(body) = &settlement.message.body else {
+            return;
+        };
+        if let Some(bounce) = settlement.bounce(body) {
+            let _ = self.bounces.send(bounce);
+        }
     }
 }

@@ -89,10 +89,34 @@ catalogue! {
         "Duration of one spool batch write with its fsync.";
     SPOOL_BATCH "postern_spool_batch_size" Histogram [] [1.0 2.0 5.0 10.0 20.0 50.0 100.0 500.0 1000.0 8192.0]
         "Requests (messages and outcomes) made durable by one fsync.";
+    SPOOL_HEALTHY "postern_spool_healthy" Gauge [] []
+        "1 while the spool takes new mail; 0 while the disk is (nearly) full or outcomes wait for space, and the listener refuses new mail.";
+    SPOOL_PENDING "postern_spool_pending_records" Gauge [] []
+        "Outcome records (done, attempted) held in memory until the disk has room for them.";
+    SPOOL_MESSAGES "postern_spool_messages" Gauge [] []
+        "Messages in the spool with recipients left.";
+    SPOOL_SEGMENTS "postern_spool_segments" Gauge [] []
+        "Segment files in the spool.";
+    SPOOL_DISK_BYTES "postern_spool_disk_bytes" Gauge [] []
+        "Bytes in the spool's segment files.";
+    SPOOL_CACHED_BYTES "postern_spool_cached_body_bytes" Gauge [] []
+        "Bytes of message bodies held in memory for delivery.";
+    SPOOL_BODY_READS "postern_spool_body_reads_total" Counter ["source"] []
+        "Bodies fetched for delivery, by source: cache or disk.";
+    SPOOL_RECLAIMED "postern_spool_segments_reclaimed_total" Counter [] []
+        "Segments deleted after their live messages were copied forward.";
+    SPOOL_COPIED_BYTES "postern_spool_reclaim_copied_bytes_total" Counter [] []
+        "Bytes copied forward (live messages and tombstones) to reclaim segments.";
+    SPOOL_DAMAGED "postern_spool_damaged_records_total" Counter [] []
+        "Damaged stretches skipped when the spool was read back (torn tails not counted).";
     SESSIONS "postern_listener_sessions_total" Counter [] []
         "SMTP sessions accepted by the listener.";
     REJECTIONS "postern_listener_rejections_total" Counter ["reason"] []
-        "Recipients or messages refused by the listener, by reason: relaying_denied, callout, unknown_binding, spool_full, spool_error.";
+        "Recipients, messages or transactions refused by the listener, by reason: relaying_denied, callout, unknown_binding, spool_full, spool_error, spool_unhealthy (MAIL refused while the disk is full), backpressure (MAIL refused while delivery is far behind).";
+    LISTENER_DELAYED "postern_listener_delayed_replies_total" Counter [] []
+        "Replies to MAIL delayed because delivery is behind (Max_Ready_Batches).";
+    BACKPRESSURE "postern_listener_backpressure" Gauge [] []
+        "How far delivery is behind, as the listener sees it: ready mail over Max_Ready_Batches (delays from 0.5, refusals at 1).";
     THROTTLE_DELAYS "postern_throttle_delays_total" Counter ["kind"] []
         "Times a throttle made a queue wait, by kind: messages or connections.";
     REPLIES "postern_replies_total" Counter ["class"] []

@@ -1,38 +1,45 @@
 //! Postern's durable message store.
 //!
 //! An append-only log of segment files in `Spool_Dir`
-//! (`docs/adr/0002-spool.md` says why, with the figures). One thread owns
-//! the log. Everyone else sends it requests over a crossbeam channel: a
-//! new message to store, a recipient done, an attempt made. The thread
-//! takes every request waiting, writes them, and makes them durable with
-//! one fsync (group commit). Only then does it answer: a stored message's
-//! sender learns that it is durable, and may answer 250. No event loop
-//! ever waits on the disk.
+//! (`docs/adr/0002-spool.md` and `docs/adr/0004-spool-ii.md` say why, with
+//! the figures). One thread owns the log. Everyone else sends it requests
+//! over a crossbeam channel: a new message to store, a recipient done, an
+//! attempt made. The thread takes every request waiting, writes them, and
+//! makes them durable with one fsync (group commit). Only then does it
+//! answer: a stored message's sender learns that it is durable, and may
+//! answer 250. No event loop ever waits on the disk.
 //!
-//! At start, [`Spool::open`] reads the log back and returns every entry
-//! with recipients left. A record cut short at the tail (a crash during a
-//! write) is skipped with a report, and everything before it kept.
-//! A segment is deleted once nothing in it is needed. Its outcomes are
-//! durable before that, since they were fsynced with their batch.
+//! Memory holds envelopes and where each message lies, not bodies:
+//! [`Bodies`] reads them back for delivery. Any segment that is mostly
+//! dead is reclaimed (its live messages copied forward). A full disk fails
+//! new messages with [`SpoolError::Full`] but never loses an outcome:
+//! those wait in memory, and a reserve file gives them room.
 #![warn(missing_docs)]
 
+mod bodies;
 mod live;
 mod log;
+mod reclaim;
 mod record;
+mod writer;
 
 use std::io;
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use tokio::sync::oneshot;
 
+use crate::bodies::Cache;
+pub use crate::bodies::{Bodies, BodyError};
 use crate::live::Live;
 use crate::log::Log;
-pub use crate::record::{EntryRecord, MessageRecord, Record};
+use crate::record::Record;
+pub use crate::record::{EntryRecord, Envelope};
+use crate::writer::Writer;
 
 /// Why a message could not be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +60,8 @@ pub enum SpoolError {
 pub struct NewMessage {
     /// When it was received.
     pub received: SystemTime,
+    /// The `Message-ID` header's value, for the delivery log.
+    pub message_id: String,
     /// The envelope sender; empty for `<>`.
     pub sender: String,
     /// The binding.
@@ -65,6 +74,10 @@ pub struct NewMessage {
     pub body: Arc<[u8]>,
     /// (domain, recipients) for each queue.
     pub entries: Vec<(String, Vec<String>)>,
+    /// Recipients of other entries (entry id, address) that are done when
+    /// this message is stored, in the same record: a bounce and the
+    /// failures it reports.
+    pub completes: Vec<(u64, String)>,
 }
 
 /// The ids of a stored message.
@@ -74,15 +87,6 @@ pub struct Stored {
     pub message: u64,
     /// One id per entry, in the order given.
     pub entries: Vec<u64>,
-}
-
-/// An entry with recipients left, as read back at start.
-#[derive(Debug, Clone)]
-pub struct Recovered {
-    /// The message's record (its other entries included).
-    pub message: Arc<MessageRecord>,
-    /// This entry.
-    pub entry: EntryRecord,
 }
 
 /// What the spool has done, for metrics.
@@ -100,9 +104,27 @@ pub struct Stats {
     pub last_fsync_micros: AtomicU64,
 }
 
+/// The spool's health, as the listener and `postern summary` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// New mail can be stored: outcomes are all written, the reserve is in
+    /// place and at least as much space again is free.
+    pub healthy: bool,
+    /// Outcome records waiting in memory for space.
+    pub pending: usize,
+    /// Requests sent and not yet written.
+    pub queued: usize,
+    /// Messages with work left.
+    pub messages: usize,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes in segment files.
+    pub disk_bytes: u64,
+}
+
 enum Request {
     Store(NewMessage, oneshot::Sender<Result<Stored, SpoolError>>),
-    Record(Record),
+    Record(Record<'static>),
     Barrier(oneshot::Sender<()>),
 }
 
@@ -111,13 +133,48 @@ enum Request {
 pub struct Options {
     /// A new segment starts past this size.
     pub segment_size: u64,
+    /// Space kept back (a file of this size) for outcomes on a full disk.
+    pub reserve: u64,
+    /// Bytes of bodies kept in memory for delivery.
+    pub body_cache: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             segment_size: 64 * 1024 * 1024,
+            reserve: 1024 * 1024,
+            body_cache: 64 * 1024 * 1024,
         }
+    }
+}
+
+/// What the writer thread and the readers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    dir: PathBuf,
+    live: Mutex<Live>,
+    cache: Mutex<Cache>,
+    stats: Stats,
+    healthy: AtomicBool,
+    pending: AtomicUsize,
+    queued: AtomicUsize,
+    segments: AtomicUsize,
+    disk_bytes: AtomicU64,
+    messages: AtomicUsize,
+}
+
+impl Shared {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -126,22 +183,27 @@ impl Default for Options {
 #[derive(Debug, Clone)]
 pub struct Spool {
     tx: Sender<Request>,
-    stats: Arc<Stats>,
-    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    shared: Arc<Shared>,
+    bodies: Bodies,
+    thread: Arc<Mutex<Option<JoinHandle<usize>>>>,
 }
+
+/// A message with work left, as read back at start: its envelope brought
+/// up to date (recipients left, attempts, next attempt).
+pub type Recovered = Envelope;
 
 /// What opening found.
 #[derive(Debug)]
 pub struct Opened {
     /// The store.
     pub spool: Spool,
-    /// Entries with recipients left.
+    /// Messages with work left.
     pub recovered: Vec<Recovered>,
-    /// Damaged tails skipped, as log lines.
+    /// Damage found, as log lines.
     pub damage: Vec<String>,
 }
 
-fn millis(t: SystemTime) -> u64 {
+pub(crate) fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -150,239 +212,137 @@ impl Spool {
     /// Opens (or creates) the store in `dir` and reads it back.
     pub fn open(dir: &Path, options: Options) -> io::Result<Opened> {
         let mut live = Live::default();
-        let (log, damage) = Log::open(dir, options.segment_size, &mut live)?;
-        let recovered = live
-            .messages
-            .values()
-            .flat_map(|m| {
-                let message = Arc::new(m.record.clone());
-                m.record
-                    .entries
-                    .iter()
-                    .filter(|e| !e.recipients.is_empty())
-                    .map(move |e| Recovered {
-                        message: message.clone(),
-                        entry: e.clone(),
-                    })
-                    .collect::<Vec<_>>()
-            })
+        let (log, mut found) = Log::open(dir, options.segment_size, &mut live)?;
+        metrics::counter!(postern_metrics::SPOOL_DAMAGED).increment(found.damaged);
+        let recovered: Vec<Recovered> = live
+            .ids()
+            .filter_map(|id| found.envelopes.remove(&id))
+            .filter_map(|e| live.current(&e))
             .collect();
+        drop(found.envelopes);
         // Ids go on from the largest seen, or from the clock if later, so
         // that they never repeat even when old segments are gone.
         let clock = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0));
         let next_id = live.max_id.max(clock) + 1;
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            live: Mutex::new(live),
+            cache: Mutex::new(Cache::new(options.body_cache)),
+            stats: Stats::default(),
+            healthy: AtomicBool::new(true),
+            pending: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            segments: AtomicUsize::new(0),
+            disk_bytes: AtomicU64::new(0),
+            messages: AtomicUsize::new(0),
+        });
         let (tx, rx) = crossbeam_channel::unbounded();
-        let stats = Arc::new(Stats::default());
-        let writer = Writer {
-            log,
-            live,
-            next_id,
-            stats: stats.clone(),
-        };
+        let mut writer = Writer::new(log, shared.clone(), next_id, options);
+        writer.housekeeping();
         let thread = std::thread::Builder::new()
             .name("postern-spool".into())
             .spawn(move || writer.run(&rx))?;
+        let bodies = Bodies::start(shared.clone(), 2)?;
         Ok(Opened {
             spool: Spool {
                 tx,
-                stats,
-                thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+                shared,
+                bodies,
+                thread: Arc::new(Mutex::new(Some(thread))),
             },
             recovered,
-            damage: damage.0,
+            damage: found.damage,
+        })
+    }
+
+    fn send(&self, request: Request) -> Result<(), Request> {
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(request).map_err(|e| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            e.0
         })
     }
 
     /// Stores a message; the answer comes once it is durable.
     pub fn store(&self, message: NewMessage) -> oneshot::Receiver<Result<Stored, SpoolError>> {
         let (reply, answer) = oneshot::channel();
-        if let Err(crossbeam_channel::SendError(Request::Store(_, reply))) =
-            self.tx.send(Request::Store(message, reply))
-        {
+        if let Err(Request::Store(_, reply)) = self.send(Request::Store(message, reply)) {
             let _ = reply.send(Err(SpoolError::Closed));
         }
         answer
     }
 
     /// Records that a recipient of an entry is delivered or failed for
-    /// good; durable with the next batch.
+    /// good; durable with the next batch (or, on a full disk, as soon as
+    /// there is room).
     pub fn done(&self, entry: u64, recipient: &str) {
-        let _ = self.tx.send(Request::Record(Record::Done {
+        // A spool that is gone has nothing left to record into.
+        let _ = self.send(Request::Record(Record::Done {
             entry,
             recipient: recipient.to_owned(),
         }));
     }
 
-    /// Records an entry's attempt count after a transient failure.
-    pub fn attempted(&self, entry: u64, attempts: u32) {
-        let _ = self
-            .tx
-            .send(Request::Record(Record::Attempted { entry, attempts }));
+    /// Records an entry's attempts after a transient failure, and when
+    /// the next one is due (`None`: at once).
+    pub fn attempted(&self, entry: u64, attempts: u32, next: Option<SystemTime>) {
+        let _ = self.send(Request::Record(Record::Attempted {
+            entry,
+            attempts,
+            next_ms: next.map_or(0, millis),
+        }));
     }
 
-    /// Waits until everything sent before is durable.
+    /// Waits until everything sent before is written (or, for outcomes on
+    /// a full disk, held for writing).
     pub fn sync(&self) -> oneshot::Receiver<()> {
         let (reply, answer) = oneshot::channel();
-        let _ = self.tx.send(Request::Barrier(reply));
+        if let Err(Request::Barrier(reply)) = self.send(Request::Barrier(reply)) {
+            let _ = reply.send(());
+        }
         answer
+    }
+
+    /// Reads bodies back for delivery.
+    pub fn bodies(&self) -> Bodies {
+        self.bodies.clone()
     }
 
     /// Counters for metrics.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.shared.stats
+    }
+
+    /// Whether new mail can be stored, and what the spool holds.
+    pub fn health(&self) -> Health {
+        let s = &self.shared;
+        Health {
+            healthy: s.healthy.load(Ordering::Relaxed),
+            pending: s.pending.load(Ordering::Relaxed),
+            queued: s.queued.load(Ordering::Relaxed),
+            messages: s.messages.load(Ordering::Relaxed),
+            segments: s.segments.load(Ordering::Relaxed),
+            disk_bytes: s.disk_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Writes what was sent, then stops the log thread (when this is the
-    /// last clone) and waits for it.
-    pub fn close(self) {
+    /// last clone) and waits for it. Returns the outcome records that
+    /// could not be written (a disk still full): their recipients may be
+    /// delivered again after a restart.
+    pub fn close(self) -> usize {
         let Spool { tx, thread, .. } = self;
         drop(tx);
-        if let Ok(mut t) = thread.lock()
-            && Arc::strong_count(&thread) == 1
+        let Ok(mut t) = thread.lock() else {
+            return 0;
+        };
+        if Arc::strong_count(&thread) == 1
             && let Some(t) = t.take()
         {
-            let _ = t.join();
+            return t.join().unwrap_or(0);
         }
-    }
-}
-
-/// The log thread's state.
-struct Writer {
-    log: Log,
-    live: Live,
-    next_id: u64,
-    stats: Arc<Stats>,
-}
-
-/// Requests taken into one batch at most.
-const MAX_BATCH: usize = 8192;
-
-fn error(e: &io::Error) -> SpoolError {
-    if e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull {
-        SpoolError::Full(e.to_string())
-    } else {
-        SpoolError::Io(e.to_string())
-    }
-}
-
-impl Writer {
-    fn run(mut self, rx: &Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            self.commit(batch);
-        }
-    }
-
-    fn id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    /// Writes a batch with one fsync, then answers it.
-    fn commit(&mut self, batch: Vec<Request>) {
-        let started = Instant::now();
-        let mut bytes = Vec::new();
-        let mut written: Vec<(Record, u64)> = Vec::new();
-        let mut stores = Vec::new();
-        let mut barriers = Vec::new();
-        for request in batch {
-            let record = match request {
-                Request::Store(m, reply) => {
-                    let id = self.id();
-                    let entries: Vec<EntryRecord> = m
-                        .entries
-                        .into_iter()
-                        .map(|(domain, recipients)| EntryRecord {
-                            entry: self.id(),
-                            domain,
-                            recipients,
-                            attempts: 0,
-                        })
-                        .collect();
-                    stores.push((
-                        reply,
-                        Stored {
-                            message: id,
-                            entries: entries.iter().map(|e| e.entry).collect(),
-                        },
-                    ));
-                    Record::Message(MessageRecord {
-                        id,
-                        received_ms: millis(m.received),
-                        sender: m.sender,
-                        binding: m.binding,
-                        eight_bit: m.eight_bit,
-                        smtputf8: m.smtputf8,
-                        body: m.body,
-                        entries,
-                    })
-                }
-                Request::Record(r) => r,
-                Request::Barrier(reply) => {
-                    barriers.push(reply);
-                    continue;
-                }
-            };
-            let before = bytes.len();
-            record.encode(&mut bytes);
-            written.push((record, (bytes.len() - before) as u64));
-        }
-        let result = if bytes.is_empty() {
-            Ok(())
-        } else {
-            self.log.append(&bytes)
-        };
-        match result {
-            Ok(()) => {
-                let segment = self.log.number();
-                self.live.grew(segment, bytes.len() as u64);
-                self.stats
-                    .fsyncs
-                    .fetch_add(u64::from(!bytes.is_empty()), Ordering::Relaxed);
-                self.stats
-                    .records
-                    .fetch_add(written.len() as u64, Ordering::Relaxed);
-                self.stats
-                    .bytes
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                self.stats
-                    .last_batch
-                    .store(written.len() as u64, Ordering::Relaxed);
-                let took = started.elapsed().min(Duration::from_secs(3600));
-                metrics::histogram!(postern_metrics::SPOOL_FSYNC).record(took.as_secs_f64());
-                metrics::histogram!(postern_metrics::SPOOL_BATCH).record(written.len() as f64);
-                self.stats.last_fsync_micros.store(
-                    u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
-                for (record, size) in written {
-                    self.live.apply(record, segment, size);
-                }
-                for (reply, stored) in stores {
-                    let _ = reply.send(Ok(stored));
-                }
-            }
-            Err(e) => {
-                let e = error(&e);
-                for (reply, _) in stores {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
-        for b in barriers {
-            let _ = b.send(());
-        }
-        // Housekeeping failures leave old segments in place: nothing is
-        // lost, the next batch tries again.
-        let _ = self.log.roll_if_full(&mut self.live);
-        let _ = self.log.reclaim(&mut self.live);
+        0
     }
 }

@@ -1,39 +1,95 @@
-//! What the log means now: the messages with recipients still to deliver,
-//! and how much of each segment is still needed.
+//! What the log means now, without the bodies: where each message's
+//! latest copy lies, what is left of its entries, and what each segment
+//! holds, so that any segment can be reclaimed without changing what a
+//! restart would read.
+//!
+//! The rule that keeps reclaiming safe: a segment may go when, for every
+//! message it says anything about, either no older segment holds a copy of
+//! that message, or a newer segment does (a copy is written with the
+//! message's state at that time, so it supersedes everything before it).
+//! [`Live::plan`] lists the copies and tombstones that make it so.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use crate::record::{MessageRecord, Record};
+use smallvec::SmallVec;
 
-/// A message with work left, and where its latest copy lives.
-#[derive(Debug, Clone)]
-pub(crate) struct LiveMessage {
-    pub(crate) record: MessageRecord,
+use crate::record::{Envelope, Record};
+
+/// Where a record lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
     pub(crate) segment: u32,
-    /// The framed size of that copy.
-    pub(crate) bytes: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
 }
 
-/// How much of a segment is still needed.
-#[derive(Debug, Clone, Copy, Default)]
+/// What is left of one entry.
+#[derive(Debug, Clone)]
+struct LiveEntry {
+    entry: u64,
+    left: u32,
+    attempts: u32,
+    next_ms: u64,
+    /// Recipients done since the latest copy was written.
+    done: Vec<String>,
+}
+
+/// A message with work left.
+#[derive(Debug, Clone)]
+struct LiveMessage {
+    at: Loc,
+    copies: Copies,
+    entries: Vec<LiveEntry>,
+}
+
+/// The segments holding a copy of a message.
+type Copies = SmallVec<[u32; 2]>;
+
+/// How much of a segment is still needed, and whom it speaks of.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct SegmentUse {
-    pub(crate) live_messages: usize,
+    /// Messages with any record here (repeats allowed).
+    refs: Vec<u64>,
+    /// Bytes of latest copies of live messages.
     pub(crate) live_bytes: u64,
+    /// Bytes written.
     pub(crate) size: u64,
+    /// Reclaiming was put off: it would copy more than it frees.
+    pub(crate) deferred: bool,
+}
+
+/// What reclaiming a segment needs written first.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Live messages to copy forward, from where their copy lies.
+    pub(crate) copies: Vec<Loc>,
+    /// Finished messages that need a tombstone.
+    pub(crate) tombstones: Vec<u64>,
+}
+
+impl Plan {
+    /// Bytes the plan writes, about.
+    pub(crate) fn cost(&self) -> u64 {
+        self.copies.iter().map(|l| u64::from(l.len)).sum::<u64>()
+            + 21 * self.tombstones.len() as u64
+    }
 }
 
 /// The live state.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
-    pub(crate) messages: HashMap<u64, LiveMessage>,
-    entries: HashMap<u64, u64>,
+    messages: BTreeMap<u64, LiveMessage>,
+    /// Finished messages that still have copies on disk.
+    ghosts: BTreeMap<u64, Copies>,
     pub(crate) segments: BTreeMap<u32, SegmentUse>,
     /// The largest id seen (messages and entries share the counter).
     pub(crate) max_id: u64,
 }
 
-fn finished(m: &MessageRecord) -> bool {
-    m.entries.iter().all(|e| e.recipients.is_empty())
+fn add(copies: &mut Copies, segment: u32) {
+    if !copies.contains(&segment) {
+        copies.push(segment);
+    }
 }
 
 impl Live {
@@ -47,81 +103,225 @@ impl Live {
         self.segments.entry(segment).or_default().size += bytes;
     }
 
-    fn forget(&mut self, id: u64) {
-        let Some(old) = self.messages.remove(&id) else {
-            return;
-        };
-        for e in &old.record.entries {
-            self.entries.remove(&e.entry);
-        }
-        if let Some(s) = self.segments.get_mut(&old.segment) {
-            s.live_messages = s.live_messages.saturating_sub(1);
-            s.live_bytes = s.live_bytes.saturating_sub(old.bytes);
-        }
+    /// Messages with work left.
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
     }
 
-    /// Applies one record written (or read back) in `segment`, taking
-    /// `bytes` there.
-    pub(crate) fn apply(&mut self, record: Record, segment: u32, bytes: u64) {
+    /// Where a live message's latest copy lies.
+    pub(crate) fn locate(&self, id: u64) -> Option<Loc> {
+        self.messages.get(&id).map(|m| m.at)
+    }
+
+    fn refer(&mut self, segment: u32, id: u64) {
+        self.segments.entry(segment).or_default().refs.push(id);
+    }
+
+    /// The live message that owns `entry` (entry ids follow their
+    /// message's id).
+    fn owner(&self, entry: u64) -> Option<u64> {
+        let (&id, m) = self.messages.range(..=entry).next_back()?;
+        m.entries.iter().any(|e| e.entry == entry).then_some(id)
+    }
+
+    /// Applies one record written (or read back) at `at`. Returns the
+    /// message it finished, if any.
+    pub(crate) fn apply(&mut self, record: &Record<'_>, at: Loc) -> Vec<u64> {
+        let mut finished = Vec::new();
         match record {
-            Record::Message(m) => {
-                self.max_id = self
-                    .max_id
-                    .max(m.id)
-                    .max(m.entries.iter().map(|e| e.entry).max().unwrap_or(0));
-                self.forget(m.id);
-                if finished(&m) {
-                    return;
+            Record::Message {
+                envelope,
+                completes,
+                ..
+            } => {
+                let id = envelope.id;
+                let last_entry = envelope.entries.iter().map(|e| e.entry).max();
+                self.max_id = self.max_id.max(id).max(last_entry.unwrap_or(0));
+                self.refer(at.segment, id);
+                let mut copies = match self.messages.remove(&id) {
+                    Some(old) => {
+                        self.unlive(old.at);
+                        old.copies
+                    }
+                    None => self.ghosts.remove(&id).unwrap_or_default(),
+                };
+                add(&mut copies, at.segment);
+                let entries: Vec<LiveEntry> = envelope
+                    .entries
+                    .iter()
+                    .filter(|e| !e.recipients.is_empty())
+                    .map(|e| LiveEntry {
+                        entry: e.entry,
+                        left: u32::try_from(e.recipients.len()).unwrap_or(u32::MAX),
+                        attempts: e.attempts,
+                        next_ms: e.next_ms,
+                        done: Vec::new(),
+                    })
+                    .collect();
+                if entries.is_empty() {
+                    self.ghosts.insert(id, copies);
+                    finished.push(id);
+                } else {
+                    if let Some(s) = self.segments.get_mut(&at.segment) {
+                        s.live_bytes += u64::from(at.len);
+                    }
+                    self.messages.insert(
+                        id,
+                        LiveMessage {
+                            at,
+                            copies,
+                            entries,
+                        },
+                    );
                 }
-                for e in &m.entries {
-                    self.entries.insert(e.entry, m.id);
+                for (entry, recipient) in completes {
+                    finished.extend(self.done(*entry, recipient, at.segment));
                 }
-                let s = self.segments.entry(segment).or_default();
-                s.live_messages += 1;
-                s.live_bytes += bytes;
-                self.messages.insert(
-                    m.id,
-                    LiveMessage {
-                        record: m,
-                        segment,
-                        bytes,
-                    },
-                );
             }
             Record::Done { entry, recipient } => {
-                let Some(&id) = self.entries.get(&entry) else {
-                    return;
-                };
-                let Some(m) = self.messages.get_mut(&id) else {
-                    return;
-                };
-                if let Some(e) = m.record.entries.iter_mut().find(|e| e.entry == entry) {
-                    e.recipients.retain(|r| *r != recipient);
-                }
-                if finished(&m.record) {
-                    self.forget(id);
+                finished.extend(self.done(*entry, recipient, at.segment));
+            }
+            Record::Attempted {
+                entry,
+                attempts,
+                next_ms,
+            } => {
+                if let Some(id) = self.owner(*entry) {
+                    self.refer(at.segment, id);
+                    let e = self
+                        .messages
+                        .get_mut(&id)
+                        .and_then(|m| m.entries.iter_mut().find(|e| e.entry == *entry));
+                    if let Some(e) = e {
+                        e.attempts = e.attempts.max(*attempts);
+                        e.next_ms = *next_ms;
+                    }
                 }
             }
-            Record::Attempted { entry, attempts } => {
-                let m = self
-                    .entries
-                    .get(&entry)
-                    .and_then(|id| self.messages.get_mut(id));
-                if let Some(e) =
-                    m.and_then(|m| m.record.entries.iter_mut().find(|e| e.entry == entry))
-                {
-                    e.attempts = e.attempts.max(attempts);
+            Record::Gone { id } => {
+                if self.messages.contains_key(id) {
+                    self.finish(*id);
+                    finished.push(*id);
+                }
+                if let Some(copies) = self.ghosts.get_mut(id) {
+                    add(copies, at.segment);
+                    self.segments.entry(at.segment).or_default().refs.push(*id);
                 }
             }
         }
+        finished
     }
 
-    /// The live messages whose latest copy is in `segment`.
-    pub(crate) fn in_segment(&self, segment: u32) -> Vec<MessageRecord> {
-        self.messages
-            .values()
-            .filter(|m| m.segment == segment)
-            .map(|m| m.record.clone())
-            .collect()
+    /// A copy at `at` is no longer a live message's latest.
+    fn unlive(&mut self, at: Loc) {
+        if let Some(s) = self.segments.get_mut(&at.segment) {
+            s.live_bytes = s.live_bytes.saturating_sub(u64::from(at.len));
+        }
+    }
+
+    fn finish(&mut self, id: u64) {
+        if let Some(m) = self.messages.remove(&id) {
+            self.unlive(m.at);
+            self.ghosts.insert(id, m.copies);
+        }
+    }
+
+    fn done(&mut self, entry: u64, recipient: &str, segment: u32) -> Option<u64> {
+        let id = self.owner(entry)?;
+        self.refer(segment, id);
+        let m = self.messages.get_mut(&id)?;
+        let e = m.entries.iter_mut().find(|e| e.entry == entry)?;
+        if e.left == 0 || e.done.iter().any(|d| d == recipient) {
+            return None;
+        }
+        e.left -= 1;
+        if e.left == 0 {
+            e.done = Vec::new();
+        } else {
+            e.done.push(recipient.to_owned());
+        }
+        if m.entries.iter().all(|e| e.left == 0) {
+            self.finish(id);
+            return Some(id);
+        }
+        None
+    }
+
+    /// `envelope` (a stored copy) brought up to date: recipients done
+    /// since left out, attempts and next attempt as now. `None` when the
+    /// message has no work left.
+    pub(crate) fn current(&self, envelope: &Envelope) -> Option<Envelope> {
+        let m = self.messages.get(&envelope.id)?;
+        let entries = envelope
+            .entries
+            .iter()
+            .filter_map(|stored| {
+                let e = m.entries.iter().find(|e| e.entry == stored.entry)?;
+                let mut entry = stored.clone();
+                entry.recipients.retain(|r| !e.done.contains(r));
+                entry.attempts = e.attempts;
+                entry.next_ms = e.next_ms;
+                (e.left > 0 && !entry.recipients.is_empty()).then_some(entry)
+            })
+            .collect();
+        Some(Envelope {
+            entries,
+            ..envelope.clone()
+        })
+    }
+
+    /// What must be written before `segment` can be deleted.
+    pub(crate) fn plan(&self, segment: u32) -> Plan {
+        let mut ids = self
+            .segments
+            .get(&segment)
+            .map(|s| s.refs.clone())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut plan = Plan::default();
+        for id in ids {
+            if let Some(m) = self.messages.get(&id) {
+                // Its latest copy is the newest one: none is newer than
+                // this segment unless it lies after it.
+                if m.at.segment <= segment {
+                    plan.copies.push(m.at);
+                }
+            } else if let Some(copies) = self.ghosts.get(&id)
+                && copies.iter().any(|&c| c < segment)
+                && !copies.iter().any(|&c| c > segment)
+            {
+                plan.tombstones.push(id);
+            }
+        }
+        plan
+    }
+
+    /// `segment` is gone from disk.
+    pub(crate) fn delete(&mut self, segment: u32) {
+        let Some(s) = self.segments.remove(&segment) else {
+            return;
+        };
+        let mut ids = s.refs;
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            if let Some(m) = self.messages.get_mut(&id) {
+                m.copies.retain(|c| *c != segment);
+            } else if let Some(copies) = self.ghosts.get_mut(&id) {
+                copies.retain(|c| *c != segment);
+                if copies.is_empty() {
+                    self.ghosts.remove(&id);
+                }
+            }
+        }
+        for s in self.segments.values_mut() {
+            s.deferred = false;
+        }
+    }
+
+    /// The live messages' ids.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.messages.keys().copied()
     }
 }

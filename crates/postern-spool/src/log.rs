@@ -1,30 +1,44 @@
 //! Segment files: reading them back at start, appending with one fsync
-//! per batch, rolling to a new segment, and reclaiming old ones.
+//! per batch, rolling to a new segment, reading one record back, and
+//! deleting a segment. Also the reserve file, the space kept back so that
+//! outcomes can still be recorded when the disk fills up.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::live::Live;
-use crate::record::Record;
+use crate::live::{Live, Loc};
+use crate::record::{Envelope, Found, Record, scan};
 
 /// A segment's file name: its number, zero-padded so names sort in order.
 fn name(number: u32) -> String {
-    format!("{number:010}.seg")
+    format!("{number:010}.spool")
 }
 
 fn number(path: &Path) -> Option<u32> {
     let name = path.file_name()?.to_str()?;
-    name.strip_suffix(".seg")?.parse().ok()
+    name.strip_suffix(".spool")?.parse().ok()
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// The file kept back for a full disk.
+const RESERVE: &str = "reserve";
+
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// What reading the log back found wrong (a line for the log each).
+/// What reading the log back found.
 #[derive(Debug, Default)]
-pub(crate) struct Damage(pub(crate) Vec<String>);
+pub(crate) struct Recovery {
+    /// The latest stored envelope of every message still live.
+    pub(crate) envelopes: HashMap<u64, Envelope>,
+    /// Damage found, a line for the log each.
+    pub(crate) damage: Vec<String>,
+    /// Damaged stretches skipped (torn tails not counted).
+    pub(crate) damaged: u64,
+}
 
 /// The open log: its directory, the segment being appended to.
 #[derive(Debug)]
@@ -36,46 +50,90 @@ pub(crate) struct Log {
     segment_size: u64,
 }
 
+/// Reads one segment into `live`; returns where its last intact record
+/// ends.
+fn recover_segment(
+    path: &Path,
+    n: u32,
+    live: &mut Live,
+    found: &mut Recovery,
+    newest: bool,
+) -> io::Result<u64> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    live.open_segment(n);
+    live.grew(n, bytes.len() as u64);
+    let mut end = 0usize;
+    let mut damaged = Vec::new();
+    for (at, f) in scan(&bytes) {
+        match f {
+            Found::Record(record, len) => {
+                let loc = Loc {
+                    segment: n,
+                    offset: at as u64,
+                    len: u32::try_from(len).unwrap_or(u32::MAX),
+                };
+                for id in live.apply(&record, loc) {
+                    found.envelopes.remove(&id);
+                }
+                if let Record::Message { envelope, .. } = record
+                    && live.locate(envelope.id) == Some(loc)
+                {
+                    found.envelopes.insert(envelope.id, envelope);
+                }
+                end = at + len;
+            }
+            Found::Damaged(len) => damaged.push((at, len)),
+        }
+    }
+    for (at, len) in damaged {
+        if newest && at >= end {
+            found.damage.push(format!(
+                "{}: {len} bytes after offset {at} are not a whole record (a write cut short); cut off, everything before kept",
+                path.display()
+            ));
+        } else {
+            found.damaged += 1;
+            found.damage.push(format!(
+                "{}: {len} damaged bytes at offset {at} skipped; every intact record around them kept",
+                path.display()
+            ));
+        }
+    }
+    Ok(end as u64)
+}
+
 impl Log {
-    /// Reads every segment into `live`, cuts a torn tail off the last one,
+    /// Reads every segment into `live`, cuts a torn tail off the newest,
     /// and opens it for appending.
     pub(crate) fn open(
         dir: &Path,
         segment_size: u64,
         live: &mut Live,
-    ) -> io::Result<(Log, Damage)> {
+    ) -> io::Result<(Log, Recovery)> {
         fs::create_dir_all(dir)?;
-        let mut numbers: Vec<u32> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok().and_then(|e| number(&e.path())))
-            .collect();
+        let mut numbers = Vec::new();
+        for e in fs::read_dir(dir)? {
+            let path = e?.path();
+            if path.extension().is_some_and(|x| x == "seg") {
+                return Err(io::Error::other(format!(
+                    "{} is a segment of an earlier spool format; deliver it with the Postern that wrote it, or move it away",
+                    path.display()
+                )));
+            }
+            numbers.extend(number(&path));
+        }
         numbers.sort_unstable();
-        let mut damage = Damage::default();
+        let mut found = Recovery::default();
         let last = numbers.last().copied();
         for &n in &numbers {
             let path = dir.join(name(n));
-            let mut bytes = Vec::new();
-            File::open(&path)?.read_to_end(&mut bytes)?;
-            live.open_segment(n);
-            let mut at = 0usize;
-            while at < bytes.len() {
-                let Some((record, len)) = bytes.get(at..).and_then(Record::decode) else {
-                    break;
-                };
-                live.apply(record, n, len as u64);
-                at += len;
-            }
-            live.grew(n, at as u64);
-            if at < bytes.len() {
-                damage.0.push(format!(
-                    "{}: {} bytes after offset {at} are not a whole record (a write cut short); skipped, everything before kept",
-                    path.display(),
-                    bytes.len() - at
-                ));
-                if Some(n) == last {
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&path)?
-                        .set_len(at as u64)?;
+            let newest = Some(n) == last;
+            let end = recover_segment(&path, n, live, &mut found, newest)?;
+            if newest && fs::metadata(&path)?.len() > end {
+                OpenOptions::new().write(true).open(&path)?.set_len(end)?;
+                if let Some(s) = live.segments.get_mut(&n) {
+                    s.size = end;
                 }
             }
         }
@@ -83,6 +141,7 @@ impl Log {
         let path = dir.join(name(number));
         let mut current = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = current.seek(SeekFrom::End(0))?;
+        current.sync_all()?;
         live.open_segment(number);
         sync_dir(dir)?;
         Ok((
@@ -93,18 +152,21 @@ impl Log {
                 size,
                 segment_size,
             },
-            damage,
+            found,
         ))
     }
 
-    /// The segment being appended to.
-    pub(crate) fn number(&self) -> u32 {
-        self.number
+    /// The segment being appended to, and its size so far.
+    pub(crate) fn position(&self) -> (u32, u64) {
+        (self.number, self.size)
     }
 
     /// Appends `bytes` and makes them durable. On failure nothing of them
     /// stays in the file.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let result = self
             .current
             .write_all(bytes)
@@ -115,6 +177,8 @@ impl Log {
                 Ok(())
             }
             Err(e) => {
+                // Cutting back frees what was written; if even that fails
+                // the half-written tail is a torn tail at the next start.
                 let _ = self.current.set_len(self.size);
                 let _ = self.current.sync_data();
                 Err(e)
@@ -140,43 +204,57 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes segments nothing lives in any more, oldest first. The
-    /// oldest segment, when less than a quarter of it is still needed, has
-    /// its live messages copied to the current segment first.
-    pub(crate) fn reclaim(&mut self, live: &mut Live) -> io::Result<()> {
-        loop {
-            let Some((&oldest, usage)) = live.segments.iter().next() else {
-                return Ok(());
-            };
-            if oldest == self.number {
-                return Ok(());
-            }
-            if usage.live_messages > 0 {
-                if usage.live_bytes * 4 > usage.size.max(1) {
-                    return Ok(());
-                }
-                let mut bytes = Vec::new();
-                let moved: Vec<Record> = live
-                    .in_segment(oldest)
-                    .into_iter()
-                    .map(Record::Message)
-                    .collect();
-                let mut sizes = Vec::new();
-                for r in &moved {
-                    let before = bytes.len();
-                    r.encode(&mut bytes);
-                    sizes.push((bytes.len() - before) as u64);
-                }
-                self.append(&bytes)?;
-                let number = self.number;
-                live.grew(number, bytes.len() as u64);
-                for (r, size) in moved.into_iter().zip(sizes) {
-                    live.apply(r, number, size);
-                }
-            }
-            fs::remove_file(self.dir.join(name(oldest)))?;
-            sync_dir(&self.dir)?;
-            live.segments.remove(&oldest);
-        }
+    /// Deletes a segment for good.
+    pub(crate) fn remove(&self, segment: u32) -> io::Result<()> {
+        fs::remove_file(self.dir.join(name(segment)))?;
+        sync_dir(&self.dir)
     }
+
+    /// The spool's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the reserve file is in place.
+    pub(crate) fn reserve_present(&self) -> bool {
+        self.dir.join(RESERVE).exists()
+    }
+
+    /// Writes the reserve file of `size` bytes (real blocks, not a sparse
+    /// file). A failure leaves no partial file.
+    pub(crate) fn make_reserve(&self, size: u64) -> io::Result<()> {
+        let path = self.dir.join(RESERVE);
+        let tmp = self.dir.join("reserve.tmp");
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            let block = vec![0u8; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = usize::try_from(left.min(block.len() as u64)).unwrap_or(block.len());
+                f.write_all(block.get(..n).unwrap_or_default())?;
+                left -= n as u64;
+            }
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&self.dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Frees the reserve's space.
+    pub(crate) fn release_reserve(&self) -> io::Result<()> {
+        fs::remove_file(self.dir.join(RESERVE))?;
+        sync_dir(&self.dir)
+    }
+}
+
+/// Reads the record at `loc` back: its framed bytes.
+pub(crate) fn read(dir: &Path, loc: Loc) -> io::Result<Vec<u8>> {
+    let file = File::open(dir.join(name(loc.segment)))?;
+    let mut bytes = vec![0u8; loc.len as usize];
+    file.read_exact_at(&mut bytes, loc.offset)?;
+    Ok(bytes)
 }

@@ -1,8 +1,18 @@
-//! Records on disk. Each is framed as `length u32 LE | crc32 u32 LE |
-//! payload`, the CRC over the payload, so that a record cut short by a
-//! crash or corrupted on disk is recognised, never half-applied.
+//! Records on disk, and finding them again.
+//!
+//! Each record is framed as `magic [4] | length u32 LE | crc32 u32 LE |
+//! payload`, the CRC over the length and the payload. A record cut short
+//! by a crash or damaged on disk fails its CRC and is never half-applied;
+//! the magic lets [`scan`] find the next intact frame after a damaged one,
+//! so one bad record costs only itself.
 
-use std::sync::Arc;
+use memchr::memmem;
+
+/// The frame marker: "PST" and the format version.
+pub(crate) const MAGIC: [u8; 4] = *b"PST\x02";
+
+/// The frame header's size.
+pub(crate) const HEADER: usize = 12;
 
 /// One queue entry of a message: its recipients at one domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,15 +25,20 @@ pub struct EntryRecord {
     pub recipients: Vec<String>,
     /// Delivery attempts made.
     pub attempts: u32,
+    /// When the next attempt is due, milliseconds since the Unix epoch; 0
+    /// when it is due at once.
+    pub next_ms: u64,
 }
 
-/// A message with its body, stored once, and its entries.
+/// What the spool keeps of a message besides its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageRecord {
+pub struct Envelope {
     /// The message's id.
     pub id: u64,
     /// Reception time, milliseconds since the Unix epoch.
     pub received_ms: u64,
+    /// The `Message-ID` header's value, for the delivery log.
+    pub message_id: String,
     /// The envelope sender; empty for `<>`.
     pub sender: String,
     /// The binding.
@@ -32,40 +47,38 @@ pub struct MessageRecord {
     pub eight_bit: bool,
     /// `SMTPUTF8`.
     pub smtputf8: bool,
-    /// Headers and body, CRLF line endings.
-    pub body: Arc<[u8]>,
     /// Its queue entries.
     pub entries: Vec<EntryRecord>,
 }
 
 /// What the log holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    /// A message (new, or rewritten with its current state when its
-    /// segment is reclaimed; the later copy wins).
-    Message(MessageRecord),
+pub(crate) enum Record<'a> {
+    /// A message with its body: new, or rewritten with its current state
+    /// when space is reclaimed (the later copy wins). `completes` are
+    /// recipients of other entries that this message (a bounce) settles:
+    /// they are done exactly when it exists.
+    Message {
+        envelope: Envelope,
+        body: &'a [u8],
+        completes: Vec<(u64, String)>,
+    },
     /// A recipient of an entry is delivered or failed for good.
-    Done {
-        /// The entry.
-        entry: u64,
-        /// The recipient.
-        recipient: String,
-    },
-    /// An entry's attempt count after a transient failure.
+    Done { entry: u64, recipient: String },
+    /// An entry's attempts after a transient failure, and its next attempt.
     Attempted {
-        /// The entry.
         entry: u64,
-        /// Attempts made so far.
         attempts: u32,
+        next_ms: u64,
     },
+    /// A message is finished: any older copy of it means nothing.
+    Gone { id: u64 },
 }
 
 const MESSAGE: u8 = 1;
 const DONE: u8 = 2;
 const ATTEMPTED: u8 = 3;
-
-/// The frame header's size.
-pub(crate) const HEADER: usize = 8;
+const GONE: u8 = 4;
 
 struct Writer<'a>(&'a mut Vec<u8>);
 
@@ -79,8 +92,11 @@ impl Writer<'_> {
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    fn len(&mut self, n: usize) {
+        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+    }
     fn bytes(&mut self, v: &[u8]) {
-        self.u32(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        self.len(v.len());
         self.0.extend_from_slice(v);
     }
     fn str(&mut self, v: &str) {
@@ -122,30 +138,49 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Record {
-    /// Appends the framed record to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+fn crc(len: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(payload);
+    h.finalize()
+}
+
+impl Record<'_> {
+    /// Appends the framed record to `out`; returns its framed length.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> usize {
         let start = out.len();
-        out.extend_from_slice(&[0; HEADER]);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&[0; HEADER - 4]);
         let mut w = Writer(out);
         match self {
-            Record::Message(m) => {
+            Record::Message {
+                envelope: m,
+                body,
+                completes,
+            } => {
                 w.u8(MESSAGE);
                 w.u64(m.id);
                 w.u64(m.received_ms);
+                w.str(&m.message_id);
                 w.str(&m.sender);
                 w.str(&m.binding);
                 w.u8(u8::from(m.eight_bit) | (u8::from(m.smtputf8) << 1));
-                w.bytes(&m.body);
-                w.u32(u32::try_from(m.entries.len()).unwrap_or(u32::MAX));
+                w.bytes(body);
+                w.len(m.entries.len());
                 for e in &m.entries {
                     w.u64(e.entry);
                     w.str(&e.domain);
                     w.u32(e.attempts);
-                    w.u32(u32::try_from(e.recipients.len()).unwrap_or(u32::MAX));
+                    w.u64(e.next_ms);
+                    w.len(e.recipients.len());
                     for r in &e.recipients {
                         w.str(r);
                     }
+                }
+                w.len(completes.len());
+                for (entry, recipient) in completes {
+                    w.u64(*entry);
+                    w.str(recipient);
                 }
             }
             Record::Done { entry, recipient } => {
@@ -153,82 +188,145 @@ impl Record {
                 w.u64(*entry);
                 w.str(recipient);
             }
-            Record::Attempted { entry, attempts } => {
+            Record::Attempted {
+                entry,
+                attempts,
+                next_ms,
+            } => {
                 w.u8(ATTEMPTED);
                 w.u64(*entry);
                 w.u32(*attempts);
+                w.u64(*next_ms);
+            }
+            Record::Gone { id } => {
+                w.u8(GONE);
+                w.u64(*id);
             }
         }
-        let payload = out.get(start + HEADER..).unwrap_or_default();
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let crc = crc32fast::hash(payload);
-        let mut header = [0u8; HEADER];
-        let (l, c) = header.split_at_mut(4);
-        l.copy_from_slice(&len.to_le_bytes());
-        c.copy_from_slice(&crc.to_le_bytes());
-        if let Some(slot) = out.get_mut(start..start + HEADER) {
-            slot.copy_from_slice(&header);
+        let payload_len = out.len() - start - HEADER;
+        let len = u32::try_from(payload_len).unwrap_or(u32::MAX).to_le_bytes();
+        let crc = crc(&len, out.get(start + HEADER..).unwrap_or_default()).to_le_bytes();
+        if let Some(slot) = out.get_mut(start + 4..start + HEADER) {
+            let (l, c) = slot.split_at_mut(4);
+            l.copy_from_slice(&len);
+            c.copy_from_slice(&crc);
         }
+        out.len() - start
     }
+}
 
-    /// The record at the start of `bytes` and its framed length; `None`
-    /// when the bytes are not a whole, intact record.
-    pub fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
-        let mut header = Reader(bytes.get(..HEADER)?);
-        let len = usize::try_from(header.u32()?).ok()?;
-        let crc = header.u32()?;
-        let payload = bytes.get(HEADER..HEADER.checked_add(len)?)?;
-        if crc32fast::hash(payload) != crc {
-            return None;
-        }
-        let mut r = Reader(payload);
-        let record = match r.u8()? {
-            MESSAGE => {
-                let id = r.u64()?;
-                let received_ms = r.u64()?;
-                let sender = r.string()?;
-                let binding = r.string()?;
-                let flags = r.u8()?;
-                let body: Arc<[u8]> = r.bytes()?.into();
-                let mut entries = Vec::new();
+/// The record at the start of `bytes` and its framed length; `None` when
+/// the bytes do not start with a whole, intact record.
+pub(crate) fn decode(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
+    if bytes.get(..4)? != MAGIC {
+        return None;
+    }
+    let len_bytes = bytes.get(4..8)?;
+    let mut header = Reader(bytes.get(4..HEADER)?);
+    let len = usize::try_from(header.u32()?).ok()?;
+    let sum = header.u32()?;
+    let payload = bytes.get(HEADER..HEADER.checked_add(len)?)?;
+    if crc(len_bytes, payload) != sum {
+        return None;
+    }
+    let mut r = Reader(payload);
+    let record = match r.u8()? {
+        MESSAGE => {
+            let id = r.u64()?;
+            let received_ms = r.u64()?;
+            let message_id = r.string()?;
+            let sender = r.string()?;
+            let binding = r.string()?;
+            let flags = r.u8()?;
+            let body = r.bytes()?;
+            let mut entries = Vec::new();
+            for _ in 0..r.count()? {
+                let entry = r.u64()?;
+                let domain = r.string()?;
+                let attempts = r.u32()?;
+                let next_ms = r.u64()?;
+                let mut recipients = Vec::new();
                 for _ in 0..r.count()? {
-                    let entry = r.u64()?;
-                    let domain = r.string()?;
-                    let attempts = r.u32()?;
-                    let mut recipients = Vec::new();
-                    for _ in 0..r.count()? {
-                        recipients.push(r.string()?);
-                    }
-                    entries.push(EntryRecord {
-                        entry,
-                        domain,
-                        recipients,
-                        attempts,
-                    });
+                    recipients.push(r.string()?);
                 }
-                Record::Message(MessageRecord {
+                entries.push(EntryRecord {
+                    entry,
+                    domain,
+                    recipients,
+                    attempts,
+                    next_ms,
+                });
+            }
+            let mut completes = Vec::new();
+            for _ in 0..r.count()? {
+                completes.push((r.u64()?, r.string()?));
+            }
+            Record::Message {
+                envelope: Envelope {
                     id,
                     received_ms,
+                    message_id,
                     sender,
                     binding,
                     eight_bit: flags & 1 != 0,
                     smtputf8: flags & 2 != 0,
-                    body,
                     entries,
-                })
+                },
+                body,
+                completes,
             }
-            DONE => Record::Done {
-                entry: r.u64()?,
-                recipient: r.string()?,
-            },
-            ATTEMPTED => Record::Attempted {
-                entry: r.u64()?,
-                attempts: r.u32()?,
-            },
-            _ => return None,
+        }
+        DONE => Record::Done {
+            entry: r.u64()?,
+            recipient: r.string()?,
+        },
+        ATTEMPTED => Record::Attempted {
+            entry: r.u64()?,
+            attempts: r.u32()?,
+            next_ms: r.u64()?,
+        },
+        GONE => Record::Gone { id: r.u64()? },
+        _ => return None,
+    };
+    r.0.is_empty().then_some((record, HEADER + len))
+}
+
+/// What [`scan`] finds at an offset.
+#[derive(Debug)]
+pub(crate) enum Found<'a> {
+    /// An intact record and its framed length.
+    Record(Record<'a>, usize),
+    /// This many bytes that are not an intact record, up to the next
+    /// intact one or the end.
+    Damaged(usize),
+}
+
+/// Walks `bytes` frame by frame: every intact record, and the damaged
+/// stretches between them, with their offsets.
+pub(crate) fn scan(bytes: &[u8]) -> impl Iterator<Item = (usize, Found<'_>)> {
+    let finder = memmem::Finder::new(&MAGIC);
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let rest = bytes.get(at..).filter(|r| !r.is_empty())?;
+        let start = at;
+        if let Some((record, len)) = decode(rest) {
+            at += len;
+            return Some((start, Found::Record(record, len)));
+        }
+        // The next offset where an intact frame starts, or the end.
+        let mut probe = 1usize;
+        let skip = loop {
+            match rest.get(probe..).and_then(|r| finder.find(r)) {
+                Some(i) if decode(rest.get(probe + i..).unwrap_or_default()).is_some() => {
+                    break probe + i;
+                }
+                Some(i) => probe += i + 1,
+                None => break rest.len(),
+            }
         };
-        r.0.is_empty().then_some((record, HEADER + len))
-    }
+        at += skip;
+        Some((start, Found::Damaged(skip)))
+    })
 }
 
 #[cfg(test)]
@@ -238,28 +336,32 @@ mod tests {
 
     use super::*;
 
-    fn message() -> Record {
-        Record::Message(MessageRecord {
-            id: 7,
-            received_ms: 1_700_000_000_000,
-            sender: "a@example.org".into(),
-            binding: "default".into(),
-            eight_bit: true,
-            smtputf8: false,
-            body: Arc::from(&b"Subject: x\r\n\r\nbody\r\n"[..]),
-            entries: vec![EntryRecord {
-                entry: 8,
-                domain: "example.com".into(),
-                recipients: vec!["b@example.com".into(), "c@example.com".into()],
-                attempts: 2,
-            }],
-        })
+    fn message(body: &[u8]) -> Record<'_> {
+        Record::Message {
+            envelope: Envelope {
+                id: 7,
+                received_ms: 1_700_000_000_000,
+                message_id: "<7@test>".into(),
+                sender: "a@example.org".into(),
+                binding: "default".into(),
+                eight_bit: true,
+                smtputf8: false,
+                entries: vec![EntryRecord {
+                    entry: 8,
+                    domain: "example.com".into(),
+                    recipients: vec!["b@example.com".into(), "c@example.com".into()],
+                    attempts: 2,
+                    next_ms: 1_700_000_600_000,
+                }],
+            },
+            body,
+            completes: vec![(3, "z@example.net".into())],
+        }
     }
 
-    #[test]
-    fn records_round_trip_and_damage_is_detected() {
-        let records = [
-            message(),
+    fn records(body: &[u8]) -> Vec<Record<'_>> {
+        vec![
+            message(body),
             Record::Done {
                 entry: 8,
                 recipient: "b@example.com".into(),
@@ -267,33 +369,81 @@ mod tests {
             Record::Attempted {
                 entry: 8,
                 attempts: 3,
+                next_ms: 5,
             },
-        ];
+            Record::Gone { id: 7 },
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_and_damage_is_detected() {
+        let body = b"Subject: x\r\n\r\nbody\r\n";
+        let records = records(body);
         let mut buf = Vec::new();
         for r in &records {
             r.encode(&mut buf);
         }
         let mut at = 0;
         for r in &records {
-            let (got, len) = Record::decode(&buf[at..]).unwrap();
+            let (got, len) = decode(&buf[at..]).unwrap();
             assert_eq!(&got, r);
             at += len;
         }
         assert_eq!(at, buf.len());
-        // Cut anywhere inside the first record: not a record.
-        let (_, first) = Record::decode(&buf).unwrap();
+        let (_, first) = decode(&buf).unwrap();
         for cut in 0..first {
-            assert!(Record::decode(&buf[..cut]).is_none(), "cut at {cut}");
+            assert!(decode(&buf[..cut]).is_none(), "cut at {cut}");
         }
-        let mut bad = buf.clone();
-        bad[HEADER + 3] ^= 1;
-        assert!(Record::decode(&bad).is_none());
+        for flip in 0..first {
+            let mut bad = buf.clone();
+            bad[flip] ^= 0x10;
+            assert!(decode(&bad).is_none(), "flip at {flip}");
+        }
+    }
+
+    #[test]
+    fn scanning_skips_a_damaged_record_and_keeps_the_rest() {
+        let body = b"Subject: x\r\n\r\nbody\r\n";
+        let mut buf = Vec::new();
+        let mut starts = Vec::new();
+        for _ in 0..3 {
+            for r in records(body) {
+                starts.push(buf.len());
+                r.encode(&mut buf);
+            }
+        }
+        // Damage the fifth record (the second message) in its payload.
+        buf[starts[4] + HEADER + 20] ^= 0xff;
+        let found: Vec<_> = scan(&buf).collect();
+        let intact = found
+            .iter()
+            .filter(|(_, f)| matches!(f, Found::Record(..)))
+            .count();
+        assert_eq!(intact, 11);
+        let damaged: Vec<_> = found
+            .iter()
+            .filter_map(|(at, f)| match f {
+                Found::Damaged(n) => Some((*at, *n)),
+                Found::Record(..) => None,
+            })
+            .collect();
+        assert_eq!(damaged, [(starts[4], starts[5] - starts[4])]);
+        // A torn tail: the last record cut short.
+        let cut = &buf[..buf.len() - 3];
+        let (at, last) = scan(cut).last().unwrap();
+        assert!(matches!(last, Found::Damaged(n) if at + n == cut.len()));
     }
 
     proptest! {
         #[test]
-        fn no_bytes_make_decoding_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = Record::decode(&bytes);
+        fn no_bytes_make_decoding_or_scanning_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+            let mut total = 0;
+            for (at, f) in scan(&bytes) {
+                prop_assert_eq!(at, total);
+                total += match f { Found::Record(_, n) | Found::Damaged(n) => n };
+            }
+            prop_assert_eq!(total, bytes.len());
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The store on a real, fsync'd directory: durability, recovery, a torn
-//! tail, group commit, and reclaiming space.
+//! The store on a real, fsync'd directory: durability, recovery with the
+//! schedule, a torn tail, group commit, bodies read back, and bounces
+//! stored with the failures they report.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,47 +8,12 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeSet;
+mod common;
+
 use std::io::Write;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postern_spool::{NewMessage, Opened, Options, Spool, Stored};
-
-fn new_message(n: usize, domains: &[(&str, &[&str])]) -> NewMessage {
-    NewMessage {
-        received: SystemTime::now(),
-        sender: "sender@example.org".into(),
-        binding: "default".into(),
-        eight_bit: false,
-        smtputf8: false,
-        body: Arc::from(
-            format!("Message-ID: <{n}@test>\r\nSubject: {n}\r\n\r\nbody {n}\r\n").into_bytes(),
-        ),
-        entries: domains
-            .iter()
-            .map(|(d, rcpts)| {
-                (
-                    (*d).to_owned(),
-                    rcpts.iter().map(|r| (*r).to_owned()).collect(),
-                )
-            })
-            .collect(),
-    }
-}
-
-fn open(dir: &Path, segment_size: u64) -> Opened {
-    Spool::open(dir, Options { segment_size }).unwrap()
-}
-
-fn store(spool: &Spool, m: NewMessage) -> Stored {
-    spool.store(m).blocking_recv().unwrap().unwrap()
-}
-
-fn segments(dir: &Path) -> usize {
-    std::fs::read_dir(dir).unwrap().count()
-}
+use common::{new_message, open, segment_paths, store, sync};
 
 #[test]
 fn stored_messages_come_back_without_what_was_done() {
@@ -65,66 +31,60 @@ fn stored_messages_come_back_without_what_was_done() {
         ),
     );
     let b = store(&o.spool, new_message(2, &[("a.example", &["w@a.example"])]));
+    let next = SystemTime::now() + Duration::from_secs(1800);
     o.spool.done(a.entries[0], "x@a.example");
-    o.spool.attempted(a.entries[0], 3);
+    o.spool.attempted(a.entries[0], 3, Some(next));
     o.spool.done(b.entries[0], "w@a.example");
-    o.spool.sync().blocking_recv().unwrap();
+    sync(&o.spool);
     o.spool.close();
 
     let o = open(dir.path(), 1 << 20);
     assert!(o.damage.is_empty());
-    let mut got: Vec<(u64, Vec<String>, u32)> = o
-        .recovered
+    assert_eq!(o.recovered.len(), 1, "message 2 is finished");
+    let m = &o.recovered[0];
+    assert_eq!(m.id, a.message);
+    assert_eq!(m.sender, "sender@example.org");
+    assert_eq!(m.message_id, "<1@test>");
+    let entries: Vec<(u64, Vec<String>, u32, u64)> = m
+        .entries
         .iter()
-        .map(|r| (r.entry.entry, r.entry.recipients.clone(), r.entry.attempts))
+        .map(|e| (e.entry, e.recipients.clone(), e.attempts, e.next_ms))
         .collect();
-    got.sort();
+    let next_ms = u64::try_from(next.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
     assert_eq!(
-        got,
+        entries,
         [
-            (a.entries[0], vec!["y@a.example".to_owned()], 3),
-            (a.entries[1], vec!["z@b.example".to_owned()], 0),
+            (a.entries[0], vec!["y@a.example".to_owned()], 3, next_ms),
+            (a.entries[1], vec!["z@b.example".to_owned()], 0, 0),
         ]
     );
-    let r = &o.recovered[0];
-    assert_eq!(r.message.sender, "sender@example.org");
-    assert!(String::from_utf8_lossy(&r.message.body).contains("Message-ID: <1@test>"));
     // Ids never repeat after a restart.
     let c = store(&o.spool, new_message(3, &[("c.example", &["c@c.example"])]));
     assert!(c.message > a.entries[1] && c.message > b.entries[0]);
 }
 
 #[test]
-fn a_torn_tail_is_skipped_and_everything_before_kept() {
+fn a_torn_tail_is_cut_off_and_everything_before_kept() {
     let dir = tempfile::tempdir().unwrap();
     let o = open(dir.path(), 1 << 20);
     for n in 0..10 {
         store(&o.spool, new_message(n, &[("a.example", &["x@a.example"])]));
     }
     o.spool.close();
-    let file = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = segment_paths(dir.path()).pop().unwrap();
     let whole = std::fs::metadata(&file).unwrap().len();
     // A crash in the middle of writing the next record.
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&file)
         .unwrap();
-    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 1, 9, 9]).unwrap();
+    f.write_all(b"PST\x02\xc8\0\0\0\x01\x02\x03").unwrap();
     drop(f);
 
     let o = open(dir.path(), 1 << 20);
     assert_eq!(o.recovered.len(), 10);
     assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
-    assert!(
-        o.damage[0].contains("11 bytes after offset"),
-        "{:?}",
-        o.damage
-    );
+    assert!(o.damage[0].contains("a write cut short"), "{:?}", o.damage);
     assert_eq!(
         std::fs::metadata(&file).unwrap().len(),
         whole,
@@ -170,41 +130,56 @@ fn concurrent_stores_share_fsyncs() {
 }
 
 #[test]
-fn space_is_reclaimed_and_long_lived_messages_move_forward() {
+fn bodies_come_from_memory_then_from_disk_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let o = open(dir.path(), 4096);
-    let keep = store(
-        &o.spool,
-        new_message(0, &[("slow.example", &["k@slow.example"])]),
-    );
-    let mut done = Vec::new();
-    for n in 1..200 {
-        done.push(store(
-            &o.spool,
-            new_message(n, &[("a.example", &["x@a.example"])]),
-        ));
-    }
-    assert!(segments(dir.path()) > 4, "{}", segments(dir.path()));
-    for s in &done {
-        o.spool.done(s.entries[0], "x@a.example");
-    }
-    o.spool.sync().blocking_recv().unwrap();
-    // One more batch lets the log roll and reclaim what the last one freed.
-    store(
-        &o.spool,
-        new_message(999, &[("a.example", &["y@a.example"])]),
-    );
-    assert!(
-        segments(dir.path()) <= 2,
-        "{} segments left",
-        segments(dir.path())
-    );
+    let o = open(dir.path(), 1 << 20);
+    let a = store(&o.spool, new_message(1, &[("a.example", &["x@a.example"])]));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let bodies = o.spool.bodies();
+    let body = runtime.block_on(bodies.load(a.message)).unwrap();
+    assert!(body.starts_with(b"Message-ID: <1@test>"));
+    assert!(runtime.block_on(bodies.load(12345)).is_err());
+    drop(bodies);
     o.spool.close();
-    let o = open(dir.path(), 4096);
-    let left: BTreeSet<u64> = o.recovered.iter().map(|r| r.entry.entry).collect();
+
+    let o = open(dir.path(), 1 << 20);
+    let body = runtime.block_on(o.spool.bodies().load(a.message)).unwrap();
+    assert!(body.ends_with(b"body 1\r\n"));
+    o.spool.done(a.entries[0], "x@a.example");
+    sync(&o.spool);
     assert!(
-        left.contains(&keep.entries[0]),
-        "the long-lived message survived the move"
+        runtime.block_on(o.spool.bodies().load(a.message)).is_err(),
+        "a finished message's body is no longer served"
     );
-    assert_eq!(left.len(), 2);
+}
+
+#[test]
+fn a_bounce_and_the_failures_it_reports_are_stored_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path(), 1 << 20);
+    let a = store(
+        &o.spool,
+        new_message(1, &[("a.example", &["x@a.example", "y@a.example"])]),
+    );
+    let mut bounce = new_message(2, &[("example.org", &["sender@example.org"])]);
+    bounce.completes = vec![(a.entries[0], "x@a.example".into())];
+    let b = store(&o.spool, bounce);
+    o.spool.close();
+
+    let o = open(dir.path(), 1 << 20);
+    let mut got: Vec<(u64, Vec<String>)> = o
+        .recovered
+        .iter()
+        .map(|m| (m.id, m.entries[0].recipients.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (a.message, vec!["y@a.example".to_owned()]),
+            (b.message, vec!["sender@example.org".to_owned()]),
+        ]
+    );
 }

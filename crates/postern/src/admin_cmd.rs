@@ -193,6 +193,13 @@ fn print(out: &mut impl Write, ask: &Ask, j: &Json) -> io::Result<()> {
                     "delivered per second",
                     cell(&j["rates_per_second"]["delivered"]),
                 ),
+                ("spool healthy", cell(&j["spool"]["healthy"])),
+                ("spool messages", cell(&j["spool"]["messages"])),
+                ("spool disk bytes", cell(&j["spool"]["disk_bytes"])),
+                (
+                    "outcomes waiting for space",
+                    cell(&j["spool"]["outcomes_waiting_for_space"]),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| vec![k.to_owned(), v])

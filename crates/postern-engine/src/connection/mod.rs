@@ -15,11 +15,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use postern_smtp::client::{ClientSettings, Session, Transaction};
+use postern_smtp::Reply;
+use postern_smtp::client::{ClientSettings, Outcome, Session, Transaction};
 
 use self::failure::{broken, refused};
 use crate::ids::ConnId;
-use crate::message::Batch;
+use crate::message::{Batch, BodyError};
 use crate::messages::{Connected, End, Ended, Finished, Link, WantWork};
 
 /// One outbound session.
@@ -115,11 +116,18 @@ async fn run(
                 panic!("test hook: a connection panics while carrying a batch");
             }
         }
+        let body = match batch.message.body.load(batch.message.queue_id).await {
+            Ok(body) => body,
+            Err(e) => {
+                finished = Some(unreadable(batch, &e));
+                continue;
+            }
+        };
         let batch = guard.batch.insert(batch);
         let tx = Transaction {
             sender: &batch.message.sender,
             recipients: &batch.recipients,
-            body: &batch.message.body,
+            body: &body,
             eight_bit: batch.message.eight_bit,
             smtputf8: batch.message.smtputf8,
         };
@@ -137,4 +145,27 @@ async fn run(
     }
     let _ = session.quit().await;
     guard.end(End::Closed);
+}
+
+/// A batch whose body could not be read: its recipients fail for good
+/// when the body is lost, or for now when reading failed.
+fn unreadable(batch: Batch, e: &BodyError) -> Finished {
+    let reply = match e {
+        BodyError::Lost(why) => Reply::with_status(
+            554,
+            (5, 3, 0),
+            format!("message lost from the spool: {why}"),
+        ),
+        BodyError::Unavailable(why) => Reply::with_status(
+            451,
+            (4, 3, 0),
+            format!("message not readable from the spool: {why}"),
+        ),
+    };
+    let outcome = match e {
+        BodyError::Lost(_) => Outcome::Permanent(reply),
+        BodyError::Unavailable(_) => Outcome::Transient(reply),
+    };
+    let outcomes = vec![outcome; batch.recipients.len()];
+    Finished { batch, outcomes }
 }

@@ -9,8 +9,11 @@
 //! and how much it has.
 
 mod limits;
+mod ready;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use postern_dns::RouteTable;
@@ -21,6 +24,7 @@ use crate::ids::HostId;
 use crate::lease::Gauge;
 use crate::message::Batch;
 use crate::mx_host::MxHost;
+use ready::Ready;
 
 /// A queue's name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,7 +70,7 @@ pub(crate) struct Domain {
     /// The table's levels as MX hosts, kept with the table.
     pub(crate) levels: Levels,
     /// Ready now, oldest first.
-    pub(crate) active: VecDeque<Batch>,
+    pub(crate) active: Ready,
     /// Waiting for a time, by (time, sequence).
     pub(crate) delayed: BTreeMap<(Instant, u64), Batch>,
     /// Connections carrying its mail now, and being opened for it.
@@ -89,14 +93,14 @@ pub(crate) struct Domain {
 }
 
 impl Domain {
-    pub(crate) fn new(key: QueueKey, limits: Limits) -> Self {
+    pub(crate) fn new(key: QueueKey, limits: Limits, ready: Arc<AtomicUsize>) -> Self {
         Self {
             key,
             suspended: limits.suspended,
             limits,
             table: Table::None,
             levels: Vec::new(),
-            active: VecDeque::new(),
+            active: Ready::new(ready),
             delayed: BTreeMap::new(),
             carrying: Gauge::default(),
             opening: Gauge::default(),

@@ -19,7 +19,8 @@ mod timers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 use postern_conf::{Config, Directive, ReplyClass, Value};
@@ -31,7 +32,7 @@ pub(crate) use self::query::{QueryQueue, QueryQueues, QuerySummary};
 use self::retry::{Round, RoundKey};
 use self::timers::Timers;
 use crate::Handle;
-use crate::bounce::Bounce;
+use crate::bounce::Settlement;
 use crate::class::Classifier;
 use crate::connection::Connection;
 use crate::domain::{Domain, Limits, QueueKey};
@@ -58,8 +59,9 @@ pub(crate) enum Action {
     },
     /// Build the domain's routing table.
     Resolve(DomainId),
-    /// Hand a bounce to the outcomes, to store and queue.
-    Bounce(Bounce),
+    /// Hand failures for good to the outcomes: to mark done, with the
+    /// bounce stored and queued when one is wanted.
+    Settle(Settlement),
 }
 
 /// Being opened on behalf of a domain: counted against the host's and the
@@ -129,6 +131,8 @@ pub(crate) struct Core {
     classifier: Classifier,
     /// `postern_replies_total` by class, in `ReplyClass::ALL` order.
     replies: Vec<metrics::Counter>,
+    /// Ready batches in all domains.
+    ready: Arc<AtomicUsize>,
 }
 
 impl Core {
@@ -136,6 +140,7 @@ impl Core {
         config: Arc<Config>,
         event_loops: usize,
         outcomes: Box<dyn Outcomes>,
+        ready: Arc<AtomicUsize>,
     ) -> Self {
         let server_limit = match config
             .global
@@ -185,6 +190,7 @@ impl Core {
                 .iter()
                 .map(|c| metrics::counter!(postern_metrics::REPLIES, "class" => c.as_str()))
                 .collect(),
+            ready,
         }
     }
 
@@ -200,7 +206,8 @@ impl Core {
         }
         let id = DomainId(u32::try_from(self.domains.len()).unwrap_or(u32::MAX));
         let limits = Limits::of(&self.config, key);
-        self.domains.push(Domain::new(key.clone(), limits));
+        let ready = self.ready.clone();
+        self.domains.push(Domain::new(key.clone(), limits, ready));
         self.domain_ids
             .entry(key.binding.clone())
             .or_default()
@@ -234,7 +241,15 @@ impl Core {
             }),
         };
         let size = self.domain(d).map_or(1, |x| x.limits.batch_size);
+        // A stored schedule (after a restart) holds the message until then.
+        let wait = message
+            .not_before
+            .and_then(|t| t.duration_since(SystemTime::now()).ok());
         for batch in Batch::split(message, size) {
+            if let Some(wait) = wait {
+                self.delay(d, batch, Instant::now() + wait);
+                continue;
+            }
             self.enter(d, &batch);
             if let Some(dom) = self.domain_mut(d) {
                 dom.active.push_back(batch);
@@ -276,9 +291,10 @@ impl Scheduler {
         dns: Dns,
         loops: Vec<ArbiterHandle>,
         outcomes: Box<dyn Outcomes>,
+        ready: Arc<AtomicUsize>,
     ) -> Self {
         Self {
-            core: Core::new(config, loops.len(), outcomes),
+            core: Core::new(config, loops.len(), outcomes, ready),
             dns,
             loops,
             armed: None,
@@ -295,7 +311,7 @@ impl Scheduler {
                     event_loop,
                 } => self.open(conn, host, event_loop, ctx),
                 Action::Resolve(d) => self.resolve(d, ctx),
-                Action::Bounce(b) => self.core.outcomes.bounce(b, &Handle(ctx.address())),
+                Action::Settle(s) => self.core.outcomes.settle(s, &Handle(ctx.address())),
             }
         }
         self.arm(ctx);

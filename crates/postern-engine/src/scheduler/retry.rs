@@ -17,7 +17,7 @@ use postern_smtp::client::Outcome;
 
 use super::timers::Timer;
 use super::{Action, Core};
-use crate::bounce::{self, FailedRecipient};
+use crate::bounce::{FailedRecipient, Settlement};
 use crate::ids::DomainId;
 use crate::message::{Batch, HostInfo, Report};
 
@@ -44,6 +44,19 @@ impl Core {
         host: Option<HostInfo>,
         class: ReplyClass,
     ) {
+        self.report_retry(batch, recipient, outcome, host, class, None);
+    }
+
+    /// [`report`](Self::report), with the time of the next attempt.
+    fn report_retry(
+        &mut self,
+        batch: &Batch,
+        recipient: &str,
+        outcome: Outcome,
+        host: Option<HostInfo>,
+        class: ReplyClass,
+        retry_at: Option<SystemTime>,
+    ) {
         let which = ReplyClass::ALL.iter().position(|c| *c == class);
         if let Some(counter) = which.and_then(|i| self.replies.get(i)) {
             counter.increment(1);
@@ -56,6 +69,7 @@ impl Core {
             class,
             host,
             attempt: batch.attempts + 1,
+            retry_at,
         });
     }
 
@@ -77,10 +91,17 @@ impl Core {
         let Some(round) = self.rounds.remove(&rk) else {
             return;
         };
-        let wanted = self.domain(d).is_some_and(|x| x.limits.bounces);
-        if wanted && let Some(b) = bounce::build(&batch.message, &round.failed, &self.hostname) {
-            self.actions.push(Action::Bounce(b));
+        if round.failed.is_empty() {
+            return;
         }
+        let bounces = self.domain(d).is_some_and(|x| x.limits.bounces);
+        self.actions.push(Action::Settle(Settlement {
+            entry: batch.message.id,
+            message: batch.message.clone(),
+            failed: round.failed,
+            wants_bounce: bounces && !batch.message.sender.is_empty(),
+            hostname: self.hostname.clone(),
+        }));
     }
 
     /// Reports recipients as failed for good.
@@ -147,25 +168,30 @@ impl Core {
         at: Option<Instant>,
     ) -> Vec<FailedRecipient> {
         let class = self.judge(&batch, reply, host.as_ref()).class;
+        let made = batch.attempts + 1;
+        let end = self.exhausted(d, &batch, made, reply);
+        let at = end.is_none().then(|| {
+            let backoff = self
+                .domain(d)
+                .map_or(Duration::ZERO, |x| x.limits.backoff(made));
+            at.unwrap_or_else(|| Instant::now() + backoff)
+                .min(self.expires(d, &batch))
+        });
+        let retry_at =
+            at.map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now()));
         for r in &batch.recipients {
             let outcome = Outcome::Transient(reply.clone());
-            self.report(&batch, r, outcome, host.clone(), class);
+            self.report_retry(&batch, r, outcome, host.clone(), class, retry_at);
         }
-        let made = batch.attempts + 1;
-        if let Some(end) = self.exhausted(d, &batch, made, reply) {
-            return self.fail(&batch, &batch.recipients, &end, host.as_ref());
-        }
+        let Some(at) = at else {
+            let end = end.as_ref().unwrap_or(reply);
+            return self.fail(&batch, &batch.recipients, end, host.as_ref());
+        };
         let again = Batch {
             attempts: made,
             last: Some((reply.clone(), host)),
             ..batch
         };
-        let backoff = self
-            .domain(d)
-            .map_or(Duration::ZERO, |x| x.limits.backoff(made));
-        let at = at
-            .unwrap_or_else(|| Instant::now() + backoff)
-            .min(self.expires(d, &again));
         self.delay(d, again, at);
         Vec::new()
     }
@@ -176,7 +202,7 @@ impl Core {
         let Some(dom) = self.domain_mut(d) else {
             return;
         };
-        let batches: Vec<Batch> = dom.active.drain(..).collect();
+        let batches: Vec<Batch> = dom.active.take_all();
         for batch in batches {
             let failed = self.transient(d, batch.clone(), reply, None, None);
             self.settle(d, &batch, failed);

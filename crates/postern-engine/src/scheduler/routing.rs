@@ -75,7 +75,7 @@ impl Core {
                     dom.table = Table::Ready(table);
                 } else if e.is_permanent() {
                     let reply = route_reply(&e);
-                    let batches: Vec<Batch> = dom.active.drain(..).collect();
+                    let batches: Vec<Batch> = dom.active.take_all();
                     for batch in &batches {
                         let failed = self.fail(batch, &batch.recipients, &reply, None);
                         self.settle(d, batch, failed);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use postern_conf::Config;
-use postern_engine::{Bounce, Channels, Engine, QueuedMessage, Report};
+use postern_engine::{Body, Bounce, Channels, Engine, QueuedMessage, Report};
 use postern_smtp::client::Outcome;
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::{Sink, SinkBuilder};
@@ -100,11 +100,12 @@ pub(crate) fn message(id: u64, binding: &str, domain: &str, recipients: &[&str])
         domain: domain.into(),
         sender: "sender@example.org".into(),
         recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
-        body: Arc::from(&b"Subject: engine test\r\n\r\nhello\r\n"[..]),
+        body: Body::Memory(Arc::from(&b"Subject: engine test\r\n\r\nhello\r\n"[..])),
         eight_bit: false,
         smtputf8: false,
         attempts: 0,
         received: std::time::SystemTime::now(),
+        not_before: None,
     }
 }
 

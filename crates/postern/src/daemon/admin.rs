@@ -2,7 +2,8 @@
 //! server (one request per connection) meant for loopback.
 //!
 //! - `GET /metrics`: Prometheus text format.
-//! - `GET /api/summary`: connections, queues, totals, rates, uptime.
+//! - `GET /api/summary`: connections, queues, totals, rates, uptime, and
+//!   the spool's health.
 //! - `GET /api/domain?domain=D&binding=B`: one queue and its routing table.
 //! - `GET /api/queues?limit=N`: the queues with the most mail.
 //! - `POST /api/flush|suspend|resume?domain=D&binding=B`.
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use metrics_exporter_prometheus::PrometheusHandle;
 use postern_engine::{Handle, HostSummary};
 use postern_metrics as m;
+use postern_spool::{Health, Spool};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +27,7 @@ use super::stats::Totals;
 /// What the server needs.
 pub(crate) struct Admin {
     pub(crate) engine: Handle,
+    pub(crate) spool: Spool,
     pub(crate) prometheus: PrometheusHandle,
     pub(crate) totals: Arc<Totals>,
     pub(crate) started: Instant,
@@ -35,13 +38,14 @@ pub(crate) struct Admin {
 
 impl Admin {
     pub(crate) fn new(
-        engine: Handle,
+        (engine, spool): (Handle, Spool),
         prometheus: PrometheusHandle,
         totals: Arc<Totals>,
         host_labels: usize,
     ) -> Self {
         Self {
             engine,
+            spool,
             prometheus,
             totals,
             started: Instant::now(),
@@ -308,6 +312,7 @@ impl Admin {
                 "received": get(&t.received) as f64 / up,
                 "delivered": get(&t.delivered) as f64 / up,
             },
+            "spool": spool_json(&self.spool.health()),
         })
     }
 
@@ -376,4 +381,16 @@ mod tests {
         assert_eq!(param("domain=x", "binding"), None);
         assert_eq!(decode("%zz%4"), "%zz%4");
     }
+}
+
+/// The spool's health for `/api/summary` and `postern summary`.
+fn spool_json(h: &Health) -> Value {
+    json!({
+        "healthy": h.healthy,
+        "messages": h.messages,
+        "segments": h.segments,
+        "disk_bytes": h.disk_bytes,
+        "outcomes_waiting_for_space": h.pending,
+        "requests_queued": h.queued,
+    })
 }

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use postern_conf::{Config, Directive, Listen, Listener, RecipientVerification, Value};
 use postern_dns::Dns;
 use postern_engine::outbound::{TlsCache, client_settings};
-use postern_engine::{Handle, QueuedMessage};
+use postern_engine::{Body, Handle, QueuedMessage};
 use postern_smtp::Reply;
 use postern_smtp::client::Session;
 use postern_smtp::server::{DataReply, Envelope, Handler, ServerSettings, serve};
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::inbound::{by_domain, prepare, unique};
 use super::log::{DeliveryLog, Hex, Reception};
+use super::spool::{Pressure, Verdict};
 use super::stats::{Rejection, Totals};
 use super::time::rfc5322;
 
@@ -28,6 +29,9 @@ use super::time::rfc5322;
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) spool: Spool,
+    /// How the engine reads the bodies of stored messages.
+    body: Body,
+    pressure: Pressure,
     pub(crate) engine: Handle,
     pub(crate) log: DeliveryLog,
     pub(crate) totals: Arc<Totals>,
@@ -41,11 +45,14 @@ impl Shared {
     pub(crate) fn new(
         config: Arc<Config>,
         spool: Spool,
+        (body, pressure): (Body, Pressure),
         engine: Handle,
         log: DeliveryLog,
         totals: Arc<Totals>,
     ) -> Self {
         Self {
+            body,
+            pressure,
             totals,
             hostname: config.hostname(),
             config,
@@ -308,6 +315,35 @@ impl Inbound {
 
 #[async_trait::async_trait]
 impl Handler for Inbound {
+    /// New mail waits while delivery is behind, and is refused while the
+    /// spool's disk is full or delivery is far behind.
+    async fn mail_from(&mut self, _envelope: &Envelope) -> Reply {
+        match self.shared.pressure.verdict() {
+            Verdict::Go => {}
+            Verdict::Wait(pause) => {
+                metrics::counter!(postern_metrics::LISTENER_DELAYED).increment(1);
+                tokio::time::sleep(pause).await;
+            }
+            Verdict::Behind => {
+                Totals::rejected(Rejection::Backpressure);
+                return Reply::with_status(
+                    452,
+                    (4, 3, 1),
+                    "too much mail waiting for delivery, try again later",
+                );
+            }
+            Verdict::Full => {
+                Totals::rejected(Rejection::SpoolUnhealthy);
+                return Reply::with_status(
+                    452,
+                    (4, 3, 1),
+                    "insufficient system storage, try again later",
+                );
+            }
+        }
+        Reply::with_status(250, (2, 1, 0), "sender ok")
+    }
+
     async fn rcpt_to(&mut self, _envelope: &Envelope, recipient: &str) -> Reply {
         let Some(domain) = domain_of(recipient) else {
             return Reply::with_status(501, (5, 1, 3), "the recipient needs a domain");
@@ -352,12 +388,14 @@ impl Handler for Inbound {
         let body: Arc<[u8]> = prepared.body.into();
         let message = NewMessage {
             received,
+            message_id: prepared.message_id.clone(),
             sender: envelope.mail_from.clone(),
             binding: binding.clone(),
             eight_bit: envelope.eight_bit,
             smtputf8: envelope.smtputf8,
             body: body.clone(),
             entries: entries.clone(),
+            completes: Vec::new(),
         };
         let stored = match self.shared.spool.store(message).await {
             Ok(Ok(s)) => s,
@@ -407,11 +445,12 @@ impl Handler for Inbound {
                 domain,
                 sender: envelope.mail_from.clone(),
                 recipients,
-                body: body.clone(),
+                body: self.shared.body.clone(),
                 eight_bit: envelope.eight_bit,
                 smtputf8: envelope.smtputf8,
                 attempts: 0,
                 received,
+                not_before: None,
             });
         }
         DataReply::One(Reply::with_status(

@@ -7,25 +7,26 @@ mod inbound;
 mod listener;
 mod log;
 mod outcomes;
+mod spool;
 mod stats;
 mod time;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use postern_conf::{Config, Directive, LogTarget, Value};
-use postern_engine::{Engine, QueuedMessage};
-use postern_spool::{Options, Spool};
+use postern_engine::{Body, Engine};
+use postern_spool::Spool;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use self::admin::Admin;
-use self::inbound::message_id;
 use self::listener::Shared;
 use self::log::DeliveryLog;
 use self::outcomes::Recorder;
+use self::spool::{Pressure, SpoolBodies};
 use self::stats::Totals;
 use crate::config_cmd::load;
 
@@ -59,13 +60,6 @@ pub(crate) fn run(file: &Path) -> ExitCode {
             say(&e);
             ExitCode::FAILURE
         }
-    }
-}
-
-fn spool_dir(config: &Config) -> PathBuf {
-    match config.global.value_or_default(Directive::SpoolDir) {
-        Some(Value::Path(p)) => p.clone(),
-        _ => PathBuf::from("/var/spool/postern"),
     }
 }
 
@@ -105,13 +99,14 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     raise_descriptor_limit();
     let prometheus = postern_metrics::install().map_err(|e| format!("metrics: {e}"))?;
     let totals = Arc::new(Totals::new(&config));
-    let dir = spool_dir(&config);
-    let opened = Spool::open(&dir, Options::default())
+    let dir = spool::dir(&config);
+    let opened = Spool::open(&dir, spool::options(&config))
         .map_err(|e| format!("spool {}: {e}", dir.display()))?;
     for line in &opened.damage {
         say(line);
     }
     let spool = opened.spool;
+    let body = Body::Stored(Arc::new(SpoolBodies(spool.bodies())));
     let (log, log_thread) =
         DeliveryLog::open(&log_target(&config)).map_err(|e| format!("log file: {e}"))?;
     let recorder = Recorder {
@@ -121,31 +116,17 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     };
     let engine =
         Engine::start(config.clone(), Box::new(recorder)).map_err(|e| format!("engine: {e}"))?;
+    let entries = spool::requeue(opened.recovered, &body, &engine.handle());
     say(&format!(
-        "spool {}: {} entries to deliver",
-        dir.display(),
-        opened.recovered.len()
+        "spool {}: {entries} entries to deliver",
+        dir.display()
     ));
-    for r in opened.recovered {
-        engine.submit(QueuedMessage {
-            id: r.entry.entry,
-            queue_id: r.message.id,
-            message_id: message_id(&r.message.body),
-            binding: r.message.binding.clone(),
-            domain: r.entry.domain.clone(),
-            sender: r.message.sender.clone(),
-            recipients: r.entry.recipients.clone(),
-            body: r.message.body.clone(),
-            eight_bit: r.message.eight_bit,
-            smtputf8: r.message.smtputf8,
-            attempts: r.entry.attempts,
-            received: UNIX_EPOCH + Duration::from_millis(r.message.received_ms),
-        });
-    }
+    let pressure = Pressure::new(&config, spool.clone(), engine.ready());
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared::new(
         config.clone(),
         spool.clone(),
+        (body, pressure),
         engine.handle(),
         log.clone(),
         totals.clone(),
@@ -156,7 +137,7 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
             let at = socket.local_addr().unwrap_or(addr);
             say(&format!("metrics and admin API on http://{at}"));
             let admin = Arc::new(Admin::new(
-                engine.handle(),
+                (engine.handle(), spool.clone()),
                 prometheus,
                 totals,
                 host_labels(&config),
@@ -185,7 +166,9 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     engine.drain(GRACE).await;
     drop(engine);
     let _ = spool.sync().await;
-    spool.close();
+    if let Some(line) = spool::unwritten(spool.close()) {
+        say(&line);
+    }
     drop(log);
     let _ = log_thread.join();
     say("stopped");

@@ -1,13 +1,14 @@
 //! What comes back from the engine, on its control loop: each outcome
 //! becomes a delivery-log record, a count, and a spool record (done, or
-//! another attempt made); each bounce is spooled, then queued like any
-//! message. Nothing here blocks: the spool and the log have threads of
-//! their own.
+//! another attempt made with the time of the next); permanent failures
+//! are marked done when their round settles, in the same spool record as
+//! the bounce that reports them. Nothing here blocks: the spool and the
+//! log have threads of their own.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use postern_engine::{Bounce, Handle, Outcomes, Report};
+use postern_engine::{Bounce, Handle, Outcomes, Report, Settlement};
 use postern_smtp::client::Outcome;
 use postern_spool::{NewMessage, Spool};
 
@@ -58,34 +59,58 @@ impl Outcomes for Recorder {
             attempt: r.attempt,
         };
         self.log.write(event, &record);
-        if r.is_final() {
-            self.spool.done(r.id, &r.recipient);
-        } else {
-            self.spool.attempted(r.id, r.attempt);
+        match &r.outcome {
+            Outcome::Delivered(_) => self.spool.done(r.id, &r.recipient),
+            Outcome::Transient(_) => self.spool.attempted(r.id, r.attempt, r.retry_at),
+            // Done when the round settles, with the bounce when one is
+            // wanted: see `settle`.
+            Outcome::Permanent(_) => {}
         }
     }
 
-    fn bounce(&mut self, b: Bounce, engine: &Handle) {
-        let domain = b
-            .recipient
-            .rsplit_once('@')
-            .map_or_else(String::new, |(_, d)| d.to_ascii_lowercase());
-        let body: Arc<[u8]> = b.body.clone().into();
-        let stored = self.spool.store(NewMessage {
-            received: SystemTime::now(),
-            sender: String::new(),
-            binding: b.binding.clone(),
-            eight_bit: false,
-            smtputf8: false,
-            body: body.clone(),
-            entries: vec![(domain, vec![b.recipient.clone()])],
-        });
-        let (log, totals, engine) = (self.log.clone(), self.totals.clone(), engine.clone());
-        // Queued once durable, like any message; the control loop goes on
-        // meanwhile.
+    fn settle(&mut self, s: Settlement, engine: &Handle) {
+        if !s.wants_bounce {
+            for r in s.recipients() {
+                self.spool.done(s.entry, r);
+            }
+            return;
+        }
+        let (spool, log, totals, engine) = (
+            self.spool.clone(),
+            self.log.clone(),
+            self.totals.clone(),
+            engine.clone(),
+        );
+        // The original's headers are read back off the control loop; the
+        // bounce and the failures it reports are then stored in one record
+        // and the bounce queued once durable.
         tokio::spawn(async move {
+            let original = s.message.body.load(s.message.queue_id).await;
+            let Some(b) = s.bounce(original.as_deref().unwrap_or_default()) else {
+                for r in s.recipients() {
+                    spool.done(s.entry, r);
+                }
+                return;
+            };
+            let domain = b
+                .recipient
+                .rsplit_once('@')
+                .map_or_else(String::new, |(_, d)| d.to_ascii_lowercase());
+            let body: Arc<[u8]> = b.body.clone().into();
+            let message_id = message_id(&body);
+            let stored = spool.store(NewMessage {
+                received: SystemTime::now(),
+                message_id: message_id.clone(),
+                sender: String::new(),
+                binding: b.binding.clone(),
+                eight_bit: false,
+                smtputf8: false,
+                body,
+                entries: vec![(domain, vec![b.recipient.clone()])],
+                completes: s.recipients().map(|r| (s.entry, r.to_owned())).collect(),
+            });
             let stored = match stored.await {
-                Ok(Ok(s)) => s,
+                Ok(Ok(stored)) => stored,
                 Ok(Err(e)) => return lost(&log, &b, &e.to_string()),
                 Err(_) => return lost(&log, &b, "the spool is closed"),
             };
@@ -101,7 +126,7 @@ impl Outcomes for Recorder {
                 reply: None,
             };
             log.write("bounce", &record);
-            engine.submit(b.queued(stored.message, entry, message_id(&body)));
+            engine.submit(b.queued(stored.message, entry, message_id));
         });
     }
 }
@@ -112,7 +137,9 @@ fn lost(log: &DeliveryLog, b: &Bounce, why: &str) {
         binding: &b.binding,
         rcpt: &b.recipient,
         original_entry: Hex(b.original_id),
-        reply: Some(format!("the bounce could not be spooled: {why}")),
+        reply: Some(format!(
+            "the bounce could not be spooled ({why}): its failed recipients stay queued in the spool and are tried again after a restart"
+        )),
     };
     log.write("bounce", &record);
 }

@@ -33,15 +33,19 @@ pub(crate) enum Rejection {
     UnknownBinding,
     SpoolFull,
     SpoolError,
+    SpoolUnhealthy,
+    Backpressure,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 5] = [
+    const ALL: [Rejection; 7] = [
         Rejection::RelayingDenied,
         Rejection::Callout,
         Rejection::UnknownBinding,
         Rejection::SpoolFull,
         Rejection::SpoolError,
+        Rejection::SpoolUnhealthy,
+        Rejection::Backpressure,
     ];
 
     fn label(self) -> &'static str {
@@ -51,6 +55,8 @@ impl Rejection {
             Rejection::UnknownBinding => "unknown_binding",
             Rejection::SpoolFull => "spool_full",
             Rejection::SpoolError => "spool_error",
+            Rejection::SpoolUnhealthy => "spool_unhealthy",
+            Rejection::Backpressure => "backpressure",
         }
     }
 }

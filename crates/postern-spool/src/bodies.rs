@@ -1,0 +1,168 @@
+//! Message bodies for delivery. Memory holds a bounded cache of bodies
+//! (new ones, and ones read back for a batch about to go out); the rest
+//! are read from their segment by reader threads, never on an event loop.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::oneshot;
+
+use crate::record::{Record, decode};
+use crate::{Shared, log};
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The spool holds no such message (finished, or never stored).
+    #[error("message {0:x} is not in the spool")]
+    Gone(u64),
+    /// Its record on disk is damaged.
+    #[error("message {0:x}: its spool record is damaged")]
+    Damaged(u64),
+    /// Reading failed.
+    #[error("reading the spool failed: {0}")]
+    Io(String),
+    /// The spool has stopped.
+    #[error("spool closed")]
+    Closed,
+}
+
+/// Bodies by message id, the oldest dropped first past `capacity` bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    map: HashMap<u64, Arc<[u8]>>,
+    order: VecDeque<u64>,
+    bytes: u64,
+    capacity: u64,
+}
+
+impl Cache {
+    pub(crate) fn new(capacity: u64) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<[u8]>> {
+        self.map.get(&id).cloned()
+    }
+
+    pub(crate) fn insert(&mut self, id: u64, body: Arc<[u8]>) {
+        let size = body.len() as u64;
+        if size > self.capacity {
+            return;
+        }
+        if let Some(old) = self.map.insert(id, body) {
+            self.bytes -= old.len() as u64;
+        } else {
+            self.order.push_back(id);
+        }
+        self.bytes += size;
+        while self.bytes > self.capacity {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.remove(oldest);
+        }
+        // Ids of bodies removed since stay in `order` until they come up;
+        // keep that list from outgrowing the cache.
+        if self.order.len() > 2 * self.map.len() + 1024 {
+            let map = &self.map;
+            self.order.retain(|id| map.contains_key(id));
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) {
+        if let Some(old) = self.map.remove(&id) {
+            self.bytes -= old.len() as u64;
+        }
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+type Answer = oneshot::Sender<Result<Arc<[u8]>, BodyError>>;
+
+/// Reads bodies back; clones share the cache and the reader threads.
+#[derive(Debug, Clone)]
+pub struct Bodies {
+    shared: Arc<Shared>,
+    reads: Sender<(u64, Answer)>,
+}
+
+impl Bodies {
+    pub(crate) fn start(shared: Arc<Shared>, readers: usize) -> std::io::Result<Bodies> {
+        let (reads, rx) = crossbeam_channel::unbounded();
+        for n in 0..readers.max(1) {
+            let (shared, rx) = (shared.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name(format!("postern-spool-read-{n}"))
+                .spawn(move || serve(&shared, &rx))?;
+        }
+        Ok(Bodies { shared, reads })
+    }
+
+    /// The body of message `id` (the spool's message id, not an entry's).
+    pub fn load(
+        &self,
+        id: u64,
+    ) -> impl Future<Output = Result<Arc<[u8]>, BodyError>> + Send + 'static {
+        let hit = self.shared.cache().get(id);
+        let pending = match hit {
+            Some(_) => {
+                metrics::counter!(postern_metrics::SPOOL_BODY_READS, "source" => "cache")
+                    .increment(1);
+                None
+            }
+            None => {
+                let (answer, rx) = oneshot::channel();
+                Some(self.reads.send((id, answer)).ok().map(|()| rx))
+            }
+        };
+        async move {
+            match (hit, pending) {
+                (Some(body), _) => Ok(body),
+                (None, Some(Some(rx))) => rx.await.unwrap_or(Err(BodyError::Closed)),
+                (None, _) => Err(BodyError::Closed),
+            }
+        }
+    }
+}
+
+fn serve(shared: &Shared, rx: &Receiver<(u64, Answer)>) {
+    while let Ok((id, answer)) = rx.recv() {
+        let cached = shared.cache().get(id);
+        let body = cached.map_or_else(|| read(shared, id), Ok);
+        let _ = answer.send(body);
+    }
+}
+
+fn read(shared: &Shared, id: u64) -> Result<Arc<[u8]>, BodyError> {
+    // A copy moved forward while being read: its old segment may be gone;
+    // the second look finds the new one.
+    for _ in 0..3 {
+        let loc = shared.live().locate(id).ok_or(BodyError::Gone(id))?;
+        let bytes = match log::read(&shared.dir, loc) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(BodyError::Io(e.to_string())),
+        };
+        return match decode(&bytes) {
+            Some((Record::Message { envelope, body, .. }, _)) if envelope.id == id => {
+                metrics::counter!(postern_metrics::SPOOL_BODY_READS, "source" => "disk")
+                    .increment(1);
+                let body: Arc<[u8]> = Arc::from(body);
+                shared.cache().insert(id, body.clone());
+                Ok(body)
+            }
+            _ => Err(BodyError::Damaged(id)),
+        };
+    }
+    Err(BodyError::Gone(id))
+}

@@ -1,0 +1,306 @@
+//! The log thread: group commit, outcomes that wait for space, health,
+//! and housekeeping between batches.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::live::Loc;
+use crate::log::Log;
+use crate::record::{EntryRecord, Envelope, Record};
+use crate::{NewMessage, Options, Request, Shared, SpoolError, Stored, millis};
+
+/// Requests taken into one batch at most.
+const MAX_BATCH: usize = 8192;
+
+/// How often housekeeping runs with no requests coming in.
+const TICK: Duration = Duration::from_millis(500);
+
+fn error(e: &std::io::Error) -> SpoolError {
+    if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
+        SpoolError::Full(e.to_string())
+    } else {
+        SpoolError::Io(e.to_string())
+    }
+}
+
+/// A message being stored: its record and who waits for it.
+struct Store {
+    envelope: Envelope,
+    body: Arc<[u8]>,
+    completes: Vec<(u64, String)>,
+    reply: tokio::sync::oneshot::Sender<Result<Stored, SpoolError>>,
+}
+
+/// The log thread's state.
+pub(crate) struct Writer {
+    pub(crate) log: Log,
+    pub(crate) shared: Arc<Shared>,
+    next_id: u64,
+    options: Options,
+    /// Outcomes not yet written (a full disk), oldest first.
+    pending: Vec<Record<'static>>,
+    /// The last write failed.
+    failing: bool,
+}
+
+impl Writer {
+    pub(crate) fn new(log: Log, shared: Arc<Shared>, next_id: u64, options: Options) -> Self {
+        Self {
+            log,
+            shared,
+            next_id,
+            options,
+            pending: Vec::new(),
+            failing: false,
+        }
+    }
+
+    /// Serves requests until every sender is gone; returns the outcome
+    /// records it could not write.
+    pub(crate) fn run(mut self, rx: &Receiver<Request>) -> usize {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.housekeeping();
+        }
+        if !self.pending.is_empty() {
+            self.write_outcomes(Vec::new());
+        }
+        self.pending.len()
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn envelope(
+        &mut self,
+        m: NewMessage,
+        reply: tokio::sync::oneshot::Sender<Result<Stored, SpoolError>>,
+    ) -> Store {
+        let id = self.id();
+        let entries = m
+            .entries
+            .into_iter()
+            .map(|(domain, recipients)| EntryRecord {
+                entry: self.id(),
+                domain,
+                recipients,
+                attempts: 0,
+                next_ms: 0,
+            })
+            .collect();
+        Store {
+            envelope: Envelope {
+                id,
+                received_ms: millis(m.received),
+                message_id: m.message_id,
+                sender: m.sender,
+                binding: m.binding,
+                eight_bit: m.eight_bit,
+                smtputf8: m.smtputf8,
+                entries,
+            },
+            body: m.body,
+            completes: m.completes,
+            reply,
+        }
+    }
+
+    /// Writes a batch with one fsync, then answers it.
+    fn commit(&mut self, batch: Vec<Request>) {
+        self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        let mut stores = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut barriers = Vec::new();
+        for request in batch {
+            match request {
+                Request::Store(m, reply) => {
+                    let s = self.envelope(m, reply);
+                    stores.push(s);
+                }
+                Request::Record(r) => outcomes.push(r),
+                Request::Barrier(reply) => barriers.push(reply),
+            }
+        }
+        if stores.is_empty() {
+            self.write_outcomes(outcomes);
+        } else {
+            self.write_all(stores, outcomes);
+        }
+        for b in barriers {
+            let _ = b.send(());
+        }
+    }
+
+    /// Outcomes (the pending ones first) and messages in one write; when
+    /// that fails, the outcomes alone.
+    fn write_all(&mut self, stores: Vec<Store>, outcomes: Vec<Record<'static>>) {
+        let mut records = std::mem::take(&mut self.pending);
+        records.extend(outcomes);
+        let messages: Vec<Record<'_>> = stores
+            .iter()
+            .map(|s| Record::Message {
+                envelope: s.envelope.clone(),
+                body: &s.body,
+                completes: s.completes.clone(),
+            })
+            .collect();
+        let result = self.write(&records, &messages);
+        drop(messages);
+        match result {
+            Ok(()) => {
+                let mut cache = self.shared.cache();
+                for s in stores {
+                    cache.insert(s.envelope.id, s.body);
+                    let _ = s.reply.send(Ok(Stored {
+                        message: s.envelope.id,
+                        entries: s.envelope.entries.iter().map(|e| e.entry).collect(),
+                    }));
+                }
+            }
+            Err(e) => {
+                for s in stores {
+                    let _ = s.reply.send(Err(e.clone()));
+                }
+                self.write_outcomes(records);
+            }
+        }
+    }
+
+    /// Writes outcomes (the pending ones first). On a full disk the reserve
+    /// is given up for them; what still does not fit waits.
+    pub(crate) fn write_outcomes(&mut self, outcomes: Vec<Record<'static>>) {
+        let mut records = std::mem::take(&mut self.pending);
+        records.extend(outcomes);
+        if records.is_empty() {
+            return;
+        }
+        let mut result = self.write(&records, &[]);
+        if matches!(result, Err(SpoolError::Full(_)))
+            && self.log.reserve_present()
+            && self.log.release_reserve().is_ok()
+        {
+            result = self.write(&records, &[]);
+        }
+        if result.is_err() {
+            self.pending = records;
+        }
+        self.shared
+            .pending
+            .store(self.pending.len(), Ordering::Relaxed);
+    }
+
+    /// Appends `outcomes` and `messages` with one fsync and applies them.
+    pub(crate) fn write(
+        &mut self,
+        outcomes: &[Record<'static>],
+        messages: &[Record<'_>],
+    ) -> Result<(), SpoolError> {
+        let started = Instant::now();
+        let (segment, base) = self.log.position();
+        let mut bytes = Vec::new();
+        let records: Vec<&Record<'_>> = outcomes.iter().chain(messages).collect();
+        let mut locs = Vec::with_capacity(records.len());
+        for r in &records {
+            let offset = bytes.len();
+            let len = r.encode(&mut bytes);
+            locs.push(Loc {
+                segment,
+                offset: base + offset as u64,
+                len: u32::try_from(len).unwrap_or(u32::MAX),
+            });
+        }
+        if let Err(e) = self.log.append(&bytes) {
+            self.failing = true;
+            return Err(error(&e));
+        }
+        self.failing = false;
+        let took = started.elapsed();
+        let stats = &self.shared.stats;
+        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        stats
+            .last_batch
+            .store(records.len() as u64, Ordering::Relaxed);
+        stats.last_fsync_micros.store(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        metrics::histogram!(postern_metrics::SPOOL_FSYNC).record(took.as_secs_f64());
+        metrics::histogram!(postern_metrics::SPOOL_BATCH).record(records.len() as f64);
+        let mut finished = Vec::new();
+        {
+            let mut live = self.shared.live();
+            live.grew(segment, bytes.len() as u64);
+            for (r, loc) in records.iter().zip(locs) {
+                finished.extend(live.apply(r, loc));
+            }
+        }
+        let mut cache = self.shared.cache();
+        for id in finished {
+            cache.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Between batches: pending outcomes, a new segment, reclaiming, the
+    /// reserve, and the health the listener reads.
+    pub(crate) fn housekeeping(&mut self) {
+        if !self.pending.is_empty() {
+            self.write_outcomes(Vec::new());
+        }
+        // A segment that cannot be started now is started after a later
+        // batch; the current one grows meanwhile.
+        let _ = self.log.roll_if_full(&mut self.shared.live());
+        self.reclaim();
+        if self.pending.is_empty() && !self.log.reserve_present() {
+            let _ = self.log.make_reserve(self.options.reserve);
+        }
+        let free = rustix::fs::statvfs(self.log.dir())
+            .map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize));
+        let healthy = self.pending.is_empty()
+            && !self.failing
+            && self.log.reserve_present()
+            && free >= self.options.reserve;
+        self.shared.healthy.store(healthy, Ordering::Relaxed);
+        let (segments, disk_bytes, messages, cached) = {
+            let live = self.shared.live();
+            (
+                live.segments.len(),
+                live.segments.values().map(|s| s.size).sum::<u64>(),
+                live.len(),
+                self.shared.cache().bytes(),
+            )
+        };
+        let s = &self.shared;
+        s.segments.store(segments, Ordering::Relaxed);
+        s.disk_bytes.store(disk_bytes, Ordering::Relaxed);
+        s.messages.store(messages, Ordering::Relaxed);
+        metrics::gauge!(postern_metrics::SPOOL_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
+        metrics::gauge!(postern_metrics::SPOOL_PENDING).set(self.pending.len() as f64);
+        metrics::gauge!(postern_metrics::SPOOL_SEGMENTS).set(segments as f64);
+        metrics::gauge!(postern_metrics::SPOOL_DISK_BYTES).set(disk_bytes as f64);
+        metrics::gauge!(postern_metrics::SPOOL_MESSAGES).set(messages as f64);
+        metrics::gauge!(postern_metrics::SPOOL_CACHED_BYTES).set(cached as f64);
+    }
+}

@@ -1,0 +1,91 @@
+//! Helpers of the spool's tests: messages, opening, storing, counting.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use postern_spool::{NewMessage, Opened, Options, Spool, Stored};
+
+/// A message `n` with these (domain, recipients) entries.
+pub(crate) fn new_message(n: usize, domains: &[(&str, &[&str])]) -> NewMessage {
+    NewMessage {
+        received: SystemTime::now(),
+        message_id: format!("<{n}@test>"),
+        sender: "sender@example.org".into(),
+        binding: "default".into(),
+        eight_bit: false,
+        smtputf8: false,
+        body: Arc::from(
+            format!("Message-ID: <{n}@test>\r\nSubject: {n}\r\n\r\nbody {n}\r\n").into_bytes(),
+        ),
+        entries: domains
+            .iter()
+            .map(|(d, rcpts)| {
+                (
+                    (*d).to_owned(),
+                    rcpts.iter().map(|r| (*r).to_owned()).collect(),
+                )
+            })
+            .collect(),
+        completes: Vec::new(),
+    }
+}
+
+/// Opens with this segment size and small other options.
+pub(crate) fn open(dir: &Path, segment_size: u64) -> Opened {
+    Spool::open(
+        dir,
+        Options {
+            segment_size,
+            reserve: 64 * 1024,
+            body_cache: 1 << 20,
+        },
+    )
+    .unwrap()
+}
+
+/// Stores and waits for durability.
+pub(crate) fn store(spool: &Spool, m: NewMessage) -> Stored {
+    spool.store(m).blocking_recv().unwrap().unwrap()
+}
+
+/// Waits for everything sent to be written.
+pub(crate) fn sync(spool: &Spool) {
+    spool.sync().blocking_recv().unwrap();
+}
+
+/// Segment files in `dir`.
+pub(crate) fn segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "spool")
+        })
+        .count()
+}
+
+/// Bytes in segment files in `dir`.
+pub(crate) fn segment_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "spool"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Segment file paths in `dir`, oldest first.
+pub(crate) fn segment_paths(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "spool"))
+        .collect();
+    paths.sort();
+    paths
+}

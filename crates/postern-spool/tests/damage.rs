@@ -1,0 +1,172 @@
+//! Damage and a full disk: bytes flipped in the middle of a spool cost
+//! only the records they hit; on a full (tmpfs) disk new messages fail,
+//! outcomes are never dropped, and the spool takes mail again by itself.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{new_message, open, segment_paths, store, sync};
+use postern_spool::SpoolError;
+
+#[test]
+fn flipped_bytes_cost_only_the_records_they_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(dir.path(), 1 << 30);
+    let answers: Vec<_> = (0..10_000)
+        .map(|n| {
+            o.spool
+                .store(new_message(n, &[("a.example", &["x@a.example"])]))
+        })
+        .collect();
+    for a in answers {
+        a.blocking_recv().unwrap().unwrap();
+    }
+    o.spool.close();
+    let file = segment_paths(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Record boundaries, and which message each record holds.
+    let starts: Vec<usize> = memchr::memmem::find_iter(&bytes, b"PST\x02").collect();
+    assert_eq!(starts.len(), 10_000);
+    let owner = |at: usize| -> usize {
+        let i = starts.partition_point(|&s| s <= at) - 1;
+        let end = starts.get(i + 1).copied().unwrap_or(bytes.len());
+        let record = String::from_utf8_lossy(&bytes[starts[i]..end]).into_owned();
+        let id = record.split("Message-ID: <").nth(1).unwrap();
+        id.split('@').next().unwrap().parse().unwrap()
+    };
+    // Flip bytes at 25 places spread over the middle of the file.
+    let mut hit = BTreeSet::new();
+    let middle = bytes.len() / 4..bytes.len() * 3 / 4;
+    let step = (middle.end - middle.start) / 25;
+    let places: Vec<usize> = (0..25)
+        .map(|k| middle.start + k * step + k * 7 % 13)
+        .collect();
+    for &at in &places {
+        hit.insert(owner(at));
+    }
+    for &at in &places {
+        bytes[at] ^= 0x5a;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+
+    let o = open(dir.path(), 1 << 30);
+    let got: BTreeSet<usize> = o
+        .recovered
+        .iter()
+        .map(|m| {
+            m.message_id
+                .trim_matches(['<', '>'])
+                .split('@')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let expected: BTreeSet<usize> = (0..10_000).filter(|n| !hit.contains(n)).collect();
+    assert_eq!(got, expected, "every intact record is recovered");
+    assert_eq!(o.damage.len(), hit.len(), "{:?}", o.damage);
+    assert!(
+        o.damage.iter().all(|d| d.contains("damaged bytes")),
+        "{:?}",
+        o.damage
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        bytes.len() as u64,
+        "nothing after the damage is cut off"
+    );
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "skipped: mounting a tmpfs needs root (CI runs as root); run as root to test a full disk"
+            );
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_full_disk_fails_new_mail_keeps_every_outcome_and_recovers() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let dir = fs.path().join("spool");
+    let o = open(&dir, 256 * 1024);
+    let mut stored = Vec::new();
+    let full = loop {
+        let mut m = new_message(stored.len(), &[("a.example", &["x@a.example"])]);
+        let mut body = m.body.to_vec();
+        body.resize(16 * 1024, b'x');
+        m.body = body.into();
+        match o.spool.store(m).blocking_recv().unwrap() {
+            Ok(s) => stored.push(s),
+            Err(e) => break e,
+        }
+        assert!(stored.len() < 1000, "the disk never filled");
+    };
+    assert!(matches!(full, SpoolError::Full(_)), "{full:?}");
+    wait_for("the spool to report itself unhealthy", || {
+        !o.spool.health().healthy
+    });
+    // Delivery goes on: every stored message is done. These outcomes
+    // must not be lost, full disk or not.
+    for s in &stored {
+        o.spool.done(s.entries[0], "x@a.example");
+    }
+    sync(&o.spool);
+    wait_for("the outcomes to be written", || {
+        o.spool.health().pending == 0
+    });
+    wait_for("the spool to take mail again", || o.spool.health().healthy);
+    let again = store(
+        &o.spool,
+        new_message(9999, &[("b.example", &["y@b.example"])]),
+    );
+    assert_eq!(o.spool.close(), 0, "no outcome left unwritten");
+
+    let o = open(&dir, 256 * 1024);
+    let ids: Vec<u64> = o.recovered.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [again.message], "nothing done comes back");
+}

@@ -1,0 +1,153 @@
+//! The daemon's side of the spool: its options from the configuration,
+//! bodies read back for the engine, recovered messages queued again with
+//! their stored schedule, and the pressure the listener pushes back with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use postern_conf::{Config, Directive, Value};
+use postern_engine::{Body, BodyError, BodySource, Handle, QueuedMessage};
+use postern_spool::{Bodies, Options, Recovered, Spool};
+
+pub(crate) fn dir(config: &Config) -> PathBuf {
+    match config.global.value_or_default(Directive::SpoolDir) {
+        Some(Value::Path(p)) => p.clone(),
+        _ => PathBuf::from("/var/spool/postern"),
+    }
+}
+
+fn size(config: &Config, d: Directive, default: u64) -> u64 {
+    match config.global.value_or_default(d) {
+        Some(Value::Size(n)) => *n,
+        _ => default,
+    }
+}
+
+/// `Spool_Segment_Size`, `Spool_Reserve`, `Spool_Body_Cache`.
+pub(crate) fn options(config: &Config) -> Options {
+    let d = Options::default();
+    Options {
+        segment_size: size(config, Directive::SpoolSegmentSize, d.segment_size),
+        reserve: size(config, Directive::SpoolReserve, d.reserve),
+        body_cache: size(config, Directive::SpoolBodyCache, d.body_cache),
+    }
+}
+
+/// The spool's bodies, for the engine's connections.
+#[derive(Debug)]
+pub(crate) struct SpoolBodies(pub(crate) Bodies);
+
+impl BodySource for SpoolBodies {
+    fn load(&self, queue_id: u64) -> BoxFuture<'static, Result<Arc<[u8]>, BodyError>> {
+        FutureExt::map(self.0.load(queue_id), |r| {
+            r.map_err(|e| match e {
+                postern_spool::BodyError::Gone(_) | postern_spool::BodyError::Damaged(_) => {
+                    BodyError::Lost(e.to_string())
+                }
+                postern_spool::BodyError::Io(_) | postern_spool::BodyError::Closed => {
+                    BodyError::Unavailable(e.to_string())
+                }
+            })
+        })
+        .boxed()
+    }
+}
+
+/// Queues every recovered entry, held until its stored next attempt.
+pub(crate) fn requeue(recovered: Vec<Recovered>, body: &Body, engine: &Handle) -> usize {
+    let mut entries = 0;
+    for m in recovered {
+        for e in m.entries {
+            entries += 1;
+            let not_before = (e.next_ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(e.next_ms));
+            engine.submit(QueuedMessage {
+                id: e.entry,
+                queue_id: m.id,
+                message_id: m.message_id.clone(),
+                binding: m.binding.clone(),
+                domain: e.domain,
+                sender: m.sender.clone(),
+                recipients: e.recipients,
+                body: body.clone(),
+                eight_bit: m.eight_bit,
+                smtputf8: m.smtputf8,
+                attempts: e.attempts,
+                received: UNIX_EPOCH + Duration::from_millis(m.received_ms),
+                not_before,
+            });
+        }
+    }
+    entries
+}
+
+/// What the listener reads before it takes a new transaction.
+pub(crate) struct Pressure {
+    spool: Spool,
+    ready: Arc<AtomicUsize>,
+    limit: usize,
+    delay: Duration,
+}
+
+/// What the listener does with a `MAIL`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Verdict {
+    /// Take it.
+    Go,
+    /// Take it after waiting this long.
+    Wait(Duration),
+    /// Refuse it: delivery is too far behind.
+    Behind,
+    /// Refuse it: the disk is (nearly) full.
+    Full,
+}
+
+impl Pressure {
+    pub(crate) fn new(config: &Config, spool: Spool, ready: Arc<AtomicUsize>) -> Self {
+        let limit = match config.global.value_or_default(Directive::MaxReadyBatches) {
+            Some(Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
+            _ => 200_000,
+        };
+        let delay = match config.global.value_or_default(Directive::BackpressureDelay) {
+            Some(Value::Seconds(n)) => Duration::from_secs(*n),
+            _ => Duration::from_secs(2),
+        };
+        Self {
+            spool,
+            ready,
+            limit: limit.max(1),
+            delay,
+        }
+    }
+
+    /// Whether to take a new transaction now.
+    pub(crate) fn verdict(&self) -> Verdict {
+        let health = self.spool.health();
+        if !health.healthy {
+            return Verdict::Full;
+        }
+        let behind = self.ready.load(Ordering::Relaxed) + health.queued;
+        let fill = behind as f64 / self.limit as f64;
+        metrics::gauge!(postern_metrics::BACKPRESSURE).set(fill);
+        if fill >= 1.0 {
+            Verdict::Behind
+        } else if fill > 0.5 {
+            Verdict::Wait(self.delay.mul_f64((fill - 0.5) * 2.0))
+        } else {
+            Verdict::Go
+        }
+    }
+}
+
+/// The log line for outcomes the spool could not write before it
+/// stopped, if any.
+pub(crate) fn unwritten(n: usize) -> Option<String> {
+    (n > 0).then(|| {
+        format!(
+            "{n} delivery outcomes could not be written (the spool's disk is still full): those recipients may be delivered again after the restart"
+        )
+    })
+}
