@@ -1,6 +1,7 @@
 //! The log thread: group commit, outcomes that wait for space, health,
 //! and housekeeping between batches.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -42,6 +43,9 @@ pub(crate) struct Writer {
     options: Options,
     /// Outcomes not yet written (a full disk), oldest first.
     pending: Vec<Record<'static>>,
+    /// Attempts held back while the disk is short of space, the latest per
+    /// entry: the reserve is kept for done records, which free space.
+    held: BTreeMap<u64, (u32, u64)>,
     /// The last write failed.
     failing: bool,
 }
@@ -54,6 +58,7 @@ impl Writer {
             next_id,
             options,
             pending: Vec::new(),
+            held: BTreeMap::new(),
             failing: false,
         }
     }
@@ -78,10 +83,28 @@ impl Writer {
             }
             self.housekeeping();
         }
-        if !self.pending.is_empty() {
-            self.write_outcomes(Vec::new());
+        let held = self.take_held();
+        if !self.pending.is_empty() || !held.is_empty() {
+            self.write_outcomes(held);
         }
-        self.pending.len()
+        self.pending.len() + self.held.len()
+    }
+
+    /// Whether space is short: attempts are then held back.
+    fn short(&self) -> bool {
+        self.failing || !self.pending.is_empty() || !self.log.reserve_present()
+    }
+
+    /// The held attempts as records, to write now.
+    fn take_held(&mut self) -> Vec<Record<'static>> {
+        std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(entry, (attempts, next_ms))| Record::Attempted {
+                entry,
+                attempts,
+                next_ms,
+            })
+            .collect()
     }
 
     fn id(&mut self) -> u64 {
@@ -134,6 +157,14 @@ impl Writer {
                 Request::Store(m, reply) => {
                     let s = self.envelope(m, reply);
                     stores.push(s);
+                }
+                Request::Record(Record::Attempted {
+                    entry,
+                    attempts,
+                    next_ms,
+                }) if self.short() => {
+                    let slot = self.held.entry(entry).or_default();
+                    *slot = (slot.0.max(attempts), next_ms);
                 }
                 Request::Record(r) => outcomes.push(r),
                 Request::Barrier(reply) => barriers.push(reply),
@@ -204,7 +235,7 @@ impl Writer {
         }
         self.shared
             .pending
-            .store(self.pending.len(), Ordering::Relaxed);
+            .store(self.pending.len() + self.held.len(), Ordering::Relaxed);
     }
 
     /// Appends `outcomes` and `messages` with one fsync and applies them.
@@ -276,9 +307,14 @@ impl Writer {
         if self.pending.is_empty() && !self.log.reserve_present() {
             let _ = self.log.make_reserve(self.options.reserve);
         }
+        if !self.held.is_empty() && !self.short() {
+            let held = self.take_held();
+            self.write_outcomes(held);
+        }
         let free = rustix::fs::statvfs(self.log.dir())
             .map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize));
         let healthy = self.pending.is_empty()
+            && self.held.is_empty()
             && !self.failing
             && self.log.reserve_present()
             && free >= self.options.reserve;
@@ -297,7 +333,8 @@ impl Writer {
         s.disk_bytes.store(disk_bytes, Ordering::Relaxed);
         s.messages.store(messages, Ordering::Relaxed);
         metrics::gauge!(postern_metrics::SPOOL_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
-        metrics::gauge!(postern_metrics::SPOOL_PENDING).set(self.pending.len() as f64);
+        metrics::gauge!(postern_metrics::SPOOL_PENDING)
+            .set((self.pending.len() + self.held.len()) as f64);
         metrics::gauge!(postern_metrics::SPOOL_SEGMENTS).set(segments as f64);
         metrics::gauge!(postern_metrics::SPOOL_DISK_BYTES).set(disk_bytes as f64);
         metrics::gauge!(postern_metrics::SPOOL_MESSAGES).set(messages as f64);

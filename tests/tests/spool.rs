@@ -1,0 +1,202 @@
+//! The spool under the real daemon: a full disk (a real, small tmpfs),
+//! a stored schedule across a restart, and a bounce that survives kill -9.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Setup, codes, free_addr, inject, received_ids, wait_until};
+use postern_testkit::dns::DnsServer;
+use postern_testkit::sink::Sink;
+use serde_json::{Value, json};
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+fn summary(setup: &Setup) -> Value {
+    let config = setup.config();
+    let out = postern_e2e::postern(&["summary", "--json", "--config", config.to_str().unwrap()]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn events<'a>(log: &'a [Value], event: &str) -> Vec<&'a Value> {
+    log.iter().filter(|r| r["event"] == event).collect()
+}
+
+#[test]
+fn a_full_disk_refuses_new_mail_loses_nothing_and_takes_mail_again_by_itself() {
+    let Some(fs) = Tmpfs::mount("6m") else {
+        return;
+    };
+    let dns = DnsServer::builder().start().unwrap();
+    let sink_addr = free_addr("127.0.0.1");
+    let setup = Setup::new(
+        &dns,
+        &format!(
+            "Gateway = \"{sink_addr}\"\nRetry_Interval = 2\nHost_Failure_Retry = 2\nSpool_Segment_Size = 262144\nSpool_Reserve = 262144"
+        ),
+    );
+    std::os::unix::fs::symlink(fs.path(), setup.dir.path().join("spool")).unwrap();
+    let daemon = setup.start();
+    // The destination is down: inject until the spool is full.
+    let first = inject(
+        json!({"port": setup.listen.port(), "count": 1200, "size": 8000,
+        "rcpts": ["r@dest.example"]}),
+    );
+    let acked: Vec<String> = first
+        .iter()
+        .filter(|r| r["code"] == 250)
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(codes(&first).contains(&452), "the disk never filled");
+    assert!(acked.len() > 100, "{} accepted", acked.len());
+    assert_eq!(summary(&setup)["spool"]["healthy"], false);
+
+    // The destination comes up: every accepted message arrives once.
+    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    wait_until(Duration::from_secs(120), "every accepted message", || {
+        let ids = received_ids(&sink);
+        acked.iter().all(|id| ids.contains_key(id))
+    });
+    // New mail is taken again without a restart.
+    wait_until(
+        Duration::from_secs(60),
+        "the listener to take mail again",
+        || {
+            let again = inject(
+                json!({"port": setup.listen.port(), "count": 1, "start": 5000,
+            "rcpts": ["r@dest.example"]}),
+            );
+            codes(&again) == [250]
+        },
+    );
+    wait_until(Duration::from_secs(60), "the new message", || {
+        received_ids(&sink).contains_key("<5000.inject@test>")
+    });
+    let delivered = sink.message_count();
+    let ids = received_ids(&sink);
+    assert!(ids.values().all(|&n| n == 1), "a message arrived twice");
+
+    // The outcomes written while the disk was full hold across a restart.
+    assert_eq!(daemon.terminate(), Some(0));
+    let daemon = setup.start();
+    wait_until(Duration::from_secs(30), "the summary", || {
+        summary(&setup)["spool"]["messages"] == 0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sink.message_count(), delivered, "a restart delivered again");
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn a_delayed_message_keeps_its_time_and_attempts_across_a_restart() {
+    let dns = DnsServer::builder().start().unwrap();
+    let sink_addr = free_addr("127.0.0.1");
+    let setup = Setup::new(
+        &dns,
+        &format!("Gateway = \"{sink_addr}\"\nRetry_Interval = 30"),
+    );
+    let busy = Sink::builder()
+        .port(sink_addr.port())
+        .tempfail_every(1)
+        .start()
+        .unwrap();
+    let daemon = setup.start();
+    let sent =
+        inject(json!({"port": setup.listen.port(), "count": 1, "rcpts": ["r@dest.example"]}));
+    assert_eq!(codes(&sent), [250]);
+    wait_until(Duration::from_secs(30), "the first attempt", || {
+        !events(&setup.log(), "transient_failure").is_empty()
+    });
+    let failed_at = SystemTime::now();
+    assert_eq!(daemon.terminate(), Some(0));
+    drop(busy);
+
+    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    let daemon = setup.start();
+    // Not before its stored time.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        assert_eq!(sink.message_count(), 0, "retried before its time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until(Duration::from_secs(60), "the retry", || {
+        sink.message_count() == 1
+    });
+    assert!(failed_at.elapsed().unwrap() >= Duration::from_secs(25));
+    wait_until(Duration::from_secs(30), "the delivery record", || {
+        !events(&setup.log(), "delivery").is_empty()
+    });
+    let log = setup.log();
+    let delivery = events(&log, "delivery");
+    assert_eq!(delivery.len(), 1);
+    assert_eq!(delivery[0]["attempt"], 2, "the restart cost no attempt");
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn kill_9_after_a_permanent_failure_keeps_its_bounce() {
+    let dns = DnsServer::builder().start().unwrap();
+    let dest = Sink::builder().permfail_every(1).start().unwrap();
+    let origin_addr = free_addr("127.0.0.1");
+    let setup = Setup::new(
+        &dns,
+        &format!(
+            "Domain \"dest.example\" {{ Gateway = \"{}\" }}\nDomain \"origin.example\" {{ Gateway = \"{origin_addr}\" }}",
+            dest.addr()
+        ),
+    );
+    let daemon = setup.start();
+    let sent = inject(json!({"port": setup.listen.port(), "count": 1,
+        "sender": "s@origin.example", "rcpts": ["r@dest.example"]}));
+    assert_eq!(codes(&sent), [250]);
+    wait_until(Duration::from_secs(30), "the permanent failure", || {
+        !events(&setup.log(), "permanent_failure").is_empty()
+    });
+    daemon.kill_9();
+
+    let origin = Sink::builder().port(origin_addr.port()).start().unwrap();
+    let daemon = setup.start();
+    wait_until(Duration::from_secs(60), "the bounce", || {
+        origin.message_count() == 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(origin.message_count(), 1, "one bounce");
+    let bounce = String::from_utf8_lossy(&origin.messages()[0].body).into_owned();
+    assert!(bounce.contains("r@dest.example"), "{bounce}");
+    assert_eq!(daemon.terminate(), Some(0));
+}
