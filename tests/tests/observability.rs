@@ -12,13 +12,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Setup, codes, free_addr, inject, wait_until};
+use common::{Setup, codes, free_addr, get, inject, wait_until};
 use postern_e2e::{postern, workspace_root};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
@@ -43,18 +42,6 @@ fn percent(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// `GET path` over HTTP/1.0 (so that the answer is not chunked).
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut tcp = TcpStream::connect(addr).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
 }
 
 fn start_prometheus(dir: &Path, target: SocketAddr) -> Prometheus {

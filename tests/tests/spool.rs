@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Setup, codes, free_addr, inject, received_ids, wait_until};
+use common::{Setup, codes, free_addr, get, inject, received_ids, wait_until};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use serde_json::{Value, json};
@@ -198,5 +198,38 @@ fn kill_9_after_a_permanent_failure_keeps_its_bounce() {
     assert_eq!(origin.message_count(), 1, "one bounce");
     let bounce = String::from_utf8_lossy(&origin.messages()[0].body).into_owned();
     assert!(bounce.contains("r@dest.example"), "{bounce}");
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn the_listener_slows_clients_down_then_refuses_while_delivery_is_behind() {
+    let dns = DnsServer::builder().start().unwrap();
+    let down = free_addr("127.0.0.1");
+    let setup = Setup::new(
+        &dns,
+        &format!(
+            "Gateway = \"{down}\"\nHost_Failure_Retry = 3600\nMax_Ready_Batches = 20\nBackpressure_Delay = 1"
+        ),
+    );
+    let daemon = setup.start();
+    let sent =
+        inject(json!({"port": setup.listen.port(), "count": 30, "rcpts": ["r@dest.example"]}));
+    let codes = codes(&sent);
+    let accepted = codes.iter().filter(|c| **c == 250).count();
+    assert!((15..=21).contains(&accepted), "{codes:?}");
+    assert!(codes.contains(&452), "{codes:?}");
+    let (_, metrics) = get(setup.metrics, "/metrics").unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("postern_listener_delayed_replies_total") >= 5.0,
+        "{metrics}"
+    );
+    assert!(value("postern_listener_rejections_total{reason=\"backpressure\"}") >= 1.0);
     assert_eq!(daemon.terminate(), Some(0));
 }

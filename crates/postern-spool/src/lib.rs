@@ -257,18 +257,22 @@ impl Spool {
         })
     }
 
-    fn send(&self, request: Request) -> Result<(), Request> {
+    /// Sends a request to the spool thread; gives it back (boxed) when
+    /// the thread is gone.
+    fn send(&self, request: Request) -> Result<(), Box<Request>> {
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         self.tx.send(request).map_err(|e| {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-            e.0
+            Box::new(e.0)
         })
     }
 
     /// Stores a message; the answer comes once it is durable.
     pub fn store(&self, message: NewMessage) -> oneshot::Receiver<Result<Stored, SpoolError>> {
         let (reply, answer) = oneshot::channel();
-        if let Err(Request::Store(_, reply)) = self.send(Request::Store(message, reply)) {
+        if let Err(request) = self.send(Request::Store(message, reply))
+            && let Request::Store(_, reply) = *request
+        {
             let _ = reply.send(Err(SpoolError::Closed));
         }
         answer
@@ -299,7 +303,9 @@ impl Spool {
     /// a full disk, held for writing).
     pub fn sync(&self) -> oneshot::Receiver<()> {
         let (reply, answer) = oneshot::channel();
-        if let Err(Request::Barrier(reply)) = self.send(Request::Barrier(reply)) {
+        if let Err(request) = self.send(Request::Barrier(reply))
+            && let Request::Barrier(reply) = *request
+        {
             let _ = reply.send(());
         }
         answer

@@ -125,3 +125,16 @@ pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `GET path` over HTTP/1.0 (so that the answer is not chunked).
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}

@@ -364,6 +364,18 @@ impl Admin {
     }
 }
 
+/// The spool's health for `/api/summary` and `postern summary`.
+fn spool_json(h: &Health) -> Value {
+    json!({
+        "healthy": h.healthy,
+        "messages": h.messages,
+        "segments": h.segments,
+        "disk_bytes": h.disk_bytes,
+        "outcomes_waiting_for_space": h.pending,
+        "requests_queued": h.queued,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,16 +393,4 @@ mod tests {
         assert_eq!(param("domain=x", "binding"), None);
         assert_eq!(decode("%zz%4"), "%zz%4");
     }
-}
-
-/// The spool's health for `/api/summary` and `postern summary`.
-fn spool_json(h: &Health) -> Value {
-    json!({
-        "healthy": h.healthy,
-        "messages": h.messages,
-        "segments": h.segments,
-        "disk_bytes": h.disk_bytes,
-        "outcomes_waiting_for_space": h.pending,
-        "requests_queued": h.queued,
-    })
 }

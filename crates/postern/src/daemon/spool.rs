@@ -84,6 +84,10 @@ pub(crate) fn requeue(recovered: Vec<Recovered>, body: &Body, engine: &Handle) -
     entries
 }
 
+/// Stores waiting for the disk that count as fully behind: the disk is
+/// that much slower than the clients.
+const STORES_WAITING: usize = 10_000;
+
 /// What the listener reads before it takes a new transaction.
 pub(crate) struct Pressure {
     spool: Spool,
@@ -109,7 +113,7 @@ impl Pressure {
     pub(crate) fn new(config: &Config, spool: Spool, ready: Arc<AtomicUsize>) -> Self {
         let limit = match config.global.value_or_default(Directive::MaxReadyBatches) {
             Some(Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
-            _ => 200_000,
+            _ => 2_000_000,
         };
         let delay = match config.global.value_or_default(Directive::BackpressureDelay) {
             Some(Value::Seconds(n)) => Duration::from_secs(*n),
@@ -129,8 +133,8 @@ impl Pressure {
         if !health.healthy {
             return Verdict::Full;
         }
-        let behind = self.ready.load(Ordering::Relaxed) + health.queued;
-        let fill = behind as f64 / self.limit as f64;
+        let ready = self.ready.load(Ordering::Relaxed) as f64 / self.limit as f64;
+        let fill = ready.max(health.queued as f64 / STORES_WAITING as f64);
         metrics::gauge!(postern_metrics::BACKPRESSURE).set(fill);
         if fill >= 1.0 {
             Verdict::Behind
