@@ -11,12 +11,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{new_message, open, segment_paths, store, sync};
 use postern_spool::SpoolError;
+use postern_testkit::tmpfs::Tmpfs;
 
 #[test]
 fn flipped_bytes_cost_only_the_records_they_hit() {
@@ -86,37 +85,6 @@ fn flipped_bytes_cost_only_the_records_they_hit() {
         bytes.len() as u64,
         "nothing after the damage is cut off"
     );
-}
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!(
-                "skipped: mounting a tmpfs needs root (CI runs as root); run as root to test a full disk"
-            );
-            return None;
-        }
-        Some(Tmpfs(dir))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {

@@ -30,3 +30,4 @@ pub mod dns;
 pub mod process;
 pub mod sink;
 pub mod tls;
+pub mod tmpfs;
