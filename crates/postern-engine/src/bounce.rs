@@ -77,19 +77,22 @@ impl Settlement {
 }
 
 impl Bounce {
+    /// The domain the bounce goes to (the original sender's), lower-case.
+    pub fn domain(&self) -> String {
+        self.recipient
+            .rsplit_once('@')
+            .map_or_else(String::new, |(_, d)| d.to_ascii_lowercase())
+    }
+
     /// The bounce as a message for the engine, with the spool's ids for
     /// the message and its one entry, and its `Message-ID`.
     pub fn queued(&self, queue_id: u64, id: u64, message_id: String) -> QueuedMessage {
-        let domain = self
-            .recipient
-            .rsplit_once('@')
-            .map_or_else(String::new, |(_, d)| d.to_ascii_lowercase());
         QueuedMessage {
             id,
             queue_id,
             message_id,
             binding: self.binding.clone(),
-            domain,
+            domain: self.domain(),
             sender: String::new(),
             recipients: vec![self.recipient.clone()],
             body: Body::Memory(self.body.clone().into()),

@@ -77,12 +77,6 @@ impl Body {
     }
 }
 
-impl From<Arc<[u8]>> for Body {
-    fn from(b: Arc<[u8]>) -> Self {
-        Body::Memory(b)
-    }
-}
-
 /// Where an attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostInfo {

@@ -94,18 +94,25 @@ type Answer = oneshot::Sender<Result<Arc<[u8]>, BodyError>>;
 pub struct Bodies {
     shared: Arc<Shared>,
     reads: Sender<(u64, Answer)>,
+    /// `postern_spool_body_reads_total{source="cache"}`.
+    from_cache: metrics::Counter,
 }
 
 impl Bodies {
     pub(crate) fn start(shared: Arc<Shared>, readers: usize) -> std::io::Result<Bodies> {
         let (reads, rx) = crossbeam_channel::unbounded();
+        let from_disk = metrics::counter!(postern_metrics::SPOOL_BODY_READS, "source" => "disk");
         for n in 0..readers.max(1) {
-            let (shared, rx) = (shared.clone(), rx.clone());
+            let (shared, rx, from_disk) = (shared.clone(), rx.clone(), from_disk.clone());
             std::thread::Builder::new()
                 .name(format!("postern-spool-read-{n}"))
-                .spawn(move || serve(&shared, &rx))?;
+                .spawn(move || serve(&shared, &rx, &from_disk))?;
         }
-        Ok(Bodies { shared, reads })
+        Ok(Bodies {
+            shared,
+            reads,
+            from_cache: metrics::counter!(postern_metrics::SPOOL_BODY_READS, "source" => "cache"),
+        })
     }
 
     /// The body of message `id` (the spool's message id, not an entry's).
@@ -116,8 +123,7 @@ impl Bodies {
         let hit = self.shared.cache().get(id);
         let pending = match hit {
             Some(_) => {
-                metrics::counter!(postern_metrics::SPOOL_BODY_READS, "source" => "cache")
-                    .increment(1);
+                self.from_cache.increment(1);
                 None
             }
             None => {
@@ -135,15 +141,15 @@ impl Bodies {
     }
 }
 
-fn serve(shared: &Shared, rx: &Receiver<(u64, Answer)>) {
+fn serve(shared: &Shared, rx: &Receiver<(u64, Answer)>, from_disk: &metrics::Counter) {
     while let Ok((id, answer)) = rx.recv() {
         let cached = shared.cache().get(id);
-        let body = cached.map_or_else(|| read(shared, id), Ok);
+        let body = cached.map_or_else(|| read(shared, id, from_disk), Ok);
         let _ = answer.send(body);
     }
 }
 
-fn read(shared: &Shared, id: u64) -> Result<Arc<[u8]>, BodyError> {
+fn read(shared: &Shared, id: u64, from_disk: &metrics::Counter) -> Result<Arc<[u8]>, BodyError> {
     // A copy moved forward while being read: its old segment may be gone;
     // the second look finds the new one.
     for _ in 0..3 {
@@ -155,8 +161,7 @@ fn read(shared: &Shared, id: u64) -> Result<Arc<[u8]>, BodyError> {
         };
         return match decode(&bytes) {
             Some((Record::Message { envelope, body, .. }, _)) if envelope.id == id => {
-                metrics::counter!(postern_metrics::SPOOL_BODY_READS, "source" => "disk")
-                    .increment(1);
+                from_disk.increment(1);
                 let body: Arc<[u8]> = Arc::from(body);
                 shared.cache().insert(id, body.clone());
                 Ok(body)

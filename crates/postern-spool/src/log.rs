@@ -48,17 +48,19 @@ pub(crate) struct Log {
     number: u32,
     size: u64,
     segment_size: u64,
+    /// The reserve file is in place.
+    reserve: bool,
 }
 
 /// Reads one segment into `live`; returns where its last intact record
-/// ends.
+/// ends, and the file's length.
 fn recover_segment(
     path: &Path,
     n: u32,
     live: &mut Live,
     found: &mut Recovery,
     newest: bool,
-) -> io::Result<u64> {
+) -> io::Result<(u64, u64)> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     live.open_segment(n);
@@ -100,7 +102,7 @@ fn recover_segment(
             ));
         }
     }
-    Ok(end as u64)
+    Ok((end as u64, bytes.len() as u64))
 }
 
 impl Log {
@@ -129,8 +131,8 @@ impl Log {
         for &n in &numbers {
             let path = dir.join(name(n));
             let newest = Some(n) == last;
-            let end = recover_segment(&path, n, live, &mut found, newest)?;
-            if newest && fs::metadata(&path)?.len() > end {
+            let (end, len) = recover_segment(&path, n, live, &mut found, newest)?;
+            if newest && len > end {
                 OpenOptions::new().write(true).open(&path)?.set_len(end)?;
                 if let Some(s) = live.segments.get_mut(&n) {
                     s.size = end;
@@ -151,6 +153,7 @@ impl Log {
                 number,
                 size,
                 segment_size,
+                reserve: dir.join(RESERVE).exists(),
             },
             found,
         ))
@@ -217,12 +220,12 @@ impl Log {
 
     /// Whether the reserve file is in place.
     pub(crate) fn reserve_present(&self) -> bool {
-        self.dir.join(RESERVE).exists()
+        self.reserve
     }
 
     /// Writes the reserve file of `size` bytes (real blocks, not a sparse
     /// file). A failure leaves no partial file.
-    pub(crate) fn make_reserve(&self, size: u64) -> io::Result<()> {
+    pub(crate) fn make_reserve(&mut self, size: u64) -> io::Result<()> {
         let path = self.dir.join(RESERVE);
         let tmp = self.dir.join("reserve.tmp");
         let result = (|| {
@@ -238,15 +241,20 @@ impl Log {
             fs::rename(&tmp, &path)?;
             sync_dir(&self.dir)
         })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => self.reserve = true,
+            // Nothing half-made stays behind.
+            Err(_) => {
+                let _ = fs::remove_file(&tmp);
+            }
         }
         result
     }
 
     /// Frees the reserve's space.
-    pub(crate) fn release_reserve(&self) -> io::Result<()> {
+    pub(crate) fn release_reserve(&mut self) -> io::Result<()> {
         fs::remove_file(self.dir.join(RESERVE))?;
+        self.reserve = false;
         sync_dir(&self.dir)
     }
 }

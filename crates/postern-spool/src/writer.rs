@@ -66,6 +66,7 @@ impl Writer {
     /// Serves requests until every sender is gone; returns the outcome
     /// records it could not write.
     pub(crate) fn run(mut self, rx: &Receiver<Request>) -> usize {
+        let mut checked = Instant::now();
         loop {
             match rx.recv_timeout(TICK) {
                 Ok(first) => {
@@ -77,11 +78,15 @@ impl Writer {
                         }
                     }
                     self.commit(batch);
+                    self.make_room();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.housekeeping();
+            if checked.elapsed() >= TICK {
+                self.housekeeping();
+                checked = Instant::now();
+            }
         }
         let held = self.take_held();
         if !self.pending.is_empty() || !held.is_empty() {
@@ -185,12 +190,23 @@ impl Writer {
     fn write_all(&mut self, stores: Vec<Store>, outcomes: Vec<Record<'static>>) {
         let mut records = std::mem::take(&mut self.pending);
         records.extend(outcomes);
-        let messages: Vec<Record<'_>> = stores
-            .iter()
-            .map(|s| Record::Message {
-                envelope: s.envelope.clone(),
-                body: &s.body,
-                completes: s.completes.clone(),
+        let mut waiting = Vec::with_capacity(stores.len());
+        let mut envelopes = Vec::with_capacity(stores.len());
+        for s in stores {
+            let stored = Stored {
+                message: s.envelope.id,
+                entries: s.envelope.entries.iter().map(|e| e.entry).collect(),
+            };
+            waiting.push((s.reply, stored, s.body));
+            envelopes.push((s.envelope, s.completes));
+        }
+        let messages: Vec<Record<'_>> = envelopes
+            .into_iter()
+            .zip(&waiting)
+            .map(|((envelope, completes), (_, _, body))| Record::Message {
+                envelope,
+                body,
+                completes,
             })
             .collect();
         let result = self.write(&records, &messages);
@@ -198,17 +214,14 @@ impl Writer {
         match result {
             Ok(()) => {
                 let mut cache = self.shared.cache();
-                for s in stores {
-                    cache.insert(s.envelope.id, s.body);
-                    let _ = s.reply.send(Ok(Stored {
-                        message: s.envelope.id,
-                        entries: s.envelope.entries.iter().map(|e| e.entry).collect(),
-                    }));
+                for (reply, stored, body) in waiting {
+                    cache.insert(stored.message, body);
+                    let _ = reply.send(Ok(stored));
                 }
             }
             Err(e) => {
-                for s in stores {
-                    let _ = s.reply.send(Err(e.clone()));
+                for (reply, _, _) in waiting {
+                    let _ = reply.send(Err(e.clone()));
                 }
                 self.write_outcomes(records);
             }
@@ -259,7 +272,10 @@ impl Writer {
             });
         }
         if let Err(e) = self.log.append(&bytes) {
+            // The listener stops taking mail at once; housekeeping says
+            // when it may again.
             self.failing = true;
+            self.shared.healthy.store(false, Ordering::Relaxed);
             return Err(error(&e));
         }
         self.failing = false;
@@ -294,16 +310,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Between batches: pending outcomes, a new segment, reclaiming, the
-    /// reserve, and the health the listener reads.
-    pub(crate) fn housekeeping(&mut self) {
-        if !self.pending.is_empty() {
-            self.write_outcomes(Vec::new());
-        }
+    /// After each batch: a new segment when the current one is full, and
+    /// reclaiming.
+    fn make_room(&mut self) {
         // A segment that cannot be started now is started after a later
         // batch; the current one grows meanwhile.
         let _ = self.log.roll_if_full(&mut self.shared.live());
         self.reclaim();
+    }
+
+    /// Every `TICK`: pending outcomes, room, the reserve, and the health
+    /// and figures the listener and the metrics read.
+    pub(crate) fn housekeeping(&mut self) {
+        if !self.pending.is_empty() {
+            self.write_outcomes(Vec::new());
+        }
+        self.make_room();
         if self.pending.is_empty() && !self.log.reserve_present() {
             let _ = self.log.make_reserve(self.options.reserve);
         }

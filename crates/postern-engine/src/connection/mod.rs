@@ -150,21 +150,17 @@ async fn run(
 /// A batch whose body could not be read: its recipients fail for good
 /// when the body is lost, or for now when reading failed.
 fn unreadable(batch: Batch, e: &BodyError) -> Finished {
-    let reply = match e {
-        BodyError::Lost(why) => Reply::with_status(
+    let outcome = match e {
+        BodyError::Lost(why) => Outcome::Permanent(Reply::with_status(
             554,
             (5, 3, 0),
             format!("message lost from the spool: {why}"),
-        ),
-        BodyError::Unavailable(why) => Reply::with_status(
+        )),
+        BodyError::Unavailable(why) => Outcome::Transient(Reply::with_status(
             451,
             (4, 3, 0),
             format!("message not readable from the spool: {why}"),
-        ),
-    };
-    let outcome = match e {
-        BodyError::Lost(_) => Outcome::Permanent(reply),
-        BodyError::Unavailable(_) => Outcome::Transient(reply),
+        )),
     };
     let outcomes = vec![outcome; batch.recipients.len()];
     Finished { batch, outcomes }

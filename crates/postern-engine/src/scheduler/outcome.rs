@@ -134,7 +134,7 @@ impl Core {
                         x.success(now);
                     }
                     let class = ReplyClass::Delivered;
-                    self.report(&batch, recipient, outcome, host.clone(), class);
+                    self.report(&batch, recipient, outcome, host.clone(), class, None);
                 }
                 (
                     Outcome::Transient(reply) | Outcome::Permanent(reply),

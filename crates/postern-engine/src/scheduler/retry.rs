@@ -36,19 +36,9 @@ fn round_key(d: DomainId, batch: &Batch) -> RoundKey {
 }
 
 impl Core {
+    /// One recipient's outcome to the sink; a transient one with the time
+    /// of its next attempt.
     pub(super) fn report(
-        &mut self,
-        batch: &Batch,
-        recipient: &str,
-        outcome: Outcome,
-        host: Option<HostInfo>,
-        class: ReplyClass,
-    ) {
-        self.report_retry(batch, recipient, outcome, host, class, None);
-    }
-
-    /// [`report`](Self::report), with the time of the next attempt.
-    fn report_retry(
         &mut self,
         batch: &Batch,
         recipient: &str,
@@ -117,7 +107,7 @@ impl Core {
             .iter()
             .map(|r| {
                 let outcome = Outcome::Permanent(reply.clone());
-                self.report(batch, r, outcome, host.cloned(), class);
+                self.report(batch, r, outcome, host.cloned(), class, None);
                 FailedRecipient {
                     class,
                     recipient: r.clone(),
@@ -181,7 +171,7 @@ impl Core {
             at.map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now()));
         for r in &batch.recipients {
             let outcome = Outcome::Transient(reply.clone());
-            self.report_retry(&batch, r, outcome, host.clone(), class, retry_at);
+            self.report(&batch, r, outcome, host.clone(), class, retry_at);
         }
         let Some(at) = at else {
             let end = end.as_ref().unwrap_or(reply);

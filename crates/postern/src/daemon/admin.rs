@@ -38,7 +38,8 @@ pub(crate) struct Admin {
 
 impl Admin {
     pub(crate) fn new(
-        (engine, spool): (Handle, Spool),
+        engine: Handle,
+        spool: Spool,
         prometheus: PrometheusHandle,
         totals: Arc<Totals>,
         host_labels: usize,

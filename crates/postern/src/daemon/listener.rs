@@ -45,7 +45,8 @@ impl Shared {
     pub(crate) fn new(
         config: Arc<Config>,
         spool: Spool,
-        (body, pressure): (Body, Pressure),
+        body: Body,
+        pressure: Pressure,
         engine: Handle,
         log: DeliveryLog,
         totals: Arc<Totals>,
@@ -64,6 +65,16 @@ impl Shared {
             tls: Mutex::new(TlsCache::default()),
         }
     }
+}
+
+/// The spool's disk is full: `452 4.3.1` (RFC 3463), at `MAIL` or after
+/// the data.
+fn storage_full() -> Reply {
+    Reply::with_status(
+        452,
+        (4, 3, 1),
+        "insufficient system storage, try again later",
+    )
 }
 
 /// One listen address's settings.
@@ -334,11 +345,7 @@ impl Handler for Inbound {
             }
             Verdict::Full => {
                 Totals::rejected(Rejection::SpoolUnhealthy);
-                return Reply::with_status(
-                    452,
-                    (4, 3, 1),
-                    "insufficient system storage, try again later",
-                );
+                return storage_full();
             }
         }
         Reply::with_status(250, (2, 1, 0), "sender ok")
@@ -401,11 +408,7 @@ impl Handler for Inbound {
             Ok(Ok(s)) => s,
             Ok(Err(SpoolError::Full(_))) => {
                 Totals::rejected(Rejection::SpoolFull);
-                return DataReply::One(Reply::with_status(
-                    452,
-                    (4, 3, 1),
-                    "insufficient system storage, try again later",
-                ));
+                return DataReply::One(storage_full());
             }
             Ok(Err(e)) => {
                 Totals::rejected(Rejection::SpoolError);

@@ -126,7 +126,8 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     let shared = Arc::new(Shared::new(
         config.clone(),
         spool.clone(),
-        (body, pressure),
+        body,
+        pressure,
         engine.handle(),
         log.clone(),
         totals.clone(),
@@ -137,7 +138,8 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
             let at = socket.local_addr().unwrap_or(addr);
             say(&format!("metrics and admin API on http://{at}"));
             let admin = Arc::new(Admin::new(
-                (engine.handle(), spool.clone()),
+                engine.handle(),
+                spool.clone(),
                 prometheus,
                 totals,
                 host_labels(&config),

@@ -92,10 +92,6 @@ impl Outcomes for Recorder {
                 }
                 return;
             };
-            let domain = b
-                .recipient
-                .rsplit_once('@')
-                .map_or_else(String::new, |(_, d)| d.to_ascii_lowercase());
             let body: Arc<[u8]> = b.body.clone().into();
             let message_id = message_id(&body);
             let stored = spool.store(NewMessage {
@@ -106,7 +102,7 @@ impl Outcomes for Recorder {
                 eight_bit: false,
                 smtputf8: false,
                 body,
-                entries: vec![(domain, vec![b.recipient.clone()])],
+                entries: vec![(b.domain(), vec![b.recipient.clone()])],
                 completes: s.recipients().map(|r| (s.entry, r.to_owned())).collect(),
             });
             let stored = match stored.await {

@@ -94,6 +94,8 @@ pub(crate) struct Pressure {
     ready: Arc<AtomicUsize>,
     limit: usize,
     delay: Duration,
+    /// `postern_listener_backpressure`.
+    gauge: metrics::Gauge,
 }
 
 /// What the listener does with a `MAIL`.
@@ -124,6 +126,7 @@ impl Pressure {
             ready,
             limit: limit.max(1),
             delay,
+            gauge: metrics::gauge!(postern_metrics::BACKPRESSURE),
         }
     }
 
@@ -135,7 +138,7 @@ impl Pressure {
         }
         let ready = self.ready.load(Ordering::Relaxed) as f64 / self.limit as f64;
         let fill = ready.max(health.queued as f64 / STORES_WAITING as f64);
-        metrics::gauge!(postern_metrics::BACKPRESSURE).set(fill);
+        self.gauge.set(fill);
         if fill >= 1.0 {
             Verdict::Behind
         } else if fill > 0.5 {
