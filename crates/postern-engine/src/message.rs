@@ -26,7 +26,9 @@ pub struct QueuedMessage {
     pub domain: String,
     /// The envelope sender; empty for `<>`.
     pub sender: String,
-    /// The recipients at `domain`.
+    /// The recipients at `domain`. Once queued, they live in the engine's
+    /// batches: the message a [`Report`] carries has none left (the
+    /// report names its recipient).
     pub recipients: Vec<String>,
     /// Headers and body, CRLF line endings, not dot-stuffed: in memory,
     /// or read back from the spool when a connection takes the batch.
@@ -140,19 +142,23 @@ pub(crate) struct Batch {
 
 impl Batch {
     /// The message's recipients in batches of at most `size`.
-    pub(crate) fn split(message: QueuedMessage, size: usize) -> Vec<Batch> {
+    pub(crate) fn split(mut message: QueuedMessage, size: usize) -> Vec<Batch> {
         let size = size.max(1);
         let attempts = message.attempts;
+        // The batches hold the recipients; the shared message keeps none,
+        // so that a queued recipient is in memory once.
+        let recipients = std::mem::take(&mut message.recipients);
         let message = Arc::new(message);
-        message
-            .recipients
-            .chunks(size)
-            .map(|chunk| Batch {
-                message: message.clone(),
-                recipients: chunk.to_vec(),
-                attempts,
-                last: None,
-            })
-            .collect()
+        let batch = |recipients| Batch {
+            message: message.clone(),
+            recipients,
+            attempts,
+            last: None,
+        };
+        match recipients.len() {
+            0 => Vec::new(),
+            n if n <= size => vec![batch(recipients)],
+            _ => recipients.chunks(size).map(|c| batch(c.to_vec())).collect(),
+        }
     }
 }
