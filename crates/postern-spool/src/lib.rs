@@ -217,7 +217,7 @@ impl Spool {
         let recovered: Vec<Recovered> = live
             .ids()
             .filter_map(|id| found.envelopes.remove(&id))
-            .filter_map(|e| live.current(&e))
+            .filter_map(|mut e| live.bring_up_to_date(&mut e).then_some(e))
             .collect();
         drop(found.envelopes);
         // Ids go on from the largest seen, or from the clock if later, so

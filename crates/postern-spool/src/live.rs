@@ -247,40 +247,36 @@ impl Live {
         None
     }
 
-    /// `envelope` (a stored copy) brought up to date: recipients done
-    /// since left out, attempts and next attempt as now. `None` when the
-    /// message has no work left.
-    pub(crate) fn current(&self, envelope: &Envelope) -> Option<Envelope> {
-        let m = self.messages.get(&envelope.id)?;
-        let entries = envelope
-            .entries
-            .iter()
-            .filter_map(|stored| {
-                let e = m.entries.iter().find(|e| e.entry == stored.entry)?;
-                let mut entry = stored.clone();
-                entry.recipients.retain(|r| !e.done.contains(r));
-                entry.attempts = e.attempts;
-                entry.next_ms = e.next_ms;
-                (e.left > 0 && !entry.recipients.is_empty()).then_some(entry)
-            })
-            .collect();
-        Some(Envelope {
-            entries,
-            ..envelope.clone()
-        })
+    /// Brings `envelope` (a stored copy) up to date in place: recipients
+    /// done since left out, attempts and next attempt as now. False when
+    /// the message has no work left.
+    pub(crate) fn bring_up_to_date(&self, envelope: &mut Envelope) -> bool {
+        let Some(m) = self.messages.get(&envelope.id) else {
+            return false;
+        };
+        envelope.entries.retain_mut(|stored| {
+            let Some(e) = m.entries.iter().find(|e| e.entry == stored.entry) else {
+                return false;
+            };
+            stored.recipients.retain(|r| !e.done.contains(r));
+            stored.attempts = e.attempts;
+            stored.next_ms = e.next_ms;
+            e.left > 0 && !stored.recipients.is_empty()
+        });
+        true
     }
 
     /// What must be written before `segment` can be deleted.
-    pub(crate) fn plan(&self, segment: u32) -> Plan {
-        let mut ids = self
-            .segments
-            .get(&segment)
-            .map(|s| s.refs.clone())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        ids.dedup();
+    /// The segment's list of messages is left sorted and without repeats.
+    pub(crate) fn plan(&mut self, segment: u32) -> Plan {
+        let Some(s) = self.segments.get_mut(&segment) else {
+            return Plan::default();
+        };
+        s.refs.sort_unstable();
+        s.refs.dedup();
+        let ids = &s.refs;
         let mut plan = Plan::default();
-        for id in ids {
+        for &id in ids {
             if let Some(m) = self.messages.get(&id) {
                 // Its latest copy is the newest one: none is newer than
                 // this segment unless it lies after it.
@@ -303,6 +299,7 @@ impl Live {
             return;
         };
         let mut ids = s.refs;
+        // Sorted already when a plan was made; cheap when so.
         ids.sort_unstable();
         ids.dedup();
         for id in ids {

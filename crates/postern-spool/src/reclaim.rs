@@ -21,12 +21,14 @@ impl Writer {
         for _ in 0..PER_PASS {
             let (current, _) = self.log.position();
             let candidate = {
-                let live = self.shared.live();
-                live.segments
+                let mut live = self.shared.live();
+                let emptiest = live
+                    .segments
                     .iter()
                     .filter(|(n, s)| **n != current && !s.deferred && s.live_bytes * 4 <= s.size)
                     .min_by_key(|(_, s)| (s.live_bytes * 1000) / s.size.max(1))
-                    .map(|(n, s)| (*n, s.size, live.plan(*n)))
+                    .map(|(n, s)| (*n, s.size));
+                emptiest.map(|(n, size)| (n, size, live.plan(n)))
             };
             let Some((segment, size, plan)) = candidate else {
                 return;
@@ -59,10 +61,16 @@ impl Writer {
         {
             let live = self.shared.live();
             for b in &bytes {
-                let Some((Record::Message { envelope, body, .. }, _)) = decode(b) else {
+                let Some((
+                    Record::Message {
+                        mut envelope, body, ..
+                    },
+                    _,
+                )) = decode(b)
+                else {
                     return Err(());
                 };
-                if let Some(envelope) = live.current(&envelope) {
+                if live.bring_up_to_date(&mut envelope) {
                     messages.push(Record::Message {
                         envelope,
                         body,
