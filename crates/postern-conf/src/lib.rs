@@ -49,8 +49,8 @@ use std::path::Path;
 
 pub use error::{Error, ErrorKind, Errors, Location};
 pub use model::{
-    Binding, BindingGroup, Config, Credentials, DomainPattern, DomainSet, DomainStanza, HostStanza,
-    Listen, Listener, Options, Secret, Setting, normalize_domain,
+    Binding, BindingGroup, ClusterSettings, Config, Credentials, DomainPattern, DomainSet,
+    DomainStanza, HostStanza, Listen, Listener, Options, Secret, Setting, normalize_domain,
 };
 pub use parser::{SyntaxError, parse};
 pub use reference::reference_markdown;

@@ -249,6 +249,8 @@ pub struct Config {
     pub listener: Option<Listener>,
     /// `Resolver { }` options.
     pub resolver: Options,
+    /// `Cluster { }` options, when the stanza is written.
+    pub cluster: Option<Options>,
     /// `Auth` stanzas by name.
     pub auths: BTreeMap<String, Credentials>,
     /// `Reply_Rule` stanzas, in the order they were first written.
@@ -267,6 +269,24 @@ impl Config {
         }
     }
 
+    /// The `Cluster` stanza's settings, when there is one.
+    pub fn cluster(&self) -> Option<ClusterSettings> {
+        let options = self.cluster.as_ref()?;
+        let text = |d| match options.get(d).map(|s| &s.value) {
+            Some(Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let lease_ttl = match options.value_or_default(Directive::LeaseTtl) {
+            Some(Value::Seconds(s)) => *s,
+            _ => 10,
+        };
+        Some(ClusterSettings {
+            redis: text(Directive::ClusterRedis)?,
+            node: text(Directive::ClusterNodeName).unwrap_or_else(|| self.hostname()),
+            lease_ttl: std::time::Duration::from_secs(lease_ttl),
+        })
+    }
+
     /// The `Host` stanza that applies to `host` for mail of `binding`: the
     /// binding's own, else its group's, else the top-level one. Host stanzas
     /// do not inherit: the one found applies whole.
@@ -280,4 +300,15 @@ impl Config {
             .or_else(|| g.and_then(|g| g.hosts.get(&key)))
             .or_else(|| self.hosts.get(&key))
     }
+}
+
+/// A `Cluster` stanza, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `Redis`: the server's URL.
+    pub redis: String,
+    /// `Node_Name`, else the host name.
+    pub node: String,
+    /// `Lease_TTL`.
+    pub lease_ttl: std::time::Duration,
 }

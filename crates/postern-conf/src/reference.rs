@@ -26,7 +26,8 @@ a group); `Domain d { }` or `Domain /regex/ { }` (top level, binding, group;
 exact names beat regexes, regexes are tried in the order written, matched
 case-insensitively and unanchored); `Host h { }` (top level, binding,
 group; the most specific one applies whole, without inheriting);
-`ESMTP_Listener { Listen \"addr:port\" { } }`; `Resolver { }`; `Auth name { }`.
+`ESMTP_Listener { Listen \"addr:port\" { } }`; `Resolver { }`; `Auth name { }`;
+`Cluster { }` (top level).
 
 ## Which scope's value wins
 

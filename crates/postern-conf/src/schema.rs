@@ -32,10 +32,12 @@ pub enum Scope {
     Auth,
     /// `Reply_Rule name { }`.
     ReplyRule,
+    /// `Cluster { }`.
+    Cluster,
 }
 
 impl Scope {
-    const ALL: [Scope; 10] = [
+    const ALL: [Scope; 11] = [
         Scope::Global,
         Scope::BindingGroup,
         Scope::Binding,
@@ -46,6 +48,7 @@ impl Scope {
         Scope::Resolver,
         Scope::Auth,
         Scope::ReplyRule,
+        Scope::Cluster,
     ];
 
     const fn bit(self) -> u16 {
@@ -65,6 +68,7 @@ impl Scope {
             Scope::Resolver => "Resolver",
             Scope::Auth => "Auth",
             Scope::ReplyRule => "Reply_Rule",
+            Scope::Cluster => "Cluster",
         }
     }
 
@@ -81,6 +85,7 @@ impl Scope {
             Scope::Resolver => "the Resolver stanza",
             Scope::Auth => "an Auth stanza",
             Scope::ReplyRule => "a Reply_Rule stanza",
+            Scope::Cluster => "the Cluster stanza",
         }
     }
 }
@@ -140,6 +145,8 @@ pub enum Section {
     Adaptive,
     /// The daemon itself.
     Daemon,
+    /// Several nodes sharing limits through Redis.
+    Cluster,
 }
 
 impl Section {
@@ -155,6 +162,7 @@ impl Section {
             Section::Auth => "Credentials (Auth stanzas)",
             Section::Adaptive => "Adaptive delivery and reply rules",
             Section::Daemon => "Daemon",
+            Section::Cluster => "Cluster (shared limits through Redis)",
         }
     }
 }
@@ -341,6 +349,12 @@ directives! {
         "Postern. The rule applies to replies from this MX host (its name) only.";
     MetricsHostLabels "Metrics_Host_Labels" Count [Global] V("50"), Daemon,
         "Postern: how many of the busiest destination hosts get their own `host` label in the metrics; the rest are summed as `other`.";
+    ClusterRedis "Redis" Text [Cluster] NoDefault, Cluster,
+        "Postern. The Redis server the nodes share limits through: `redis://[:PASSWORD@]HOST[:PORT][/DB]` (required in a `Cluster` stanza). With a `Cluster` stanza, every `Host` stanza's `Max_Outbound_Connections` and every `Outbound_Throttle_*` counts the whole cluster: a node takes a lease per connection (not per message) and takes throttle tokens from one shared bucket per setting. When Redis does not answer within 250 ms, each node falls back to its share of each limit (the limit divided by the live nodes last seen, at least 1) and keeps delivering.";
+    ClusterNodeName "Node_Name" Text [Cluster] Computed("`Hostname`"), Cluster,
+        "Postern. This node's name in Redis and in `postern cluster`; unique per node.";
+    LeaseTtl "Lease_TTL" Seconds [Cluster] V("10"), Cluster,
+        "Postern. Seconds a lease lives in Redis unless renewed (nodes renew every third of it): the connections of a node that died stop counting after this. At least 3.";
 }
 
 impl Directive {
@@ -378,7 +392,7 @@ impl fmt::Display for Directive {
 }
 
 /// The stanza names, and the scope each stanza's body is.
-const STANZAS: [(&str, Scope); 9] = [
+const STANZAS: [(&str, Scope); 10] = [
     ("Binding_Group", Scope::BindingGroup),
     ("Binding", Scope::Binding),
     ("Domain", Scope::Domain),
@@ -388,6 +402,7 @@ const STANZAS: [(&str, Scope); 9] = [
     ("Resolver", Scope::Resolver),
     ("Auth", Scope::Auth),
     ("Reply_Rule", Scope::ReplyRule),
+    ("Cluster", Scope::Cluster),
 ];
 
 impl Scope {
@@ -406,7 +421,10 @@ impl Scope {
 
     /// Whether the stanza opening this scope takes a label.
     pub fn has_label(self) -> bool {
-        !matches!(self, Scope::Global | Scope::Listener | Scope::Resolver)
+        !matches!(
+            self,
+            Scope::Global | Scope::Listener | Scope::Resolver | Scope::Cluster
+        )
     }
 
     /// Whether the stanza opening this scope may appear inside `parent`.
@@ -414,7 +432,7 @@ impl Scope {
         use Scope as S;
         match self {
             S::Global => false,
-            S::BindingGroup | S::Listener | S::Resolver | S::Auth | S::ReplyRule => {
+            S::BindingGroup | S::Listener | S::Resolver | S::Auth | S::ReplyRule | S::Cluster => {
                 parent == S::Global
             }
             S::Binding => matches!(parent, S::Global | S::BindingGroup),

@@ -51,7 +51,7 @@ impl Plane {
     pub fn new(config: Config) -> Self {
         let (sink, reports, bounces) = Channels::new();
         Self {
-            core: Core::new(Arc::new(config), 1, Box::new(sink), Arc::default()),
+            core: Core::new(Arc::new(config), 1, Box::new(sink), Arc::default(), None),
             reports,
             _bounces: bounces,
             waiting: HashMap::new(),

@@ -143,8 +143,13 @@ fn key(binding: &str, domain: &str) -> QueueKey {
 
 impl Engine {
     /// Starts the control loop and the delivery loops for `config`; every
-    /// outcome and bounce goes to `outcomes`.
-    pub fn start(config: Arc<Config>, outcomes: Box<dyn Outcomes>) -> io::Result<Engine> {
+    /// outcome and bounce goes to `outcomes`. With a `cluster`, host
+    /// limits and throttles count every node of it.
+    pub fn start(
+        config: Arc<Config>,
+        outcomes: Box<dyn Outcomes>,
+        cluster: Option<postern_cluster::Cluster>,
+    ) -> io::Result<Engine> {
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Started>();
         let ready = Arc::new(AtomicUsize::new(0));
         let counted = ready.clone();
@@ -159,7 +164,8 @@ impl Engine {
                     // The control loop's own resolver, used only here.
                     let dns =
                         Dns::from_config(&config).map_err(|e| io::Error::other(e.to_string()))?;
-                    let scheduler = Scheduler::new(config, dns, handles, outcomes, counted).start();
+                    let scheduler =
+                        Scheduler::new(config, dns, handles, outcomes, counted, cluster).start();
                     Ok((scheduler, System::current()))
                 });
                 let ok = started.is_ok();

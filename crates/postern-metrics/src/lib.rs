@@ -129,6 +129,22 @@ catalogue! {
         "The message rate (per second) the adaptive loop holds each host shown to; 0 when not limited.";
     UPTIME "postern_uptime_seconds" Gauge [] []
         "Seconds since the daemon started.";
+    CLUSTER_REDIS_UP "postern_cluster_redis_up" Gauge [] []
+        "1 while this node shares its limits through Redis; 0 while it falls back to local shares (only with a Cluster stanza).";
+    CLUSTER_NODES "postern_cluster_nodes" Gauge [] []
+        "Live nodes seen in Redis at the last heartbeat: the divisor of the local shares.";
+    CLUSTER_LEASES "postern_cluster_leases" Gauge [] []
+        "Connection leases this node holds (one per connection to a host with a Host limit).";
+    CLUSTER_LEASE_SECONDS "postern_cluster_lease_seconds" Histogram [] [0.0002 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25]
+        "Time to take a connection lease from Redis, granted or refused.";
+    CLUSTER_LEASE_REFUSALS "postern_cluster_lease_refusals_total" Counter [] []
+        "Leases Redis refused because the host's limit was reached across the cluster.";
+    CLUSTER_REDIS_CALLS "postern_cluster_redis_calls_total" Counter ["op"] []
+        "Calls to Redis, by operation: acquire, release, heartbeat, take, status, connect.";
+    CLUSTER_REDIS_ERRORS "postern_cluster_redis_errors_total" Counter ["op"] []
+        "Calls to Redis that failed or took longer than their deadline, by operation.";
+    CLUSTER_FALLBACKS "postern_cluster_fallbacks_total" Counter [] []
+        "Times this node lost Redis and fell back to local shares of its limits.";
 }
 
 /// Installs the Prometheus recorder (with the catalogue's buckets) as the

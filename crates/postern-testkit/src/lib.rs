@@ -10,6 +10,8 @@
 //!   STARTTLS or AUTH, and records every message and the most concurrent
 //!   connections it saw.
 //! - [`process`]: ending a started daemon by its PID (SIGTERM, or SIGKILL).
+//! - [`redis::RedisServer`]: Debian's `redis-server` on a loopback port,
+//!   stopped and started again at will, ended by its PID.
 //! - [`tls::TestCa`]: a certificate authority made on the spot, issuing
 //!   server certificates for names and addresses.
 //!
@@ -28,6 +30,7 @@
 
 pub mod dns;
 pub mod process;
+pub mod redis;
 pub mod sink;
 pub mod tls;
 pub mod tmpfs;

@@ -1,4 +1,4 @@
-//! `postern summary`, `domain`, `queue`, `hosts`, `flush`, `suspend`, `resume`:
+//! `postern summary`, `domain`, `queue`, `hosts`, `cluster`, `flush`, `suspend`, `resume`:
 //! the console, talking to a running daemon's admin API on
 //! `Metrics_Listen`.
 // serde_json's `value["key"]` never panics: a missing key reads as Null.
@@ -28,6 +28,7 @@ pub(crate) enum Ask {
         limit: usize,
     },
     Hosts,
+    Cluster,
     Act {
         action: &'static str,
         domain: String,
@@ -93,6 +94,7 @@ pub(crate) fn run(file: &Path, ask: &Ask, as_json: bool) -> ExitCode {
         ),
         Ask::Queues { limit } => ("GET", format!("/api/queues?limit={limit}")),
         Ask::Hosts => ("GET", "/api/hosts".to_owned()),
+        Ask::Cluster => ("GET", "/api/cluster".to_owned()),
         Ask::Act {
             action,
             domain,
@@ -321,10 +323,39 @@ fn print(out: &mut impl Write, ask: &Ask, j: &Json) -> io::Result<()> {
                 &rows,
             )
         }
+        Ask::Cluster => print_cluster(out, j),
         Ask::Act {
             action,
             domain,
             binding,
         } => writeln!(out, "{action}: {domain} (binding {binding}): done"),
     }
+}
+
+/// `postern cluster`: Redis's state, the nodes, the leases per host.
+fn print_cluster(out: &mut impl Write, j: &Json) -> io::Result<()> {
+    let redis = if j["redis_up"].as_bool() == Some(true) {
+        "up: limits shared"
+    } else {
+        "DOWN: this node keeps to its local shares"
+    };
+    writeln!(
+        out,
+        "node {}; Redis {redis}",
+        j["node"].as_str().unwrap_or("?")
+    )?;
+    writeln!(out)?;
+    let nodes = rows(&j["nodes"], &["name", "leases", "expires_in_ms"]);
+    table::write(out, &["NODE", "LEASES", "EXPIRES IN (MS)"], &nodes)?;
+    let empty = Vec::new();
+    let mut hosts = Vec::new();
+    for h in j["hosts"].as_array().unwrap_or(&empty) {
+        if let Some(leases) = h["leases"].as_object() {
+            for (node, n) in leases {
+                hosts.push(vec![cell(&h["host"]), node.clone(), cell(n)]);
+            }
+        }
+    }
+    writeln!(out)?;
+    table::write(out, &["HOST", "NODE", "LEASES"], &hosts)
 }

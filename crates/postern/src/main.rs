@@ -86,6 +86,9 @@ enum Command {
     /// effective limits, effective rate, reachability, and the last reply
     /// that made the adaptive loop change them.
     Hosts(QueueArgs),
+    /// The cluster of a running daemon: the nodes Redis knows, the
+    /// connection leases each holds per host, and whether Redis answers.
+    Cluster(QueueArgs),
     /// Retry a queue's delayed mail now.
     Flush {
         /// The destination domain.
@@ -185,6 +188,7 @@ fn main() -> ExitCode {
         Command::Run { config } => daemon::run(&config),
         Command::Summary(c) => console(&c, &admin_cmd::Ask::Summary),
         Command::Hosts(c) => console(&c, &admin_cmd::Ask::Hosts),
+        Command::Cluster(c) => console(&c, &admin_cmd::Ask::Cluster),
         Command::Queue { limit, console: c } => console(&c, &admin_cmd::Ask::Queues { limit }),
         Command::Domain { domain, console: c } => {
             let binding = c.binding.clone();

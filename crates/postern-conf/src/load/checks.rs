@@ -174,3 +174,57 @@ impl Builder {
         }
     }
 }
+
+impl Builder {
+    /// A `Cluster` stanza names its Redis server with a URL the client
+    /// takes, and a lease lives long enough to be renewed.
+    pub(super) fn check_cluster(&mut self) {
+        let (Some(options), Some(at)) = (self.config.cluster.as_ref(), self.cluster_at.clone())
+        else {
+            return;
+        };
+        let mut found = Vec::new();
+        match options.get(Directive::ClusterRedis) {
+            None => found.push((
+                at,
+                ErrorKind::Incomplete(
+                    "Cluster: Redis is required (Redis = \"redis://127.0.0.1:6379/0\")".into(),
+                ),
+            )),
+            Some(setting) => {
+                if let Value::Text(url) = &setting.value
+                    && let Err(reason) = check_redis_url(url)
+                {
+                    let name = Directive::ClusterRedis.name();
+                    found.push((setting.at.clone(), ErrorKind::BadValue { name, reason }));
+                }
+            }
+        }
+        if let Some(setting) = options.get(Directive::LeaseTtl)
+            && matches!(setting.value, Value::Seconds(s) if s < 3)
+        {
+            let name = Directive::LeaseTtl.name();
+            let reason = "at least 3 seconds (leases are renewed every third of it)".into();
+            found.push((setting.at.clone(), ErrorKind::BadValue { name, reason }));
+        }
+        for (at, kind) in found {
+            self.errors.push(at, kind);
+        }
+    }
+}
+
+/// `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("{url:?} is not a redis:// URL (redis://HOST[:PORT][/DB])"))?;
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err(format!("{url:?}: the database after / must be a number"));
+    }
+    Ok(())
+}

@@ -44,6 +44,7 @@ enum At {
     Listener,
     Listen(usize),
     Resolver,
+    Cluster,
     Auth(String),
     ReplyRule(usize),
 }
@@ -82,6 +83,8 @@ struct Builder {
     bad_listen: bool,
     /// Bindings written inside a binding group: name -> (group, where).
     binding_groups: BTreeMap<String, (String, Location)>,
+    /// Where the `Cluster` stanza was first written.
+    cluster_at: Option<Location>,
 }
 
 /// Reads `path` and every file it includes.
@@ -129,6 +132,7 @@ impl Builder {
         self.check_auths();
         self.check_reply_rules();
         self.check_listener();
+        self.check_cluster();
         if self.errors.is_empty() {
             Ok(self.config)
         } else {

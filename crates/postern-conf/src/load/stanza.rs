@@ -84,6 +84,11 @@ impl Builder {
             Scope::Global => None,
             Scope::Listener => Some(self.enter_listener(loc)),
             Scope::Resolver => Some(At::Resolver),
+            Scope::Cluster => {
+                self.config.cluster.get_or_insert_with(Options::default);
+                self.cluster_at.get_or_insert_with(|| loc.clone());
+                Some(At::Cluster)
+            }
             Scope::BindingGroup => Some(self.enter_group(text.unwrap_or_default(), loc)),
             Scope::Binding => self.enter_binding(text.unwrap_or_default(), at, loc, label_loc),
             Scope::Auth => {
@@ -347,6 +352,7 @@ impl Builder {
                 .and_then(|l| l.listens.get_mut(*i))
                 .map(|l| &mut l.options),
             At::Resolver => Some(&mut self.config.resolver),
+            At::Cluster => self.config.cluster.as_mut(),
             At::Auth(name) => self.auth_options.get_mut(name).map(|(_, o)| o),
             At::ReplyRule(i) => self.rule_options.get_mut(*i).map(|(_, _, o)| o),
         }

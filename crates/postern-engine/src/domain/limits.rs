@@ -31,7 +31,8 @@ pub(crate) struct Limits {
     pub(crate) connection_throttle: Option<(String, Throttle)>,
 }
 
-/// A throttle that limits something, named by the setting that sets it.
+/// A throttle that limits something, named by the directive and the scope
+/// that sets it.
 fn throttle(eff: &Effective<'_>, d: Directive) -> Option<(String, Throttle)> {
     let resolved = eff.get(d)?;
     let Value::Throttle(t) = resolved.value else {
@@ -40,9 +41,11 @@ fn throttle(eff: &Effective<'_>, d: Directive) -> Option<(String, Throttle)> {
     if t.is_unlimited() {
         return None;
     }
+    // The same on every node that reads the same configuration, wherever
+    // its file lies: the name of a cluster-wide bucket.
     let name = match &resolved.origin {
-        Origin::Set { scope, at, .. } => format!("{scope} {at}"),
-        Origin::Default => "default".to_owned(),
+        Origin::Set { scope, .. } => format!("{d} {scope}"),
+        Origin::Default => format!("{d} default"),
     };
     Some((name, *t))
 }

@@ -79,6 +79,11 @@ pub(crate) struct MxHost {
     pub(crate) ring: VecDeque<DomainId>,
     /// The effective limit and rate, steered by "slow down" replies.
     pub(crate) adaptive: Adaptive,
+    /// Its name in the cluster (the same on every node): the binding it
+    /// was made for, and its address.
+    pub(crate) cluster_key: String,
+    /// Lease requests to the cluster.
+    pub(crate) leases: crate::scheduler::HostLeases,
     /// The idle timer is set for the oldest idle connection.
     pub(crate) idle_timer: bool,
     /// Waiting for the server-wide limit to allow a connection.
@@ -93,8 +98,11 @@ impl MxHost {
         settings: Arc<ClientSettings>,
         limit: Option<usize>,
         adaptive: bool,
+        binding: &str,
     ) -> Self {
         Self {
+            cluster_key: format!("{binding}/{}", key.addr),
+            leases: crate::scheduler::HostLeases::default(),
             adaptive: Adaptive::new(adaptive, limit, Instant::now()),
             key,
             settings,

@@ -11,7 +11,6 @@ use super::timers::Timer;
 use super::{Core, Scheduler};
 use crate::domain::QueueKey;
 use crate::ids::DomainId;
-use crate::throttle::Bucket;
 
 /// An operator's command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,25 +107,34 @@ impl Core {
         let Some((name, throttle)) = throttle.clone() else {
             return true;
         };
-        let bucket = self
-            .buckets
-            .entry(name)
-            .or_insert_with(|| Bucket::new(throttle, now));
-        let Err(at) = bucket.take(now) else {
-            return true;
+        let next = match self.shared_token(d, &name, throttle) {
+            Ok(true) => return true,
+            // Offered again when the cluster's grant comes.
+            Ok(false) => None,
+            Err(local) => match self.local_bucket(&name, local, now).take(now) {
+                Ok(()) => return true,
+                Err(at) => Some(at),
+            },
         };
         let kind = match pace {
             Pace::Messages => "messages",
             Pace::Connections => "connections",
         };
         metrics::counter!(postern_metrics::THROTTLE_DELAYS, "kind" => kind).increment(1);
+        if let Some(at) = next {
+            self.throttle_wake(d, at);
+        }
+        false
+    }
+
+    /// Offers the domain again at `at`, when its throttle has a token.
+    pub(super) fn throttle_wake(&mut self, d: DomainId, at: Instant) {
         let Some(dom) = self.domain_mut(d) else {
-            return false;
+            return;
         };
         if dom.throttle_wake.is_none_or(|w| at < w) {
             dom.throttle_wake = Some(at);
             self.timers.at(at, Timer::Throttle(d));
         }
-        false
     }
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::cluster::Slot;
 use super::control::Pace;
 use super::timers::Timer;
 use super::{Action, Conn, Core, Opening};
@@ -121,7 +122,7 @@ impl Core {
             let Some(host) = self.host(h) else {
                 return;
             };
-            if !host.may_open(now) {
+            if !host.may_open(now) || !self.within_share(h) {
                 if let Some(until) = host.paused_until().filter(|t| *t > now) {
                     self.retry_host(h, until);
                 }
@@ -134,8 +135,11 @@ impl Core {
             let Some(d) = self.next_opener(h) else {
                 return;
             };
+            let Slot::Free(lease) = self.cluster_slot(h) else {
+                return;
+            };
             if self.paced(d, Pace::Connections, now) {
-                self.open(h, d);
+                self.open(h, d, lease);
             } else {
                 // It waits for its throttle; `next_opener` put it last.
                 if let Some(host) = self.host_mut(h) {
@@ -224,7 +228,7 @@ impl Core {
 
     /// Starts a connection to the host, on behalf of the domain, on the
     /// least loaded delivery loop.
-    fn open(&mut self, h: HostId, d: DomainId) {
+    fn open(&mut self, h: HostId, d: DomainId, lease: Option<postern_cluster::Lease>) {
         let event_loop = (0..self.loop_open.len())
             .min_by_key(|i| self.loop_open.get(*i).map_or(usize::MAX, |g| g.get()))
             .unwrap_or(0);
@@ -240,6 +244,7 @@ impl Core {
             _slot: host.open.lease(),
             _server: self.total.lease(),
             _on_loop: on_loop.lease(),
+            _cluster: lease,
             opening: Some(Opening {
                 domain: d,
                 _host: host.opening.lease(),

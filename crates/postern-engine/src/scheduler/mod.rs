@@ -8,6 +8,7 @@
 //! [`Scheduler`] actor carries them out and keeps one timer for the
 //! earliest deadline (`docs/adr/0003-mx-host-pools.md`).
 
+mod cluster;
 mod control;
 mod dispatch;
 pub(crate) use self::dispatch::Answer;
@@ -26,6 +27,7 @@ use actix::prelude::*;
 use postern_conf::{Config, Directive, ReplyClass, Value};
 use postern_dns::Dns;
 
+pub(crate) use self::cluster::HostLeases;
 pub(crate) use self::control::{Command, Control, Drain, Fault};
 pub use self::query::{HostSummary, HostView, QueueRow, QueueView, Summary};
 pub(crate) use self::query::{QueryQueue, QueryQueues, QuerySummary};
@@ -62,6 +64,10 @@ pub(crate) enum Action {
     /// Hand failures for good to the outcomes: to mark done, with the
     /// bounce stored and queued when one is wanted.
     Settle(Settlement),
+    /// Ask the cluster for a lease at the host.
+    Lease(HostId),
+    /// Ask the cluster for tokens of the throttle so named.
+    Tokens(String, postern_conf::Throttle),
 }
 
 /// Being opened on behalf of a domain: counted against the host's and the
@@ -80,6 +86,8 @@ struct Conn {
     _slot: Lease,
     _server: Lease,
     _on_loop: Lease,
+    /// Its slot in the cluster's count of the host's connections.
+    _cluster: Option<postern_cluster::Lease>,
     opening: Option<Opening>,
     /// The domain whose batch it carries now.
     carrying: Option<(DomainId, Lease)>,
@@ -112,8 +120,13 @@ pub(crate) struct Core {
     outcomes: Box<dyn Outcomes>,
     /// Attempt rounds with batches still out (for one bounce per round).
     rounds: HashMap<RoundKey, Round>,
-    /// Throttle buckets by the setting that defines them.
-    buckets: HashMap<String, Bucket>,
+    /// Throttle buckets by the setting that defines them (and the count
+    /// they hold: a share of the cluster's while Redis is out of reach).
+    buckets: HashMap<(String, u32), Bucket>,
+    /// Limits shared with other nodes, when there is a `Cluster` stanza.
+    cluster: Option<postern_cluster::Cluster>,
+    /// The local side of the cluster's throttle buckets.
+    shared_buckets: cluster::SharedBuckets,
     tls: TlsCache,
     sequence: u64,
     /// Shutting down: no new connection, no new work.
@@ -141,6 +154,7 @@ impl Core {
         event_loops: usize,
         outcomes: Box<dyn Outcomes>,
         ready: Arc<AtomicUsize>,
+        cluster: Option<postern_cluster::Cluster>,
     ) -> Self {
         let server_limit = match config
             .global
@@ -176,6 +190,8 @@ impl Core {
             outcomes,
             rounds: HashMap::new(),
             buckets: HashMap::new(),
+            cluster,
+            shared_buckets: HashMap::new(),
             tls: TlsCache::default(),
             sequence: 0,
             draining: false,
@@ -292,9 +308,10 @@ impl Scheduler {
         loops: Vec<ArbiterHandle>,
         outcomes: Box<dyn Outcomes>,
         ready: Arc<AtomicUsize>,
+        cluster: Option<postern_cluster::Cluster>,
     ) -> Self {
         Self {
-            core: Core::new(config, loops.len(), outcomes, ready),
+            core: Core::new(config, loops.len(), outcomes, ready, cluster),
             dns,
             loops,
             armed: None,
@@ -312,6 +329,8 @@ impl Scheduler {
                 } => self.open(conn, host, event_loop, ctx),
                 Action::Resolve(d) => self.resolve(d, ctx),
                 Action::Settle(s) => self.core.outcomes.settle(s, &Handle(ctx.address())),
+                Action::Lease(h) => self.ask_lease(h, ctx),
+                Action::Tokens(name, throttle) => self.ask_tokens(name, throttle, ctx),
             }
         }
         self.arm(ctx);

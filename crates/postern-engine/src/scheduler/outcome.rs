@@ -81,7 +81,7 @@ impl Core {
         let over_cap = self
             .host(h)
             .is_none_or(|x| x.limit_now().is_some_and(|l| x.open.get() > l));
-        if closing || self.draining || over_cap {
+        if closing || self.draining || over_cap || self.over_share(h) {
             return Answer::Now(None);
         }
         if let Some((d, batch)) = self.next_batch(h, now) {

@@ -147,7 +147,13 @@ impl Core {
             .get(d.0 as usize)
             .ok_or("no such domain")?
             .limits;
-        let mut host = MxHost::new(key.clone(), Arc::new(settings), limit, limits.adaptive);
+        let mut host = MxHost::new(
+            key.clone(),
+            Arc::new(settings),
+            limit,
+            limits.adaptive,
+            &binding,
+        );
         host.max_deliveries = limits.max_deliveries;
         host.idle_timeout = limits.idle;
         host.failure_retry = limits.host_failure_retry;

@@ -83,7 +83,7 @@ pub(crate) fn engine(dns: &DnsServer, body: &str) -> TestEngine {
     );
     let config = Config::from_text(&text, Path::new("engine.conf")).unwrap();
     let (sink, reports, bounces) = Channels::new();
-    let engine = Engine::start(Arc::new(config), Box::new(sink)).unwrap();
+    let engine = Engine::start(Arc::new(config), Box::new(sink), None).unwrap();
     TestEngine {
         engine,
         reports,

@@ -32,6 +32,8 @@ pub(crate) struct Admin {
     pub(crate) totals: Arc<Totals>,
     pub(crate) started: Instant,
     pub(crate) host_labels: usize,
+    /// The cluster, with a `Cluster` stanza.
+    pub(crate) cluster: Option<postern_cluster::Cluster>,
     /// Host labels exported last time, set to zero when they drop out.
     shown: Mutex<HashSet<String>>,
 }
@@ -43,8 +45,10 @@ impl Admin {
         prometheus: PrometheusHandle,
         totals: Arc<Totals>,
         host_labels: usize,
+        cluster: Option<postern_cluster::Cluster>,
     ) -> Self {
         Self {
+            cluster,
             engine,
             spool,
             prometheus,
@@ -205,6 +209,13 @@ async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
             let rows: Vec<Value> = hosts.iter().map(host_json).collect();
             json_answer(200, &json!({ "hosts": rows }))
         }
+        ("GET", "/api/cluster") => match &admin.cluster {
+            Some(cluster) => match cluster.status().await {
+                Some(status) => json_answer(200, &json!(status)),
+                None => json_answer(503, &json!({ "error": "the cluster agent has stopped" })),
+            },
+            None => not_found("this daemon has no Cluster stanza"),
+        },
         ("GET", "/api/domain") => {
             let Some((binding, domain)) = queue() else {
                 return json_answer(400, &json!({ "error": "domain= is required" }));
@@ -231,8 +242,8 @@ async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
         }
         (
             _,
-            "/metrics" | "/api/summary" | "/api/queues" | "/api/hosts" | "/api/domain"
-            | "/api/flush" | "/api/suspend" | "/api/resume",
+            "/metrics" | "/api/summary" | "/api/queues" | "/api/hosts" | "/api/cluster"
+            | "/api/domain" | "/api/flush" | "/api/suspend" | "/api/resume",
         ) => json_answer(
             405,
             &json!({ "error": format!("{method} is not allowed on {path}") }),

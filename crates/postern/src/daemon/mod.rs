@@ -84,6 +84,32 @@ fn host_labels(config: &Config) -> usize {
     }
 }
 
+/// Joins the cluster of the `Cluster` stanza, if any.
+fn join_cluster(config: &Config) -> Result<Option<postern_cluster::Cluster>, String> {
+    let Some(settings) = config.cluster() else {
+        return Ok(None);
+    };
+    let cluster = postern_cluster::Cluster::start(postern_cluster::Options {
+        redis: settings.redis,
+        node: settings.node,
+        lease_ttl: settings.lease_ttl,
+    })
+    .map_err(|e| e.to_string())?;
+    if cluster.is_shared() {
+        say(&format!(
+            "cluster: node {}, {} live nodes, limits shared through Redis",
+            cluster.node(),
+            cluster.nodes()
+        ));
+    } else {
+        say(&format!(
+            "cluster: node {}: Redis does not answer; keeping to local shares until it does",
+            cluster.node()
+        ));
+    }
+    Ok(Some(cluster))
+}
+
 /// Raises the open-file limit to its hard maximum: every connection,
 /// inbound or outbound, is a file descriptor.
 fn raise_descriptor_limit() {
@@ -114,8 +140,9 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
         log: log.clone(),
         totals: totals.clone(),
     };
-    let engine =
-        Engine::start(config.clone(), Box::new(recorder)).map_err(|e| format!("engine: {e}"))?;
+    let cluster = join_cluster(&config)?;
+    let engine = Engine::start(config.clone(), Box::new(recorder), cluster.clone())
+        .map_err(|e| format!("engine: {e}"))?;
     let entries = spool::requeue(opened.recovered, &body, &engine.handle());
     say(&format!(
         "spool {}: {entries} entries to deliver",
@@ -143,6 +170,7 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
                 prometheus,
                 totals,
                 host_labels(&config),
+                cluster.clone(),
             ));
             Some(tokio::spawn(admin::serve(socket, admin)))
         }
@@ -167,6 +195,10 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     }
     engine.drain(GRACE).await;
     drop(engine);
+    if let Some(cluster) = cluster {
+        // Every connection is closed: its lease is on its way back.
+        let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+    }
     let _ = spool.sync().await;
     if let Some(line) = spool::unwritten(spool.close()) {
         say(&line);
