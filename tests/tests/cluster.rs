@@ -24,6 +24,9 @@ use serde_json::{Value, json};
 const A: &str = "127.0.0.2";
 const B: &str = "127.0.0.3";
 
+/// The limits as configured, without the adaptive loop's slow start.
+const FIXED: &str = "Adaptive_Delivery = false";
+
 struct Fleet {
     _dns: DnsServer,
     sink: Sink,
@@ -47,7 +50,6 @@ fn fleet(sink: Sink, lease_ttl: u32, extra: &str) -> Fleet {
             &format!(
                 "Remote_SMTP_Port = {port}\n\
                  Bind_Address = \"{ip}\"\n\
-                 Adaptive_Delivery = false\n\
                  Host_Failure_Retry = 1\n\
                  Host \"mx.dest.test\" {{ Max_Outbound_Connections = 4 }}\n\
                  Cluster {{ Redis = \"{url}\" Node_Name = \"{name}\" Lease_TTL = {lease_ttl} }}\n\
@@ -110,7 +112,7 @@ fn a_host_limit_holds_across_two_loaded_nodes_and_both_deliver() {
         .delay(Duration::from_millis(20))
         .start()
         .unwrap();
-    let f = fleet(sink, 10, "");
+    let f = fleet(sink, 10, FIXED);
     let (a, b) = (f.a.start(), f.b.start());
     let (la, lb) = (load(&f.a, 0, 150), load(&f.b, 1000, 150));
     assert!(codes(&la.join().unwrap()).iter().all(|c| *c == 250));
@@ -155,7 +157,7 @@ fn a_killed_nodes_leases_expire_and_the_other_node_takes_the_whole_limit() {
         .delay(Duration::from_millis(40))
         .start()
         .unwrap();
-    let f = fleet(sink, 3, "");
+    let f = fleet(sink, 3, FIXED);
     let (a, b) = (f.a.start(), f.b.start());
     let (la, lb) = (load(&f.a, 0, 200), load(&f.b, 1000, 400));
     la.join().unwrap();
@@ -188,7 +190,7 @@ fn redis_lost_mid_run_means_local_shares_and_no_bounce_then_shared_again() {
         .delay(Duration::from_millis(50))
         .start()
         .unwrap();
-    let mut f = fleet(sink, 3, "");
+    let mut f = fleet(sink, 3, FIXED);
     let (a, b) = (f.a.start(), f.b.start());
     wait_until(Duration::from_secs(20), "two nodes", || {
         cluster(&f.a)["nodes"].as_array().map(Vec::len) == Some(2)
@@ -239,7 +241,11 @@ fn a_shared_message_throttle_holds_within_ten_percent() {
         .ip("127.0.0.1".parse().unwrap())
         .start()
         .unwrap();
-    let f = fleet(sink, 10, "Outbound_Throttle_Messages = 20");
+    let f = fleet(
+        sink,
+        10,
+        "Adaptive_Delivery = false\nOutbound_Throttle_Messages = 20",
+    );
     let (a, b) = (f.a.start(), f.b.start());
     let (la, lb) = (load(&f.a, 0, 400), load(&f.b, 1000, 400));
     la.join().unwrap();
@@ -263,4 +269,46 @@ fn a_shared_message_throttle_holds_within_ten_percent() {
     assert!(peers.iter().any(|p| p.ip().to_string() == A));
     assert!(peers.iter().any(|p| p.ip().to_string() == B));
     drop((a, b));
+}
+
+#[test]
+fn a_slow_down_reply_to_one_node_slows_the_other_down_too() {
+    // The sink allows 3 connections; the Host limit is 4, so the fleet's
+    // adaptive loops find the fourth refused.
+    let sink = Sink::builder()
+        .ip("127.0.0.1".parse().unwrap())
+        .delay(Duration::from_millis(30))
+        .refuse_beyond(3)
+        .start()
+        .unwrap();
+    let f = fleet(sink, 10, "");
+    let (a, b) = (f.a.start(), f.b.start());
+    let (la, lb) = (load(&f.a, 0, 250), load(&f.b, 1000, 250));
+    let hosts = |s: &Setup| {
+        let c = s.config();
+        let out = postern_e2e::postern(&["hosts", "--json", "--config", c.to_str().unwrap()]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+    };
+    let told = |s: &Setup, by: &str| {
+        hosts(s)["hosts"].as_array().into_iter().flatten().any(|h| {
+            h["last_change"]["reply"]
+                .as_str()
+                .is_some_and(|r| r.starts_with(&format!("node {by}: ")))
+        })
+    };
+    wait_until(
+        Duration::from_secs(90),
+        "a node slowed down by the other's signal",
+        || told(&f.a, "b") || told(&f.b, "a"),
+    );
+    assert!(f.sink.refused() >= 1);
+    la.join().unwrap();
+    lb.join().unwrap();
+    assert!(f.sink.wait_for(500, Duration::from_secs(180)));
+    assert_eq!(a.terminate(), Some(0));
+    assert_eq!(b.terminate(), Some(0));
+    for node in [&f.a, &f.b] {
+        assert_eq!(log_events(node, "delivery"), 250);
+        assert_eq!(log_events(node, "bounce"), 0);
+    }
 }

@@ -11,7 +11,7 @@
 //! it shared again.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,8 +22,8 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio::task::LocalSet;
 
-use crate::scripts::{self, HOSTS, NODES};
-use crate::{DEADLINE, Grant, Lease, Options, Request, Shared, Status, Tokens};
+use crate::scripts::{self, HOSTS, NODES, SIGNALS};
+use crate::{DEADLINE, Grant, Lease, Options, Request, Shared, Signal, Status, Tokens};
 
 /// How often a local node tries Redis again.
 const RECONNECT: Duration = Duration::from_millis(500);
@@ -40,6 +40,12 @@ struct State {
     held: HashMap<u64, Held>,
     /// A heartbeat (or reconnection) is running.
     beating: bool,
+    /// Signals are read from this time (ms, Redis's clock) on; -1 before
+    /// the first heartbeat.
+    cursor: i64,
+    /// The signals read last time (the next read starts at that time, and
+    /// may return them again).
+    seen: HashSet<String>,
 }
 
 pub(crate) struct Agent {
@@ -59,6 +65,7 @@ struct Scripts {
     take: redis::Script,
     status: redis::Script,
     leave: redis::Script,
+    signal: redis::Script,
 }
 
 impl Agent {
@@ -75,6 +82,8 @@ impl Agent {
                 conn: None,
                 held: HashMap::new(),
                 beating: false,
+                cursor: -1,
+                seen: HashSet::new(),
             })),
             scripts: Rc::new(Scripts {
                 acquire: scripts::acquire(),
@@ -82,6 +91,7 @@ impl Agent {
                 take: scripts::take(),
                 status: scripts::status(),
                 leave: scripts::leave(),
+                signal: scripts::signal(),
             }),
         }
     }
@@ -156,6 +166,21 @@ impl Agent {
             } => {
                 tokio::task::spawn_local(async move {
                     reply(self.take(&name, capacity, per_ms, want).await);
+                });
+            }
+            Request::Publish(member) => {
+                tokio::task::spawn_local(async move {
+                    let script = self.scripts.clone();
+                    let _: Option<i64> = self
+                        .call("signal", |mut conn| async move {
+                            script
+                                .signal
+                                .key(SIGNALS)
+                                .arg(member)
+                                .invoke_async(&mut conn)
+                                .await
+                        })
+                        .await;
                 });
             }
             Request::Status(reply) => {
@@ -359,19 +384,24 @@ impl Agent {
             }
         }
         let mut invocation = self.scripts.heartbeat.key(NODES);
-        invocation.key(HOSTS);
-        invocation.arg(&self.options.node).arg(self.ttl_ms());
+        invocation.key(HOSTS).key(SIGNALS);
+        let cursor = self.state.borrow().cursor;
+        invocation
+            .arg(&self.options.node)
+            .arg(self.ttl_ms())
+            .arg(cursor);
         for held in self.state.borrow().held.values() {
             invocation.key(&held.key).arg(&held.member);
         }
-        let nodes: Option<i64> = self
+        let answer: Option<(i64, i64, Vec<String>)> = self
             .call("heartbeat", |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await;
-        let Some(nodes) = nodes else {
+        let Some((nodes, now, signals)) = answer else {
             return false;
         };
+        self.deliver(now, signals);
         let nodes = usize::try_from(nodes).unwrap_or(1).max(1);
         self.shared.nodes.store(nodes, Ordering::Relaxed);
         metrics::gauge!(postern_metrics::CLUSTER_NODES).set(nodes as f64);
@@ -381,6 +411,41 @@ impl Agent {
             metrics::gauge!(postern_metrics::CLUSTER_REDIS_UP).set(1.0);
         }
         true
+    }
+
+    /// Hands the other nodes' new signals to the sink.
+    fn deliver(&self, now: i64, signals: Vec<String>) {
+        let fresh: Vec<String> = {
+            let mut state = self.state.borrow_mut();
+            state.cursor = now;
+            let fresh = signals
+                .iter()
+                .filter(|s| !state.seen.contains(*s))
+                .cloned()
+                .collect();
+            state.seen = signals.into_iter().collect();
+            fresh
+        };
+        let sink = self.shared.signals.lock().ok().and_then(|s| s.clone());
+        let Some(sink) = sink else {
+            return;
+        };
+        for member in fresh {
+            let mut fields = member.splitn(5, scripts::FIELD).skip(1);
+            let (Some(node), Some(class), Some(host), Some(reply)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if node != self.options.node {
+                sink(Signal {
+                    host: host.to_owned(),
+                    class: class.to_owned(),
+                    node: node.to_owned(),
+                    reply: reply.to_owned(),
+                });
+            }
+        }
     }
 
     /// Gives every lease of this run back and leaves the cluster.

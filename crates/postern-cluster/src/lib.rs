@@ -8,6 +8,12 @@
 //! their tokens from one bucket per setting ([`Cluster::take`]). Redis is
 //! never on the per-message path for connection limits.
 //!
+//! The adaptive loops stay in step: when a node's loop slows a host down
+//! (a reply classed too many connections or rate limited), the node
+//! [`publish`](Cluster::publish)es the signal, and every other node's
+//! loop takes it as its own at its next heartbeat ([`Cluster::on_signal`]),
+//! so that the fleet backs off together, each node from what it sends.
+//!
 //! Redis runs on a thread of its own (`agent.rs`): no call ever blocks the
 //! caller, every call has a deadline ([`DEADLINE`]), and the answers come
 //! back through callbacks. When Redis fails or is slow, the node is
@@ -66,6 +72,22 @@ pub enum Tokens {
     Unavailable,
 }
 
+/// A slow-down signal another node published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    /// The host, as the engine names it.
+    pub host: String,
+    /// The reply's class (`too_many_connections`, `rate_limited`).
+    pub class: String,
+    /// The node that got the reply.
+    pub node: String,
+    /// The reply.
+    pub reply: String,
+}
+
+/// Where remote signals go.
+type SignalSink = Arc<dyn Fn(Signal) + Send + Sync>;
+
 /// What the agent is asked.
 enum Request {
     Acquire {
@@ -86,6 +108,7 @@ enum Request {
         want: u32,
         reply: Box<dyn FnOnce(Tokens) + Send>,
     },
+    Publish(String),
     Status(oneshot::Sender<Status>),
     Stop(std::sync::mpsc::Sender<()>),
 }
@@ -97,6 +120,7 @@ struct Shared {
     up: AtomicBool,
     nodes: AtomicUsize,
     next_id: AtomicU64,
+    signals: Mutex<Option<SignalSink>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -148,6 +172,7 @@ impl Cluster {
             up: AtomicBool::new(false),
             nodes: AtomicUsize::new(1),
             next_id: AtomicU64::new(1),
+            signals: Mutex::new(None),
             thread: Mutex::new(None),
         });
         let (joined_tx, joined_rx) = std::sync::mpsc::channel();
@@ -233,6 +258,21 @@ impl Cluster {
         };
         if let Err(mpsc::error::SendError(Request::Take { reply, .. })) = self.0.tx.send(request) {
             reply(Tokens::Unavailable);
+        }
+    }
+
+    /// Tells the other nodes that this node's loop slowed `host` down.
+    pub fn publish(&self, host: &str, class: &str, reply: &str) {
+        let seq = self.next_id();
+        let f = scripts::FIELD;
+        let member = format!("{seq}{f}{}{f}{class}{f}{host}{f}{reply}", self.0.node);
+        let _ = self.0.tx.send(Request::Publish(member));
+    }
+
+    /// Where the other nodes' signals go (called on the agent's thread).
+    pub fn on_signal(&self, sink: impl Fn(Signal) + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.0.signals.lock() {
+            *slot = Some(Arc::new(sink));
         }
     }
 

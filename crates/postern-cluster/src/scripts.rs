@@ -9,6 +9,9 @@
 //! - `postern:lease:HOST`: sorted set of one host's leases, each member
 //!   `NODE/BOOT/ID` scored by its expiry (ms). Expired members are removed
 //!   before counting, so a dead node's leases stop counting by themselves.
+//! - `postern:signals`: sorted set of the slow-down signals of the last
+//!   minute (`SEQ`, node, class, host and reply, separated by U+001F),
+//!   scored by when they came.
 //! - `postern:throttle:NAME`: hash with the bucket's `tokens` and the time
 //!   (`at`, ms) they were counted.
 
@@ -18,6 +21,12 @@ use redis::Script;
 pub(crate) const NODES: &str = "postern:nodes";
 /// The set of lease keys.
 pub(crate) const HOSTS: &str = "postern:hosts";
+/// The sorted set of slow-down signals, scored by when they came (ms);
+/// kept a minute.
+pub(crate) const SIGNALS: &str = "postern:signals";
+
+/// Separates the fields of a signal (never in a host, class or reply).
+pub(crate) const FIELD: char = '\u{1f}';
 
 /// The lease key of a host.
 pub(crate) fn lease_key(host: &str) -> String {
@@ -57,22 +66,40 @@ pub(crate) fn acquire() -> Script {
     ))
 }
 
-/// KEYS: nodes set, hosts set, then one lease key per lease held. ARGV:
-/// node, TTL (ms), then the member of each lease, in the keys' order.
+/// KEYS: nodes set, hosts set, signals, then one lease key per lease
+/// held. ARGV: node, TTL (ms), the time (ms) of the last signals read (-1:
+/// none yet), then the member of each lease, in the keys' order.
 /// Registers the node and renews (or, after Redis lost them, restores)
-/// every lease the node holds. Returns the number of live nodes.
+/// every lease the node holds. Returns `{live nodes, now, {signal, ...}}`
+/// with the signals since the time given.
 pub(crate) fn heartbeat() -> Script {
     Script::new(&format!(
         "{NOW}
         local ttl = tonumber(ARGV[2])
         redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-        for i = 3, #KEYS do
+        for i = 4, #KEYS do
             redis.call('ZADD', KEYS[i], now + ttl, ARGV[i])
             redis.call('PEXPIRE', KEYS[i], ttl)
             redis.call('SADD', KEYS[2], KEYS[i])
         end
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-        return redis.call('ZCARD', KEYS[1])"
+        local signals = {{}}
+        if tonumber(ARGV[3]) >= 0 then
+            signals = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[3], '+inf')
+        end
+        return {{redis.call('ZCARD', KEYS[1]), now, signals}}"
+    ))
+}
+
+/// KEYS: signals. ARGV: the signal. Adds it, and forgets signals older
+/// than a minute.
+pub(crate) fn signal() -> Script {
+    Script::new(&format!(
+        "{NOW}
+        redis.call('ZADD', KEYS[1], now, ARGV[1])
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+        redis.call('PEXPIRE', KEYS[1], 120000)
+        return 1"
     ))
 }
 

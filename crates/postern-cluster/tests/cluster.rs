@@ -189,3 +189,34 @@ fn rt() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+#[test]
+fn a_slow_down_signal_reaches_the_other_nodes_not_its_own() {
+    let redis = RedisServer::start().unwrap();
+    let a = node(&redis, "a", 3);
+    let b = node(&redis, "b", 3);
+    let (to_a, at_a) = mpsc::channel();
+    let (to_b, at_b) = mpsc::channel();
+    a.on_signal(move |s| {
+        let _ = to_a.send(s);
+    });
+    b.on_signal(move |s| {
+        let _ = to_b.send(s);
+    });
+    a.publish(
+        "default/127.0.0.9:25",
+        "too_many_connections",
+        "421 4.7.0 too many",
+    );
+    // The next heartbeat (every second at most) brings it to b.
+    let got = at_b.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(got.host, "default/127.0.0.9:25");
+    assert_eq!(got.class, "too_many_connections");
+    assert_eq!(got.node, "a");
+    assert_eq!(got.reply, "421 4.7.0 too many");
+    // Once only, and never to the node that published it.
+    assert!(at_b.recv_timeout(Duration::from_secs(2)).is_err());
+    assert!(at_a.try_recv().is_err());
+    a.stop();
+    b.stop();
+}

@@ -140,7 +140,7 @@ catalogue! {
     CLUSTER_LEASE_REFUSALS "postern_cluster_lease_refusals_total" Counter [] []
         "Leases Redis refused because the host's limit was reached across the cluster.";
     CLUSTER_REDIS_CALLS "postern_cluster_redis_calls_total" Counter ["op"] []
-        "Calls to Redis, by operation: acquire, release, heartbeat, take, status, connect.";
+        "Calls to Redis, by operation: acquire, release, heartbeat, take, signal, status, connect.";
     CLUSTER_REDIS_ERRORS "postern_cluster_redis_errors_total" Counter ["op"] []
         "Calls to Redis that failed or took longer than their deadline, by operation.";
     CLUSTER_FALLBACKS "postern_cluster_fallbacks_total" Counter [] []

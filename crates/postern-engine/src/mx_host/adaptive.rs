@@ -200,7 +200,8 @@ impl Adaptive {
 
     /// The host said "too many connections" or "rate limited" on a
     /// session with id `conn` while `open` sessions were open; `next` is
-    /// the id the next session will get.
+    /// the id the next session will get. True when the limit or the rate
+    /// changed.
     pub(crate) fn signal(
         &mut self,
         class: ReplyClass,
@@ -209,10 +210,10 @@ impl Adaptive {
         open: usize,
         next: ConnId,
         now: Instant,
-    ) {
+    ) -> bool {
         self.paused_until = Some(now + PAUSE);
         if !self.enabled {
-            return;
+            return false;
         }
         let changed = match class {
             ReplyClass::RateLimited => self.cut_rate(now),
@@ -225,6 +226,7 @@ impl Adaptive {
                 reply,
             });
         }
+        changed
     }
 
     fn cut_limit(&mut self, conn: ConnId, open: usize, next: ConnId, now: Instant) -> bool {

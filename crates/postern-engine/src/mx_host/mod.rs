@@ -204,17 +204,27 @@ impl MxHost {
 
     /// The host answered "too many connections" or "rate limited" on
     /// connection `conn` while `open` connections were open; `next` is the
-    /// id the next connection gets.
+    /// id the next connection gets. True when its loop slowed it down.
     pub(crate) fn signal(
         &mut self,
         class: ReplyClass,
         reply: &Reply,
         (conn, open, next): (ConnId, usize, ConnId),
-    ) {
+    ) -> bool {
         tracing::info!(host = %self.name(), addr = %self.key.addr, %reply, "host asks to slow down");
         let now = Instant::now();
         self.adaptive
-            .signal(class, reply.to_string(), conn, open, next, now);
+            .signal(class, reply.to_string(), conn, open, next, now)
+    }
+
+    /// Another node's loop slowed this host down: this node's loop does
+    /// the same, from its own connections and rate (`next` is the id the
+    /// next connection gets, so the cohort rule lets it through).
+    pub(crate) fn remote_signal(&mut self, class: ReplyClass, why: String, next: ConnId) {
+        tracing::info!(host = %self.name(), addr = %self.key.addr, reply = %why, "host asked another node to slow down");
+        let open = self.open.get();
+        self.adaptive
+            .signal(class, why, next, open, next, Instant::now());
     }
 
     /// A transaction went through.

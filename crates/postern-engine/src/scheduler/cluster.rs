@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use postern_cluster::{Grant, Lease, Tokens};
-use postern_conf::Throttle;
+use postern_cluster::{Grant, Lease, Signal, Tokens};
+use postern_conf::{ReplyClass, Throttle};
 
 use super::{Action, Core, Scheduler};
 use crate::ids::{DomainId, HostId};
@@ -198,6 +198,38 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Another node's loop slowed a host down: every host of this node
+    /// with that cluster name does the same. Signals are rare (a few per
+    /// refusal episode), so the hosts are looked through.
+    fn remote_signal(&mut self, signal: Signal) {
+        let Some(class) = ReplyClass::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == signal.class)
+        else {
+            return;
+        };
+        let next = self.next_conn;
+        let why = format!("node {}: {}", signal.node, signal.reply);
+        let matching: Vec<HostId> = (0..self.hosts.len())
+            .filter_map(|i| u32::try_from(i).ok().map(HostId))
+            .filter(|h| self.host(*h).is_some_and(|x| x.cluster_key == signal.host))
+            .collect();
+        for h in matching {
+            let Some(host) = self.host_mut(h) else {
+                continue;
+            };
+            host.remote_signal(class, why.clone(), next);
+            if let Some(until) = host.paused_until() {
+                self.retry_host(h, until);
+            }
+            let kind = class.as_str();
+            metrics::counter!(postern_metrics::ADAPTIVE_ADJUSTMENTS, "reason" => kind).increment(1);
+        }
+    }
+}
+
 /// Tokens asked of the cluster at once: about 50 ms of the throttle's
 /// rate, at least 1, so that a slow throttle is never over-granted to one
 /// node and a fast one costs few calls.
@@ -243,6 +275,37 @@ impl Scheduler {
             want,
             move |tokens| me.do_send(TokensGranted(name, tokens)),
         );
+    }
+}
+
+/// Another node's slow-down signal.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RemoteSignal(Signal);
+
+impl Scheduler {
+    /// Other nodes' signals come to this actor.
+    pub(super) fn listen_to_cluster(&mut self, ctx: &mut Context<Self>) {
+        if let Some(cluster) = &self.core.cluster {
+            let me = ctx.address();
+            cluster.on_signal(move |signal| me.do_send(RemoteSignal(signal)));
+        }
+    }
+
+    /// Tells the other nodes that this host's loop slowed it down.
+    pub(super) fn publish(&mut self, h: HostId, class: ReplyClass, reply: &str) {
+        if let (Some(cluster), Some(host)) = (&self.core.cluster, self.core.host(h)) {
+            cluster.publish(&host.cluster_key, class.as_str(), reply);
+        }
+    }
+}
+
+impl Handler<RemoteSignal> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, RemoteSignal(signal): RemoteSignal, ctx: &mut Context<Self>) {
+        self.core.remote_signal(signal);
+        self.sync(ctx);
     }
 }
 

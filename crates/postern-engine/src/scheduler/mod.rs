@@ -68,6 +68,8 @@ pub(crate) enum Action {
     Lease(HostId),
     /// Ask the cluster for tokens of the throttle so named.
     Tokens(String, postern_conf::Throttle),
+    /// Tell the other nodes that the host's loop slowed it down.
+    Signal(HostId, ReplyClass, String),
 }
 
 /// Being opened on behalf of a domain: counted against the host's and the
@@ -331,6 +333,7 @@ impl Scheduler {
                 Action::Settle(s) => self.core.outcomes.settle(s, &Handle(ctx.address())),
                 Action::Lease(h) => self.ask_lease(h, ctx),
                 Action::Tokens(name, throttle) => self.ask_tokens(name, throttle, ctx),
+                Action::Signal(h, class, reply) => self.publish(h, class, &reply),
             }
         }
         self.arm(ctx);
@@ -385,6 +388,10 @@ impl Scheduler {
 /// mailbox capacity: the daemon never waits on the scheduler.
 impl Actor for Scheduler {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.listen_to_cluster(ctx);
+    }
 }
 
 impl Handler<Submit> for Scheduler {

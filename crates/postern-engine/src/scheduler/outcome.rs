@@ -201,9 +201,13 @@ impl Core {
             return;
         };
         let open = host.open.get() + gone;
-        host.signal(class, reply, (conn, open, next));
+        let slowed = host.signal(class, reply, (conn, open, next));
         if let Some(until) = host.paused_until() {
             self.retry_host(h, until);
+        }
+        if slowed && self.cluster.is_some() {
+            self.actions
+                .push(super::Action::Signal(h, class, reply.to_string()));
         }
         let kind = class.as_str();
         metrics::counter!(postern_metrics::ADAPTIVE_ADJUSTMENTS, "reason" => kind).increment(1);
