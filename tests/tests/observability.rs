@@ -20,6 +20,7 @@ use std::time::Duration;
 use common::{Setup, codes, free_addr, get, inject, wait_until};
 use postern_e2e::{postern, workspace_root};
 use postern_testkit::dns::DnsServer;
+use postern_testkit::redis::RedisServer;
 use postern_testkit::sink::Sink;
 use serde_json::{Value, json};
 
@@ -125,13 +126,18 @@ fn dashboards_show_data_from_a_real_prometheus_and_the_console_works() {
         .a("mx.ok.example", "127.0.0.1".parse().unwrap())
         .start()
         .unwrap();
+    // A real Redis: the internals dashboard's cluster panels need a node
+    // of a cluster.
+    let redis = RedisServer::start().unwrap();
     let setup = Setup::new(
         &dns,
         &format!(
             "Remote_SMTP_Port = {}\nRetry_Interval = 1\nOutbound_Throttle_Messages = \"5\"\n\
              Host \"mx.ok.example\" {{ Max_Outbound_Connections = 4 }}\n\
-             Domain \"slow.example\" {{ Message_Expiration = 2 }}",
-            sink.addr().port()
+             Domain \"slow.example\" {{ Message_Expiration = 2 }}\n\
+             Cluster {{ Redis = \"{}\" Node_Name = \"obs\" }}",
+            sink.addr().port(),
+            redis.url()
         ),
     );
     let daemon = setup.start();

@@ -112,7 +112,7 @@ impl Agent {
                 return;
             }
         };
-        metrics::gauge!(postern_metrics::CLUSTER_REDIS_UP).set(0.0);
+        register_metrics();
         let agent = Rc::new(self);
         LocalSet::new().block_on(&runtime, async move {
             let _ = joined.send(agent.clone().beat().await);
@@ -471,5 +471,28 @@ impl Agent {
 
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.options.lease_ttl.as_millis()).unwrap_or(10_000)
+    }
+}
+
+/// Every series at zero from the start, so that dashboards have one
+/// before the first event.
+fn register_metrics() {
+    use postern_metrics as m;
+    metrics::gauge!(m::CLUSTER_REDIS_UP).set(0.0);
+    metrics::gauge!(m::CLUSTER_NODES).set(1.0);
+    metrics::gauge!(m::CLUSTER_LEASES).set(0.0);
+    metrics::counter!(m::CLUSTER_LEASE_REFUSALS).increment(0);
+    metrics::counter!(m::CLUSTER_FALLBACKS).increment(0);
+    for op in [
+        "acquire",
+        "release",
+        "heartbeat",
+        "take",
+        "signal",
+        "status",
+        "connect",
+    ] {
+        metrics::counter!(m::CLUSTER_REDIS_CALLS, "op" => op).increment(0);
+        metrics::counter!(m::CLUSTER_REDIS_ERRORS, "op" => op).increment(0);
     }
 }

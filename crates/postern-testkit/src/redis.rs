@@ -2,7 +2,7 @@
 //! nothing saved to disk, ended by its PID when dropped. It can be stopped
 //! and started again on the same port, as an operator's restart would.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,8 +71,9 @@ impl RedisServer {
         Err(std::io::Error::other("redis-server did not answer PING"))
     }
 
-    /// Sends one command and returns the first line of the reply (`+OK`,
-    /// `:3`, `$5` ...), for tests that look into Redis.
+    /// Sends one command and returns its reply's first line (`+OK`, `:3`,
+    /// `*2` ...), or the whole text of a bulk string (`INFO`), for tests
+    /// that look into Redis.
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -81,9 +82,19 @@ impl RedisServer {
             request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         stream.write_all(request.as_bytes())?;
+        let mut reader = BufReader::new(stream);
         let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line)?;
-        Ok(line.trim_end().to_owned())
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            Some(len) => {
+                let mut bulk = vec![0; len + 2];
+                reader.read_exact(&mut bulk)?;
+                bulk.truncate(len);
+                Ok(String::from_utf8_lossy(&bulk).into_owned())
+            }
+            None => Ok(line.to_owned()),
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use postern_testkit::redis::RedisServer;
 use postern_testkit::sink::Sink;
 use serde_json::{Value, json};
 
@@ -94,6 +95,14 @@ struct Args {
     /// Give up waiting for the sinks after this many seconds.
     #[arg(long, default_value = "600")]
     timeout: u64,
+    /// Run the daemon as a node of a cluster: start a local redis-server
+    /// and add a `Cluster` stanza; the report counts Redis's commands.
+    #[arg(long)]
+    cluster: bool,
+    /// Give each sink host a `Host` stanza with this connection limit
+    /// (`mx0.bench` ...), so that connections take leases in a cluster.
+    #[arg(long)]
+    host_limit: Option<u32>,
 }
 
 fn percentile(h: &Histogram<u64>, q: f64) -> f64 {
@@ -138,22 +147,39 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir).map_err(e)?;
-    let mut daemon = None;
-    let target = if args.direct {
-        Target::Direct {
-            hosts: args.hosts,
-            port,
-        }
-    } else if let Some(t) = args.target {
-        Target::One(t)
-    } else {
-        let listen = SocketAddr::from(([127, 0, 0, 1], world::free_port().map_err(e)?));
-        let config = world::write_config(&dir, dns.addr(), port, listen, &args.set).map_err(e)?;
-        let d = Daemon::start(&args.daemon, &config, listen).map_err(e)?;
-        let t = Target::One(d.listen);
-        daemon = Some(d);
-        t
+    let redis = match args.cluster {
+        true => Some(RedisServer::start().map_err(e)?),
+        false => None,
     };
+    let mut daemon = None;
+    let target =
+        if args.direct {
+            Target::Direct {
+                hosts: args.hosts,
+                port,
+            }
+        } else if let Some(t) = args.target {
+            Target::One(t)
+        } else {
+            let listen = SocketAddr::from(([127, 0, 0, 1], world::free_port().map_err(e)?));
+            let mut extra = args.set.clone();
+            if let Some(limit) = args.host_limit {
+                extra.extend((0..args.hosts).map(|j| {
+                    format!("Host \"mx{j}.bench\" {{ Max_Outbound_Connections = {limit} }}")
+                }));
+            }
+            if let Some(r) = &redis {
+                extra.push(format!(
+                    "Cluster {{ Redis = \"{}\" Node_Name = \"bench\" }}",
+                    r.url()
+                ));
+            }
+            let config = world::write_config(&dir, dns.addr(), port, listen, &extra).map_err(e)?;
+            let d = Daemon::start(&args.daemon, &config, listen).map_err(e)?;
+            let t = Target::One(d.listen);
+            daemon = Some(d);
+            t
+        };
     let plan = Plan {
         messages,
         size: args.size,
@@ -175,22 +201,43 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
     let arrived_all = wait_arrivals(&sinks, messages, &done, Duration::from_secs(args.timeout));
     let (sent, failed) = runtime.block_on(injection).map_err(|x| x.to_string())?;
     let (cpu, rss) = daemon.as_ref().map_or((0.0, 0), |d| usage(d.pid()));
+    let redis_commands = redis.as_ref().map(redis_commands);
     if let Some(d) = daemon {
         d.stop();
     }
-    Ok(Outcome {
-        record: report(
-            args,
-            &plan,
-            started,
-            &sent,
-            failed,
-            &sinks,
-            arrived_all,
-            cpu,
-            rss,
-        ),
-    })
+    let mut record = report(
+        args,
+        &plan,
+        started,
+        &sent,
+        failed,
+        &sinks,
+        arrived_all,
+        cpu,
+        rss,
+    );
+    if let (Some(n), Some(obj)) = (redis_commands, record.as_object_mut()) {
+        let arrived = obj["arrived"].as_f64().unwrap_or(0.0).max(1.0);
+        obj.insert("redis_commands".into(), json!(n));
+        obj.insert(
+            "redis_commands_per_message".into(),
+            json!(n as f64 / arrived),
+        );
+    }
+    Ok(Outcome { record })
+}
+
+/// Commands Redis has processed (each script run is one).
+fn redis_commands(redis: &RedisServer) -> u64 {
+    redis
+        .command(&["INFO", "stats"])
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("total_commands_processed:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 #[allow(clippy::too_many_arguments)]
