@@ -272,24 +272,19 @@ impl Agent {
                 }
             })
             .await;
-        match answer {
-            Some((0, _)) => {
-                metrics::histogram!(postern_metrics::CLUSTER_LEASE_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!(postern_metrics::CLUSTER_LEASE_REFUSALS).increment(1);
-                reply(Grant::Refused);
-            }
-            granted => {
-                if granted.is_some() {
-                    metrics::histogram!(postern_metrics::CLUSTER_LEASE_SECONDS)
-                        .record(started.elapsed().as_secs_f64());
-                }
-                // Granted by Redis, or counted locally (the node is local
-                // now): either way the agent holds it.
-                self.hold(id, &host);
-                reply(Grant::Granted(self.lease(id)));
-            }
+        if answer.is_some() {
+            metrics::histogram!(postern_metrics::CLUSTER_LEASE_SECONDS)
+                .record(started.elapsed().as_secs_f64());
         }
+        if let Some((0, _)) = answer {
+            metrics::counter!(postern_metrics::CLUSTER_LEASE_REFUSALS).increment(1);
+            reply(Grant::Refused);
+            return;
+        }
+        // Granted by Redis, or counted locally (the node is local now):
+        // either way the agent holds it.
+        self.hold(id, &host);
+        reply(Grant::Granted(self.lease(id)));
     }
 
     fn release(self: Rc<Self>, id: u64) {

@@ -37,12 +37,8 @@ fn take(c: &Cluster, name: &str, throttle: (u32, u32), want: u32) -> Tokens {
     rx.recv_timeout(Duration::from_secs(5)).unwrap()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    postern_testkit::wait_until(Duration::from_secs(30), what, f);
 }
 
 #[test]

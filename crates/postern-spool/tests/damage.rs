@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{new_message, open, segment_paths, store, sync};
 use postern_spool::SpoolError;
@@ -87,12 +87,8 @@ fn flipped_bytes_cost_only_the_records_they_hit() {
     );
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    postern_testkit::wait_until(Duration::from_secs(30), what, f);
 }
 
 #[test]

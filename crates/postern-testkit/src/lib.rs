@@ -34,3 +34,18 @@ pub mod redis;
 pub mod sink;
 pub mod tls;
 pub mod tmpfs;
+
+/// Waits until `done` is true, looking every 50 ms; panics naming `what`
+/// after `limit`. Tests wait for events with generous limits, never for a
+/// fixed time.
+#[allow(clippy::panic)]
+pub fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

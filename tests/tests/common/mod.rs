@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postern_e2e::{Daemon, workspace_root};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
+pub(crate) use postern_testkit::wait_until;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -116,14 +117,6 @@ pub(crate) fn received_ids(sink: &Sink) -> HashMap<String, usize> {
         *ids.entry(id).or_insert(0) += 1;
     }
     ids
-}
-
-pub(crate) fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `GET path` over HTTP/1.0 (so that the answer is not chunked).
