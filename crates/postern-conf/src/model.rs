@@ -247,6 +247,8 @@ pub struct Config {
     pub hosts: BTreeMap<String, HostStanza>,
     /// The injection listener, if configured.
     pub listener: Option<Listener>,
+    /// The HTTP injection listener, if configured.
+    pub http_listener: Option<Listener>,
     /// `Resolver { }` options.
     pub resolver: Options,
     /// `Cluster { }` options, when the stanza is written.

@@ -27,7 +27,7 @@ exact names beat regexes, regexes are tried in the order written, matched
 case-insensitively and unanchored); `Host h { }` (top level, binding,
 group; the most specific one applies whole, without inheriting);
 `ESMTP_Listener { Listen \"addr:port\" { } }`; `Resolver { }`; `Auth name { }`;
-`Cluster { }` (top level).
+`Cluster { }` and `HTTP_Listener { Listen \"addr:port\" { } }` (top level).
 
 ## Which scope's value wins
 

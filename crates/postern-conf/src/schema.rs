@@ -34,10 +34,12 @@ pub enum Scope {
     ReplyRule,
     /// `Cluster { }`.
     Cluster,
+    /// `HTTP_Listener { }`.
+    HttpListener,
 }
 
 impl Scope {
-    const ALL: [Scope; 11] = [
+    const ALL: [Scope; 12] = [
         Scope::Global,
         Scope::BindingGroup,
         Scope::Binding,
@@ -49,6 +51,7 @@ impl Scope {
         Scope::Auth,
         Scope::ReplyRule,
         Scope::Cluster,
+        Scope::HttpListener,
     ];
 
     const fn bit(self) -> u16 {
@@ -69,6 +72,7 @@ impl Scope {
             Scope::Auth => "Auth",
             Scope::ReplyRule => "Reply_Rule",
             Scope::Cluster => "Cluster",
+            Scope::HttpListener => "HTTP_Listener",
         }
     }
 
@@ -86,6 +90,7 @@ impl Scope {
             Scope::Auth => "an Auth stanza",
             Scope::ReplyRule => "a Reply_Rule stanza",
             Scope::Cluster => "the Cluster stanza",
+            Scope::HttpListener => "the HTTP_Listener stanza",
         }
     }
 }
@@ -285,16 +290,18 @@ directives! {
         "User name for AUTH towards the destination (AUTH is sent only over TLS unless the route says `tls=no`).";
     OutboundSmtpAuthPass "Outbound_SMTP_AUTH_Pass" Secret [Global BindingGroup Binding Domain] NoDefault, Tls,
         "Password for AUTH towards the destination; never printed or logged.";
-    RelayHosts "Relay_Hosts" Cidrs [Listener Listen] V(""), Listener,
-        "Client addresses allowed to send to any domain. Unset: none.";
-    MaxMessageSize "Max_Message_Size" Size [Listener Listen] V("26214400"), Listener,
-        "Largest message accepted (`552` above it).";
+    RelayHosts "Relay_Hosts" Cidrs [Listener Listen HttpListener] V(""), Listener,
+        "Client addresses allowed to send to any domain. Unset: none. In `HTTP_Listener`: the clients that may inject at all (others get 403).";
+    MaxMessageSize "Max_Message_Size" Size [Listener Listen HttpListener] V("26214400"), Listener,
+        "Largest message accepted (`552` above it; over HTTP, a larger request body gets 413).";
     TlsCertificate "TLS_Certificate" Path [Listener Listen] NoDefault, Listener,
         "PEM certificate chain offered with STARTTLS (needs `TLS_Key`).";
     TlsKey "TLS_Key" Path [Listener Listen] NoDefault, Listener,
         "PEM private key for `TLS_Certificate`.";
-    DefaultBinding "Default_Binding" BindingName [Listener Listen] V("default"), Listener,
+    DefaultBinding "Default_Binding" BindingName [Listener Listen HttpListener] V("default"), Listener,
         "Binding for mail without an `X-Binding` header.";
+    AuthTokenFile "Auth_Token_File" Path [HttpListener] NoDefault, Listener,
+        "Postern. A file whose content (surrounding whitespace trimmed) is the bearer token every HTTP injection request must send (`Authorization: Bearer TOKEN`; 401 without it, 403 with another); the admin API's control endpoints (flush, suspend, resume) then ask for it too.";
     RelayDomains "Relay_Domains" Domains [Global] V(""), Listener,
         "Recipient domains accepted from any client (inbound gateway): delivered by the `Gateway`/`Routes` of their `Domain` stanza.";
     RecipientVerification "Recipient_Verification" RecipientVerification [Global Domain] V("none"), Listener,
@@ -392,7 +399,7 @@ impl fmt::Display for Directive {
 }
 
 /// The stanza names, and the scope each stanza's body is.
-const STANZAS: [(&str, Scope); 10] = [
+const STANZAS: [(&str, Scope); 11] = [
     ("Binding_Group", Scope::BindingGroup),
     ("Binding", Scope::Binding),
     ("Domain", Scope::Domain),
@@ -403,6 +410,7 @@ const STANZAS: [(&str, Scope); 10] = [
     ("Auth", Scope::Auth),
     ("Reply_Rule", Scope::ReplyRule),
     ("Cluster", Scope::Cluster),
+    ("HTTP_Listener", Scope::HttpListener),
 ];
 
 impl Scope {
@@ -423,7 +431,11 @@ impl Scope {
     pub fn has_label(self) -> bool {
         !matches!(
             self,
-            Scope::Global | Scope::Listener | Scope::Resolver | Scope::Cluster
+            Scope::Global
+                | Scope::Listener
+                | Scope::Resolver
+                | Scope::Cluster
+                | Scope::HttpListener
         )
     }
 
@@ -432,12 +444,16 @@ impl Scope {
         use Scope as S;
         match self {
             S::Global => false,
-            S::BindingGroup | S::Listener | S::Resolver | S::Auth | S::ReplyRule | S::Cluster => {
-                parent == S::Global
-            }
+            S::BindingGroup
+            | S::Listener
+            | S::Resolver
+            | S::Auth
+            | S::ReplyRule
+            | S::Cluster
+            | S::HttpListener => parent == S::Global,
             S::Binding => matches!(parent, S::Global | S::BindingGroup),
             S::Domain | S::Host => matches!(parent, S::Global | S::BindingGroup | S::Binding),
-            S::Listen => parent == S::Listener,
+            S::Listen => matches!(parent, S::Listener | S::HttpListener),
         }
     }
 }

@@ -122,8 +122,27 @@ pub struct Health {
     pub disk_bytes: u64,
 }
 
+/// Who waits for stored messages: one message, or a group stored
+/// together (all or none).
+enum Waiter {
+    One(oneshot::Sender<Result<Stored, SpoolError>>),
+    All(oneshot::Sender<Result<Vec<Stored>, SpoolError>>),
+}
+
+impl Waiter {
+    fn answer(self, result: Result<Vec<Stored>, SpoolError>) {
+        // A caller that stopped waiting lets the answer go.
+        let _ = match self {
+            Waiter::One(reply) => reply
+                .send(result.and_then(|mut v| v.pop().ok_or(SpoolError::Closed)))
+                .is_ok(),
+            Waiter::All(reply) => reply.send(result).is_ok(),
+        };
+    }
+}
+
 enum Request {
-    Store(NewMessage, oneshot::Sender<Result<Stored, SpoolError>>),
+    Store(Vec<NewMessage>, Waiter),
     Record(Record<'static>),
     Barrier(oneshot::Sender<()>),
 }
@@ -270,12 +289,28 @@ impl Spool {
     /// Stores a message; the answer comes once it is durable.
     pub fn store(&self, message: NewMessage) -> oneshot::Receiver<Result<Stored, SpoolError>> {
         let (reply, answer) = oneshot::channel();
-        if let Err(request) = self.send(Request::Store(message, reply))
-            && let Request::Store(_, reply) = *request
-        {
-            let _ = reply.send(Err(SpoolError::Closed));
-        }
+        self.send_store(vec![message], Waiter::One(reply));
         answer
+    }
+
+    /// Stores several messages in one write: all are durable when the
+    /// answer comes, or none is stored (an HTTP injection request is one
+    /// group).
+    pub fn store_all(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> oneshot::Receiver<Result<Vec<Stored>, SpoolError>> {
+        let (reply, answer) = oneshot::channel();
+        self.send_store(messages, Waiter::All(reply));
+        answer
+    }
+
+    fn send_store(&self, messages: Vec<NewMessage>, waiter: Waiter) {
+        if let Err(request) = self.send(Request::Store(messages, waiter))
+            && let Request::Store(_, waiter) = *request
+        {
+            waiter.answer(Err(SpoolError::Closed));
+        }
     }
 
     /// Records that a recipient of an entry is delivered or failed for

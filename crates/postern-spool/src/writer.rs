@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::live::Loc;
 use crate::log::Log;
 use crate::record::{EntryRecord, Envelope, Record};
-use crate::{NewMessage, Options, Request, Shared, SpoolError, Stored, millis};
+use crate::{NewMessage, Options, Request, Shared, SpoolError, Stored, Waiter, millis};
 
 /// Requests taken into one batch at most.
 const MAX_BATCH: usize = 8192;
@@ -27,12 +27,17 @@ fn error(e: &std::io::Error) -> SpoolError {
     }
 }
 
-/// A message being stored: its record and who waits for it.
+/// A message being stored: its record.
 struct Store {
     envelope: Envelope,
     body: Arc<[u8]>,
     completes: Vec<(u64, String)>,
-    reply: tokio::sync::oneshot::Sender<Result<Stored, SpoolError>>,
+}
+
+/// Messages stored together, and who waits for them.
+struct Group {
+    stores: Vec<Store>,
+    waiter: Waiter,
 }
 
 /// The log thread's state.
@@ -117,11 +122,7 @@ impl Writer {
         self.next_id
     }
 
-    fn envelope(
-        &mut self,
-        m: NewMessage,
-        reply: tokio::sync::oneshot::Sender<Result<Stored, SpoolError>>,
-    ) -> Store {
+    fn envelope(&mut self, m: NewMessage) -> Store {
         let id = self.id();
         let entries = m
             .entries
@@ -147,21 +148,20 @@ impl Writer {
             },
             body: m.body,
             completes: m.completes,
-            reply,
         }
     }
 
     /// Writes a batch with one fsync, then answers it.
     fn commit(&mut self, batch: Vec<Request>) {
         self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        let mut stores = Vec::new();
+        let mut groups = Vec::new();
         let mut outcomes = Vec::new();
         let mut barriers = Vec::new();
         for request in batch {
             match request {
-                Request::Store(m, reply) => {
-                    let s = self.envelope(m, reply);
-                    stores.push(s);
+                Request::Store(messages, waiter) => {
+                    let stores = messages.into_iter().map(|m| self.envelope(m)).collect();
+                    groups.push(Group { stores, waiter });
                 }
                 Request::Record(Record::Attempted {
                     entry,
@@ -175,10 +175,10 @@ impl Writer {
                 Request::Barrier(reply) => barriers.push(reply),
             }
         }
-        if stores.is_empty() {
+        if groups.is_empty() {
             self.write_outcomes(outcomes);
         } else {
-            self.write_all(stores, outcomes);
+            self.write_all(groups, outcomes);
         }
         for b in barriers {
             let _ = b.send(());
@@ -187,23 +187,28 @@ impl Writer {
 
     /// Outcomes (the pending ones first) and messages in one write; when
     /// that fails, the outcomes alone.
-    fn write_all(&mut self, stores: Vec<Store>, outcomes: Vec<Record<'static>>) {
+    fn write_all(&mut self, groups: Vec<Group>, outcomes: Vec<Record<'static>>) {
         let mut records = std::mem::take(&mut self.pending);
         records.extend(outcomes);
-        let mut waiting = Vec::with_capacity(stores.len());
-        let mut envelopes = Vec::with_capacity(stores.len());
-        for s in stores {
-            let stored = Stored {
-                message: s.envelope.id,
-                entries: s.envelope.entries.iter().map(|e| e.entry).collect(),
-            };
-            waiting.push((s.reply, stored, s.body));
-            envelopes.push((s.envelope, s.completes));
+        let mut waiting = Vec::with_capacity(groups.len());
+        let mut envelopes = Vec::new();
+        let mut bodies = Vec::new();
+        for group in groups {
+            let mut stored = Vec::with_capacity(group.stores.len());
+            for s in group.stores {
+                stored.push(Stored {
+                    message: s.envelope.id,
+                    entries: s.envelope.entries.iter().map(|e| e.entry).collect(),
+                });
+                bodies.push((s.envelope.id, s.body));
+                envelopes.push((s.envelope, s.completes));
+            }
+            waiting.push((group.waiter, stored));
         }
         let messages: Vec<Record<'_>> = envelopes
             .into_iter()
-            .zip(&waiting)
-            .map(|((envelope, completes), (_, _, body))| Record::Message {
+            .zip(&bodies)
+            .map(|((envelope, completes), (_, body))| Record::Message {
                 envelope,
                 body,
                 completes,
@@ -214,14 +219,17 @@ impl Writer {
         match result {
             Ok(()) => {
                 let mut cache = self.shared.cache();
-                for (reply, stored, body) in waiting {
-                    cache.insert(stored.message, body);
-                    let _ = reply.send(Ok(stored));
+                for (id, body) in bodies {
+                    cache.insert(id, body);
+                }
+                drop(cache);
+                for (waiter, stored) in waiting {
+                    waiter.answer(Ok(stored));
                 }
             }
             Err(e) => {
-                for (reply, _, _) in waiting {
-                    let _ = reply.send(Err(e.clone()));
+                for (waiter, _) in waiting {
+                    waiter.answer(Err(e.clone()));
                 }
                 self.write_outcomes(records);
             }

@@ -228,3 +228,54 @@ fn check_redis_url(url: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+impl Builder {
+    /// The HTTP listener has an address, serves plain HTTP (TLS belongs
+    /// to a proxy in front), and its token file holds a token.
+    pub(super) fn check_http_listener(&mut self) {
+        let Some(listener) = self.config.http_listener.as_ref() else {
+            return;
+        };
+        let mut found = Vec::new();
+        if listener.listens.is_empty() && !self.bad_listen {
+            found.push((
+                listener.at.clone(),
+                ErrorKind::Incomplete(
+                    "HTTP_Listener has no Listen address (add Listen \"127.0.0.1:8025\" { })"
+                        .into(),
+                ),
+            ));
+        }
+        for listen in &listener.listens {
+            for d in [Directive::TlsCertificate, Directive::TlsKey] {
+                if let Some(setting) = listen.options.get(d) {
+                    let reason =
+                        "the HTTP listener serves plain HTTP; put a TLS proxy in front".into();
+                    found.push((
+                        setting.at.clone(),
+                        ErrorKind::BadValue {
+                            name: d.name(),
+                            reason,
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(setting) = listener.options.get(Directive::AuthTokenFile)
+            && let Value::Path(path) = &setting.value
+        {
+            let problem = match std::fs::read_to_string(path) {
+                Ok(text) if text.trim().is_empty() => Some("the file is empty".to_owned()),
+                Ok(_) => None,
+                Err(e) => Some(format!("{}: {e}", path.display())),
+            };
+            if let Some(reason) = problem {
+                let name = Directive::AuthTokenFile.name();
+                found.push((setting.at.clone(), ErrorKind::BadValue { name, reason }));
+            }
+        }
+        for (at, kind) in found {
+            self.errors.push(at, kind);
+        }
+    }
+}

@@ -43,6 +43,8 @@ enum At {
     Host(Owner, String),
     Listener,
     Listen(usize),
+    HttpListener,
+    HttpListen(usize),
     Resolver,
     Cluster,
     Auth(String),
@@ -133,6 +135,7 @@ impl Builder {
         self.check_reply_rules();
         self.check_listener();
         self.check_cluster();
+        self.check_http_listener();
         if self.errors.is_empty() {
             Ok(self.config)
         } else {

@@ -110,7 +110,15 @@ impl Builder {
                 };
                 Some(At::ReplyRule(i))
             }
-            Scope::Listen => self.enter_listen(text.unwrap_or_default(), label_loc),
+            Scope::Listen => self.enter_listen(text.unwrap_or_default(), at, label_loc),
+            Scope::HttpListener => {
+                self.config.http_listener.get_or_insert_with(|| Listener {
+                    at: loc.clone(),
+                    options: Options::default(),
+                    listens: Vec::new(),
+                });
+                Some(At::HttpListener)
+            }
             Scope::Host => self.enter_host(text.unwrap_or_default(), at, loc, label_loc),
             Scope::Domain => self.enter_domain(label.map(|l| &l.value), at, loc, label_loc),
         }
@@ -190,7 +198,7 @@ impl Builder {
         })
     }
 
-    fn enter_listen(&mut self, addr: &str, label_loc: Location) -> Option<At> {
+    fn enter_listen(&mut self, addr: &str, at: &At, label_loc: Location) -> Option<At> {
         let addr = match socket_addr(addr) {
             Ok(a) => a,
             Err(reason) => {
@@ -199,7 +207,11 @@ impl Builder {
                 return None;
             }
         };
-        let listener = self.config.listener.as_mut()?;
+        let http = matches!(at, At::HttpListener);
+        let listener = match http {
+            true => self.config.http_listener.as_mut()?,
+            false => self.config.listener.as_mut()?,
+        };
         let index = match listener.listens.iter().position(|l| l.addr == addr) {
             Some(i) => i,
             None => {
@@ -211,7 +223,11 @@ impl Builder {
                 listener.listens.len() - 1
             }
         };
-        Some(At::Listen(index))
+        Some(if http {
+            At::HttpListen(index)
+        } else {
+            At::Listen(index)
+        })
     }
 
     fn owner(at: &At) -> Owner {
@@ -348,6 +364,13 @@ impl Builder {
             At::Listen(i) => self
                 .config
                 .listener
+                .as_mut()
+                .and_then(|l| l.listens.get_mut(*i))
+                .map(|l| &mut l.options),
+            At::HttpListener => self.config.http_listener.as_mut().map(|l| &mut l.options),
+            At::HttpListen(i) => self
+                .config
+                .http_listener
                 .as_mut()
                 .and_then(|l| l.listens.get_mut(*i))
                 .map(|l| &mut l.options),

@@ -11,16 +11,17 @@ use ipnet::IpNet;
 use postern_conf::{Config, Directive, Listen, Listener, RecipientVerification, Value};
 use postern_dns::Dns;
 use postern_engine::outbound::{TlsCache, client_settings};
-use postern_engine::{Body, Handle, QueuedMessage};
+use postern_engine::{Body, Handle};
 use postern_smtp::Reply;
 use postern_smtp::client::Session;
 use postern_smtp::server::{DataReply, Envelope, Handler, ServerSettings, serve};
-use postern_spool::{NewMessage, Spool, SpoolError};
+use postern_spool::Spool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::inbound::{by_domain, prepare, unique};
-use super::log::{DeliveryLog, Hex, Reception};
+use super::inbound::{prepare, unique};
+use super::log::DeliveryLog;
+use super::reception::{Client, Incoming, NotStored};
 use super::spool::{Pressure, Verdict};
 use super::stats::{Rejection, Totals};
 use super::time::rfc5322;
@@ -30,8 +31,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) spool: Spool,
     /// How the engine reads the bodies of stored messages.
-    body: Body,
-    pressure: Pressure,
+    pub(crate) body: Body,
+    pub(crate) pressure: Pressure,
     pub(crate) engine: Handle,
     pub(crate) log: DeliveryLog,
     pub(crate) totals: Arc<Totals>,
@@ -75,6 +76,11 @@ fn storage_full() -> Reply {
         (4, 3, 1),
         "insufficient system storage, try again later",
     )
+}
+
+/// The spool failed otherwise: `451 4.3.0`.
+fn try_later(why: &str) -> Reply {
+    Reply::with_status(451, (4, 3, 0), format!("{why}, try again later"))
 }
 
 /// One listen address's settings.
@@ -318,10 +324,6 @@ impl Inbound {
             rfc5322(SystemTime::now())
         )
     }
-
-    fn binding_known(&self, binding: &str) -> bool {
-        binding == "default" || self.shared.config.bindings.contains_key(binding)
-    }
 }
 
 #[async_trait::async_trait]
@@ -382,7 +384,7 @@ impl Handler for Inbound {
             .binding
             .clone()
             .unwrap_or_else(|| self.default_binding.clone());
-        if !self.binding_known(&binding) {
+        if !self.shared.binding_known(&binding) {
             Totals::rejected(Rejection::UnknownBinding);
             return DataReply::One(Reply::with_status(
                 550,
@@ -390,72 +392,27 @@ impl Handler for Inbound {
                 format!("binding \"{binding}\" named by X-Binding is not configured"),
             ));
         }
-        let entries = by_domain(&envelope.rcpt_to);
-        let received = SystemTime::now();
-        let body: Arc<[u8]> = prepared.body.into();
-        let message = NewMessage {
-            received,
-            message_id: prepared.message_id.clone(),
+        let incoming = Incoming {
             sender: envelope.mail_from.clone(),
-            binding: binding.clone(),
+            recipients: envelope.rcpt_to.clone(),
+            binding,
+            prepared,
             eight_bit: envelope.eight_bit,
             smtputf8: envelope.smtputf8,
-            body: body.clone(),
-            entries: entries.clone(),
-            completes: Vec::new(),
         };
-        let stored = match self.shared.spool.store(message).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(SpoolError::Full(_))) => {
-                Totals::rejected(Rejection::SpoolFull);
-                return DataReply::One(storage_full());
-            }
-            Ok(Err(e)) => {
-                Totals::rejected(Rejection::SpoolError);
-                return DataReply::One(Reply::with_status(
-                    451,
-                    (4, 3, 0),
-                    format!("{e}, try again later"),
-                ));
-            }
-            Err(_) => {
-                Totals::rejected(Rejection::SpoolError);
-                return DataReply::One(Reply::with_status(
-                    451,
-                    (4, 3, 0),
-                    "spool closed, try again later",
-                ));
-            }
-        };
-        self.shared.totals.received(&binding);
-        let reception = Reception {
-            queue_id: Hex(stored.message),
-            message_id: &prepared.message_id,
-            binding: &binding,
-            sender: &envelope.mail_from,
-            recipients: envelope.rcpt_to.len(),
-            size: body.len(),
+        let client = Client {
             ip: envelope.peer.ip(),
             tls: envelope.tls,
+            protocol: "smtp",
         };
-        self.shared.log.write("reception", &reception);
-        for ((domain, recipients), entry) in entries.into_iter().zip(&stored.entries) {
-            self.shared.engine.submit(QueuedMessage {
-                id: *entry,
-                queue_id: stored.message,
-                message_id: prepared.message_id.clone(),
-                binding: binding.clone(),
-                domain,
-                sender: envelope.mail_from.clone(),
-                recipients,
-                body: self.shared.body.clone(),
-                eight_bit: envelope.eight_bit,
-                smtputf8: envelope.smtputf8,
-                attempts: 0,
-                received,
-                not_before: None,
-            });
-        }
+        let stored = match self.shared.receive(vec![incoming], client).await {
+            Ok(mut stored) => match stored.pop() {
+                Some(s) => s,
+                None => return DataReply::One(try_later("spool closed")),
+            },
+            Err(NotStored::Full) => return DataReply::One(storage_full()),
+            Err(NotStored::Failed(why)) => return DataReply::One(try_later(&why)),
+        };
         DataReply::One(Reply::with_status(
             250,
             (2, 0, 0),

@@ -42,6 +42,8 @@ pub(crate) struct Reception<'a> {
     pub(crate) size: usize,
     pub(crate) ip: IpAddr,
     pub(crate) tls: bool,
+    /// `smtp` or `http`.
+    pub(crate) protocol: &'static str,
 }
 
 /// One recipient's outcome of one attempt: `delivery`,

@@ -3,10 +3,12 @@
 //! SIGTERM or SIGINT.
 
 mod admin;
+mod http;
 mod inbound;
 mod listener;
 mod log;
 mod outcomes;
+mod reception;
 mod spool;
 mod stats;
 mod time;
@@ -176,6 +178,13 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
         }
         None => None,
     };
+    let mut http_tasks = Vec::new();
+    for bound in http::bind(&config, &shared).await? {
+        if let Some(a) = bound.addr() {
+            say(&format!("HTTP injection on http://{a}/api/inject/v1"));
+        }
+        http_tasks.push(tokio::spawn(bound.serve(stopped.clone())));
+    }
     let (listener_loop, addrs) = listener::start(shared.clone(), stopped, GRACE)?;
     for a in &addrs {
         say(&format!("listening on {a}"));
@@ -189,6 +198,10 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     say("stopping: no new sessions; open ones may finish");
     let _ = stop.send(true);
     let _ = tokio::task::spawn_blocking(move || listener_loop.join()).await;
+    for task in http_tasks {
+        // Requests in flight finish; the answer to each comes after its store.
+        let _ = tokio::time::timeout(GRACE, task).await;
+    }
     drop(shared);
     if let Some(task) = admin_task {
         task.abort();

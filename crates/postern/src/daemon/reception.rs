@@ -1,0 +1,146 @@
+//! Reception, after the protocol: a message prepared (by the SMTP session
+//! or the HTTP injection API) is stored in the spool and, once durable,
+//! logged and handed to the engine, one entry per destination domain.
+//! The answer to the client (250, or 200) comes only after that.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use postern_engine::QueuedMessage;
+use postern_spool::{NewMessage, SpoolError, Stored};
+
+use super::inbound::{Prepared, by_domain};
+use super::listener::Shared;
+use super::log::{Hex, Reception};
+use super::stats::{Rejection, Totals};
+
+/// A message ready to be stored.
+pub(crate) struct Incoming {
+    pub(crate) sender: String,
+    pub(crate) recipients: Vec<String>,
+    pub(crate) binding: String,
+    pub(crate) prepared: Prepared,
+    pub(crate) eight_bit: bool,
+    pub(crate) smtputf8: bool,
+}
+
+/// Where a message came from, for the reception log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Client {
+    pub(crate) ip: IpAddr,
+    pub(crate) tls: bool,
+    /// `smtp` or `http`.
+    pub(crate) protocol: &'static str,
+}
+
+/// Why a message was not stored.
+#[derive(Debug)]
+pub(crate) enum NotStored {
+    /// The disk is full.
+    Full,
+    /// Another spool failure (or the spool is closed).
+    Failed(String),
+}
+
+/// A message's spool record and what the engine needs of it.
+struct Pending {
+    entries: Vec<(String, Vec<String>)>,
+    body: Arc<[u8]>,
+    incoming: Incoming,
+}
+
+impl Shared {
+    /// A binding mail may name (`X-Binding`, or the HTTP `binding` field).
+    pub(crate) fn binding_known(&self, binding: &str) -> bool {
+        binding == "default" || self.config.bindings.contains_key(binding)
+    }
+
+    /// Stores the messages in one write (all or none), then logs and
+    /// queues each; returns their spool ids.
+    pub(crate) async fn receive(
+        &self,
+        messages: Vec<Incoming>,
+        client: Client,
+    ) -> Result<Vec<Stored>, NotStored> {
+        let received = SystemTime::now();
+        let mut pending = Vec::with_capacity(messages.len());
+        let mut records = Vec::with_capacity(messages.len());
+        for mut incoming in messages {
+            let entries = by_domain(&incoming.recipients);
+            let body: Arc<[u8]> = std::mem::take(&mut incoming.prepared.body).into();
+            records.push(NewMessage {
+                received,
+                message_id: incoming.prepared.message_id.clone(),
+                sender: incoming.sender.clone(),
+                binding: incoming.binding.clone(),
+                eight_bit: incoming.eight_bit,
+                smtputf8: incoming.smtputf8,
+                body: body.clone(),
+                entries: entries.clone(),
+                completes: Vec::new(),
+            });
+            pending.push(Pending {
+                entries,
+                body,
+                incoming,
+            });
+        }
+        let stored = match self.spool.store_all(records).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(SpoolError::Full(_))) => {
+                Totals::rejected(Rejection::SpoolFull);
+                return Err(NotStored::Full);
+            }
+            Ok(Err(e)) => {
+                Totals::rejected(Rejection::SpoolError);
+                return Err(NotStored::Failed(e.to_string()));
+            }
+            Err(_) => {
+                Totals::rejected(Rejection::SpoolError);
+                return Err(NotStored::Failed("spool closed".into()));
+            }
+        };
+        for (p, s) in pending.into_iter().zip(&stored) {
+            self.queue(p, s, received, client);
+        }
+        Ok(stored)
+    }
+
+    /// A stored message: logged, counted, and handed to the engine.
+    fn queue(&self, p: Pending, stored: &Stored, received: SystemTime, client: Client) {
+        let m = &p.incoming;
+        self.totals.received(&m.binding);
+        self.log.write(
+            "reception",
+            &Reception {
+                queue_id: Hex(stored.message),
+                message_id: &m.prepared.message_id,
+                binding: &m.binding,
+                sender: &m.sender,
+                recipients: m.recipients.len(),
+                size: p.body.len(),
+                ip: client.ip,
+                tls: client.tls,
+                protocol: client.protocol,
+            },
+        );
+        for ((domain, recipients), entry) in p.entries.into_iter().zip(&stored.entries) {
+            self.engine.submit(QueuedMessage {
+                id: *entry,
+                queue_id: stored.message,
+                message_id: m.prepared.message_id.clone(),
+                binding: m.binding.clone(),
+                domain,
+                sender: m.sender.clone(),
+                recipients,
+                body: self.body.clone(),
+                eight_bit: m.eight_bit,
+                smtputf8: m.smtputf8,
+                attempts: 0,
+                received,
+                not_before: None,
+            });
+        }
+    }
+}
