@@ -238,6 +238,23 @@ fn the_token_and_relay_hosts_decide_who_may_inject() {
     let (status, answer) = post(http.port(), json!({"body": body, "token": "s3cret-token"}));
     assert_eq!(status, 200, "{answer}");
     assert!(sink.wait_for(1, Duration::from_secs(30)));
+    // The admin API's control endpoints ask for the same token; the
+    // console sends it (it reads the same configuration).
+    let flush = "/api/flush?domain=one.test";
+    let (status, _) = post(s.metrics.port(), json!({"raw": "", "path": flush}));
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        s.metrics.port(),
+        json!({"raw": "", "path": flush, "token": "s3cret-token"}),
+    );
+    assert_eq!(status, 202);
+    let config = s.config();
+    let out = postern_e2e::postern(&["flush", "one.test", "--config", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(daemon.terminate(), Some(0));
 }
 

@@ -38,13 +38,20 @@ pub(crate) enum Ask {
 
 const UNREACHABLE: u8 = 1;
 
-/// `GET` or `POST` `path`; the status and the body.
-fn request(addr: SocketAddr, method: &str, path: &str) -> io::Result<(u16, String)> {
+/// `GET` or `POST` `path` (with the bearer token, if any); the status
+/// and the body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> io::Result<(u16, String)> {
     let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         tcp,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut text = String::new();
     tcp.read_to_string(&mut text)?;
@@ -108,7 +115,14 @@ pub(crate) fn run(file: &Path, ask: &Ask, as_json: bool) -> ExitCode {
             ),
         ),
     };
-    let (status, body) = match request(addr, method, &path) {
+    let token = match crate::daemon::admin_token(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return ExitCode::from(UNREACHABLE);
+        }
+    };
+    let (status, body) = match request(addr, method, &path, token.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!(

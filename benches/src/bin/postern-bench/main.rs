@@ -10,6 +10,7 @@
 //! postern-bench --scenario s2 --messages 1000000   # destination down, restart
 //! ```
 
+mod http;
 mod inject;
 mod s2;
 mod world;
@@ -99,6 +100,13 @@ struct Args {
     /// and add a `Cluster` stanza; the report counts Redis's commands.
     #[arg(long)]
     cluster: bool,
+    /// Inject over HTTP (`POST /api/inject/v1`) instead of SMTP, in
+    /// requests of `--batch` recipients (one message each).
+    #[arg(long)]
+    http: bool,
+    /// Recipients per HTTP request.
+    #[arg(long, default_value = "100")]
+    batch: usize,
     /// Give each sink host a `Host` stanza with this connection limit
     /// (`mx0.bench` ...), so that connections take leases in a cluster.
     #[arg(long)]
@@ -152,6 +160,7 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
         false => None,
     };
     let mut daemon = None;
+    let mut http_target = None;
     let target =
         if args.direct {
             Target::Direct {
@@ -168,6 +177,19 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
                     format!("Host \"mx{j}.bench\" {{ Max_Outbound_Connections = {limit} }}")
                 }));
             }
+            let http_listen = match args.http {
+                true => Some(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    world::free_port().map_err(e)?,
+                ))),
+                false => None,
+            };
+            if let Some(h) = http_listen {
+                extra.push(format!(
+                    "HTTP_Listener {{ Listen \"{h}\" {{ }} Relay_Hosts = ( \"127.0.0.0/8\" ) }}"
+                ));
+            }
+            http_target = http_listen;
             if let Some(r) = &redis {
                 extra.push(format!(
                     "Cluster {{ Redis = \"{}\" Node_Name = \"bench\" }}",
@@ -196,7 +218,10 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
     let started = Instant::now();
     let injection = {
         let done = done.clone();
-        runtime.spawn(inject::run(plan, done))
+        match http_target {
+            Some(addr) => runtime.spawn(http::run(plan, addr, args.batch, done)),
+            None => runtime.spawn(inject::run(plan, done)),
+        }
     };
     let arrived_all = wait_arrivals(&sinks, messages, &done, Duration::from_secs(args.timeout));
     let (sent, failed) = runtime.block_on(injection).map_err(|x| x.to_string())?;
@@ -288,6 +313,8 @@ fn report(
         "direct"
     } else if args.target.is_some() {
         "target"
+    } else if args.http {
+        "postern-http"
     } else {
         "postern"
     };

@@ -1,26 +1,32 @@
-//! `/metrics` and the admin API on `Metrics_Listen`: a small HTTP/1.1
-//! server (one request per connection) meant for loopback.
+//! `/metrics` and the admin API on `Metrics_Listen` (axum), meant for
+//! loopback. With `Auth_Token_File` set, the control endpoints ask for
+//! the bearer token.
 //!
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /api/summary`: connections, queues, totals, rates, uptime, and
 //!   the spool's health.
 //! - `GET /api/domain?domain=D&binding=B`: one queue and its routing table.
 //! - `GET /api/queues?limit=N`: the queues with the most mail.
+//! - `GET /api/hosts`, `GET /api/cluster`.
 //! - `POST /api/flush|suspend|resume?domain=D&binding=B`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use postern_engine::{Handle, HostSummary};
 use postern_metrics as m;
 use postern_spool::{Health, Spool};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use super::stats::Totals;
 
@@ -34,6 +40,8 @@ pub(crate) struct Admin {
     pub(crate) host_labels: usize,
     /// The cluster, with a `Cluster` stanza.
     pub(crate) cluster: Option<postern_cluster::Cluster>,
+    /// The bearer token the control endpoints ask for, if any.
+    pub(crate) token: Option<String>,
     /// Host labels exported last time, set to zero when they drop out.
     shown: Mutex<HashSet<String>>,
 }
@@ -46,9 +54,11 @@ impl Admin {
         totals: Arc<Totals>,
         host_labels: usize,
         cluster: Option<postern_cluster::Cluster>,
+        token: Option<String>,
     ) -> Self {
         Self {
             cluster,
+            token,
             engine,
             spool,
             prometheus,
@@ -60,66 +70,33 @@ impl Admin {
     }
 }
 
-/// An HTTP answer.
-struct Answer {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-}
-
-fn json_answer(status: u16, body: &Value) -> Answer {
-    Answer {
-        status,
-        content_type: "application/json",
-        body: body.to_string(),
-    }
-}
+type Answer = (StatusCode, Json<Value>);
 
 fn not_found(what: &str) -> Answer {
-    json_answer(404, &json!({ "error": what }))
+    (StatusCode::NOT_FOUND, Json(json!({ "error": what })))
 }
 
-/// Decodes `%XX` and `+` in a query value.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b),
-                }
-            }
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| decode(v))
-    })
+/// The routes, on axum: HTTP/1.1 with keep-alive; a wrong method gets
+/// 405, an unknown path 404 with a JSON error.
+pub(crate) fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/summary", get(summary))
+        .route("/api/queues", get(queues))
+        .route("/api/hosts", get(hosts))
+        .route("/api/cluster", get(cluster))
+        .route("/api/domain", get(domain))
+        .route("/api/{action}", post(act))
+        .fallback(|uri: axum::http::Uri| async move {
+            not_found(&format!("no such path: {}", uri.path()))
+        })
+        .with_state(admin)
 }
 
 /// Serves until the task is dropped.
 pub(crate) async fn serve(socket: TcpListener, admin: Arc<Admin>) {
-    while let Ok((tcp, _)) = socket.accept().await {
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), connection(tcp, &admin)).await;
-        });
+    if let Err(e) = axum::serve(socket, router(admin)).await {
+        tracing::error!(error = %e, "the admin API stopped");
     }
 }
 
@@ -130,126 +107,135 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("Metrics_Listen {addr}: {e}"))
 }
 
-async fn connection(mut tcp: TcpStream, admin: &Admin) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tcp.read(&mut chunk).await?;
-        if n == 0 || buf.len() > 8192 {
-            return Ok(());
-        }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut words = head.lines().next().unwrap_or_default().split(' ');
-    let (method, target) = (
-        words.next().unwrap_or_default(),
-        words.next().unwrap_or_default(),
-    );
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let answer = route(admin, method, path, query).await;
-    let reason = match answer.status {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        405 => "Method Not Allowed",
-        _ => "Not Found",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        answer.status,
-        answer.content_type,
-        answer.body.len()
-    );
-    tcp.write_all(head.as_bytes()).await?;
-    tcp.write_all(answer.body.as_bytes()).await?;
-    tcp.shutdown().await
+type Params = Query<HashMap<String, String>>;
+
+/// The queue a request names: `domain=` (required) and `binding=`.
+fn queue_of(params: &HashMap<String, String>) -> Option<(String, String)> {
+    let binding = params
+        .get("binding")
+        .cloned()
+        .unwrap_or_else(|| "default".into());
+    params
+        .get("domain")
+        .map(|d| (binding, d.to_ascii_lowercase()))
 }
 
-async fn route(admin: &Admin, method: &str, path: &str, query: &str) -> Answer {
-    let queue = || {
-        let binding = param(query, "binding").unwrap_or_else(|| "default".into());
-        param(query, "domain").map(|d| (binding, d.to_ascii_lowercase()))
+async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    admin.refresh_gauges().await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        admin.prometheus.render(),
+    )
+}
+
+async fn summary(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    Json(admin.summary().await)
+}
+
+async fn queues(State(admin): State<Arc<Admin>>, Query(params): Params) -> Json<Value> {
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(20);
+    let rows: Vec<Value> = admin
+        .engine
+        .queues(limit)
+        .await
+        .into_iter()
+        .map(|q| {
+            json!({
+                "binding": q.binding, "domain": q.domain, "active": q.active,
+                "delayed": q.delayed, "connections": q.connections, "suspended": q.suspended,
+            })
+        })
+        .collect();
+    Json(json!({ "queues": rows }))
+}
+
+async fn hosts(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    let hosts = admin
+        .engine
+        .summary()
+        .await
+        .map(|s| s.hosts)
+        .unwrap_or_default();
+    let rows: Vec<Value> = hosts.iter().map(host_json).collect();
+    Json(json!({ "hosts": rows }))
+}
+
+async fn cluster(State(admin): State<Arc<Admin>>) -> Answer {
+    let Some(cluster) = &admin.cluster else {
+        return not_found("this daemon has no Cluster stanza");
     };
-    match (method, path) {
-        ("GET", "/metrics") => {
-            admin.refresh_gauges().await;
-            Answer {
-                status: 200,
-                content_type: "text/plain; version=0.0.4",
-                body: admin.prometheus.render(),
-            }
-        }
-        ("GET", "/api/summary") => json_answer(200, &admin.summary().await),
-        ("GET", "/api/queues") => {
-            let limit = param(query, "limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(20);
-            let rows: Vec<Value> = admin
-                .engine
-                .queues(limit)
-                .await
-                .into_iter()
-                .map(|q| {
-                    json!({
-                        "binding": q.binding, "domain": q.domain, "active": q.active,
-                        "delayed": q.delayed, "connections": q.connections, "suspended": q.suspended,
-                    })
-                })
-                .collect();
-            json_answer(200, &json!({ "queues": rows }))
-        }
-        ("GET", "/api/hosts") => {
-            let hosts = admin
-                .engine
-                .summary()
-                .await
-                .map(|s| s.hosts)
-                .unwrap_or_default();
-            let rows: Vec<Value> = hosts.iter().map(host_json).collect();
-            json_answer(200, &json!({ "hosts": rows }))
-        }
-        ("GET", "/api/cluster") => match &admin.cluster {
-            Some(cluster) => match cluster.status().await {
-                Some(status) => json_answer(200, &json!(status)),
-                None => json_answer(503, &json!({ "error": "the cluster agent has stopped" })),
-            },
-            None => not_found("this daemon has no Cluster stanza"),
-        },
-        ("GET", "/api/domain") => {
-            let Some((binding, domain)) = queue() else {
-                return json_answer(400, &json!({ "error": "domain= is required" }));
-            };
-            match admin.engine.queue(&binding, &domain).await {
-                Some(v) => json_answer(200, &domain_json(&binding, &domain, &v)),
-                None => not_found(&format!("no queue for {domain} in binding {binding}")),
-            }
-        }
-        ("POST", "/api/flush" | "/api/suspend" | "/api/resume") => {
-            let Some((binding, domain)) = queue() else {
-                return json_answer(400, &json!({ "error": "domain= is required" }));
-            };
-            match path {
-                "/api/flush" => admin.engine.flush(&binding, &domain),
-                "/api/suspend" => admin.engine.suspend(&binding, &domain),
-                _ => admin.engine.resume(&binding, &domain),
-            }
-            let action = path.trim_start_matches("/api/");
-            json_answer(
-                202,
-                &json!({ "ok": true, "action": action, "binding": binding, "domain": domain }),
-            )
-        }
-        (
-            _,
-            "/metrics" | "/api/summary" | "/api/queues" | "/api/hosts" | "/api/cluster"
-            | "/api/domain" | "/api/flush" | "/api/suspend" | "/api/resume",
-        ) => json_answer(
-            405,
-            &json!({ "error": format!("{method} is not allowed on {path}") }),
+    match cluster.status().await {
+        Some(status) => (StatusCode::OK, Json(json!(status))),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "the cluster agent has stopped" })),
         ),
-        _ => not_found(&format!("no such path: {path}")),
     }
+}
+
+async fn domain(State(admin): State<Arc<Admin>>, Query(params): Params) -> Answer {
+    let Some((binding, domain)) = queue_of(&params) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "domain= is required" })),
+        );
+    };
+    match admin.engine.queue(&binding, &domain).await {
+        Some(v) => (StatusCode::OK, Json(domain_json(&binding, &domain, &v))),
+        None => not_found(&format!("no queue for {domain} in binding {binding}")),
+    }
+}
+
+/// `POST /api/flush|suspend|resume?domain=D&binding=B`; with a token
+/// configured (`Auth_Token_File`), only with `Authorization: Bearer`.
+async fn act(
+    State(admin): State<Arc<Admin>>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Answer {
+    if !matches!(action.as_str(), "flush" | "suspend" | "resume") {
+        return not_found(&format!("no such path: /api/{action}"));
+    }
+    if let Some(token) = &admin.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({ "error": "Authorization: Bearer TOKEN is required" })),
+                );
+            }
+            Some(t) if t.trim() != token => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({ "error": "the token is not valid" })),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    let Some((binding, domain)) = queue_of(&params) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "domain= is required" })),
+        );
+    };
+    match action.as_str() {
+        "flush" => admin.engine.flush(&binding, &domain),
+        "suspend" => admin.engine.suspend(&binding, &domain),
+        _ => admin.engine.resume(&binding, &domain),
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "ok": true, "action": action, "binding": binding, "domain": domain })),
+    )
 }
 
 /// The reply that last made a host's adaptive loop change.

@@ -86,6 +86,15 @@ fn host_labels(config: &Config) -> usize {
     }
 }
 
+/// The bearer token of the `HTTP_Listener`'s `Auth_Token_File`, which
+/// the admin API's control endpoints ask for too.
+pub(crate) fn admin_token(config: &Config) -> Result<Option<String>, String> {
+    match &config.http_listener {
+        Some(l) => http::token(l),
+        None => Ok(None),
+    }
+}
+
 /// Joins the cluster of the `Cluster` stanza, if any.
 fn join_cluster(config: &Config) -> Result<Option<postern_cluster::Cluster>, String> {
     let Some(settings) = config.cluster() else {
@@ -173,6 +182,7 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
                 totals,
                 host_labels(&config),
                 cluster.clone(),
+                admin_token(&config)?,
             ));
             Some(tokio::spawn(admin::serve(socket, admin)))
         }
