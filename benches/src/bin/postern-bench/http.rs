@@ -60,7 +60,8 @@ async fn post(
     let ok = answer.status().is_success();
     let bytes = answer.into_body().collect().await.ok()?.to_bytes();
     let v: Value = serde_json::from_slice(&bytes).ok()?;
-    ok.then(|| v["success_count"].as_u64().map(|n| n as usize))?
+    let taken = v.get("success_count")?.as_u64()?;
+    ok.then_some(usize::try_from(taken).ok()?)
 }
 
 /// Runs the plan over HTTP in requests of `batch` recipients; `done`

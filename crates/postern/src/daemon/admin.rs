@@ -373,22 +373,3 @@ fn spool_json(h: &Health) -> Value {
         "requests_queued": h.queued,
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_decoded() {
-        assert_eq!(
-            param("domain=ex%41mple.com&binding=b+1", "domain").as_deref(),
-            Some("exAmple.com")
-        );
-        assert_eq!(
-            param("domain=x&binding=b+1", "binding").as_deref(),
-            Some("b 1")
-        );
-        assert_eq!(param("domain=x", "binding"), None);
-        assert_eq!(decode("%zz%4"), "%zz%4");
-    }
-}
