@@ -298,6 +298,14 @@ directives! {
         "PEM certificate chain offered with STARTTLS (needs `TLS_Key`).";
     TlsKey "TLS_Key" Path [Listener Listen] NoDefault, Listener,
         "PEM private key for `TLS_Certificate`.";
+    MaxInboundSessions "Max_Inbound_Sessions" Count [Listener] V("10000"), Listener,
+        "Postern. Inbound SMTP sessions open at once over every `Listen` address; a connection beyond it gets `421 4.7.0` and is closed.";
+    MaxSessionsPerClient "Max_Sessions_Per_Client" Count [Listener Listen] V("200"), Listener,
+        "Postern. Inbound SMTP sessions open at once from one client address; beyond it `421 4.7.0`.";
+    InboundCommandTimeout "Inbound_Command_Timeout" Seconds [Listener Listen] V("300"), Listener,
+        "Postern. Seconds a client has to send one whole command (a client trickling bytes does not restart it); then `421 4.4.2`.";
+    InboundDataTimeout "Inbound_Data_Timeout" Seconds [Listener Listen] V("600"), Listener,
+        "Postern. Seconds a client has to send a whole message body, from `354` to the final dot.";
     DefaultBinding "Default_Binding" BindingName [Listener Listen HttpListener] V("default"), Listener,
         "Binding for mail without an `X-Binding` header.";
     AuthTokenFile "Auth_Token_File" Path [HttpListener] NoDefault, Listener,

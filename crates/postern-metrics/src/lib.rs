@@ -112,7 +112,7 @@ catalogue! {
     SESSIONS "postern_listener_sessions_total" Counter [] []
         "SMTP sessions accepted by the listener.";
     REJECTIONS "postern_listener_rejections_total" Counter ["reason"] []
-        "Recipients, messages or transactions refused by the listener, by reason: relaying_denied, callout, unknown_binding, spool_full, spool_error, spool_unhealthy (MAIL refused while the disk is full), backpressure (MAIL refused while delivery is far behind).";
+        "Recipients, messages or transactions refused by the listener, by reason: relaying_denied, callout, unknown_binding, spool_full, spool_error, spool_unhealthy (MAIL refused while the disk is full), backpressure (MAIL refused while delivery is far behind), too_many_sessions and client_limit (connections refused with 421 beyond Max_Inbound_Sessions or Max_Sessions_Per_Client).";
     LISTENER_DELAYED "postern_listener_delayed_replies_total" Counter [] []
         "Replies to MAIL delayed because delivery is behind (Max_Ready_Batches).";
     BACKPRESSURE "postern_listener_backpressure" Gauge [] []

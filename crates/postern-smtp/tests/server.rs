@@ -313,3 +313,70 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn envelopes_are_valid_utf8_smtputf8_when_not_ascii_and_without_trailing_dots() {
+    let (addr, keep) = server(settings()).await;
+    let mut c = Client::connect(addr).await;
+    assert_eq!(c.ask("EHLO c\r\n").await, "250");
+    // Invalid UTF-8 is refused, never replaced.
+    c.tcp
+        .write_all(b"MAIL FROM:<a\xff@x.test>\r\n")
+        .await
+        .unwrap();
+    assert_eq!(short(&c.reply().await), "553 5.1.7");
+    // Non-ASCII needs SMTPUTF8.
+    assert_eq!(c.ask("MAIL FROM:<j\u{f6}rg@x.test>\r\n").await, "553 5.6.7");
+    assert_eq!(c.ask("MAIL FROM:<s@x.test.>\r\n").await, "250 2.1.0");
+    c.tcp
+        .write_all(b"RCPT TO:<b\xfe@y.test>\r\n")
+        .await
+        .unwrap();
+    assert_eq!(short(&c.reply().await), "553 5.1.3");
+    assert_eq!(c.ask("RCPT TO:<m\u{fc}ller@y.test>\r\n").await, "553 5.6.7");
+    assert_eq!(c.ask("RCPT TO:<r@Relay.Test.>\r\n").await, "250 2.1.5");
+    assert_eq!(c.ask("RCPT TO:<Postmaster>\r\n").await, "250 2.1.5");
+    assert_eq!(c.ask("DATA\r\n").await, "354");
+    assert_eq!(c.ask("Subject: x\r\n\r\nx\r\n.\r\n").await, "250 2.0.0");
+    assert_eq!(
+        c.ask("MAIL FROM:<j\u{f6}rg@x.test> SMTPUTF8\r\n").await,
+        "250 2.1.0"
+    );
+    assert_eq!(c.ask("RCPT TO:<m\u{fc}ller@y.test>\r\n").await, "250 2.1.5");
+    let kept = keep.0.lock().unwrap().clone();
+    let (envelope, _) = &kept[0];
+    assert_eq!(envelope.mail_from, "s@x.test");
+    assert_eq!(envelope.rcpt_to, ["r@Relay.Test", "postmaster@mx.test"]);
+}
+
+#[tokio::test]
+async fn a_trickling_client_is_closed_by_the_command_deadline_and_idle_sessions_by_shutdown() {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut s = settings();
+    s.command_timeout = Duration::from_millis(800);
+    s.shutdown = Some(stopped);
+    let (addr, _) = server(s).await;
+    // One byte every 200 ms never completes a command within 800 ms.
+    let mut c = Client::connect(addr).await;
+    let started = std::time::Instant::now();
+    for b in b"NOOP NOOP NOOP NOOP\r\n" {
+        if c.tcp.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    assert_eq!(short(&c.reply().await), "421 4.4.2");
+    assert!(c.try_reply().await.is_none());
+    // Shutdown: an idle session gets 421 4.3.2 at once; one inside a
+    // transaction goes on.
+    let mut idle = Client::connect(addr).await;
+    let mut busy = Client::connect(addr).await;
+    assert_eq!(busy.ask("EHLO c\r\n").await, "250");
+    assert_eq!(busy.ask("MAIL FROM:<s@x.test>\r\n").await, "250 2.1.0");
+    stop.send(true).unwrap();
+    assert_eq!(short(&idle.reply().await), "421 4.3.2");
+    assert_eq!(busy.ask("RCPT TO:<r@y.test>\r\n").await, "250 2.1.5");
+}

@@ -45,16 +45,20 @@ pub struct ServerSettings {
     pub require_tls: bool,
     /// MAIL is refused (`530 5.7.0`) until AUTH.
     pub require_auth: bool,
-    /// How long to wait for a command.
+    /// How long a command may take to arrive, from its first byte to its
+    /// end (a client trickling bytes does not restart it).
     pub command_timeout: Duration,
-    /// How long to wait for each part of the message body.
+    /// How long the whole message body may take, from 354 to the final dot.
     pub data_timeout: Duration,
+    /// Turns true when the server stops: a session waiting for a command
+    /// with no transaction open gets `421 4.3.2` and is closed at once.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ServerSettings {
     /// An SMTP server with the usual limits: 25 MiB messages, 1000
     /// recipients, 100 idle commands, 20 errors, 5 minutes per command,
-    /// 10 per body read.
+    /// 10 for the body.
     pub fn new(hostname: impl Into<String>) -> Self {
         Self {
             hostname: hostname.into(),
@@ -71,6 +75,7 @@ impl ServerSettings {
             require_auth: false,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            shutdown: None,
         }
     }
 }

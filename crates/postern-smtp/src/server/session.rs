@@ -2,6 +2,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -108,32 +109,56 @@ impl<H: Handler> Session<'_, H> {
         result
     }
 
-    /// Sends what is pending, then reads more input; `Ok(false)` at EOF.
-    async fn fill(&mut self, data: bool) -> io::Result<bool> {
+    /// Sends what is pending, then reads more input before `deadline`;
+    /// `Ok(false)` at EOF, or when the server stops while the session
+    /// waits for a command with no transaction open (after `421 4.3.2`).
+    async fn fill(&mut self, deadline: Instant) -> io::Result<bool> {
         self.flush().await?;
-        let limit = if data {
-            self.settings.data_timeout
-        } else {
-            self.settings.command_timeout
+        let limit = deadline.saturating_duration_since(Instant::now());
+        if limit.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let mut shutdown = self
+            .settings
+            .shutdown
+            .clone()
+            .filter(|_| self.envelope.is_none());
+        let stopping = async {
+            match shutdown.as_mut() {
+                Some(s) => {
+                    let _ = s.wait_for(|stop| *stop).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
         };
-        Ok(self.conn.read_more(limit).await? > 0)
+        tokio::select! {
+            n = self.conn.read_more(limit) => Ok(n? > 0),
+            () = stopping => {
+                self.push(&reply(421, (4, 3, 2), "shutting down, try again later"));
+                self.flush().await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Reads complete command lines and runs them. A line longer than
     /// [`MAX_LINE`] is skipped through its end and answered `500 5.5.2`.
     async fn run(&mut self) -> io::Result<End> {
         let mut discarding = false;
+        // Each command must arrive whole within `command_timeout`.
+        let mut deadline = Instant::now() + self.settings.command_timeout;
         loop {
             let Some(end) = memchr(b'\n', &self.conn.buf) else {
                 if self.conn.buf.len() > MAX_LINE {
                     self.conn.buf.clear();
                     discarding = true;
                 }
-                if !self.fill(false).await? {
+                if !self.fill(deadline).await? {
                     return Ok(End::Eof);
                 }
                 continue;
             };
+            deadline = Instant::now() + self.settings.command_timeout;
             let line: Vec<u8> = self.conn.buf.drain(..=end).collect();
             if std::mem::take(&mut discarding) || line.len() > MAX_LINE {
                 if self.error(&reply(500, (5, 5, 2), "line too long")) {
@@ -316,16 +341,25 @@ impl<H: Handler> Session<'_, H> {
             ));
             return;
         }
+        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
+        if !from.address.is_ascii() && !smtputf8 {
+            self.push(&reply(
+                553,
+                (5, 6, 7),
+                "a non-ASCII address needs the SMTPUTF8 parameter",
+            ));
+            return;
+        }
         let envelope = Envelope {
             peer: self.conn.peer(),
             local: self.conn.local(),
             helo,
             tls: self.conn.is_tls(),
             auth: self.auth.clone(),
-            mail_from: from.address,
+            mail_from: without_trailing_dot(from.address),
             declared_size: declared,
             eight_bit: from.flags & MAIL_BODY_8BITMIME != 0,
-            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            smtputf8,
             rcpt_to: Vec::new(),
         };
         let r = self.handler.mail_from(&envelope).await;
@@ -340,6 +374,20 @@ impl<H: Handler> Session<'_, H> {
         let Some(envelope) = self.envelope.take() else {
             let r = reply(503, (5, 5, 1), "send MAIL first");
             return self.error(&r).then_some(End::Closed);
+        };
+        if !to.is_ascii() && !envelope.smtputf8 {
+            self.envelope = Some(envelope);
+            self.push(&reply(
+                553,
+                (5, 6, 7),
+                "a non-ASCII address needs MAIL FROM with SMTPUTF8",
+            ));
+            return None;
+        }
+        // `postmaster` alone is this server's postmaster.
+        let to = match to.eq_ignore_ascii_case("postmaster") {
+            true => format!("postmaster@{}", self.settings.hostname),
+            false => without_trailing_dot(to),
         };
         if envelope.rcpt_to.len() >= self.settings.max_recipients {
             self.push(&reply(452, (4, 5, 3), "too many recipients"));
@@ -370,6 +418,7 @@ impl<H: Handler> Session<'_, H> {
         let mut reader = BodyReader::default();
         let mut body = Vec::new();
         let mut total: u64 = 0;
+        let deadline = Instant::now() + self.settings.data_timeout;
         loop {
             let mut bytes = &self.conn.buf[..];
             let len_before = body.len();
@@ -386,7 +435,7 @@ impl<H: Handler> Session<'_, H> {
             if done {
                 break;
             }
-            if !self.fill(true).await? {
+            if !self.fill(deadline).await? {
                 return Ok(Some(End::Eof));
             }
         }
@@ -448,13 +497,14 @@ impl<H: Handler> Session<'_, H> {
 
     /// Reads one line of a SASL exchange.
     async fn sasl_line(&mut self) -> io::Result<Option<String>> {
+        let deadline = Instant::now() + self.settings.command_timeout;
         loop {
             if let Some(end) = self.conn.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.conn.buf.drain(..=end).collect();
                 let text = String::from_utf8_lossy(&line).trim_end().to_owned();
                 return Ok(Some(text));
             }
-            if self.conn.buf.len() > 4096 || !self.fill(false).await? {
+            if self.conn.buf.len() > 4096 || !self.fill(deadline).await? {
                 return Ok(None);
             }
         }
@@ -527,9 +577,37 @@ pub fn parse_command(line: &[u8]) -> Result<Request<String>, Reply> {
     if line.len() > MAX_LINE {
         return Err(reply(500, (5, 5, 2), "line too long"));
     }
+    if std::str::from_utf8(line).is_err() {
+        // Never replaced and passed on: an address must be valid UTF-8.
+        let verb = line.get(..4).map(<[u8]>::to_ascii_uppercase);
+        return Err(match verb.as_deref() {
+            Some(b"MAIL") => reply(553, (5, 1, 7), "the sender address is not valid UTF-8"),
+            Some(b"RCPT") => reply(553, (5, 1, 3), "the recipient address is not valid UTF-8"),
+            _ => reply(500, (5, 5, 2), "the command is not valid UTF-8"),
+        });
+    }
+    // RFC 5321 4.5.1: `postmaster` without a domain is always accepted.
+    let upper = line.to_ascii_uppercase();
+    if upper.starts_with(b"RCPT TO:<POSTMASTER>") {
+        return Ok(Request::Rcpt {
+            to: smtp_proto::RcptTo {
+                address: "postmaster".to_owned(),
+                ..Default::default()
+            },
+        });
+    }
     Request::parse(&mut line.iter())
         .map(Request::into_owned)
         .map_err(|e| protocol_error(&e))
+}
+
+/// `user@example.com.` as `user@example.com`: one queue, and no dot on
+/// the wire.
+fn without_trailing_dot(mut address: String) -> String {
+    if address.contains('@') && address.ends_with('.') {
+        address.pop();
+    }
+    address
 }
 
 /// The reply to a command smtp-proto could not parse.

@@ -35,10 +35,12 @@ pub(crate) enum Rejection {
     SpoolError,
     SpoolUnhealthy,
     Backpressure,
+    TooManySessions,
+    ClientLimit,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 7] = [
+    const ALL: [Rejection; 9] = [
         Rejection::RelayingDenied,
         Rejection::Callout,
         Rejection::UnknownBinding,
@@ -46,6 +48,8 @@ impl Rejection {
         Rejection::SpoolError,
         Rejection::SpoolUnhealthy,
         Rejection::Backpressure,
+        Rejection::TooManySessions,
+        Rejection::ClientLimit,
     ];
 
     fn label(self) -> &'static str {
@@ -57,6 +61,8 @@ impl Rejection {
             Rejection::SpoolError => "spool_error",
             Rejection::SpoolUnhealthy => "spool_unhealthy",
             Rejection::Backpressure => "backpressure",
+            Rejection::TooManySessions => "too_many_sessions",
+            Rejection::ClientLimit => "client_limit",
         }
     }
 }

@@ -1,215 +1,35 @@
-//! The ESMTP listener: its event loop, relay control, recipient callouts,
-//! binding assignment, and the spool before 250.
+//! One SMTP injection session's answers: relay control (`Relay_Hosts`,
+//! `Relay_Domains`, the postmaster), recipient callouts with their
+//! bounded cache, backpressure at `MAIL`, and the message at `DATA`
+//! handed to reception.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use ipnet::IpNet;
-use postern_conf::{Config, Directive, Listen, Listener, RecipientVerification, Value};
+use postern_conf::{Directive, RecipientVerification, Value};
 use postern_dns::Dns;
-use postern_engine::outbound::{TlsCache, client_settings};
-use postern_engine::{Body, Handle};
+use postern_engine::outbound::client_settings;
 use postern_smtp::Reply;
 use postern_smtp::client::Session;
-use postern_smtp::server::{DataReply, Envelope, Handler, ServerSettings, serve};
-use postern_spool::Spool;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use postern_smtp::server::{DataReply, Envelope, Handler};
 
-use super::inbound::{prepare, unique};
-use super::log::DeliveryLog;
-use super::reception::{Client, Incoming, NotStored};
-use super::spool::{Pressure, Verdict};
-use super::stats::{Rejection, Totals};
-use super::time::rfc5322;
+use super::{Shared, storage_full, try_later};
+use crate::daemon::inbound::{prepare, unique};
+use crate::daemon::reception::{Client, Incoming, NotStored};
+use crate::daemon::spool::Verdict;
+use crate::daemon::stats::{Rejection, Totals};
+use crate::daemon::time::rfc5322;
 
-/// What every session of every listen address shares.
-pub(crate) struct Shared {
-    pub(crate) config: Arc<Config>,
-    pub(crate) spool: Spool,
-    /// How the engine reads the bodies of stored messages.
-    pub(crate) body: Body,
-    pub(crate) pressure: Pressure,
-    pub(crate) engine: Handle,
-    pub(crate) log: DeliveryLog,
-    pub(crate) totals: Arc<Totals>,
-    pub(crate) hostname: String,
-    pub(crate) sessions: AtomicUsize,
-    callouts: Mutex<HashMap<String, (Reply, Instant)>>,
-    tls: Mutex<TlsCache>,
-}
-
-impl Shared {
-    pub(crate) fn new(
-        config: Arc<Config>,
-        spool: Spool,
-        body: Body,
-        pressure: Pressure,
-        engine: Handle,
-        log: DeliveryLog,
-        totals: Arc<Totals>,
-    ) -> Self {
-        Self {
-            body,
-            pressure,
-            totals,
-            hostname: config.hostname(),
-            config,
-            spool,
-            engine,
-            log,
-            sessions: AtomicUsize::new(0),
-            callouts: Mutex::new(HashMap::new()),
-            tls: Mutex::new(TlsCache::default()),
-        }
-    }
-}
-
-/// The spool's disk is full: `452 4.3.1` (RFC 3463), at `MAIL` or after
-/// the data.
-fn storage_full() -> Reply {
-    Reply::with_status(
-        452,
-        (4, 3, 1),
-        "insufficient system storage, try again later",
-    )
-}
-
-/// The spool failed otherwise: `451 4.3.0`.
-fn try_later(why: &str) -> Reply {
-    Reply::with_status(451, (4, 3, 0), format!("{why}, try again later"))
-}
-
-/// One listen address's settings.
-struct Place {
-    settings: Arc<ServerSettings>,
-    relay_hosts: Vec<IpNet>,
-    default_binding: String,
-}
-
-fn place(listener: &Listener, listen: &Listen, hostname: &str) -> Result<Place, String> {
-    let mut settings = ServerSettings::new(hostname);
-    if let Some(Value::Size(n)) = listener.option(listen, Directive::MaxMessageSize) {
-        settings.max_message_size = n;
-    }
-    if let (Some(Value::Path(cert)), Some(Value::Path(key))) = (
-        listener.option(listen, Directive::TlsCertificate),
-        listener.option(listen, Directive::TlsKey),
-    ) {
-        settings.tls =
-            Some(postern_smtp::tls::server_config(&cert, &key).map_err(|e| e.to_string())?);
-    }
-    let relay_hosts = match listener.option(listen, Directive::RelayHosts) {
-        Some(Value::Cidrs(nets)) => nets,
-        _ => Vec::new(),
-    };
-    let default_binding = match listener.option(listen, Directive::DefaultBinding) {
-        Some(Value::Text(b)) => b,
-        _ => "default".into(),
-    };
-    Ok(Place {
-        settings: Arc::new(settings),
-        relay_hosts,
-        default_binding,
-    })
-}
-
-/// Binds every `Listen` address now (so that a bad one fails the start),
-/// then serves them on the listener event loop, its own thread. After
-/// `stop`, no session is accepted, open sessions get `grace` to finish,
-/// and the thread ends.
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) -> Result<(std::thread::JoinHandle<()>, Vec<SocketAddr>), String> {
-    let config = shared.config.clone();
-    let mut bound = Vec::new();
-    if let Some(listener) = &config.listener {
-        for listen in &listener.listens {
-            let place = place(listener, listen, &shared.hostname)?;
-            let socket = std::net::TcpListener::bind(listen.addr)
-                .map_err(|e| format!("{}: {e}", listen.addr))?;
-            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-            bound.push((socket, place));
-        }
-    }
-    let addrs = bound
-        .iter()
-        .filter_map(|(s, _)| s.local_addr().ok())
-        .collect();
-    let thread = std::thread::Builder::new()
-        .name("postern-listener".into())
-        .spawn(move || {
-            let system = actix::System::new();
-            system.block_on(async move {
-                // The listener loop's own resolver, for callouts.
-                let dns = Dns::from_config(&shared.config).ok().map(Arc::new);
-                for (socket, place) in bound {
-                    let Ok(socket) = TcpListener::from_std(socket) else {
-                        continue;
-                    };
-                    let place = Arc::new(place);
-                    actix::spawn(accept(
-                        socket,
-                        place,
-                        shared.clone(),
-                        dns.clone(),
-                        stop.clone(),
-                    ));
-                }
-                let _ = stop.changed().await;
-                let until = Instant::now() + grace;
-                while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            });
-        })
-        .map_err(|e| e.to_string())?;
-    Ok((thread, addrs))
-}
-
-async fn accept(
-    socket: TcpListener,
-    place: Arc<Place>,
-    shared: Arc<Shared>,
-    dns: Option<Arc<Dns>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = socket.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => continue,
-            },
-        };
-        let mut handler = Inbound {
-            relay_client: place.relay_hosts.iter().any(|n| n.contains(&peer.ip())),
-            default_binding: place.default_binding.clone(),
-            shared: shared.clone(),
-            dns: dns.clone(),
-        };
-        let settings = place.settings.clone();
-        let shared = shared.clone();
-        shared.sessions.fetch_add(1, Ordering::SeqCst);
-        Totals::session();
-        actix::spawn(async move {
-            let _ = serve(tcp, settings, &mut handler).await;
-            shared.sessions.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-}
+/// Callout answers kept at most; past it, expired ones are dropped, and
+/// if none has expired the cache starts again.
+const CALLOUT_CACHE: usize = 10_000;
 
 /// One injection session's view.
-struct Inbound {
-    shared: Arc<Shared>,
-    dns: Option<Arc<Dns>>,
-    relay_client: bool,
-    default_binding: String,
+pub(super) struct Inbound {
+    pub(super) shared: Arc<Shared>,
+    pub(super) dns: Option<Arc<Dns>>,
+    pub(super) relay_client: bool,
+    pub(super) default_binding: String,
 }
 
 fn domain_of(address: &str) -> Option<String> {
@@ -266,6 +86,13 @@ impl Inbound {
                 .callouts
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            if cache.len() >= CALLOUT_CACHE {
+                let now = Instant::now();
+                cache.retain(|_, (_, until)| *until > now);
+                if cache.len() >= CALLOUT_CACHE {
+                    cache.clear();
+                }
+            }
             cache.insert(key, (reply.clone(), Instant::now() + cache_for));
         }
         Some(reply)
@@ -359,6 +186,11 @@ impl Handler for Inbound {
         };
         if self.relay_client {
             return Reply::with_status(250, (2, 1, 5), "recipient ok");
+        }
+        // RFC 5321 4.5.1: mail to this server's postmaster is accepted
+        // from anyone.
+        if recipient.eq_ignore_ascii_case(&format!("postmaster@{}", self.shared.hostname)) {
+            return Reply::with_status(250, (2, 1, 5), "postmaster ok");
         }
         if !self.relay_domain(&domain) {
             Totals::rejected(Rejection::RelayingDenied);

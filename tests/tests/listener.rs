@@ -1,0 +1,229 @@
+//! The SMTP listener against abusive clients, on the real daemon: 3,000
+//! idle connections, clients trickling a byte at a time, a client over
+//! its session limit, the descriptor limit reached, and idle sessions at
+//! shutdown.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Setup, codes, inject, wait_until};
+use postern_testkit::dns::DnsServer;
+use postern_testkit::sink::Sink;
+use serde_json::json;
+
+/// A connection from `source` (a 127.0.0.x address) to `to`.
+fn connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let from: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&from.into())?;
+    socket.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
+fn greeting(tcp: &TcpStream) -> String {
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(tcp).read_line(&mut line);
+    line
+}
+
+/// The daemon's resident memory (kB) and CPU seconds so far.
+fn usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    (rss, ticks / 100.0)
+}
+
+fn raise_own_descriptor_limit() {
+    let nofile = rustix::process::Resource::Nofile;
+    let mut limit = rustix::process::getrlimit(nofile);
+    limit.current = limit.maximum;
+    rustix::process::setrlimit(nofile, limit).unwrap();
+}
+
+fn world(extra: &str) -> (DnsServer, Sink, Setup) {
+    let sink = Sink::builder().start().unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let setup = Setup::new(&dns, &format!("Gateway = \"{}\"\n{extra}", sink.addr()));
+    (dns, sink, setup)
+}
+
+#[test]
+fn three_thousand_idle_connections_leave_room_for_a_real_client() {
+    raise_own_descriptor_limit();
+    let (_dns, sink, setup) = world("ESMTP_Listener { Max_Sessions_Per_Client = 5000 }");
+    let daemon = setup.start();
+    let (rss_before, _) = usage(daemon.pid());
+    let idle: Vec<TcpStream> = (0..3000)
+        .map(|_| connect_from("127.0.0.3", setup.listen).unwrap())
+        .collect();
+    // Every one of them was greeted: they are sessions, not a backlog.
+    assert!(greeting(idle.last().unwrap()).starts_with("220"));
+    let started = Instant::now();
+    let results =
+        inject(json!({"port": setup.listen.port(), "count": 5, "rcpts": ["r@dest.test"]}));
+    assert_eq!(codes(&results), [250; 5]);
+    assert!(sink.wait_for(5, Duration::from_secs(30)));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a real client waited {:?}",
+        started.elapsed()
+    );
+    let (rss_after, _) = usage(daemon.pid());
+    let per_session = (rss_after.saturating_sub(rss_before)) * 1024 / 3000;
+    assert!(
+        per_session < 64 * 1024,
+        "{per_session} bytes of memory per idle session"
+    );
+    drop(idle);
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn trickling_clients_are_closed_by_the_command_deadline_and_a_client_limit_holds() {
+    let (_dns, _sink, setup) =
+        world("ESMTP_Listener { Inbound_Command_Timeout = 3 Max_Sessions_Per_Client = 250 }");
+    let daemon = setup.start();
+    let mut tricklers: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let tcp = connect_from("127.0.0.4", setup.listen).unwrap();
+            assert!(greeting(&tcp).starts_with("220"));
+            tcp
+        })
+        .collect();
+    // One byte every 500 ms: the idle timeout would restart with every
+    // byte; the command deadline does not.
+    let started = Instant::now();
+    let mut closed = 0;
+    'outer: for round in 0..40 {
+        for t in &mut tricklers {
+            if t.write_all(&[b"NOOP NOOP NOOP NOOP NOOP\r\n"[round % 24]])
+                .is_err()
+            {
+                closed += 1;
+            }
+        }
+        if closed > 0 && round > 12 {
+            break 'outer;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Each got 421 4.4.2 and was closed within the deadline (3 s) plus slack.
+    let mut answered = 0;
+    for t in &tricklers {
+        t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut text = String::new();
+        let _ = BufReader::new(t).read_to_string(&mut text);
+        if text.contains("421 4.4.2") {
+            answered += 1;
+        }
+    }
+    assert_eq!(
+        answered,
+        200,
+        "closed by the deadline after {:?}",
+        started.elapsed()
+    );
+    // Beyond 250 sessions from one address: 421 at once.
+    let many: Vec<TcpStream> = (0..250)
+        .map(|_| connect_from("127.0.0.5", setup.listen).unwrap())
+        .collect();
+    wait_until(Duration::from_secs(10), "250 sessions", || {
+        greeting(many.last().unwrap()).starts_with("220")
+    });
+    let extra = connect_from("127.0.0.5", setup.listen).unwrap();
+    assert!(
+        greeting(&extra).starts_with("421 4.7.0"),
+        "a session over the limit"
+    );
+    // Another address is not affected.
+    let other = connect_from("127.0.0.6", setup.listen).unwrap();
+    assert!(greeting(&other).starts_with("220"));
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn at_the_descriptor_limit_the_daemon_waits_instead_of_spinning_and_recovers() {
+    let (_dns, sink, setup) = world("");
+    // The daemon under a limit of 256 descriptors (soft and hard).
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(postern_e2e::postern_bin())
+        .args(["run", "--config"])
+        .arg(setup.config())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the daemon to listen", || {
+        TcpStream::connect(setup.listen).is_ok()
+    });
+    let pid = child.id();
+    // More connections than it has descriptors for.
+    let flood: Vec<TcpStream> = (0..400)
+        .filter_map(|_| connect_from("127.0.0.7", setup.listen).ok())
+        .collect();
+    assert!(flood.len() > 300);
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, cpu_before) = usage(pid);
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, cpu_after) = usage(pid);
+    assert!(
+        cpu_after - cpu_before < 1.0,
+        "{:.2} CPU seconds in 4 s at the descriptor limit",
+        cpu_after - cpu_before
+    );
+    // The flood goes away: the daemon takes mail again.
+    drop(flood);
+    wait_until(Duration::from_secs(30), "mail taken again", || {
+        let r = inject(json!({"port": setup.listen.port(), "count": 1, "rcpts": ["r@dest.test"]}));
+        codes(&r) == [250]
+    });
+    assert!(sink.wait_for(1, Duration::from_secs(30)));
+    postern_testkit::process::terminate(&mut child);
+}
+
+#[test]
+fn idle_sessions_do_not_hold_up_shutdown() {
+    let (_dns, _sink, setup) = world("");
+    let daemon = setup.start();
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let tcp = connect_from("127.0.0.8", setup.listen).unwrap();
+            assert!(greeting(&tcp).starts_with("220"));
+            tcp
+        })
+        .collect();
+    let started = Instant::now();
+    assert_eq!(daemon.terminate(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with idle sessions",
+        started.elapsed()
+    );
+    let mut rest = String::new();
+    let _ = BufReader::new(&idle[0]).read_to_string(&mut rest);
+    assert!(rest.starts_with("421 4.3.2"), "{rest:?}");
+}
