@@ -338,6 +338,8 @@ directives! {
         "Postern. Ready mail (batches waiting for a connection, in all queues) at which the listener refuses new mail with `452 4.3.1`; from half of it, its reply to `MAIL` is delayed, longer the fuller, up to `Backpressure_Delay`. 10,000 stores waiting for the disk count as full as well.";
     BackpressureDelay "Backpressure_Delay" Seconds [Global] V("2"), Listener,
         "Postern. The longest delay of a reply to `MAIL` while delivery is behind (see `Max_Ready_Batches`).";
+    LogLevel "Log_Level" Text [Global] V("info"), Daemon,
+        "Postern. The daemon's diagnostics on standard error (not the delivery log): `error`, `warn`, `info`, `debug` or `trace`, or a filter such as `info,postern_engine=debug`; the `POSTERN_LOG` environment variable overrides it.";
     LogFile "Log_File" LogTarget [Global] V("-"), Daemon,
         "JSON-lines delivery log; `-` is standard output.";
     MetricsListen "Metrics_Listen" SocketAddr [Global] V("127.0.0.1:9464"), Daemon,

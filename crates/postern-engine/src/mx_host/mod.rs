@@ -211,10 +211,18 @@ impl MxHost {
         reply: &Reply,
         (conn, open, next): (ConnId, usize, ConnId),
     ) -> bool {
-        tracing::info!(host = %self.name(), addr = %self.key.addr, %reply, "host asks to slow down");
         let now = Instant::now();
-        self.adaptive
-            .signal(class, reply.to_string(), conn, open, next, now)
+        let slowed = self
+            .adaptive
+            .signal(class, reply.to_string(), conn, open, next, now);
+        // Logged when the loop changes (once per cohort of sessions), so
+        // that a host refusing every session does not flood the log.
+        if slowed {
+            tracing::info!(host = %self.name(), addr = %self.key.addr, %reply, "host asks to slow down: limit or rate lowered");
+        } else {
+            tracing::debug!(host = %self.name(), addr = %self.key.addr, %reply, "host asks to slow down");
+        }
+        slowed
     }
 
     /// Another node's loop slowed this host down: this node's loop does

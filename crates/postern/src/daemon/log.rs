@@ -97,16 +97,27 @@ fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
 
 fn run(rx: &Receiver<String>, out: Box<dyn Write + Send>) {
     let mut out = BufWriter::new(out);
-    // Log lines that cannot be written are lost with the log itself; the
-    // daemon goes on delivering.
+    // Lines that cannot be written are lost (the spool, not this log, is
+    // the record of what happened); the daemon goes on delivering and
+    // says so, at most once a minute.
+    let mut lost = 0u64;
+    let mut said: Option<std::time::Instant> = None;
     while let Ok(line) = rx.recv() {
-        let _ = writeln!(out, "{line}");
+        let mut result = writeln!(out, "{line}");
         while let Ok(line) = rx.try_recv() {
-            let _ = writeln!(out, "{line}");
+            result = result.and(writeln!(out, "{line}"));
         }
-        let _ = out.flush();
+        if let Err(e) = result.and(out.flush()) {
+            lost += 1;
+            if said.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60)) {
+                tracing::error!(error = %e, batches_lost = lost, "delivery log: cannot write");
+                said = Some(std::time::Instant::now());
+            }
+        }
     }
-    let _ = out.flush();
+    if let Err(e) = out.flush() {
+        tracing::error!(error = %e, "delivery log: cannot write its last lines");
+    }
 }
 
 impl DeliveryLog {
@@ -127,8 +138,12 @@ impl DeliveryLog {
             "{{\"time\":\"{}\",\"event\":\"{event}\"",
             rfc3339(SystemTime::now())
         );
-        let Ok(fields) = serde_json::to_string(record) else {
-            return;
+        let fields = match serde_json::to_string(record) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(event, error = %e, "delivery log: a record did not serialize");
+                return;
+            }
         };
         match fields.strip_prefix('{') {
             Some(rest) if rest != "}" => {
@@ -137,6 +152,9 @@ impl DeliveryLog {
             }
             _ => line.push('}'),
         }
-        let _ = self.tx.send(line);
+        // The writer thread ends only after every sender is dropped.
+        if self.tx.send(line).is_err() {
+            tracing::error!(event, "delivery log: the writer has stopped");
+        }
     }
 }

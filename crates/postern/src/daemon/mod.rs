@@ -40,12 +40,35 @@ fn say(line: &str) {
     eprintln!("postern: {line}");
 }
 
+/// Diagnostics (tracing) on standard error, at `Log_Level` or
+/// `POSTERN_LOG`.
+fn diagnostics(config: &Config) {
+    let level = match config.global.value_or_default(Directive::LogLevel) {
+        Some(Value::Text(l)) => l.clone(),
+        _ => "info".into(),
+    };
+    let filter = std::env::var("POSTERN_LOG").unwrap_or(level);
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        say(&format!("Log_Level {filter:?}: {e}; using info"));
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    if installed.is_err() {
+        say("diagnostics: a subscriber was already installed");
+    }
+}
+
 /// `postern run --config FILE`.
 pub(crate) fn run(file: &Path) -> ExitCode {
     let config = match load(file) {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
+    diagnostics(&config);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,7 +151,9 @@ fn raise_descriptor_limit() {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
         limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
     }
 }
 
@@ -222,12 +247,16 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
         // Every connection is closed: its lease is on its way back.
         let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
     }
-    let _ = spool.sync().await;
+    if spool.sync().await.is_err() {
+        say("the spool stopped before its last sync; what it did not write is counted below");
+    }
     if let Some(line) = spool::unwritten(spool.close()) {
         say(&line);
     }
     drop(log);
-    let _ = log_thread.join();
+    if log_thread.join().is_err() {
+        say("the delivery log's writer ended with a panic");
+    }
     say("stopped");
     Ok(())
 }
