@@ -227,3 +227,66 @@ fn idle_sessions_do_not_hold_up_shutdown() {
     let _ = BufReader::new(&idle[0]).read_to_string(&mut rest);
     assert!(rest.starts_with("421 4.3.2"), "{rest:?}");
 }
+
+#[test]
+fn envelopes_are_checked_and_a_non_ascii_address_without_smtputf8_bounces_intact() {
+    let sink = Sink::builder().no_smtputf8().start().unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let setup = Setup::new(&dns, &format!("Gateway = \"{}\"", sink.addr()));
+    let daemon = setup.start();
+    // Invalid UTF-8 in the envelope is refused, not replaced.
+    let mut tcp = connect_from("127.0.0.1", setup.listen).unwrap();
+    assert!(greeting(&tcp).starts_with("220"));
+    let mut reader = BufReader::new(tcp.try_clone().unwrap());
+    let mut ask = |bytes: &[u8]| {
+        tcp.write_all(bytes).unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line.clone();
+            }
+        }
+    };
+    assert!(ask(b"EHLO c\r\n").starts_with("250"));
+    assert!(ask(b"MAIL FROM:<a\xff@x.test>\r\n").starts_with("553 5.1.7"));
+    assert!(ask(b"MAIL FROM:<s@example.org>\r\n").starts_with("250"));
+    assert!(ask(b"RCPT TO:<b\xfe@y.test>\r\n").starts_with("553 5.1.3"));
+    assert!(ask(b"RCPT TO:<m\xc3\xbcller@dest.test>\r\n").starts_with("553 5.6.7"));
+    // `relay.test.` and `relay.test`: one queue, one transaction.
+    assert!(ask(b"RCPT TO:<a@relay.test.>\r\n").starts_with("250"));
+    assert!(ask(b"RCPT TO:<b@relay.test>\r\n").starts_with("250"));
+    assert!(ask(b"DATA\r\n").starts_with("354"));
+    assert!(ask(b"Subject: dots\r\n\r\nx\r\n.\r\n").starts_with("250"));
+    // With SMTPUTF8, a non-ASCII recipient is taken; the next hop does
+    // not offer SMTPUTF8, so it fails with 5.6.7 and bounces.
+    assert!(ask("MAIL FROM:<s@example.org> SMTPUTF8\r\n".as_bytes()).starts_with("250"));
+    assert!(ask("RCPT TO:<m\u{fc}ller@dest.test>\r\n".as_bytes()).starts_with("250"));
+    assert!(ask(b"DATA\r\n").starts_with("354"));
+    assert!(ask(b"Subject: utf8\r\n\r\nx\r\n.\r\n").starts_with("250"));
+    assert!(ask(b"QUIT\r\n").starts_with("221"));
+    assert!(sink.wait_for(2, Duration::from_secs(30)));
+    let messages = sink.messages();
+    let dots = messages
+        .iter()
+        .find(|m| String::from_utf8_lossy(&m.body).contains("Subject: dots"))
+        .unwrap();
+    assert_eq!(dots.rcpt_to, ["a@relay.test", "b@relay.test"]);
+    let bounce = messages.iter().find(|m| m.mail_from.is_empty()).unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&bounce.body)
+        .unwrap();
+    let report = parsed
+        .parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p.contents()).into_owned())
+        .find(|t| t.contains("Final-Recipient"))
+        .unwrap();
+    assert!(
+        report.contains("Final-Recipient: utf-8; m\u{fc}ller@dest.test"),
+        "{report}"
+    );
+    assert!(report.contains("Status: 5.6.7"), "{report}");
+    assert_eq!(daemon.terminate(), Some(0));
+}

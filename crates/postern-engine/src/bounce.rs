@@ -147,8 +147,14 @@ fn build(
     );
     for f in failed {
         text.push_str(&format!("<{}>: {}\r\n", f.recipient, f.reply));
+        // RFC 6533: an address that is not ASCII is of type utf-8.
+        let kind = if f.recipient.is_ascii() {
+            "rfc822"
+        } else {
+            "utf-8"
+        };
         report.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+            "\r\nFinal-Recipient: {kind}; {}\r\nAction: failed\r\nStatus: {}\r\n",
             f.recipient,
             status(&f.reply)
         ));
@@ -170,7 +176,11 @@ fn build(
         ],
     );
     let from = format!("MAILER-DAEMON@{hostname}");
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
     let bytes = MessageBuilder::new()
+        .message_id(format!("bounce.{:x}.{micros:x}@{hostname}", message.id))
         .from(("Mail Delivery System", from.as_str()))
         .to(message.sender.as_str())
         .subject("Undelivered Mail Returned to Sender")

@@ -162,6 +162,11 @@ fn a_550_gives_one_bounce_that_a_mime_parser_reads_back() {
         parsed.to().unwrap().first().unwrap().address(),
         Some("sender@example.org")
     );
+    let id = parsed.message_id().unwrap();
+    assert!(
+        id.ends_with("@postern.test"),
+        "the Message-ID names Hostname: {id}"
+    );
     let parts: Vec<(String, String)> = parsed
         .parts
         .iter()

@@ -75,6 +75,7 @@ struct Behaviour {
     require_auth: bool,
     /// Keep bodies (off for load tests: only envelopes and ids are kept).
     drop_bodies: bool,
+    no_smtputf8: bool,
     /// Greet with 421 while more than this many connections are open (the
     /// starting value of the sink's `allowed` connections).
     refuse_beyond: Option<usize>,
@@ -227,6 +228,13 @@ impl SinkBuilder {
         self
     }
 
+    /// Do not offer SMTPUTF8 (a next hop that cannot take non-ASCII
+    /// addresses).
+    pub fn no_smtputf8(mut self) -> Self {
+        self.behaviour.no_smtputf8 = true;
+        self
+    }
+
     /// Keep only envelopes, Message-IDs and arrival times, not bodies
     /// (for load tests with many messages).
     pub fn drop_bodies(mut self) -> Self {
@@ -250,6 +258,7 @@ impl SinkBuilder {
         settings.implicit_tls = b.implicit_tls;
         settings.auth_without_tls = true;
         settings.require_tls = b.require_tls;
+        settings.smtputf8 = !b.no_smtputf8;
         settings.offer_auth = b.auth.is_some();
         settings.require_auth = b.require_auth;
         settings.command_timeout = Duration::from_secs(30);

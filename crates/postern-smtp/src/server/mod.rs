@@ -43,6 +43,9 @@ pub struct ServerSettings {
     pub auth_without_tls: bool,
     /// MAIL is refused (`530 5.7.0`) until STARTTLS.
     pub require_tls: bool,
+    /// SMTPUTF8 (RFC 6531) is offered; without it a non-ASCII address is
+    /// refused with `553 5.6.7`.
+    pub smtputf8: bool,
     /// MAIL is refused (`530 5.7.0`) until AUTH.
     pub require_auth: bool,
     /// How long a command may take to arrive, from its first byte to its
@@ -72,6 +75,7 @@ impl ServerSettings {
             offer_auth: false,
             auth_without_tls: false,
             require_tls: false,
+            smtputf8: true,
             require_auth: false,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),

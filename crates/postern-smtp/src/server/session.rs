@@ -217,9 +217,10 @@ impl<H: Handler> Session<'_, H> {
     fn ehlo_reply(&self, extended: bool) -> Reply {
         let mut lines = vec![format!("{} greets you", self.settings.hostname)];
         if extended {
-            lines.extend(
-                ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"].map(String::from),
-            );
+            lines.extend(["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"].map(String::from));
+            if self.settings.smtputf8 {
+                lines.push("SMTPUTF8".into());
+            }
             lines.push(format!("SIZE {}", self.settings.max_message_size));
             if self.settings.tls.is_some() && !self.conn.is_tls() {
                 lines.push("STARTTLS".into());
@@ -341,7 +342,7 @@ impl<H: Handler> Session<'_, H> {
             ));
             return;
         }
-        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
+        let smtputf8 = self.settings.smtputf8 && from.flags & MAIL_SMTPUTF8 != 0;
         if !from.address.is_ascii() && !smtputf8 {
             self.push(&reply(
                 553,
