@@ -134,3 +134,47 @@ fn a_full_disk_fails_new_mail_keeps_every_outcome_and_recovers() {
     let ids: Vec<u64> = o.recovered.iter().map(|m| m.id).collect();
     assert_eq!(ids, [again.message], "nothing done comes back");
 }
+
+#[test]
+fn messages_stored_together_are_all_stored_or_none_is() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let dir = fs.path().join("spool");
+    let o = open(&dir, 4 << 20);
+    let group = |first: usize, count: usize, size: usize| -> Vec<_> {
+        (first..first + count)
+            .map(|n| {
+                let mut m = new_message(n, &[("a.example", &["x@a.example"])]);
+                let mut body = m.body.to_vec();
+                body.resize(size, b'x');
+                m.body = body.into();
+                m
+            })
+            .collect()
+    };
+    let stored = o
+        .spool
+        .store_all(group(0, 10, 1024))
+        .blocking_recv()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.len(), 10);
+    // A group larger than the free space fails whole.
+    let failed = o
+        .spool
+        .store_all(group(100, 40, 64 * 1024))
+        .blocking_recv()
+        .unwrap();
+    assert!(matches!(failed, Err(SpoolError::Full(_))), "{failed:?}");
+    assert_eq!(o.spool.close(), 0);
+    let o = open(&dir, 4 << 20);
+    let mut ids: Vec<u64> = o.recovered.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<u64> = stored.iter().map(|s| s.message).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        ids, expected,
+        "the first group whole, nothing of the second"
+    );
+}
