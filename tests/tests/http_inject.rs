@@ -12,11 +12,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Setup, codes, free_addr, inject, wait_until};
-use postern_e2e::workspace_root;
+use common::{Setup, codes, fixture, free_addr, inject, wait_until};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use postern_testkit::tmpfs::Tmpfs;
@@ -27,17 +25,7 @@ use serde_json::{Value, json};
 fn post(port: u16, spec: Value) -> (u16, Value) {
     let mut spec = spec;
     spec["port"] = json!(port);
-    let out = Command::new("python3")
-        .arg(workspace_root().join("tests/fixtures/http_inject.py"))
-        .arg(spec.to_string())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = fixture("http_inject.py", &spec).remove(0);
     (
         u16::try_from(v["status"].as_u64().unwrap()).unwrap(),
         v["body"].clone(),

@@ -79,10 +79,11 @@ pub(crate) fn script() -> PathBuf {
     workspace_root().join("tests/fixtures/inject.py")
 }
 
-/// Runs the injector to its end; one JSON object per message.
-pub(crate) fn inject(spec: Value) -> Vec<Value> {
+/// Runs a fixture of `tests/fixtures` with `spec` to its end; the JSON
+/// lines it printed.
+pub(crate) fn fixture(name: &str, spec: &Value) -> Vec<Value> {
     let out = Command::new("python3")
-        .arg(script())
+        .arg(workspace_root().join("tests/fixtures").join(name))
         .arg(spec.to_string())
         .output()
         .expect("python3 runs");
@@ -96,6 +97,11 @@ pub(crate) fn inject(spec: Value) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Runs the injector to its end; one JSON object per message.
+pub(crate) fn inject(spec: Value) -> Vec<Value> {
+    fixture("inject.py", &spec)
 }
 
 pub(crate) fn codes(results: &[Value]) -> Vec<i64> {

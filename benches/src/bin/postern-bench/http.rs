@@ -114,13 +114,5 @@ pub(crate) async fn run(
             (sent, failed)
         }));
     }
-    let mut all = Vec::with_capacity(plan.messages);
-    let mut failed = 0;
-    for t in tasks {
-        if let Ok((sent, f)) = t.await {
-            all.extend(sent);
-            failed += f;
-        }
-    }
-    (all, failed)
+    crate::inject::gather(tasks, plan.messages).await
 }

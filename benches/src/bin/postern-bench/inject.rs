@@ -144,7 +144,15 @@ pub(crate) async fn run(plan: Plan, done: Arc<AtomicUsize>) -> (Vec<Sent>, usize
             (sent, failed)
         }));
     }
-    let mut all = Vec::with_capacity(plan.messages);
+    gather(tasks, plan.messages).await
+}
+
+/// Every client task's messages sent and failed, together.
+pub(crate) async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<(Vec<Sent>, usize)>>,
+    messages: usize,
+) -> (Vec<Sent>, usize) {
+    let mut all = Vec::with_capacity(messages);
     let mut failed = 0;
     for t in tasks {
         if let Ok((sent, f)) = t.await {

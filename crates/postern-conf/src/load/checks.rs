@@ -61,20 +61,28 @@ impl Builder {
         }
     }
 
+    /// A listener stanza without a `Listen` address (unless a refused
+    /// `Listen` label already said so).
+    fn no_listen(
+        &self,
+        listener: &crate::model::Listener,
+        stanza: &str,
+        example: &str,
+    ) -> Option<(crate::error::Location, ErrorKind)> {
+        (listener.listens.is_empty() && !self.bad_listen).then(|| {
+            let msg = format!("{stanza} has no Listen address (add Listen \"{example}\" {{ }})");
+            (listener.at.clone(), ErrorKind::Incomplete(msg))
+        })
+    }
+
     pub(super) fn check_listener(&mut self) {
         let Some(listener) = self.config.listener.as_ref() else {
             return;
         };
-        let mut found = Vec::new();
-        if listener.listens.is_empty() && !self.bad_listen {
-            found.push((
-                listener.at.clone(),
-                ErrorKind::Incomplete(
-                    "ESMTP_Listener has no Listen address (add Listen \"127.0.0.1:2525\" { })"
-                        .into(),
-                ),
-            ));
-        }
+        let mut found: Vec<_> = self
+            .no_listen(listener, "ESMTP_Listener", "127.0.0.1:2525")
+            .into_iter()
+            .collect();
         for listen in &listener.listens {
             let cert = listener.option(listen, Directive::TlsCertificate).is_some();
             let key = listener.option(listen, Directive::TlsKey).is_some();
@@ -236,16 +244,10 @@ impl Builder {
         let Some(listener) = self.config.http_listener.as_ref() else {
             return;
         };
-        let mut found = Vec::new();
-        if listener.listens.is_empty() && !self.bad_listen {
-            found.push((
-                listener.at.clone(),
-                ErrorKind::Incomplete(
-                    "HTTP_Listener has no Listen address (add Listen \"127.0.0.1:8025\" { })"
-                        .into(),
-                ),
-            ));
-        }
+        let mut found: Vec<_> = self
+            .no_listen(listener, "HTTP_Listener", "127.0.0.1:8025")
+            .into_iter()
+            .collect();
         for listen in &listener.listens {
             for d in [Directive::TlsCertificate, Directive::TlsKey] {
                 if let Some(setting) = listen.options.get(d) {

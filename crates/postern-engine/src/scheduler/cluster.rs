@@ -230,12 +230,12 @@ impl Core {
     }
 }
 
-/// Tokens asked of the cluster at once: about 50 ms of the throttle's
+/// Tokens asked of the cluster at once: about 100 ms of the throttle's
 /// rate, at least 1, so that a slow throttle is never over-granted to one
 /// node and a fast one costs few calls.
 fn grant_size(throttle: Throttle) -> u32 {
     let per_second = throttle.count / throttle.per_secs.max(1);
-    (per_second / 20).clamp(1, 100)
+    (per_second / 10).clamp(1, 100)
 }
 
 /// A lease request's answer.

@@ -13,6 +13,7 @@ use postern_spool::{NewMessage, SpoolError, Stored};
 use super::inbound::{Prepared, by_domain};
 use super::listener::Shared;
 use super::log::{Hex, Reception};
+use super::spool::Verdict;
 use super::stats::{Rejection, Totals};
 
 /// A message ready to be stored.
@@ -34,6 +35,15 @@ pub(crate) struct Client {
     pub(crate) protocol: &'static str,
 }
 
+/// Why new mail is refused before it is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refused {
+    /// Delivery is far behind (`Max_Ready_Batches`).
+    Behind,
+    /// The spool's disk is (nearly) full or the spool is unhealthy.
+    Full,
+}
+
 /// Why a message was not stored.
 #[derive(Debug)]
 pub(crate) enum NotStored {
@@ -51,6 +61,27 @@ struct Pending {
 }
 
 impl Shared {
+    /// New mail waits while delivery is behind, and is refused while the
+    /// spool's disk is full or delivery is far behind (counted).
+    pub(crate) async fn admit_mail(&self) -> Result<(), Refused> {
+        match self.pressure.verdict() {
+            Verdict::Go => Ok(()),
+            Verdict::Wait(pause) => {
+                metrics::counter!(postern_metrics::LISTENER_DELAYED).increment(1);
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+            Verdict::Behind => {
+                Totals::rejected(Rejection::Backpressure);
+                Err(Refused::Behind)
+            }
+            Verdict::Full => {
+                Totals::rejected(Rejection::SpoolUnhealthy);
+                Err(Refused::Full)
+            }
+        }
+    }
+
     /// A binding mail may name (`X-Binding`, or the HTTP `binding` field).
     pub(crate) fn binding_known(&self, binding: &str) -> bool {
         binding == "default" || self.config.bindings.contains_key(binding)

@@ -25,8 +25,7 @@ use tokio::sync::watch;
 use self::inject::{BadRequest, Request};
 use super::inbound::{prepare, unique};
 use super::listener::Shared;
-use super::reception::{Client, Incoming, NotStored};
-use super::spool::Verdict;
+use super::reception::{Client, Incoming, NotStored, Refused};
 use super::stats::{Rejection, Totals};
 use super::time::rfc5322;
 
@@ -194,20 +193,12 @@ async fn inject(
     if let Err(b) = request.check() {
         return bad_request(b);
     }
-    match place.shared.pressure.verdict() {
-        Verdict::Go => {}
-        Verdict::Wait(pause) => {
-            metrics::counter!(postern_metrics::LISTENER_DELAYED).increment(1);
-            tokio::time::sleep(pause).await;
-        }
-        Verdict::Behind => {
-            Totals::rejected(Rejection::Backpressure);
+    match place.shared.admit_mail().await {
+        Ok(()) => {}
+        Err(Refused::Behind) => {
             return unavailable("too much mail waiting for delivery, try again later");
         }
-        Verdict::Full => {
-            Totals::rejected(Rejection::SpoolUnhealthy);
-            return unavailable("insufficient system storage, try again later");
-        }
+        Err(Refused::Full) => return unavailable("insufficient system storage, try again later"),
     }
     let shared = &place.shared;
     let mut messages = Vec::with_capacity(request.recipients.len());

@@ -15,8 +15,7 @@ use postern_smtp::server::{DataReply, Envelope, Handler};
 
 use super::{Shared, storage_full, try_later};
 use crate::daemon::inbound::{prepare, unique};
-use crate::daemon::reception::{Client, Incoming, NotStored};
-use crate::daemon::spool::Verdict;
+use crate::daemon::reception::{Client, Incoming, NotStored, Refused};
 use crate::daemon::stats::{Rejection, Totals};
 use crate::daemon::time::rfc5322;
 
@@ -158,24 +157,16 @@ impl Handler for Inbound {
     /// New mail waits while delivery is behind, and is refused while the
     /// spool's disk is full or delivery is far behind.
     async fn mail_from(&mut self, _envelope: &Envelope) -> Reply {
-        match self.shared.pressure.verdict() {
-            Verdict::Go => {}
-            Verdict::Wait(pause) => {
-                metrics::counter!(postern_metrics::LISTENER_DELAYED).increment(1);
-                tokio::time::sleep(pause).await;
-            }
-            Verdict::Behind => {
-                Totals::rejected(Rejection::Backpressure);
+        match self.shared.admit_mail().await {
+            Ok(()) => {}
+            Err(Refused::Behind) => {
                 return Reply::with_status(
                     452,
                     (4, 3, 1),
                     "too much mail waiting for delivery, try again later",
                 );
             }
-            Verdict::Full => {
-                Totals::rejected(Rejection::SpoolUnhealthy);
-                return storage_full();
-            }
+            Err(Refused::Full) => return storage_full(),
         }
         Reply::with_status(250, (2, 1, 0), "sender ok")
     }
