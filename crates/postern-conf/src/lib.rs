@@ -34,6 +34,7 @@
 mod error;
 mod lexer;
 mod load;
+pub use load::canonicalization;
 mod model;
 mod parser;
 #[macro_use]
@@ -49,8 +50,9 @@ use std::path::Path;
 
 pub use error::{Error, ErrorKind, Errors, Location};
 pub use model::{
-    Binding, BindingGroup, ClusterSettings, Config, Credentials, DomainPattern, DomainSet,
-    DomainStanza, HostStanza, Listen, Listener, Options, Secret, Setting, normalize_domain,
+    Binding, BindingGroup, ClusterSettings, Config, Credentials, DkimStanza, DomainPattern,
+    DomainSet, DomainStanza, HostStanza, Listen, Listener, Options, Secret, Setting,
+    normalize_domain,
 };
 pub use parser::{SyntaxError, parse};
 pub use reference::reference_markdown;

@@ -127,6 +127,17 @@ pub struct HostStanza {
     pub options: Options,
 }
 
+/// A `DKIM_Sign "domain" { }` stanza: how mail from that domain is signed.
+#[derive(Debug, Clone)]
+pub struct DkimStanza {
+    /// The signing domain (d=), lower-cased.
+    pub domain: String,
+    /// Where it is first written.
+    pub at: Location,
+    /// Its options.
+    pub options: Options,
+}
+
 /// `Binding_Group name { }`.
 #[derive(Debug, Clone)]
 pub struct BindingGroup {
@@ -160,6 +171,8 @@ pub struct Binding {
     pub domains: DomainSet,
     /// `Host` stanzas in the binding.
     pub hosts: BTreeMap<String, HostStanza>,
+    /// `DKIM_Sign` stanzas in the binding.
+    pub dkim: BTreeMap<String, DkimStanza>,
 }
 
 /// `Listen "addr:port" { }` inside the listener.
@@ -245,6 +258,8 @@ pub struct Config {
     pub domains: DomainSet,
     /// Top-level `Host` stanzas.
     pub hosts: BTreeMap<String, HostStanza>,
+    /// Top-level `DKIM_Sign` stanzas, by signing domain.
+    pub dkim: BTreeMap<String, DkimStanza>,
     /// The injection listener, if configured.
     pub listener: Option<Listener>,
     /// The HTTP injection listener, if configured.

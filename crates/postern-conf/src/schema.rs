@@ -36,10 +36,12 @@ pub enum Scope {
     Cluster,
     /// `HTTP_Listener { }`.
     HttpListener,
+    /// `DKIM_Sign "domain" { }`.
+    DkimSign,
 }
 
 impl Scope {
-    const ALL: [Scope; 12] = [
+    const ALL: [Scope; 13] = [
         Scope::Global,
         Scope::BindingGroup,
         Scope::Binding,
@@ -52,6 +54,7 @@ impl Scope {
         Scope::ReplyRule,
         Scope::Cluster,
         Scope::HttpListener,
+        Scope::DkimSign,
     ];
 
     const fn bit(self) -> u16 {
@@ -73,6 +76,7 @@ impl Scope {
             Scope::ReplyRule => "Reply_Rule",
             Scope::Cluster => "Cluster",
             Scope::HttpListener => "HTTP_Listener",
+            Scope::DkimSign => "DKIM_Sign",
         }
     }
 
@@ -91,6 +95,7 @@ impl Scope {
             Scope::ReplyRule => "a Reply_Rule stanza",
             Scope::Cluster => "the Cluster stanza",
             Scope::HttpListener => "the HTTP_Listener stanza",
+            Scope::DkimSign => "a DKIM_Sign stanza",
         }
     }
 }
@@ -150,6 +155,8 @@ pub enum Section {
     Adaptive,
     /// The daemon itself.
     Daemon,
+    /// DKIM signing.
+    Dkim,
     /// Several nodes sharing limits through Redis.
     Cluster,
 }
@@ -167,6 +174,7 @@ impl Section {
             Section::Auth => "Credentials (Auth stanzas)",
             Section::Adaptive => "Adaptive delivery and reply rules",
             Section::Daemon => "Daemon",
+            Section::Dkim => "DKIM signing (DKIM_Sign stanzas)",
             Section::Cluster => "Cluster (shared limits through Redis)",
         }
     }
@@ -366,6 +374,14 @@ directives! {
         "Postern. The rule applies to replies from this MX host (its name) only.";
     MetricsHostLabels "Metrics_Host_Labels" Count [Global] V("50"), Daemon,
         "Postern: how many of the busiest destination hosts get their own `host` label in the metrics; the rest are summed as `other`.";
+    DkimSelector "Selector" Text [DkimSign] NoDefault, Dkim,
+        "Postern. The selector (s=): the public key is published at `SELECTOR._domainkey.DOMAIN`. Required. A `DKIM_Sign \"example.com\"` stanza (global, or in a `Binding`, whose own stanzas win) signs, at reception, mail whose From: domain is that domain or a subdomain of it; when several match, the longest label wins. Bounces are signed too.";
+    DkimKeyFile "Key_File" Path [DkimSign] NoDefault, Dkim,
+        "Postern. The private key, PEM: RSA (rsa-sha256, PKCS#1 or PKCS#8) or Ed25519 (ed25519-sha256, PKCS#8). Required; `check-config` reads it.";
+    DkimHeaders "Headers" HeaderNames [DkimSign] V("From To Subject Date Message-ID MIME-Version Content-Type"), Dkim,
+        "Postern. The header fields signed (h=); From is always signed.";
+    DkimCanonicalization "Canonicalization" Text [DkimSign] V("relaxed/relaxed"), Dkim,
+        "Postern. `header/body` canonicalization: `relaxed` or `simple` each (`relaxed` alone is `relaxed/simple`, as RFC 6376 reads it).";
     ClusterRedis "Redis" Text [Cluster] NoDefault, Cluster,
         "Postern. The Redis server the nodes share limits through: `redis://[:PASSWORD@]HOST[:PORT][/DB]` (required in a `Cluster` stanza). With a `Cluster` stanza, every `Host` stanza's `Max_Outbound_Connections` and every `Outbound_Throttle_*` counts the whole cluster: a node takes a lease per connection (not per message) and takes throttle tokens from one shared bucket per setting. When Redis does not answer within 250 ms, each node falls back to its share of each limit (the limit divided by the live nodes last seen, at least 1) and keeps delivering.";
     ClusterNodeName "Node_Name" Text [Cluster] Computed("`Hostname`"), Cluster,
@@ -409,7 +425,7 @@ impl fmt::Display for Directive {
 }
 
 /// The stanza names, and the scope each stanza's body is.
-const STANZAS: [(&str, Scope); 11] = [
+const STANZAS: [(&str, Scope); 12] = [
     ("Binding_Group", Scope::BindingGroup),
     ("Binding", Scope::Binding),
     ("Domain", Scope::Domain),
@@ -421,6 +437,7 @@ const STANZAS: [(&str, Scope); 11] = [
     ("Reply_Rule", Scope::ReplyRule),
     ("Cluster", Scope::Cluster),
     ("HTTP_Listener", Scope::HttpListener),
+    ("DKIM_Sign", Scope::DkimSign),
 ];
 
 impl Scope {
@@ -463,6 +480,7 @@ impl Scope {
             | S::HttpListener => parent == S::Global,
             S::Binding => matches!(parent, S::Global | S::BindingGroup),
             S::Domain | S::Host => matches!(parent, S::Global | S::BindingGroup | S::Binding),
+            S::DkimSign => matches!(parent, S::Global | S::Binding),
             S::Listen => matches!(parent, S::Listener | S::HttpListener),
         }
     }

@@ -50,6 +50,8 @@ pub enum Kind {
     Cidrs,
     /// A list of domain names.
     Domains,
+    /// A list of header field names.
+    HeaderNames,
     /// A `Gateway` target.
     Gateway,
     /// A `Routes` list.
@@ -84,7 +86,7 @@ impl Kind {
     pub fn is_list(self) -> bool {
         matches!(
             self,
-            Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::Routes
+            Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::HeaderNames | Kind::Routes
         )
     }
 
@@ -108,6 +110,7 @@ impl Kind {
             Kind::SocketAddrs => "list of address:port",
             Kind::Cidrs => "list of addresses or CIDR blocks",
             Kind::Domains => "list of domain names",
+            Kind::HeaderNames => "list of header field names",
             Kind::Gateway => "host, host:port, IP, [v6]:port",
             Kind::Routes => "list of route items",
             Kind::DeliveryMethod => "ESMTP | SMTP | LMTP",
@@ -297,6 +300,8 @@ pub enum Value {
     Cidrs(Vec<IpNet>),
     /// Kind::Domains (lower-cased).
     Domains(Vec<String>),
+    /// Kind::HeaderNames, as written.
+    HeaderNames(Vec<String>),
     /// Kind::Gateway.
     Gateway(Target),
     /// Kind::Routes.
@@ -359,7 +364,7 @@ impl fmt::Display for Value {
             Value::SocketAddr(a) => quoted(f, &a.to_string()),
             Value::SocketAddrs(l) => list(f, l),
             Value::Cidrs(l) => list(f, l),
-            Value::Domains(l) => list(f, l),
+            Value::Domains(l) | Value::HeaderNames(l) => list(f, l),
             Value::Gateway(t) => quoted(f, &t.to_string()),
             Value::Routes(l) => list(f, l),
             Value::DeliveryMethod(m) => write!(f, "{m}"),
@@ -497,7 +502,7 @@ fn scalar(kind: Kind, s: &str, dir: &Path) -> Result<Value, String> {
         Kind::RuleAction => Value::RuleAction(s.parse()?),
         Kind::ReplyCode => Value::ReplyCode(s.parse()?),
         Kind::Regex => Value::Regex(regex(s)?),
-        Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::Routes => {
+        Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::HeaderNames | Kind::Routes => {
             return list_of(kind, &[s]).map_err(|(_, e)| e);
         }
     })
@@ -517,6 +522,14 @@ fn regex(s: &str) -> Result<String, String> {
     Ok(inner.to_owned())
 }
 
+/// A header field name (RFC 5322 3.6.8: printable ASCII but `:`).
+fn header_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(format!("{s:?} is not a header field name"));
+    }
+    Ok(s.to_owned())
+}
+
 /// Reads a list kind; on error, also says which item (by index) was wrong.
 fn list_of(kind: Kind, items: &[&str]) -> Result<Value, (usize, String)> {
     fn each<T>(
@@ -533,6 +546,7 @@ fn list_of(kind: Kind, items: &[&str]) -> Result<Value, (usize, String)> {
         Kind::SocketAddrs => Value::SocketAddrs(each(items, socket_addr)?),
         Kind::Cidrs => Value::Cidrs(each(items, cidr)?),
         Kind::Domains => Value::Domains(each(items, parse_host_name)?),
+        Kind::HeaderNames => Value::HeaderNames(each(items, header_name)?),
         Kind::Routes => Value::Routes(each(items, parse_route_item)?),
         _ => return Err((0, "not a list option".into())),
     })

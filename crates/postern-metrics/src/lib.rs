@@ -129,6 +129,10 @@ catalogue! {
         "The message rate (per second) the adaptive loop holds each host shown to; 0 when not limited.";
     UPTIME "postern_uptime_seconds" Gauge [] []
         "Seconds since the daemon started.";
+    DKIM_SIGNATURES "postern_dkim_signatures_total" Counter ["algorithm"] []
+        "DKIM signatures made at reception, by algorithm: rsa-sha256, ed25519-sha256.";
+    DKIM_FAILURES "postern_dkim_failures_total" Counter [] []
+        "Messages a DKIM_Sign stanza applied to that could not be signed (they go unsigned, logged).";
     CLUSTER_REDIS_UP "postern_cluster_redis_up" Gauge [] []
         "1 while this node shares its limits through Redis; 0 while it falls back to local shares (only with a Cluster stanza).";
     CLUSTER_NODES "postern_cluster_nodes" Gauge [] []

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RrKey};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
@@ -95,6 +95,17 @@ impl DnsServerBuilder {
     /// `alias CNAME target`.
     pub fn cname(self, alias: &str, target: &str) -> Self {
         self.add(alias, RData::CNAME(CNAME(name(target))))
+    }
+
+    /// `name TXT "text"`, split into strings of at most 255 bytes (a DKIM
+    /// key record, an MTA-STS record).
+    pub fn txt(self, name: &str, text: &str) -> Self {
+        let strings = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        self.add(name, RData::TXT(TXT::new(strings)))
     }
 
     /// Every query for `name` is answered SERVFAIL.

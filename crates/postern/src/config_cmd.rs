@@ -42,6 +42,17 @@ pub(crate) fn finish(result: io::Result<()>) -> ExitCode {
 pub(crate) fn check(file: &Path) -> ExitCode {
     match load(file) {
         Ok(config) => {
+            // DKIM keys are read as the daemon will read them.
+            if let Err(errors) = crate::daemon::dkim::Signers::load(&config) {
+                let mut err = io::stderr().lock();
+                for e in &errors {
+                    let _ = writeln!(err, "{e}");
+                }
+                let n = errors.len();
+                let s = if n == 1 { "" } else { "s" };
+                let _ = writeln!(err, "{}: {n} error{s}", file.display());
+                return ExitCode::from(INVALID);
+            }
             let n = config.files.len();
             let s = if n == 1 { "" } else { "s" };
             finish(writeln!(

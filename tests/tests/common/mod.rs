@@ -1,6 +1,12 @@
 //! Helpers of the daemon tests: a configuration around a test, the
 //! injector, sinks' Message-IDs, waiting.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -281,3 +281,55 @@ impl Builder {
         }
     }
 }
+
+impl Builder {
+    /// Each `DKIM_Sign` stanza names its selector and key, and a
+    /// canonicalization Postern knows. (The key itself is read by the
+    /// daemon and `check-config`, which know the key formats.)
+    pub(super) fn check_dkim(&mut self) {
+        let stanzas: Vec<&crate::model::DkimStanza> = self
+            .config
+            .dkim
+            .values()
+            .chain(self.config.bindings.values().flat_map(|b| b.dkim.values()))
+            .collect();
+        let mut found = Vec::new();
+        for d in stanzas {
+            for (directive, what) in [
+                (Directive::DkimSelector, "Selector"),
+                (Directive::DkimKeyFile, "Key_File"),
+            ] {
+                if d.options.get(directive).is_none() {
+                    let msg = format!("DKIM_Sign {}: {what} is required", d.domain);
+                    found.push((d.at.clone(), ErrorKind::Incomplete(msg)));
+                }
+            }
+            if let Some(setting) = d.options.get(Directive::DkimCanonicalization)
+                && let Value::Text(text) = &setting.value
+                && canonicalization(text).is_none()
+            {
+                let name = Directive::DkimCanonicalization.name();
+                let reason =
+                    format!("{text:?}: write relaxed or simple, or header/body (relaxed/simple)");
+                found.push((setting.at.clone(), ErrorKind::BadValue { name, reason }));
+            }
+        }
+        for (at, kind) in found {
+            self.errors.push(at, kind);
+        }
+    }
+}
+
+/// `relaxed/simple` as (header relaxed, body relaxed); one word is the
+/// header's, the body's being simple (RFC 6376 3.5, `c=`).
+pub fn canonicalization(text: &str) -> Option<(bool, bool)> {
+    let word = |w: &str| match w.trim().to_ascii_lowercase().as_str() {
+        "relaxed" => Some(true),
+        "simple" => Some(false),
+        _ => None,
+    };
+    match text.split_once('/') {
+        Some((h, b)) => Some((word(h)?, word(b)?)),
+        None => Some((word(text)?, false)),
+    }
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod checks;
+pub use checks::canonicalization;
 mod stanza;
 
 use crate::error::{ErrorKind, Errors, Location};
@@ -41,6 +42,7 @@ enum At {
     ExactDomain(Owner, String),
     RegexDomain(Owner, usize),
     Host(Owner, String),
+    Dkim(Owner, String),
     Listener,
     Listen(usize),
     HttpListener,
@@ -136,6 +138,7 @@ impl Builder {
         self.check_listener();
         self.check_cluster();
         self.check_http_listener();
+        self.check_dkim();
         if self.errors.is_empty() {
             Ok(self.config)
         } else {

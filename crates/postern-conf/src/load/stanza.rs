@@ -8,8 +8,8 @@ use regex::Regex;
 use super::{At, Builder, File, Owner, normalize_host};
 use crate::error::{ErrorKind, Location};
 use crate::model::{
-    Binding, BindingGroup, DomainPattern, DomainSet, DomainStanza, HostStanza, Listen, Listener,
-    Options,
+    Binding, BindingGroup, DkimStanza, DomainPattern, DomainSet, DomainStanza, HostStanza, Listen,
+    Listener, Options,
 };
 use crate::route::parse_host_name;
 use crate::schema::Scope;
@@ -120,6 +120,24 @@ impl Builder {
                 Some(At::HttpListener)
             }
             Scope::Host => self.enter_host(text.unwrap_or_default(), at, loc, label_loc),
+            Scope::DkimSign => {
+                let key = match parse_host_name(text.unwrap_or_default()) {
+                    Ok(k) => k,
+                    Err(reason) => {
+                        self.bad_value(label_loc, "DKIM_Sign", reason);
+                        return None;
+                    }
+                };
+                let owner = Self::owner(at);
+                self.dkim_mut(&owner)?
+                    .entry(key.clone())
+                    .or_insert_with(|| DkimStanza {
+                        domain: key.clone(),
+                        at: loc.clone(),
+                        options: Options::default(),
+                    });
+                Some(At::Dkim(owner, key))
+            }
             Scope::Domain => self.enter_domain(label.map(|l| &l.value), at, loc, label_loc),
         }
     }
@@ -188,6 +206,7 @@ impl Builder {
                 grouped_domains: DomainSet::default(),
                 domains: DomainSet::default(),
                 hosts: BTreeMap::new(),
+                dkim: BTreeMap::new(),
             });
         if group.is_some() {
             b.group = group.clone();
@@ -344,6 +363,14 @@ impl Builder {
         }
     }
 
+    fn dkim_mut(&mut self, owner: &Owner) -> Option<&mut BTreeMap<String, DkimStanza>> {
+        match owner {
+            Owner::Top => Some(&mut self.config.dkim),
+            Owner::Group(_) => None,
+            Owner::Binding { name, .. } => self.config.bindings.get_mut(name).map(|b| &mut b.dkim),
+        }
+    }
+
     pub(super) fn options_mut(&mut self, at: &At) -> Option<&mut Options> {
         match at {
             At::Global => Some(&mut self.config.global),
@@ -360,6 +387,7 @@ impl Builder {
                 .get_mut(*i)
                 .map(|d| &mut d.options),
             At::Host(owner, key) => self.hosts_mut(owner)?.get_mut(key).map(|h| &mut h.options),
+            At::Dkim(owner, key) => self.dkim_mut(owner)?.get_mut(key).map(|d| &mut d.options),
             At::Listener => self.config.listener.as_mut().map(|l| &mut l.options),
             At::Listen(i) => self
                 .config

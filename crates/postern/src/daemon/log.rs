@@ -44,6 +44,11 @@ pub(crate) struct Reception<'a> {
     pub(crate) tls: bool,
     /// `smtp` or `http`.
     pub(crate) protocol: &'static str,
+    /// The DKIM signature made at reception: d= and s=.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dkim_domain: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dkim_selector: Option<&'a str>,
 }
 
 /// One recipient's outcome of one attempt: `delivery`,

@@ -3,6 +3,7 @@
 //! SIGTERM or SIGINT.
 
 mod admin;
+pub(crate) mod dkim;
 mod http;
 mod inbound;
 mod listener;
@@ -171,10 +172,12 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     let body = Body::Stored(Arc::new(SpoolBodies(spool.bodies())));
     let (log, log_thread) =
         DeliveryLog::open(&log_target(&config)).map_err(|e| format!("log file: {e}"))?;
+    let signers = Arc::new(dkim::Signers::load(&config).map_err(|errors| errors.join("\n"))?);
     let recorder = Recorder {
         spool: spool.clone(),
         log: log.clone(),
         totals: totals.clone(),
+        dkim: signers.clone(),
     };
     let cluster = join_cluster(&config)?;
     let engine = Engine::start(config.clone(), Box::new(recorder), cluster.clone())
@@ -186,15 +189,18 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
     ));
     let pressure = Pressure::new(&config, spool.clone(), engine.ready());
     let (stop, stopped) = watch::channel(false);
-    let shared = Arc::new(Shared::new(
-        config.clone(),
-        spool.clone(),
-        body,
-        pressure,
-        engine.handle(),
-        log.clone(),
-        totals.clone(),
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            config.clone(),
+            spool.clone(),
+            body,
+            pressure,
+            engine.handle(),
+            log.clone(),
+            totals.clone(),
+        )
+        .with_dkim(signers),
+    );
     let admin_task = match metrics_listen(&config) {
         Some(addr) => {
             let socket = admin::bind(addr).await?;

@@ -12,6 +12,7 @@ use postern_engine::{Bounce, Handle, Outcomes, Report, Settlement};
 use postern_smtp::client::Outcome;
 use postern_spool::{NewMessage, Spool};
 
+use super::dkim::Signers;
 use super::inbound::message_id;
 use super::log::{Attempt, BounceQueued, DeliveryLog, Hex};
 use super::stats::Totals;
@@ -21,6 +22,8 @@ pub(crate) struct Recorder {
     pub(crate) spool: Spool,
     pub(crate) log: DeliveryLog,
     pub(crate) totals: Arc<Totals>,
+    /// Bounces are signed like received mail.
+    pub(crate) dkim: Arc<Signers>,
 }
 
 fn event(outcome: &Outcome) -> &'static str {
@@ -75,24 +78,35 @@ impl Outcomes for Recorder {
             }
             return;
         }
-        let (spool, log, totals, engine) = (
+        let (spool, log, totals, engine, dkim) = (
             self.spool.clone(),
             self.log.clone(),
             self.totals.clone(),
             engine.clone(),
+            self.dkim.clone(),
         );
         // The original's headers are read back off the control loop; the
         // bounce and the failures it reports are then stored in one record
         // and the bounce queued once durable.
         tokio::spawn(async move {
             let original = s.message.body.load(s.message.queue_id).await;
-            let Some(b) = s.bounce(original.as_deref().unwrap_or_default()) else {
+            let Some(mut b) = s.bounce(original.as_deref().unwrap_or_default()) else {
                 for r in s.recipients() {
                     spool.done(s.entry, r);
                 }
                 return;
             };
-            let body: Arc<[u8]> = b.body.clone().into();
+            // Signed off the control loop, like received mail.
+            let (binding, unsigned) = (b.binding.clone(), b.body.clone());
+            let body = tokio::task::spawn_blocking(move || match dkim.sign(&binding, &unsigned) {
+                Some((signed, _)) => signed,
+                None => unsigned,
+            })
+            .await
+            .unwrap_or_else(|_| b.body.clone());
+            // What is queued is what is stored: the signed bytes.
+            b.body = body.clone();
+            let body: Arc<[u8]> = body.into();
             let message_id = message_id(&body);
             let stored = spool.store(NewMessage {
                 received: SystemTime::now(),

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use postern_engine::QueuedMessage;
 use postern_spool::{NewMessage, SpoolError, Stored};
 
+use super::dkim::Signed;
 use super::inbound::{Prepared, by_domain};
 use super::listener::Shared;
 use super::log::{Hex, Reception};
@@ -58,6 +59,7 @@ struct Pending {
     entries: Vec<(String, Vec<String>)>,
     body: Arc<[u8]>,
     incoming: Incoming,
+    signed: Option<Signed>,
 }
 
 impl Shared {
@@ -95,9 +97,10 @@ impl Shared {
         client: Client,
     ) -> Result<Vec<Stored>, NotStored> {
         let received = SystemTime::now();
+        let messages = self.sign(messages).await?;
         let mut pending = Vec::with_capacity(messages.len());
         let mut records = Vec::with_capacity(messages.len());
-        for mut incoming in messages {
+        for (mut incoming, signed) in messages {
             let entries = by_domain(&incoming.recipients);
             let body: Arc<[u8]> = std::mem::take(&mut incoming.prepared.body).into();
             records.push(NewMessage {
@@ -115,6 +118,7 @@ impl Shared {
                 entries,
                 body,
                 incoming,
+                signed,
             });
         }
         let stored = match self.spool.store_all(records).await {
@@ -138,6 +142,34 @@ impl Shared {
         Ok(stored)
     }
 
+    /// Signs each message a `DKIM_Sign` stanza applies to, off the event
+    /// loop (an RSA signature costs a millisecond or more).
+    async fn sign(
+        &self,
+        messages: Vec<Incoming>,
+    ) -> Result<Vec<(Incoming, Option<Signed>)>, NotStored> {
+        if self.dkim.is_empty() {
+            return Ok(messages.into_iter().map(|m| (m, None)).collect());
+        }
+        let dkim = self.dkim.clone();
+        let work = move || {
+            messages
+                .into_iter()
+                .map(|mut m| match dkim.sign(&m.binding, &m.prepared.body) {
+                    Some((body, signed)) => {
+                        m.prepared.body = body;
+                        (m, Some(signed))
+                    }
+                    None => (m, None),
+                })
+                .collect::<Vec<_>>()
+        };
+        tokio::task::spawn_blocking(work).await.map_err(|e| {
+            tracing::error!(error = %e, "DKIM: the signing task failed");
+            NotStored::Failed("signing failed".into())
+        })
+    }
+
     /// A stored message: logged, counted, and handed to the engine.
     fn queue(&self, p: Pending, stored: &Stored, received: SystemTime, client: Client) {
         let m = &p.incoming;
@@ -154,6 +186,8 @@ impl Shared {
                 ip: client.ip,
                 tls: client.tls,
                 protocol: client.protocol,
+                dkim_domain: p.signed.as_ref().map(|s| s.domain.as_str()),
+                dkim_selector: p.signed.as_ref().map(|s| s.selector.as_str()),
             },
         );
         for ((domain, recipients), entry) in p.entries.into_iter().zip(&stored.entries) {

@@ -23,6 +23,7 @@ use postern_spool::Spool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::dkim::Signers;
 use super::log::DeliveryLog;
 use super::spool::Pressure;
 use super::stats::Totals;
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) totals: Arc<Totals>,
     pub(crate) hostname: String,
     pub(crate) sessions: AtomicUsize,
+    /// The `DKIM_Sign` stanzas' signers.
+    pub(crate) dkim: Arc<Signers>,
     /// Sessions per client address.
     clients: accept::Clients,
     callouts: Mutex<HashMap<String, (Reply, Instant)>>,
@@ -65,10 +68,17 @@ impl Shared {
             engine,
             log,
             sessions: AtomicUsize::new(0),
+            dkim: Arc::default(),
             clients: accept::Clients::default(),
             callouts: Mutex::new(HashMap::new()),
             tls: Mutex::new(TlsCache::default()),
         }
+    }
+
+    /// Signs received mail with these signers.
+    pub(crate) fn with_dkim(mut self, dkim: Arc<Signers>) -> Self {
+        self.dkim = dkim;
+        self
     }
 }
 
