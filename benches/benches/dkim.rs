@@ -12,7 +12,9 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
 fn key(name: &str) -> PrivateKeyDer<'static> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/dkim").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/dkim")
+        .join(name);
     let pem = std::fs::read(path).unwrap_or_default();
     PrivateKeyDer::from_pem_slice(&pem).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
