@@ -259,14 +259,18 @@ impl Agent {
         let answer: Option<(i64, i64)> = self
             .call("acquire", |mut conn| {
                 let (key, member) = (key.clone(), member.clone());
+                let wanted = scripts::wanted_key(&host);
+                let node = self.options.node.clone();
                 async move {
                     script
                         .acquire
                         .key(key)
                         .key(HOSTS)
+                        .key(wanted)
                         .arg(member)
                         .arg(limit)
                         .arg(ttl)
+                        .arg(node)
                         .invoke_async(&mut conn)
                         .await
                 }
@@ -388,15 +392,18 @@ impl Agent {
         for held in self.state.borrow().held.values() {
             invocation.key(&held.key).arg(&held.member);
         }
-        let answer: Option<(i64, i64, Vec<String>)> = self
+        let answer: Option<(i64, i64, Vec<String>, Vec<String>)> = self
             .call("heartbeat", |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await;
-        let Some((nodes, now, signals)) = answer else {
+        let Some((nodes, now, signals, contended)) = answer else {
             return false;
         };
         self.deliver(now, signals);
+        if let Ok(mut c) = self.shared.contended.lock() {
+            *c = contended.into_iter().collect();
+        }
         let nodes = usize::try_from(nodes).unwrap_or(1).max(1);
         self.shared.nodes.store(nodes, Ordering::Relaxed);
         metrics::gauge!(postern_metrics::CLUSTER_NODES).set(nodes as f64);

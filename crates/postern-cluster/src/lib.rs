@@ -121,6 +121,9 @@ struct Shared {
     nodes: AtomicUsize,
     next_id: AtomicU64,
     signals: Mutex<Option<SignalSink>>,
+    /// Hosts of this node's leases that another node waits for (from the
+    /// last heartbeat).
+    contended: Mutex<std::collections::HashSet<String>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -173,6 +176,7 @@ impl Cluster {
             nodes: AtomicUsize::new(1),
             next_id: AtomicU64::new(1),
             signals: Mutex::new(None),
+            contended: Mutex::default(),
             thread: Mutex::new(None),
         });
         let (joined_tx, joined_rx) = std::sync::mpsc::channel();
@@ -202,6 +206,19 @@ impl Cluster {
     /// Live nodes seen at the last heartbeat (at least 1).
     pub fn nodes(&self) -> usize {
         self.0.nodes.load(Ordering::Relaxed).max(1)
+    }
+
+    /// True when another node waits for a lease at `host`, where this
+    /// node holds some: it should keep to its fair share
+    /// ([`fair_share`](Self::fair_share)) so that the other gets one.
+    pub fn contended(&self, host: &str) -> bool {
+        self.0.contended.lock().is_ok_and(|c| c.contains(host))
+    }
+
+    /// This node's fair share of `limit` at a contended host: the limit
+    /// divided by the live nodes, rounded up.
+    pub fn fair_share(&self, limit: usize) -> usize {
+        limit.div_ceil(self.nodes()).max(1)
     }
 
     /// This node's share of `limit` while Redis is out of reach: the limit

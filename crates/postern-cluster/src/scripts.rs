@@ -51,14 +51,23 @@ pub(crate) fn node_of(member: &str) -> &str {
 const NOW: &str = "local t = redis.call('TIME')\n\
                    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// KEYS: lease key, hosts set. ARGV: member, limit, TTL (ms).
-/// Returns `{granted (0|1), leases counted}`.
+/// The key that says another node waits for a lease at a host.
+pub(crate) fn wanted_key(host: &str) -> String {
+    format!("postern:wanted:{host}")
+}
+
+/// KEYS: lease key, hosts set, wanted key. ARGV: member, limit, TTL (ms),
+/// node. Returns `{granted (0|1), leases counted}`; a refusal marks the
+/// host wanted by the node for 3 s (each refusal renews it).
 pub(crate) fn acquire() -> Script {
     Script::new(&format!(
         "{NOW}
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
         local n = redis.call('ZCARD', KEYS[1])
-        if n >= tonumber(ARGV[2]) then return {{0, n}} end
+        if n >= tonumber(ARGV[2]) then
+            redis.call('SET', KEYS[3], ARGV[4], 'PX', 3000)
+            return {{0, n}}
+        end
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
         redis.call('PEXPIRE', KEYS[1], ARGV[3])
         redis.call('SADD', KEYS[2], KEYS[1])
@@ -70,8 +79,9 @@ pub(crate) fn acquire() -> Script {
 /// held. ARGV: node, TTL (ms), the time (ms) of the last signals read (-1:
 /// none yet), then the member of each lease, in the keys' order.
 /// Registers the node and renews (or, after Redis lost them, restores)
-/// every lease the node holds. Returns `{live nodes, now, {signal, ...}}`
-/// with the signals since the time given.
+/// every lease the node holds. Returns `{live nodes, now, {signal, ...},
+/// {host, ...}}`: the signals since the time given, and the hosts of the
+/// node's leases that another node waits for.
 pub(crate) fn heartbeat() -> Script {
     Script::new(&format!(
         "{NOW}
@@ -87,7 +97,17 @@ pub(crate) fn heartbeat() -> Script {
         if tonumber(ARGV[3]) >= 0 then
             signals = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[3], '+inf')
         end
-        return {{redis.call('ZCARD', KEYS[1]), now, signals}}"
+        local contended = {{}}
+        local seen = {{}}
+        for i = 4, #KEYS do
+            local host = string.sub(KEYS[i], 15)
+            if not seen[host] then
+                seen[host] = true
+                local by = redis.call('GET', 'postern:wanted:' .. host)
+                if by and by ~= ARGV[1] then table.insert(contended, host) end
+            end
+        end
+        return {{redis.call('ZCARD', KEYS[1]), now, signals, contended}}"
     ))
 }
 

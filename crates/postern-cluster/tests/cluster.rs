@@ -216,3 +216,24 @@ fn a_slow_down_signal_reaches_the_other_nodes_not_its_own() {
     a.stop();
     b.stop();
 }
+
+#[test]
+fn a_node_refused_a_lease_makes_the_holder_keep_to_its_fair_share() {
+    let redis = RedisServer::start().unwrap();
+    let a = node(&redis, "a", 3);
+    let b = node(&redis, "b", 3);
+    wait_for("two nodes", || a.nodes() == 2 && b.nodes() == 2);
+    let _held: Vec<Lease> = (0..4)
+        .map(|_| acquire(&a, "h/127.0.0.9:25", 4).unwrap())
+        .collect();
+    assert!(!a.contended("h/127.0.0.9:25"));
+    // b waits for the host: at a's next heartbeat, a learns it.
+    assert!(acquire(&b, "h/127.0.0.9:25", 4).is_none());
+    wait_for("a to learn that b waits", || a.contended("h/127.0.0.9:25"));
+    assert_eq!(a.fair_share(4), 2);
+    assert!(!b.contended("h/127.0.0.9:25"), "b holds nothing there");
+    // Nobody asks any more: the mark fades.
+    wait_for("the mark to fade", || !a.contended("h/127.0.0.9:25"));
+    a.stop();
+    b.stop();
+}

@@ -67,15 +67,20 @@ impl Core {
         }
     }
 
-    /// More connections open than the host's share while Redis is out of
-    /// reach: the node lost Redis with more than its share open, and a
-    /// connection that finishes its transaction closes.
+    /// More connections open than this node's share: while Redis is out
+    /// of reach (the node lost Redis with more than its share open), or
+    /// while another node waits for a lease at the host (so that one node
+    /// cannot keep a host's whole limit for as long as it has mail). A
+    /// connection that finishes its transaction then closes.
     pub(super) fn over_share(&self, h: HostId) -> bool {
         let (Some(cluster), Some(host)) = (&self.cluster, self.host(h)) else {
             return false;
         };
         match host.limit {
             Some(limit) if !cluster.is_shared() => host.open.get() > cluster.share(limit),
+            Some(limit) if cluster.contended(&host.cluster_key) => {
+                host.open.get() > cluster.fair_share(limit)
+            }
             _ => false,
         }
     }
