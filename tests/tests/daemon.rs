@@ -300,3 +300,39 @@ fn sigterm_stops_cleanly_and_loses_nothing() {
     assert_eq!(daemon.terminate(), Some(0));
     assert!(Path::new(&setup.dir.path().join("spool")).is_dir());
 }
+
+#[test]
+fn a_callout_counts_against_the_host_limit() {
+    let primary = Sink::builder().start().unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let setup = Setup::new(
+        &dns,
+        &format!(
+            "Relay_Domains = ( \"inbound.test\" )\nIdle_Timeout = 4\n\
+             Domain \"inbound.test\" {{\n  Gateway = \"{}\"\n  Recipient_Verification = callout\n}}\n\
+             Host \"127.0.0.1\" {{ Max_Outbound_Connections = 1 }}",
+            primary.addr()
+        ),
+    );
+    let daemon = setup.start();
+    // A delivery's connection to the primary server, idle for 4 s after
+    // it: the host is at its limit of one.
+    let relayed = json!({"port": setup.listen.port(), "count": 1, "rcpts": ["a@inbound.test"]});
+    assert_eq!(codes(&inject(relayed)), [250]);
+    assert!(primary.wait_for(1, Duration::from_secs(15)));
+    let outside = |rcpt: &str| json!({"port": setup.listen.port(), "count": 1, "start": 1, "source": "127.0.0.2", "rcpts": [rcpt]});
+    let busy = inject(outside("b@inbound.test"));
+    assert_eq!(codes(&busy), [451], "{busy:?}");
+    assert!(
+        busy[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection limit"),
+        "{busy:?}"
+    );
+    // Once the delivery's connection has gone, the callout goes through.
+    wait_until(Duration::from_secs(30), "the callout to pass", || {
+        codes(&inject(outside("b@inbound.test"))) == [250]
+    });
+    assert_eq!(daemon.terminate(), Some(0));
+}

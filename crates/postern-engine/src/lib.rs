@@ -56,7 +56,10 @@ pub use domain::QueueKey;
 pub use message::{Body, BodyError, BodySource, HostInfo, QueuedMessage, Report};
 use messages::Submit;
 pub use outcomes::{Channels, Outcomes};
-use scheduler::{Command, Control, Drain, Fault, QueryQueue, QueryQueues, QuerySummary, Scheduler};
+use scheduler::{
+    Command, Control, Drain, EndCallout, Fault, QueryQueue, QueryQueues, QuerySummary,
+    ReserveCallout, Scheduler,
+};
 pub use scheduler::{HostSummary, HostView, QueueRow, QueueView, Summary};
 
 /// A running engine. Dropping it stops its event loops.
@@ -118,9 +121,43 @@ impl Handle {
         self.0.do_send(Fault(recipient.to_owned()));
     }
 
+    /// A place at `addr` for a recipient callout of `binding` (from
+    /// `bind`, its `Bind_Address`), counted against the `Host` limit
+    /// there until the slot is dropped; `None` while that host is at its
+    /// limit.
+    pub async fn callout_slot(
+        &self,
+        binding: &str,
+        bind: Option<std::net::IpAddr>,
+        addr: std::net::SocketAddr,
+    ) -> Option<CalloutSlot> {
+        let source = match bind {
+            Some(ip) => mx_host::Source::Address(ip),
+            None => mx_host::Source::Binding(binding.to_owned()),
+        };
+        let id = self.0.send(ReserveCallout((source, addr))).await.ok()??;
+        Some(CalloutSlot {
+            id,
+            scheduler: self.0.clone(),
+        })
+    }
+
     /// The `limit` queues with the most mail.
     pub async fn queues(&self, limit: usize) -> Vec<QueueRow> {
         self.0.send(QueryQueues(limit)).await.unwrap_or_default()
+    }
+}
+
+/// A recipient callout's place in a host's pool; given back when dropped.
+#[derive(Debug)]
+pub struct CalloutSlot {
+    id: u64,
+    scheduler: Addr<Scheduler>,
+}
+
+impl Drop for CalloutSlot {
+    fn drop(&mut self) {
+        self.scheduler.do_send(EndCallout(self.id));
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`Scheduler`] actor carries them out and keeps one timer for the
 //! earliest deadline (`docs/adr/0003-mx-host-pools.md`).
 
+mod callout;
 mod cluster;
 mod control;
 mod dispatch;
@@ -27,6 +28,7 @@ use actix::prelude::*;
 use postern_conf::{Config, Directive, ReplyClass, Value};
 use postern_dns::Dns;
 
+pub(crate) use self::callout::{EndCallout, ReserveCallout};
 pub(crate) use self::cluster::HostLeases;
 pub(crate) use self::control::{Command, Control, Drain, Fault};
 pub use self::query::{HostSummary, HostView, QueueRow, QueueView, Summary};
@@ -129,6 +131,8 @@ pub(crate) struct Core {
     cluster: Option<postern_cluster::Cluster>,
     /// The local side of the cluster's throttle buckets.
     shared_buckets: cluster::SharedBuckets,
+    /// Recipient callouts holding places in host pools.
+    callouts: callout::Callouts,
     tls: TlsCache,
     sequence: u64,
     /// Shutting down: no new connection, no new work.
@@ -194,6 +198,7 @@ impl Core {
             buckets: HashMap::new(),
             cluster,
             shared_buckets: HashMap::new(),
+            callouts: callout::Callouts::default(),
             tls: TlsCache::default(),
             sequence: 0,
             draining: false,

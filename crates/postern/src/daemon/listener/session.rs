@@ -130,6 +130,20 @@ impl Inbound {
         };
         settings.timeouts.connect = settings.timeouts.connect.min(Duration::from_secs(30));
         settings.timeouts.ehlo = settings.timeouts.ehlo.min(Duration::from_secs(30));
+        // The callout's connection counts against the Host limit there,
+        // like a delivery's.
+        let Some(_slot) = self
+            .shared
+            .engine
+            .callout_slot("default", settings.bind, entry.addr)
+            .await
+        else {
+            return Reply::with_status(
+                451,
+                (4, 4, 5),
+                "cannot verify the recipient now: its server is at its connection limit",
+            );
+        };
         match Session::connect(entry.addr, &settings).await {
             Ok(mut session) => {
                 let reply = session.verify_recipient(recipient).await;
