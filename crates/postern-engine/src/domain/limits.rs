@@ -1,6 +1,7 @@
 //! A domain's options, read once from the configuration when its queue
 //! is made.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use postern_conf::{Config, Directive, Effective, MaxRetries, Origin, Throttle, Value};
@@ -27,13 +28,13 @@ pub(crate) struct Limits {
     pub(crate) adaptive: bool,
     /// The throttles, each with the name of the setting it comes from:
     /// queues that fall back to the same setting share one bucket.
-    pub(crate) message_throttle: Option<(String, Throttle)>,
-    pub(crate) connection_throttle: Option<(String, Throttle)>,
+    pub(crate) message_throttle: Option<(Arc<str>, Throttle)>,
+    pub(crate) connection_throttle: Option<(Arc<str>, Throttle)>,
 }
 
 /// A throttle that limits something, named by the directive and the scope
 /// that sets it.
-fn throttle(eff: &Effective<'_>, d: Directive) -> Option<(String, Throttle)> {
+fn throttle(eff: &Effective<'_>, d: Directive) -> Option<(Arc<str>, Throttle)> {
     let resolved = eff.get(d)?;
     let Value::Throttle(t) = resolved.value else {
         return None;
@@ -47,7 +48,7 @@ fn throttle(eff: &Effective<'_>, d: Directive) -> Option<(String, Throttle)> {
         Origin::Set { scope, .. } => format!("{d} {scope}"),
         Origin::Default => format!("{d} default"),
     };
-    Some((name, *t))
+    Some((Arc::from(name), *t))
 }
 
 impl Limits {

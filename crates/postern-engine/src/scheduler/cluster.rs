@@ -13,6 +13,7 @@
 //! locally, and local buckets at that share of each throttle.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -136,7 +137,7 @@ impl Core {
     pub(super) fn shared_token(
         &mut self,
         d: DomainId,
-        name: &str,
+        name: &Arc<str>,
         throttle: Throttle,
     ) -> Result<bool, Throttle> {
         let Some(cluster) = &self.cluster else {
@@ -149,7 +150,7 @@ impl Core {
                 per_secs: throttle.per_secs,
             });
         }
-        let bucket = self.shared_buckets.entry(name.to_owned()).or_default();
+        let bucket = self.shared_buckets.entry(name.clone()).or_default();
         if bucket.tokens > 0 {
             bucket.tokens -= 1;
             return Ok(true);
@@ -159,7 +160,7 @@ impl Core {
         }
         if !bucket.asking {
             bucket.asking = true;
-            self.actions.push(Action::Tokens(name.to_owned(), throttle));
+            self.actions.push(Action::Tokens(name.clone(), throttle));
         }
         Ok(false)
     }
@@ -192,11 +193,11 @@ impl Core {
     /// share while Redis is out of reach).
     pub(super) fn local_bucket(
         &mut self,
-        name: &str,
+        name: Arc<str>,
         throttle: Throttle,
         now: Instant,
     ) -> &mut Bucket {
-        let key = (name.to_owned(), throttle.count);
+        let key = (name, throttle.count);
         self.buckets
             .entry(key)
             .or_insert_with(|| Bucket::new(throttle, now))
@@ -251,7 +252,7 @@ pub(super) struct Leased(HostId, Grant);
 /// A token request's answer.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(super) struct TokensGranted(String, Tokens);
+pub(super) struct TokensGranted(Arc<str>, Tokens);
 
 impl Scheduler {
     /// Asks the cluster for a lease at the host.
@@ -268,7 +269,12 @@ impl Scheduler {
     }
 
     /// Asks the cluster for tokens of a throttle.
-    pub(super) fn ask_tokens(&mut self, name: String, throttle: Throttle, ctx: &mut Context<Self>) {
+    pub(super) fn ask_tokens(
+        &mut self,
+        name: Arc<str>,
+        throttle: Throttle,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(cluster) = &self.core.cluster else {
             return;
         };
@@ -333,4 +339,4 @@ impl Handler<TokensGranted> for Scheduler {
 }
 
 /// Shared buckets by throttle name.
-pub(super) type SharedBuckets = HashMap<String, SharedBucket>;
+pub(super) type SharedBuckets = HashMap<Arc<str>, SharedBucket>;

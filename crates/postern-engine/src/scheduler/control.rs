@@ -111,7 +111,7 @@ impl Core {
             Ok(true) => return true,
             // Offered again when the cluster's grant comes.
             Ok(false) => None,
-            Err(local) => match self.local_bucket(&name, local, now).take(now) {
+            Err(local) => match self.local_bucket(name, local, now).take(now) {
                 Ok(()) => return true,
                 Err(at) => Some(at),
             },

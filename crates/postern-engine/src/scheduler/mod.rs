@@ -69,7 +69,7 @@ pub(crate) enum Action {
     /// Ask the cluster for a lease at the host.
     Lease(HostId),
     /// Ask the cluster for tokens of the throttle so named.
-    Tokens(String, postern_conf::Throttle),
+    Tokens(Arc<str>, postern_conf::Throttle),
     /// Tell the other nodes that the host's loop slowed it down.
     Signal(HostId, ReplyClass, String),
 }
@@ -126,7 +126,7 @@ pub(crate) struct Core {
     rounds: HashMap<RoundKey, Round>,
     /// Throttle buckets by the setting that defines them (and the count
     /// they hold: a share of the cluster's while Redis is out of reach).
-    buckets: HashMap<(String, u32), Bucket>,
+    buckets: HashMap<(Arc<str>, u32), Bucket>,
     /// Limits shared with other nodes, when there is a `Cluster` stanza.
     cluster: Option<postern_cluster::Cluster>,
     /// The local side of the cluster's throttle buckets.
