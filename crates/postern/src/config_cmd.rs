@@ -11,10 +11,14 @@ const INVALID: u8 = 2;
 
 /// Loads `file`, or prints every error to stderr.
 pub(crate) fn load(file: &Path) -> Result<Config, ExitCode> {
-    Config::load(file).map_err(|errors| report(file, &errors))
+    Config::load(file).map_err(|errors: Errors| {
+        let lines: Vec<String> = errors.into_iter().map(|e| e.to_string()).collect();
+        report(file, &lines)
+    })
 }
 
-fn report(file: &Path, errors: &Errors) -> ExitCode {
+/// Prints each error, then their count; the exit status of a bad file.
+fn report(file: &Path, errors: &[String]) -> ExitCode {
     let mut err = io::stderr().lock();
     for e in errors {
         let _ = writeln!(err, "{e}");
@@ -44,14 +48,7 @@ pub(crate) fn check(file: &Path) -> ExitCode {
         Ok(config) => {
             // DKIM keys are read as the daemon will read them.
             if let Err(errors) = crate::daemon::dkim::Signers::load(&config) {
-                let mut err = io::stderr().lock();
-                for e in &errors {
-                    let _ = writeln!(err, "{e}");
-                }
-                let n = errors.len();
-                let s = if n == 1 { "" } else { "s" };
-                let _ = writeln!(err, "{}: {n} error{s}", file.display());
-                return ExitCode::from(INVALID);
+                return report(file, &errors);
             }
             let n = config.files.len();
             let s = if n == 1 { "" } else { "s" };

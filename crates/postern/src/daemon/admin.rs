@@ -200,26 +200,10 @@ async fn act(
     if !matches!(action.as_str(), "flush" | "suspend" | "resume") {
         return not_found(&format!("no such path: /api/{action}"));
     }
-    if let Some(token) = &admin.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            None => {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    Json(json!({ "error": "Authorization: Bearer TOKEN is required" })),
-                );
-            }
-            Some(t) if t.trim() != token => {
-                return (
-                    StatusCode::FORBIDDEN,
-                    Json(json!({ "error": "the token is not valid" })),
-                );
-            }
-            Some(_) => {}
-        }
+    if let Some(token) = &admin.token
+        && let Err((status, why)) = super::http::bearer(&headers, token)
+    {
+        return (status, Json(json!({ "error": why })));
     }
     let Some((binding, domain)) = queue_of(&params) else {
         return (

@@ -137,22 +137,32 @@ fn refusal(place: &Place, peer: SocketAddr, headers: &HeaderMap) -> Option<Respo
             format!("{} is not in Relay_Hosts", peer.ip()),
         ));
     }
-    let token = place.token.as_ref()?;
+    let (status, why) = bearer(headers, place.token.as_deref()?).err()?;
+    let mut refused = error(status, why);
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = header::HeaderValue::from_static("Bearer");
+        refused
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    Some(refused)
+}
+
+/// The request's `Authorization: Bearer` against `token`: 401 without
+/// one, 403 with another (injection and the admin API's control
+/// endpoints alike).
+pub(crate) fn bearer(headers: &HeaderMap, token: &str) -> Result<(), (StatusCode, &'static str)> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        None => Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(json!({ "error": "Authorization: Bearer TOKEN is required" })),
-            )
-                .into_response(),
-        ),
-        Some(t) if t.trim() == token => None,
-        Some(_) => Some(error(StatusCode::FORBIDDEN, "the token is not valid")),
+        None => Err((
+            StatusCode::UNAUTHORIZED,
+            "Authorization: Bearer TOKEN is required",
+        )),
+        Some(t) if t.trim() == token => Ok(()),
+        Some(_) => Err((StatusCode::FORBIDDEN, "the token is not valid")),
     }
 }
 
