@@ -138,8 +138,10 @@ fn check_address(address: &str) -> Result<(), String> {
 }
 
 impl Request {
-    /// Checks what does not depend on a recipient's values.
-    pub(crate) fn check(&self) -> Result<(), BadRequest> {
+    /// Checks what does not depend on a recipient's values, and prepares
+    /// what every recipient's message shares: the templates compiled once,
+    /// the attachments decoded once.
+    pub(crate) fn renderer(&self) -> Result<Renderer<'_>, BadRequest> {
         if !self.envelope_sender.is_empty() {
             check_address(&self.envelope_sender).map_err(|e| bad("envelope_sender", e))?;
         }
@@ -149,6 +151,7 @@ impl Request {
         for (i, r) in self.recipients.iter().enumerate() {
             check_address(&r.email).map_err(|e| bad(format!("recipients[{i}].email"), e))?;
         }
+        let mut attachments = Vec::new();
         if let Content::Builder(b) = &self.content {
             check_address(&b.from.email).map_err(|e| bad("content.from.email", e))?;
             if b.text_body.is_none() && b.html_body.is_none() {
@@ -158,79 +161,121 @@ impl Request {
                 ));
             }
             for (i, a) in b.attachments.iter().enumerate() {
-                if a.base64 {
-                    base64::engine::general_purpose::STANDARD
+                let data = match a.base64 {
+                    true => base64::engine::general_purpose::STANDARD
                         .decode(&a.data)
                         .map_err(|e| {
                             bad(format!("content.attachments[{i}].data"), e.to_string())
-                        })?;
-                }
+                        })?,
+                    false => a.data.clone().into_bytes(),
+                };
+                attachments.push(data);
             }
         }
-        Ok(())
+        let templated = !self.substitutions.is_empty()
+            || self.recipients.iter().any(|r| !r.substitutions.is_empty());
+        let templates = templated.then(|| self.compile());
+        Ok(Renderer {
+            request: self,
+            templates,
+            attachments,
+        })
     }
 
-    /// True when the content is a template.
-    fn templated(&self) -> bool {
-        !self.substitutions.is_empty()
-            || self.recipients.iter().any(|r| !r.substitutions.is_empty())
-    }
-
-    /// The message for one recipient: its bytes, CRLF line endings.
-    pub(crate) fn render(&self, r: &Recipient, message_id: &str) -> Result<Vec<u8>, String> {
-        let mut values = self.substitutions.clone();
-        values.extend(r.substitutions.clone());
-        let templated = self.templated();
-        let text = |s: &str| -> Result<String, String> {
-            if !templated {
-                return Ok(s.to_owned());
-            }
-            minijinja::Environment::new()
-                .render_str(s, &values)
+    /// Every field of the content as a template, by field name.
+    fn compile(&self) -> Result<minijinja::Environment<'_>, String> {
+        let mut env = minijinja::Environment::new();
+        let mut add = |name: String, source: &'_ str| {
+            env.add_template_owned(name, source.to_owned())
                 .map_err(|e| format!("template: {e}"))
         };
         match &self.content {
-            Content::Raw(raw) => Ok(crlf(&text(raw)?)),
+            Content::Raw(raw) => add("content".into(), raw)?,
             Content::Builder(b) => {
-                let to = match &r.name {
-                    Some(name) => mail_builder::headers::address::Address::new_address(
-                        Some(name.as_str()),
-                        r.email.as_str(),
-                    ),
-                    None => mail_builder::headers::address::Address::new_address(
-                        None::<&str>,
-                        r.email.as_str(),
-                    ),
+                let fields = [
+                    ("from.name", b.from.name.as_deref()),
+                    ("subject", b.subject.as_deref()),
+                    ("text_body", b.text_body.as_deref()),
+                    ("html_body", b.html_body.as_deref()),
+                ];
+                for (name, source) in fields {
+                    if let Some(source) = source {
+                        add(name.into(), source)?;
+                    }
+                }
+                for (name, value) in &b.headers {
+                    add(format!("headers.{name}"), value)?;
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// A request ready to render one message per recipient.
+pub(crate) struct Renderer<'r> {
+    request: &'r Request,
+    /// The compiled templates when there are substitutions (or why they
+    /// did not compile: every recipient fails with it).
+    templates: Option<Result<minijinja::Environment<'r>, String>>,
+    /// The builder's attachments, decoded.
+    attachments: Vec<Vec<u8>>,
+}
+
+impl Renderer<'_> {
+    /// The message for one recipient: its bytes, CRLF line endings.
+    pub(crate) fn render(&self, r: &Recipient, message_id: &str) -> Result<Vec<u8>, String> {
+        let values = self.templates.as_ref().map(|_| {
+            let mut values = self.request.substitutions.clone();
+            values.extend(r.substitutions.clone());
+            values
+        });
+        // A field as written, or rendered with this recipient's values.
+        let text = |field: &str, source: &str| -> Result<String, String> {
+            let (Some(templates), Some(values)) = (&self.templates, &values) else {
+                return Ok(source.to_owned());
+            };
+            let env = templates.as_ref().map_err(Clone::clone)?;
+            env.get_template(field)
+                .and_then(|t| t.render(values))
+                .map_err(|e| format!("template: {e}"))
+        };
+        match &self.request.content {
+            Content::Raw(raw) => Ok(crlf(&text("content", raw)?)),
+            Content::Builder(b) => {
+                let to = mail_builder::headers::address::Address::new_address(
+                    r.name.as_deref(),
+                    r.email.as_str(),
+                );
+                let from_name = match &b.from.name {
+                    Some(n) => text("from.name", n)?,
+                    None => String::new(),
                 };
-                let from_name = b.from.name.as_deref().map(text).transpose()?;
                 let mut m = MessageBuilder::new()
-                    .from((from_name.unwrap_or_default(), b.from.email.clone()))
+                    .from((from_name, b.from.email.clone()))
                     .to(to)
                     .message_id(message_id.trim_matches(|c| c == '<' || c == '>').to_owned());
                 if let Some(s) = &b.subject {
-                    m = m.subject(text(s)?);
+                    m = m.subject(text("subject", s)?);
                 }
                 if let Some(rt) = &b.reply_to {
                     m = m.reply_to((rt.name.clone().unwrap_or_default(), rt.email.clone()));
                 }
                 if let Some(t) = &b.text_body {
-                    m = m.text_body(text(t)?);
+                    m = m.text_body(text("text_body", t)?);
                 }
                 if let Some(h) = &b.html_body {
-                    m = m.html_body(text(h)?);
+                    m = m.html_body(text("html_body", h)?);
                 }
                 for (name, value) in &b.headers {
-                    m = m.header(name.clone(), Raw::new(text(value)?));
+                    m = m.header(
+                        name.clone(),
+                        Raw::new(text(&format!("headers.{name}"), value)?),
+                    );
                 }
-                for a in &b.attachments {
-                    let data = match a.base64 {
-                        true => base64::engine::general_purpose::STANDARD
-                            .decode(&a.data)
-                            .map_err(|e| e.to_string())?,
-                        false => a.data.clone().into_bytes(),
-                    };
+                for (a, data) in b.attachments.iter().zip(&self.attachments) {
                     let name = a.file_name.clone().unwrap_or_else(|| "attachment".into());
-                    m = m.attachment(a.content_type.clone(), name, data);
+                    m = m.attachment(a.content_type.clone(), name, data.clone());
                 }
                 m.write_to_vec().map_err(|e| e.to_string())
             }
@@ -268,8 +313,11 @@ mod tests {
                 "substitutions": {"name": "nobody", "shop": "Acme"},
                 "content": "Subject: hi {{ name }}\n\nFrom {{ shop }}.\n"}"#,
         );
-        r.check().unwrap();
-        let body = r.render(&r.recipients[0], "<1@h>").unwrap();
+        let body = r
+            .renderer()
+            .unwrap()
+            .render(&r.recipients[0], "<1@h>")
+            .unwrap();
         assert_eq!(body, b"Subject: hi Ann\r\n\r\nFrom Acme.\r\n");
     }
 
@@ -279,7 +327,11 @@ mod tests {
             r#"{"envelope_sender": "", "recipients": [{"email": "a@x.test"}],
                 "content": "Subject: {{ x }}\r\n\r\nbody"}"#,
         );
-        let body = r.render(&r.recipients[0], "<1@h>").unwrap();
+        let body = r
+            .renderer()
+            .unwrap()
+            .render(&r.recipients[0], "<1@h>")
+            .unwrap();
         assert_eq!(body, b"Subject: {{ x }}\r\n\r\nbody\r\n");
     }
 
@@ -293,9 +345,11 @@ mod tests {
                     "headers": {"X-Campaign": "c-{{ code }}"},
                     "attachments": [{"data": "aGVsbG8=", "content_type": "text/plain", "file_name": "a.txt"}]}}"#,
         );
-        r.check().unwrap();
-        let body =
-            String::from_utf8(r.render(&r.recipients[0], "<id1@mta.test>").unwrap()).unwrap();
+        let rendered = r
+            .renderer()
+            .unwrap()
+            .render(&r.recipients[0], "<id1@mta.test>");
+        let body = String::from_utf8(rendered.unwrap()).unwrap();
         assert!(body.contains("Subject: Your code 42"), "{body}");
         assert!(body.contains("X-Campaign: c-42"), "{body}");
         assert!(body.contains("Message-ID: <id1@mta.test>"), "{body}");
@@ -310,10 +364,10 @@ mod tests {
             r#"{"envelope_sender": "s@example.org", "recipients": [{"email": "a@x.test"}, {"email": "nobody"}],
                 "content": "x"}"#,
         );
-        assert_eq!(r.check().unwrap_err().field, "recipients[1].email");
+        assert_eq!(r.renderer().err().unwrap().field, "recipients[1].email");
         let r = request(r#"{"envelope_sender": "bad sender@x", "recipients": [], "content": "x"}"#);
-        assert_eq!(r.check().unwrap_err().field, "envelope_sender");
+        assert_eq!(r.renderer().err().unwrap().field, "envelope_sender");
         let r = request(r#"{"envelope_sender": "", "recipients": [], "content": "x"}"#);
-        assert_eq!(r.check().unwrap_err().field, "recipients");
+        assert_eq!(r.renderer().err().unwrap().field, "recipients");
     }
 }

@@ -200,9 +200,10 @@ async fn inject(
             });
         }
     };
-    if let Err(b) = request.check() {
-        return bad_request(b);
-    }
+    let renderer = match request.renderer() {
+        Ok(r) => r,
+        Err(b) => return bad_request(b),
+    };
     match place.shared.admit_mail().await {
         Ok(()) => {}
         Err(Refused::Behind) => {
@@ -217,7 +218,7 @@ async fn inject(
     for r in &request.recipients {
         let id = unique();
         let message_id = format!("<{id}@{}>", shared.hostname);
-        let rendered = match request.render(r, &message_id) {
+        let rendered = match renderer.render(r, &message_id) {
             Ok(b) => b,
             Err(e) => {
                 failed_recipients.push(r.email.clone());
