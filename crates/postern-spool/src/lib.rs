@@ -132,12 +132,14 @@ enum Waiter {
 impl Waiter {
     fn answer(self, result: Result<Vec<Stored>, SpoolError>) {
         // A caller that stopped waiting lets the answer go.
-        let _ = match self {
-            Waiter::One(reply) => reply
-                .send(result.and_then(|mut v| v.pop().ok_or(SpoolError::Closed)))
-                .is_ok(),
-            Waiter::All(reply) => reply.send(result).is_ok(),
-        };
+        match self {
+            Waiter::One(reply) => {
+                let _ = reply.send(result.and_then(|mut v| v.pop().ok_or(SpoolError::Closed)));
+            }
+            Waiter::All(reply) => {
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use serde_json::{Value, json};
 
-use crate::inject::{Plan, Sent};
+use crate::inject::{Plan, Sent, body};
 use crate::world::domain;
 
 /// The request for messages `first..first + count`.
@@ -25,14 +25,7 @@ fn request(first: usize, count: usize, plan: &Plan) -> Value {
             json!({"email": to, "substitutions": {"n": n, "to": to}})
         })
         .collect();
-    let mut content = String::from(
-        "Message-ID: <{{ n }}.bench>\r\nFrom: <bench@load.test>\r\nTo: <{{ to }}>\r\nSubject: load {{ n }}\r\n\r\n",
-    );
-    while content.len() + 2 < plan.size {
-        let line = 76.min(plan.size - content.len() - 2);
-        content.extend(std::iter::repeat_n('x', line.saturating_sub(2)));
-        content.push_str("\r\n");
-    }
+    let content = String::from_utf8_lossy(&body("{{ n }}", plan.size, "{{ to }}")).into_owned();
     json!({"envelope_sender": "bench@load.test", "recipients": recipients, "content": content})
 }
 

@@ -42,8 +42,10 @@ pub(crate) struct Sent {
     pub(crate) acked: Instant,
 }
 
-/// The body of message `number`, `size` bytes in all.
-fn body(number: usize, size: usize, to: &str) -> Vec<u8> {
+/// The message numbered `number` (its Message-ID `<number.bench>`) to
+/// `to`, `size` bytes in all; the HTTP injector passes template
+/// placeholders for both.
+pub(crate) fn body(number: &str, size: usize, to: &str) -> Vec<u8> {
     let mut b = format!(
         "Message-ID: <{number}.bench>\r\nFrom: <bench@load.test>\r\nTo: <{to}>\r\nSubject: load {number}\r\n\r\n"
     )
@@ -76,7 +78,7 @@ async fn send_one(
 ) -> bool {
     let to = format!("rcpt{number}@{}", domain(number, plan.domains));
     let recipients = [to];
-    let body = body(number, plan.size, &recipients[0]);
+    let body = body(&number.to_string(), plan.size, &recipients[0]);
     for _ in 0..2 {
         if slot.is_none() {
             *slot = session(addr).await;
