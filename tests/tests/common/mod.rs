@@ -21,11 +21,19 @@ pub(crate) use postern_testkit::wait_until;
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// A free port on `ip`, below the kernel's ephemeral range (32768 and
+/// up), so that no outbound connection of a test running beside this one
+/// takes it between now and the daemon's bind.
 pub(crate) fn free_addr(ip: &str) -> SocketAddr {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new();
+    for attempt in 0u32..1000 {
+        let port = 20_000 + (random.hash_one(attempt) % 12_000) as u16;
+        if let Ok(socket) = std::net::TcpListener::bind((ip, port)) {
+            return socket.local_addr().unwrap();
+        }
+    }
+    panic!("no free port on {ip}");
 }
 
 /// A daemon's files: config, spool, delivery log.
