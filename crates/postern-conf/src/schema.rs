@@ -292,6 +292,8 @@ directives! {
         "Certificate checking: `no`, `ca` (trusted chain) or `host` (trusted chain naming the host).";
     TlsCa "TLS_CA" Path [Global BindingGroup Binding Domain] Computed("the system's trust store"), Tls,
         "PEM file of trusted CA certificates for `TLS_Verify`.";
+    MtaSts "MTA_STS" Bool [Global BindingGroup Binding Domain] V("true"), Tls,
+        "Postern. Follow the destination's MTA-STS policy (RFC 8461) when delivering to its own MX hosts (not through a `Gateway` or a `Routes` host): the policy named by its `_mta-sts` TXT record is fetched from `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (certificate verified with `TLS_CA` or the system's trust store) and kept for its `max_age`. `enforce`: only the MX hosts the policy names are used, with TLS required and the certificate verified for the MX name, whatever `TLS` and `TLS_Verify` say; when none is named, mail waits with `451 4.7.5`. `testing`: delivery as before, and the MX hosts the policy would not allow are logged. A policy that cannot be fetched leaves the cached one in force, else none (RFC 8461 5).";
     OutboundSmtpAuthType "Outbound_SMTP_AUTH_Type" AuthMech [Global BindingGroup Binding Domain] V("PLAIN"), Tls,
         "AUTH mechanism towards the destination: `PLAIN` or `LOGIN`.";
     OutboundSmtpAuthUser "Outbound_SMTP_AUTH_User" Text [Global BindingGroup Binding Domain] NoDefault, Tls,

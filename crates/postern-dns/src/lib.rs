@@ -11,6 +11,11 @@
 //! Answers are cached by TTL, clamped by [`CachePolicy`]; negative answers
 //! too. Concurrent lookups of one name share one query.
 //!
+//! For delivery to a domain's own MX hosts, [`Dns::route_table`] follows
+//! the domain's MTA-STS policy (RFC 8461, [`mta_sts`]) unless `MTA_STS` is
+//! off: in `enforce` mode only the MX hosts the policy names are used,
+//! each with TLS required and its certificate verified for the MX name.
+//!
 //! [`Dns::route_table`] turns a queue's `Gateway`, `Routes` or MX records
 //! into a [`RouteTable`]: preference levels of addresses, each with port,
 //! protocol, TLS policy, credentials and `Host` limit. It applies the
@@ -30,6 +35,7 @@
 
 mod cache;
 mod error;
+pub mod mta_sts;
 mod resolver;
 mod routes;
 mod table;

@@ -15,6 +15,7 @@ use postern_conf::{Config, Directive, Value};
 
 use crate::DnsError;
 use crate::cache::{Cache, CachePolicy, Fetched, Freshness};
+use crate::mta_sts::Policies;
 
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,6 +45,8 @@ pub struct Dns {
     policy: CachePolicy,
     mx_cache: Arc<Cache<Mx>>,
     ip_cache: Arc<Cache<Vec<IpAddr>>>,
+    txt_cache: Arc<Cache<Vec<String>>>,
+    policies: Arc<Policies>,
 }
 
 /// Absolute form of `name`, so that no search domain is ever appended.
@@ -147,12 +150,19 @@ impl Dns {
             policy: CachePolicy::default(),
             mx_cache: Arc::new(Cache::new()),
             ip_cache: Arc::new(Cache::new()),
+            txt_cache: Arc::new(Cache::new()),
+            policies: Arc::new(Policies::default()),
         })
     }
 
     /// How long answers are kept.
     pub fn policy(&self) -> CachePolicy {
         self.policy
+    }
+
+    /// The MTA-STS policies fetched so far (shared by clones).
+    pub(crate) fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// The same resolver with another cache policy (and an empty cache).
@@ -162,6 +172,8 @@ impl Dns {
             policy,
             mx_cache: Arc::new(Cache::new()),
             ip_cache: Arc::new(Cache::new()),
+            txt_cache: Arc::new(Cache::new()),
+            policies: Arc::new(Policies::default()),
             ..self
         }
     }
@@ -288,5 +300,43 @@ impl Dns {
             }
             Err(e) => self.failed(host, &e, Vec::new()),
         }
+    }
+
+    /// The name's TXT records, each record's strings joined.
+    pub(crate) async fn txt_fetched(
+        &self,
+        name: &str,
+        freshness: Freshness,
+    ) -> Fetched<Vec<String>> {
+        let key = display_name(name);
+        self.txt_cache
+            .get(&key, freshness, self.query_txt(&key))
+            .await
+    }
+
+    async fn query_txt(&self, name: &str) -> Fetched<Vec<String>> {
+        let started = std::time::Instant::now();
+        let fetched = match self.resolver.lookup(fqdn(name), RecordType::TXT).await {
+            Ok(lookup) => {
+                let keep = self.policy.keep(min_ttl(lookup.answers()), false);
+                let texts = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::TXT(txt) => Some(
+                            txt.txt_data
+                                .iter()
+                                .map(|part| String::from_utf8_lossy(part))
+                                .collect::<String>(),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                Fetched::new(Ok(texts), keep)
+            }
+            Err(e) => self.failed(name, &e, Vec::new()),
+        };
+        observe(started, &fetched);
+        fetched
     }
 }

@@ -9,6 +9,8 @@
 //! twice keeps its best level.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::join_all;
@@ -19,6 +21,7 @@ use postern_conf::{
 };
 
 use crate::cache::Freshness;
+use crate::mta_sts::{MtaSts, StsMode};
 use crate::table::{AuthSource, Decision, LeftOut, RouteEntry, RouteError, RouteLevel, RouteTable};
 use crate::{Dns, DnsError, Mx, MxHost};
 
@@ -69,6 +72,8 @@ struct Resolved {
     left_out: Vec<LeftOut>,
     /// Some lookup failed transiently: build the table again soon.
     transient: bool,
+    /// The MTA-STS policy the hosts follow.
+    mta_sts: Option<Arc<MtaSts>>,
 }
 
 /// The identity the backup-MX rule looks for among MX hosts.
@@ -251,6 +256,9 @@ struct Builder<'a> {
     dns: &'a Dns,
     domain: String,
     local: Local,
+    /// `MTA_STS` is on: the domain's policy applies to its MX hosts,
+    /// fetched with this `TLS_CA` (or the system's trust store).
+    mta_sts: Option<Option<PathBuf>>,
 }
 
 impl Builder<'_> {
@@ -280,8 +288,72 @@ impl Builder<'_> {
                 })
             }
             Source::Name(name, Lookup::Mx) => self.resolve_mx(name, spec).await,
-            Source::DomainMx => self.resolve_mx(&self.domain, spec).await,
+            Source::DomainMx => self.resolve_domain_mx(spec).await,
         }
+    }
+
+    /// The destination's own MX hosts, as its MTA-STS policy allows.
+    async fn resolve_domain_mx(&self, spec: &Spec) -> Result<Resolved, RouteError> {
+        let Some(ca) = &self.mta_sts else {
+            return self.resolve_mx(&self.domain, spec).await;
+        };
+        let (resolved, lookup) = futures_util::join!(
+            self.resolve_mx(&self.domain, spec),
+            self.dns.mta_sts(&self.domain, ca.as_deref())
+        );
+        let mut resolved = resolved?;
+        if let Some(problem) = lookup.problem {
+            resolved.left_out.push(LeftOut {
+                what: format!("MTA-STS policy of {}", self.domain),
+                why: problem,
+            });
+        }
+        resolved.refresh_at = earliest(resolved.refresh_at, lookup.refresh_at);
+        let Some((id, policy)) = lookup.policy else {
+            return Ok(resolved);
+        };
+        if policy.mode == StsMode::None {
+            return Ok(resolved);
+        }
+        let unnamed: Vec<String> = resolved
+            .hosts
+            .iter()
+            .filter(|h| !policy.names(&h.name))
+            .map(|h| h.name.clone())
+            .collect();
+        if !unnamed.is_empty() {
+            metrics::counter!(postern_metrics::MTA_STS_POLICY_FAILURES, "mode" => policy.mode.as_str())
+                .increment(1);
+            tracing::warn!(
+                domain = %self.domain,
+                policy = %id,
+                mode = %policy.mode,
+                mx = %unnamed.join(" "),
+                "MX hosts not named by the MTA-STS policy"
+            );
+        }
+        if policy.mode == StsMode::Enforce {
+            for name in &unnamed {
+                resolved.left_out.push(LeftOut {
+                    what: name.clone(),
+                    why: format!("not named by the MTA-STS policy {id} (enforce)"),
+                });
+            }
+            resolved.hosts.retain(|h| policy.names(&h.name));
+            if resolved.hosts.is_empty() {
+                return Err(RouteError::MtaSts {
+                    domain: self.domain.clone(),
+                    id,
+                    names: policy.mx.clone(),
+                });
+            }
+        }
+        resolved.mta_sts = Some(Arc::new(MtaSts {
+            id,
+            policy,
+            unnamed,
+        }));
+        Ok(resolved)
     }
 
     /// `name`'s MX hosts (or `name` itself when it has no MX records) with
@@ -468,10 +540,17 @@ impl Dns {
         if specs.is_empty() {
             return Err(RouteError::Disabled { domain, decision });
         }
+        let mta_sts = eff.flag(Directive::MtaSts).unwrap_or(true).then(|| {
+            eff.pick(Directive::TlsCa, |v| match v {
+                Value::Path(p) => Some(p.clone()),
+                _ => None,
+            })
+        });
         let builder = Builder {
             dns: self,
             domain: domain.clone(),
             local: Local::of(config),
+            mta_sts,
         };
         let results = join_all(specs.iter().map(|s| builder.resolve(s))).await;
 
@@ -482,6 +561,7 @@ impl Dns {
         let mut refused = Vec::new();
         let mut refresh_at = None;
         let mut transient = false;
+        let mut mta_sts = None;
         for (spec, result) in specs.iter().zip(results) {
             let resolved = match result {
                 Ok(r) => r,
@@ -498,6 +578,17 @@ impl Dns {
             transient |= resolved.transient;
             refresh_at = earliest(refresh_at, resolved.refresh_at);
             left_out.extend(resolved.left_out);
+            // An enforced policy: TLS required, the certificate verified
+            // for the MX name (RFC 8461 4.2).
+            let (tls, tls_verify) = match &resolved.mta_sts {
+                Some(sts) if sts.policy.mode == StsMode::Enforce => {
+                    (TlsMode::Required, TlsVerify::Host)
+                }
+                _ => (spec.tls, spec.tls_verify),
+            };
+            if mta_sts.is_none() {
+                mta_sts = resolved.mta_sts;
+            }
             let base = spec
                 .pref
                 .unwrap_or_else(|| highest.map_or(0, |h| h.saturating_add(1)));
@@ -521,8 +612,8 @@ impl Dns {
                         name: found.name.clone(),
                         addr: SocketAddr::new(ip, spec.port),
                         scheme: spec.scheme,
-                        tls: spec.tls,
-                        tls_verify: spec.tls_verify,
+                        tls,
+                        tls_verify,
                         auth: spec.auth.clone(),
                         plaintext_auth: spec.plaintext_auth,
                         host_limit: host_limit(config, binding, &found.name, ip),
@@ -556,6 +647,7 @@ impl Dns {
             levels,
             refresh_at,
             left_out,
+            mta_sts,
         })
     }
 }

@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postern_conf::{Origin, Scheme, TlsMode, TlsVerify};
 
 use crate::DnsError;
+use crate::mta_sts::MtaSts;
 
 /// Which setting decided how a queue is routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +116,9 @@ pub struct RouteTable {
     pub refresh_at: Option<Instant>,
     /// Items, hosts and addresses left out, with the reason.
     pub left_out: Vec<LeftOut>,
+    /// The destination's MTA-STS policy in `enforce` or `testing` mode,
+    /// when its MX hosts are in the table and `MTA_STS` is on.
+    pub mta_sts: Option<Arc<MtaSts>>,
 }
 
 impl RouteTable {
@@ -166,6 +171,17 @@ pub enum RouteError {
         /// The setting whose items are all disabled.
         decision: Decision,
     },
+    /// The destination's MTA-STS policy (`enforce`) names none of its MX
+    /// hosts.
+    #[error("{domain}: no MX host is named by the MTA-STS policy {id} (enforce; the policy names {})", .names.join(", "))]
+    MtaSts {
+        /// The destination domain.
+        domain: String,
+        /// The policy id.
+        id: String,
+        /// The policy's `mx` patterns.
+        names: Vec<String>,
+    },
     /// The binding is not configured.
     #[error("binding {binding:?} is not configured")]
     UnknownBinding {
@@ -189,8 +205,17 @@ impl RouteError {
         match self {
             RouteError::Dns(e) => e.is_permanent(),
             RouteError::Loop { .. } | RouteError::Prohibited { .. } => true,
-            RouteError::Disabled { .. } | RouteError::UnknownBinding { .. } => false,
+            RouteError::Disabled { .. }
+            | RouteError::UnknownBinding { .. }
+            | RouteError::MtaSts { .. } => false,
         }
+    }
+
+    /// True when the destination's own policy refuses every host (MTA-STS):
+    /// a table built before it must not be used meanwhile, as it would be
+    /// after a DNS failure.
+    pub fn is_policy(&self) -> bool {
+        matches!(self, RouteError::MtaSts { .. })
     }
 
     /// The SMTP reply code and enhanced status code (RFC 3463) for a
@@ -202,6 +227,7 @@ impl RouteError {
             RouteError::Prohibited { .. } => (550, "5.4.4"),
             RouteError::Disabled { .. } => (451, "4.4.4"),
             RouteError::UnknownBinding { .. } => (451, "4.3.5"),
+            RouteError::MtaSts { .. } => (451, "4.7.5"),
         }
     }
 }

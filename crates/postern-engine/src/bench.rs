@@ -85,6 +85,7 @@ impl Plane {
             }],
             refresh_at: None,
             left_out: Vec::new(),
+            mta_sts: None,
         };
         let d = self.core.domain_id(&QueueKey {
             binding: "default".into(),

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use futures_util::future::BoxFuture;
 
 use postern_conf::ReplyClass;
+use postern_dns::mta_sts::MtaSts;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
@@ -109,6 +110,9 @@ pub struct Report {
     /// After a transient outcome, when the next attempt is due (`None`
     /// when retrying is over: a permanent failure follows).
     pub retry_at: Option<SystemTime>,
+    /// The destination's MTA-STS policy the attempt followed (`enforce`)
+    /// or was checked against (`testing`).
+    pub mta_sts: Option<Arc<MtaSts>>,
 }
 
 impl Report {

@@ -46,6 +46,16 @@ fn name(s: &str) -> Name {
     Name::from_str(&fqdn).expect("a valid DNS name in the test zone")
 }
 
+/// A TXT record's data, split into strings of at most 255 bytes.
+fn txt_rdata(text: &str) -> RData {
+    let strings = text
+        .as_bytes()
+        .chunks(255)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    RData::TXT(TXT::new(strings))
+}
+
 fn key(s: &str) -> String {
     s.trim_end_matches('.').to_ascii_lowercase()
 }
@@ -100,12 +110,7 @@ impl DnsServerBuilder {
     /// `name TXT "text"`, split into strings of at most 255 bytes (a DKIM
     /// key record, an MTA-STS record).
     pub fn txt(self, name: &str, text: &str) -> Self {
-        let strings = text
-            .as_bytes()
-            .chunks(255)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
-        self.add(name, RData::TXT(TXT::new(strings)))
+        self.add(name, txt_rdata(text))
     }
 
     /// Every query for `name` is answered SERVFAIL.
@@ -122,9 +127,9 @@ impl DnsServerBuilder {
 
     /// Binds UDP and TCP on one port of 127.0.0.1 and starts serving.
     pub fn start(self) -> io::Result<DnsServer> {
-        let zone = root_zone(self.records)?;
+        let zone = Arc::new(root_zone(self.records)?);
         let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::from(Name::root()), vec![Arc::new(zone)]);
+        catalog.upsert(LowerName::from(Name::root()), vec![zone.clone()]);
         let queries = Arc::new(Mutex::new(HashMap::new()));
         let handler = Handler {
             catalog,
@@ -140,6 +145,7 @@ impl DnsServerBuilder {
             .spawn(move || serve(handler, udp, tcp, stop_rx))?;
         Ok(DnsServer {
             addr,
+            zone,
             queries,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -207,9 +213,9 @@ fn serve(
 }
 
 /// A running test DNS server; stops when dropped.
-#[derive(Debug)]
 pub struct DnsServer {
     addr: SocketAddr,
+    zone: Arc<InMemoryZoneHandler>,
     queries: Arc<Mutex<HashMap<String, usize>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -226,10 +232,43 @@ impl DnsServer {
         self.addr
     }
 
+    /// Replaces `name`'s TXT records with one record of `text` (TTL `ttl`):
+    /// a record that changes while the test runs.
+    pub fn replace_txt(&self, name: &str, text: &str, ttl: u32) -> io::Result<()> {
+        let owner = self::name(name);
+        let record = Record::from_rdata(owner.clone(), ttl, txt_rdata(text));
+        let mut set = RecordSet::new(owner.clone(), record.record_type(), 1);
+        set.insert(record, 1);
+        let rrkey = RrKey::new(LowerName::from(&owner), set.record_type());
+        let zone = self.zone.clone();
+        // On a thread of its own, so that a test on a runtime may call it.
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map(|rt| {
+                        rt.block_on(async move {
+                            zone.records_mut().await.insert(rrkey, Arc::new(set));
+                        });
+                    })
+            })
+            .join()
+            .map_err(|_| io::Error::other("the zone update panicked"))?
+        })
+    }
+
     /// How many queries (of any type) have named `name` so far.
     pub fn queries(&self, name: &str) -> usize {
         let map = self.queries.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(&key(name)).copied().unwrap_or(0)
+    }
+}
+
+impl std::fmt::Debug for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 

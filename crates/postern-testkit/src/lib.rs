@@ -12,6 +12,8 @@
 //! - [`process`]: ending a started daemon by its PID (SIGTERM, or SIGKILL).
 //! - [`redis::RedisServer`]: Debian's `redis-server` on a loopback port,
 //!   stopped and started again at will, ended by its PID.
+//! - [`policy::PolicyServer`]: an HTTPS server on port 443 of a loopback
+//!   address serving an MTA-STS policy, counting the requests for it.
 //! - [`tls::TestCa`]: a certificate authority made on the spot, issuing
 //!   server certificates for names and addresses.
 //!
@@ -29,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod policy;
 pub mod process;
 pub mod redis;
 pub mod sink;

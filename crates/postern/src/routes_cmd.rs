@@ -117,6 +117,16 @@ impl<'a> View<'a> {
             Some(s) => writeln!(out, "refresh: in {s} s")?,
             None => writeln!(out, "refresh: never (no DNS names)")?,
         }
+        if let Some(sts) = &t.mta_sts {
+            writeln!(
+                out,
+                "MTA-STS: {} (policy {}, max_age {} s, mx {})",
+                sts.policy.mode,
+                sts.id,
+                sts.policy.max_age,
+                sts.policy.mx.join(" ")
+            )?;
+        }
         writeln!(out)?;
         let rows: Vec<Vec<String>> = t
             .entries()
@@ -198,6 +208,13 @@ impl<'a> View<'a> {
             "decided_by": t.decision.to_string(),
             "queue_limit": self.queue_limit,
             "refresh_in_seconds": self.refresh(),
+            "mta_sts": t.mta_sts.as_ref().map(|sts| json!({
+                "mode": sts.policy.mode.as_str(),
+                "id": sts.id,
+                "max_age": sts.policy.max_age,
+                "mx": sts.policy.mx,
+                "unnamed": sts.unnamed,
+            })),
             "levels": levels,
             "left_out": left_out,
         })

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use postern_dns::RouteTable;
+use postern_dns::mta_sts::MtaSts;
 use postern_smtp::Reply;
 
 pub(crate) use self::limits::Limits;
@@ -54,6 +55,14 @@ impl Table {
             Table::None => true,
             Table::Resolving(_) => false,
             Table::Ready(t) => t.refresh_at.is_some_and(|at| now >= at),
+        }
+    }
+
+    /// The MTA-STS policy of the table in use.
+    pub(crate) fn mta_sts(&self) -> Option<&Arc<MtaSts>> {
+        match self {
+            Table::Resolving(Some(t)) | Table::Ready(t) => t.mta_sts.as_ref(),
+            Table::None | Table::Resolving(None) => None,
         }
     }
 }

@@ -51,6 +51,10 @@ impl Core {
         if let Some(counter) = which.and_then(|i| self.replies.get(i)) {
             counter.increment(1);
         }
+        let mta_sts = self
+            .find_domain(&batch.message.binding, &batch.message.domain)
+            .and_then(|d| self.domain(d))
+            .and_then(|d| d.table.mta_sts().cloned());
         self.outcomes.report(Report {
             id: batch.message.id,
             message: batch.message.clone(),
@@ -60,6 +64,7 @@ impl Core {
             host,
             attempt: batch.attempts + 1,
             retry_at,
+            mta_sts,
         });
     }
 

@@ -69,7 +69,7 @@ impl Core {
         match result {
             Ok(table) => self.install(d, table),
             Err(e) => {
-                if let Some(mut table) = previous {
+                if let (Some(mut table), false) = (previous, e.is_policy()) {
                     // Keep routing by the last table; ask again in a while.
                     table.refresh_at = Some(Instant::now() + dom.limits.host_failure_retry);
                     dom.table = Table::Ready(table);

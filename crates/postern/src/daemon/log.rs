@@ -74,6 +74,16 @@ pub(crate) struct Attempt<'a> {
     /// The reply's class (`postern_replies_total{class}`).
     pub(crate) class: &'static str,
     pub(crate) attempt: u32,
+    /// The destination's MTA-STS mode (`enforce` or `testing`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mta_sts: Option<&'static str>,
+    /// Its policy id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mta_sts_id: Option<&'a str>,
+    /// `testing` mode: the host is one the policy does not name, so
+    /// `enforce` would not have used it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) mta_sts_unnamed: bool,
 }
 
 /// A bounce stored and queued, or lost.

@@ -60,6 +60,12 @@ impl Outcomes for Recorder {
             reply: reply.text(),
             class: r.class.as_str(),
             attempt: r.attempt,
+            mta_sts: r.mta_sts.as_ref().map(|p| p.policy.mode.as_str()),
+            mta_sts_id: r.mta_sts.as_ref().map(|p| p.id.as_str()),
+            mta_sts_unnamed: r
+                .mta_sts
+                .as_ref()
+                .is_some_and(|p| r.host.as_ref().is_some_and(|h| p.unnamed.contains(&h.name))),
         };
         self.log.write(event, &record);
         match &r.outcome {

@@ -108,6 +108,12 @@ impl Totals {
         for reason in ["too_many_connections", "rate_limited"] {
             metrics::counter!(m::ADAPTIVE_ADJUSTMENTS, "reason" => reason).increment(0);
         }
+        for result in ["ok", "failed"] {
+            metrics::counter!(m::MTA_STS_FETCHES, "result" => result).increment(0);
+        }
+        for mode in ["enforce", "testing"] {
+            metrics::counter!(m::MTA_STS_POLICY_FAILURES, "mode" => mode).increment(0);
+        }
         metrics::counter!(m::SESSIONS).increment(0);
         metrics::counter!(m::CONNECTION_FAILURES).increment(0);
         let zero = AtomicU64::default;
