@@ -56,6 +56,10 @@ struct State {
 
 type Slot = Arc<tokio::sync::Mutex<State>>;
 
+/// A domain's TXT record asks for its table to be built again at most
+/// this often (its MX records may ask sooner).
+const RECHECK: Duration = Duration::from_secs(300);
+
 /// After a failed fetch, the next waits this long (tables are built
 /// again every few seconds while mail waits).
 const FETCH_RETRY: Duration = Duration::from_secs(60);
@@ -133,8 +137,11 @@ impl Dns {
     pub(crate) async fn mta_sts(&self, domain: &str, ca: Option<&Path>) -> Lookup {
         let txt_name = format!("_mta-sts.{domain}");
         let txt = self.txt_fetched(&txt_name, Freshness::Dns).await;
+        // The record's end does not make the table be built again sooner
+        // than `RECHECK`: a negative answer's TTL is often a few seconds.
+        let recheck = Instant::now() + RECHECK;
         let mut lookup = Lookup {
-            refresh_at: Some(txt.valid_until(Freshness::Dns)),
+            refresh_at: Some(txt.valid_until(Freshness::Dns).max(recheck)),
             ..Lookup::default()
         };
         let id = match txt.value {
