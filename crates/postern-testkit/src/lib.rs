@@ -14,6 +14,8 @@
 //!   stopped and started again at will, ended by its PID.
 //! - [`policy::PolicyServer`]: an HTTPS server on port 443 of a loopback
 //!   address serving an MTA-STS policy, counting the requests for it.
+//! - [`rspamd::RspamdServer`]: Debian's `rspamd` in milter mode on a
+//!   loopback port, with a test configuration, ended by its PID.
 //! - [`tls::TestCa`]: a certificate authority made on the spot, issuing
 //!   server certificates for names and addresses.
 //!
@@ -34,6 +36,7 @@ pub mod dns;
 pub mod policy;
 pub mod process;
 pub mod redis;
+pub mod rspamd;
 pub mod sink;
 pub mod tls;
 pub mod tmpfs;
