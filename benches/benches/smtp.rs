@@ -83,6 +83,7 @@ fn transactions(c: &mut Criterion) {
                 body: &body,
                 eight_bit: false,
                 smtputf8: false,
+                xclient: None,
             };
             rt.block_on(session.send(&tx))
         });

@@ -21,6 +21,7 @@ fn message(n: usize) -> NewMessage {
         binding: "default".into(),
         eight_bit: false,
         smtputf8: false,
+        client: None,
         body: Arc::from(body),
         entries: vec![("example.com".into(), vec!["rcpt@example.com".into()])],
         completes: Vec::new(),

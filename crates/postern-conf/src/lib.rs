@@ -38,20 +38,25 @@ pub use load::canonicalization;
 mod model;
 mod parser;
 #[macro_use]
-mod value;
+mod keywords;
 mod reference;
 mod reply_rule;
 mod resolve;
 mod route;
 mod schema;
 pub mod syntax;
+mod value;
 
 use std::path::Path;
 
 pub use error::{Error, ErrorKind, Errors, Location};
+pub use keywords::{
+    AuthMech, DeliveryMethod, DomainVerification, OnFailure, RecipientVerification, SpamAction,
+    TlsMode, TlsVerify,
+};
 pub use model::{
     Binding, BindingGroup, ClusterSettings, Config, Credentials, DkimStanza, DomainPattern,
-    DomainSet, DomainStanza, HostStanza, Listen, Listener, Options, Secret, Setting,
+    DomainSet, DomainStanza, HostStanza, Listen, Listener, MilterStanza, Options, Secret, Setting,
     normalize_domain,
 };
 pub use parser::{SyntaxError, parse};
@@ -60,10 +65,7 @@ pub use reply_rule::{CodePattern, ReplyClass, ReplyRule, RuleAction};
 pub use resolve::{Effective, Level, Origin, Resolved, Routing, SCOPE_ORDER, default_value};
 pub use route::{HostSpec, Lookup, RouteHost, RouteItem, Scheme, Target};
 pub use schema::{DIRECTIVES, DefaultValue, Directive, Scope, Scopes, Section, Spec};
-pub use value::{
-    AuthMech, DeliveryMethod, Kind, LogTarget, MaxRetries, RecipientVerification, Throttle,
-    TlsMode, TlsVerify, Value,
-};
+pub use value::{Kind, LogTarget, MaxRetries, Score, Throttle, Value};
 
 impl Config {
     /// Reads the file at `path` and everything it includes.

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use regex::Regex;
 
 use crate::error::Location;
+use crate::keywords::AuthMech;
 use crate::schema::Directive;
-use crate::value::{AuthMech, Value};
+use crate::value::Value;
 
 /// One option as set in a scope, with where it was set.
 #[derive(Debug, Clone)]
@@ -132,6 +133,17 @@ pub struct HostStanza {
 pub struct DkimStanza {
     /// The signing domain (d=), lower-cased.
     pub domain: String,
+    /// Where it is first written.
+    pub at: Location,
+    /// Its options.
+    pub options: Options,
+}
+
+/// A `Milter name { }` stanza: a content filter.
+#[derive(Debug, Clone)]
+pub struct MilterStanza {
+    /// Its name.
+    pub name: String,
     /// Where it is first written.
     pub at: Location,
     /// Its options.
@@ -272,9 +284,31 @@ pub struct Config {
     pub auths: BTreeMap<String, Credentials>,
     /// `Reply_Rule` stanzas, in the order they were first written.
     pub reply_rules: Vec<crate::reply_rule::ReplyRule>,
+    /// `Milter` stanzas by name.
+    pub milters: BTreeMap<String, MilterStanza>,
 }
 
 impl Config {
+    /// The options of every delivery scope: global, binding groups,
+    /// bindings, and every `Domain` stanza in any of them.
+    pub fn delivery_scopes(&self) -> impl Iterator<Item = &Options> {
+        fn domains(set: &DomainSet) -> impl Iterator<Item = &Options> {
+            set.iter().map(|d| &d.options)
+        }
+        std::iter::once(&self.global)
+            .chain(domains(&self.domains))
+            .chain(
+                self.groups
+                    .values()
+                    .flat_map(|g| std::iter::once(&g.options).chain(domains(&g.domains))),
+            )
+            .chain(self.bindings.values().flat_map(|b| {
+                std::iter::once(&b.options)
+                    .chain(domains(&b.domains))
+                    .chain(domains(&b.grouped_domains))
+            }))
+    }
+
     /// The name this server gives itself (EHLO, `Received:`, the backup-MX
     /// rule): `Hostname`, else the system's host name.
     pub fn hostname(&self) -> String {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::Location;
-use crate::value::parse_keyword;
+use crate::keywords::parse_keyword;
 
 keyword_enum!(
     /// A reply's class: a stable name for what the destination meant.

@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::Location;
+use crate::keywords::DeliveryMethod;
 use crate::model::{Config, DomainStanza, Options};
 use crate::route::{RouteItem, Target};
 use crate::schema::{DIRECTIVES, DefaultValue, Directive};
-use crate::value::{DeliveryMethod, Value, parse_default};
+use crate::value::{Value, parse_default};
 
 /// One level of the scope order for mail of binding `b` (in group `g`) to
 /// domain `d`.

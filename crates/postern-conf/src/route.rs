@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 
-use crate::value::{TlsMode, TlsVerify, parse_keyword};
+use crate::keywords::{TlsMode, TlsVerify, parse_keyword};
 
 /// A destination host: a DNS name or an IP literal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,6 +111,8 @@ pub struct RouteHost {
     pub auth: Option<String>,
     /// `status=disabled`: kept in the file, never used.
     pub disabled: bool,
+    /// `xclient=yes|no`: overrides the scope's `Outbound_XCLIENT`.
+    pub xclient: Option<bool>,
     /// Written as a URL (printed back the same way).
     url: bool,
 }
@@ -134,6 +136,7 @@ impl RouteHost {
             tls_verify: None,
             auth: None,
             disabled: false,
+            xclient: None,
             url,
         }
     }
@@ -170,6 +173,9 @@ impl fmt::Display for RouteItem {
         }
         if h.disabled {
             params.push("status=disabled".into());
+        }
+        if let Some(x) = h.xclient {
+            params.push(format!("xclient={}", if x { "yes" } else { "no" }));
         }
         if !params.is_empty() {
             write!(f, "?{}", params.join("&"))?;
@@ -336,9 +342,12 @@ fn apply_query(host: &mut RouteHost, query: &str) -> Result<(), String> {
             "status" => {
                 host.disabled = parse_keyword(v, &[("enabled", false), ("disabled", true)])?;
             }
+            "xclient" => {
+                host.xclient = Some(parse_keyword(v, &[("yes", true), ("no", false)])?);
+            }
             other => {
                 return Err(format!(
-                    "unknown route parameter \"{other}\" (known: pref, ttl, port, type, tls, tls_verify, auth, status)"
+                    "unknown route parameter \"{other}\" (known: pref, ttl, port, type, tls, tls_verify, auth, status, xclient)"
                 ));
             }
         }
@@ -460,7 +469,7 @@ mod tests {
             "relay.example.net:2525",
             "[::1]:2601",
             "smtp://10.0.11.7?pref=10",
-            "smtps://relay.example.net:465?pref=5&ttl=60&type=a&tls=required&tls_verify=host&auth=r1&status=disabled",
+            "smtps://relay.example.net:465?pref=5&ttl=60&type=a&tls=required&tls_verify=host&auth=r1&status=disabled&xclient=yes",
         ] {
             let item = parse_route_item(s).unwrap();
             assert_eq!(item.to_string(), s);

@@ -38,10 +38,12 @@ pub enum Scope {
     HttpListener,
     /// `DKIM_Sign "domain" { }`.
     DkimSign,
+    /// `Milter name { }`.
+    Milter,
 }
 
 impl Scope {
-    const ALL: [Scope; 13] = [
+    const ALL: [Scope; 14] = [
         Scope::Global,
         Scope::BindingGroup,
         Scope::Binding,
@@ -55,6 +57,7 @@ impl Scope {
         Scope::Cluster,
         Scope::HttpListener,
         Scope::DkimSign,
+        Scope::Milter,
     ];
 
     const fn bit(self) -> u16 {
@@ -77,6 +80,7 @@ impl Scope {
             Scope::Cluster => "Cluster",
             Scope::HttpListener => "HTTP_Listener",
             Scope::DkimSign => "DKIM_Sign",
+            Scope::Milter => "Milter",
         }
     }
 
@@ -96,6 +100,7 @@ impl Scope {
             Scope::Cluster => "the Cluster stanza",
             Scope::HttpListener => "the HTTP_Listener stanza",
             Scope::DkimSign => "a DKIM_Sign stanza",
+            Scope::Milter => "a Milter stanza",
         }
     }
 }
@@ -159,6 +164,8 @@ pub enum Section {
     Dkim,
     /// Several nodes sharing limits through Redis.
     Cluster,
+    /// Content filters and actions by spam level.
+    Scanning,
 }
 
 impl Section {
@@ -176,6 +183,7 @@ impl Section {
             Section::Daemon => "Daemon",
             Section::Dkim => "DKIM signing (DKIM_Sign stanzas)",
             Section::Cluster => "Cluster (shared limits through Redis)",
+            Section::Scanning => "Content scanning (Milter stanzas) and spam levels",
         }
     }
 }
@@ -240,8 +248,8 @@ directives! {
         "Addresses never connected to; a destination whose every address is prohibited fails permanently. Setting it replaces the default.";
     Nameservers "Nameservers" SocketAddrs [Resolver] Computed("the system's /etc/resolv.conf"), Resolver,
         "DNS servers (`address:port`) to ask instead of the system's.";
-    ResolverTimeout "Timeout" Seconds [Resolver] V("5"), Resolver,
-        "Seconds before a DNS query is given up (a transient failure).";
+    ResolverTimeout "Timeout" Seconds [Resolver Milter] Computed("5 in Resolver, 30 in a Milter stanza"), Resolver,
+        "`Resolver`: seconds before a DNS query is given up (a transient failure). `Milter`: seconds for connecting to the filter and for each of its answers (its `progress` replies restart it); then `On_Failure` applies.";
     MaxOutboundConnections "Max_Outbound_Connections" Count [Global BindingGroup Binding Domain Host] V("32"), Connections,
         "Most connections for one (binding, domain) queue. In a `Host` stanza: most connections to that one MX host across all queues (unlimited when unset).";
     ServerMaxOutboundConnections "Server_Max_Outbound_Connections" Count [Global] V("20000"), Connections,
@@ -300,6 +308,8 @@ directives! {
         "User name for AUTH towards the destination (AUTH is sent only over TLS unless the route says `tls=no`).";
     OutboundSmtpAuthPass "Outbound_SMTP_AUTH_Pass" Secret [Global BindingGroup Binding Domain] NoDefault, Tls,
         "Password for AUTH towards the destination; never printed or logged.";
+    OutboundXclient "Outbound_XCLIENT" Bool [Global BindingGroup Binding Domain] V("false"), Tls,
+        "Postern. Before each message, tell a next hop that offers `XCLIENT` (Postfix's extension) who the original client was: `XCLIENT ADDR NAME HELO PROTO`, then EHLO again, so that the primary server sees the client, not Postern. Never sent to a host that does not offer it. The route parameter `xclient=yes|no` sets it for one route.";
     RelayHosts "Relay_Hosts" Cidrs [Listener Listen HttpListener] V(""), Listener,
         "Client addresses allowed to send to any domain. Unset: none. In `HTTP_Listener`: the clients that may inject at all (others get 403).";
     MaxMessageSize "Max_Message_Size" Size [Listener Listen HttpListener] V("26214400"), Listener,
@@ -322,6 +332,8 @@ directives! {
         "Postern. A file whose content (surrounding whitespace trimmed) is the bearer token every HTTP injection request must send (`Authorization: Bearer TOKEN`; 401 without it, 403 with another); the admin API's control endpoints (flush, suspend, resume) then ask for it too.";
     RelayDomains "Relay_Domains" Domains [Global] V(""), Listener,
         "Recipient domains accepted from any client (inbound gateway): delivered by the `Gateway`/`Routes` of their `Domain` stanza.";
+    RelayDomainVerification "Relay_Domain_Verification" DomainVerification [Global] V("specified"), Listener,
+        "Postern. `specified`: `Relay_Domains` are the domains accepted from any client. `all_but_specified`: every domain is accepted from any client except those listed (and their mail goes by the routing of its `Domain` stanza, or the global `Gateway`).";
     RecipientVerification "Recipient_Verification" RecipientVerification [Global Domain] V("none"), Listener,
         "`callout`: before accepting a recipient of a relay domain, ask the domain's route with `RCPT TO` and answer as it did.";
     RecipientVerificationCache "Recipient_Verification_Cache" Seconds [Global Domain] V("600"), Listener,
@@ -384,6 +396,32 @@ directives! {
         "Postern. The header fields signed (h=); From is always signed.";
     DkimCanonicalization "Canonicalization" Text [DkimSign] V("relaxed/relaxed"), Dkim,
         "Postern. `header/body` canonicalization: `relaxed` or `simple` each (`relaxed` alone is `relaxed/simple`, as RFC 6376 reads it).";
+    MilterAddress "Address" SocketAddr [Milter] NoDefault, Scanning,
+        "Postern. Where the filter listens (`address:port`; required). A `Milter name { }` stanza (top level) describes one content filter spoken to with the milter protocol: rspamd's proxy in milter mode, clamav-milter, any libmilter filter. Each message is one session, before the client's `250`: its reject or tempfail reply is the client's, its header and body changes are made before the message is stored.";
+    MilterOnFailure "On_Failure" OnFailure [Milter] V("tempfail"), Scanning,
+        "Postern. When the filter cannot be asked (refused, `Timeout`, a protocol error): `tempfail` answers `451 4.7.1` (the client retries; nothing is stored), `accept` takes the message unscanned (its level is unscored).";
+    InboundMilters "Inbound_Milters" Names [Global Domain] V(""), Scanning,
+        "Postern. The `Milter` stanzas that scan mail accepted for `Relay_Domains` (the inbound gateway), in order; the first that refuses decides. Read in the `Domain` of the message's first recipient.";
+    SubmissionMilters "Submission_Milters" Names [Global] V(""), Scanning,
+        "Postern. The `Milter` stanzas that scan mail submitted by `Relay_Hosts` clients for other domains (outbound mail), in order.";
+    SpamLowScore "Spam_Low_Score" Score [Global Domain] V("5"), Scanning,
+        "Postern. A scanned message whose score (from the filter's `X-Spamd-Result`, `X-Spam-Status: score=`, `X-Spam-Score` or `X-Rspamd-Score` header) is at least this is spam level Low.";
+    SpamMediumScore "Spam_Medium_Score" Score [Global Domain] V("10"), Scanning,
+        "Postern. The score from which a message is spam level Medium.";
+    SpamHighScore "Spam_High_Score" Score [Global Domain] V("15"), Scanning,
+        "Postern. The score from which a message is spam level High.";
+    SpamLowAction "Spam_Low_Action" SpamAction [Global Domain] V("header"), Scanning,
+        "Postern. What a Low message gets: `deliver` (as it is), `header` (`X-Spam-Level` and `X-Spam-Status` added), `prefix` (the headers, and `Spam_Subject_Prefix` before its subject), `quarantine` (delivered to `Spam_Quarantine` instead of its recipients) or `refuse` (`550 5.7.1` in the SMTP session; nothing stored).";
+    SpamMediumAction "Spam_Medium_Action" SpamAction [Global Domain] V("prefix"), Scanning,
+        "Postern. What a Medium message gets (as `Spam_Low_Action`).";
+    SpamHighAction "Spam_High_Action" SpamAction [Global Domain] V("refuse"), Scanning,
+        "Postern. What a High message gets (as `Spam_Low_Action`).";
+    UnscoredAction "Unscored_Action" SpamAction [Global Domain] V("deliver"), Scanning,
+        "Postern. What a message gets that was to be scanned but has no score: no filter gave one, or one could not be asked and its `On_Failure` is `accept`.";
+    SpamSubjectPrefix "Spam_Subject_Prefix" Text [Global Domain] V("[SPAM]"), Scanning,
+        "Postern. What the `prefix` action puts before the subject (with a space).";
+    SpamQuarantine "Spam_Quarantine" Text [Global Domain] NoDefault, Scanning,
+        "Postern. The address the `quarantine` action delivers to (its domain's route applies: a quarantine mailbox). Required where an action is `quarantine`.";
     ClusterRedis "Redis" Text [Cluster] NoDefault, Cluster,
         "Postern. The Redis server the nodes share limits through: `redis://[:PASSWORD@]HOST[:PORT][/DB]` (required in a `Cluster` stanza). With a `Cluster` stanza, every `Host` stanza's `Max_Outbound_Connections` and every `Outbound_Throttle_*` counts the whole cluster: a node takes a lease per connection (not per message) and takes throttle tokens from one shared bucket per setting. When Redis does not answer within 250 ms, each node falls back to its share of each limit (the limit divided by the live nodes last seen, at least 1) and keeps delivering.";
     ClusterNodeName "Node_Name" Text [Cluster] Computed("`Hostname`"), Cluster,
@@ -427,7 +465,7 @@ impl fmt::Display for Directive {
 }
 
 /// The stanza names, and the scope each stanza's body is.
-const STANZAS: [(&str, Scope); 12] = [
+const STANZAS: [(&str, Scope); 13] = [
     ("Binding_Group", Scope::BindingGroup),
     ("Binding", Scope::Binding),
     ("Domain", Scope::Domain),
@@ -440,6 +478,7 @@ const STANZAS: [(&str, Scope); 12] = [
     ("Cluster", Scope::Cluster),
     ("HTTP_Listener", Scope::HttpListener),
     ("DKIM_Sign", Scope::DkimSign),
+    ("Milter", Scope::Milter),
 ];
 
 impl Scope {
@@ -479,7 +518,8 @@ impl Scope {
             | S::Auth
             | S::ReplyRule
             | S::Cluster
-            | S::HttpListener => parent == S::Global,
+            | S::HttpListener
+            | S::Milter => parent == S::Global,
             S::Binding => matches!(parent, S::Global | S::BindingGroup),
             S::Domain | S::Host => matches!(parent, S::Global | S::BindingGroup | S::Binding),
             S::DkimSign => matches!(parent, S::Global | S::Binding),

@@ -11,6 +11,10 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use crate::keywords::{
+    AuthMech, DeliveryMethod, DomainVerification, OnFailure, RecipientVerification, SpamAction,
+    TlsMode, TlsVerify, parse_keyword,
+};
 use crate::route::{RouteItem, Target, parse_host_name, parse_route_item, parse_target};
 
 /// The type of an option, which decides how its text is read.
@@ -70,6 +74,16 @@ pub enum Kind {
     MaxRetries,
     /// `none` or `callout`.
     RecipientVerification,
+    /// `tempfail` or `accept`.
+    OnFailure,
+    /// `deliver`, `header`, `prefix`, `quarantine` or `refuse`.
+    SpamAction,
+    /// `specified` or `all_but_specified`.
+    DomainVerification,
+    /// A spam score: a decimal number, two places kept.
+    Score,
+    /// A list of stanza names (`Milter` stanzas).
+    Names,
     /// A reply class name.
     ReplyClass,
     /// `default`, `backoff`, `suspend` or `bounce`.
@@ -86,7 +100,12 @@ impl Kind {
     pub fn is_list(self) -> bool {
         matches!(
             self,
-            Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::HeaderNames | Kind::Routes
+            Kind::SocketAddrs
+                | Kind::Cidrs
+                | Kind::Domains
+                | Kind::HeaderNames
+                | Kind::Routes
+                | Kind::Names
         )
     }
 
@@ -120,6 +139,11 @@ impl Kind {
             Kind::Throttle => "\"N\" per second or \"N/S\" per S seconds (0: unlimited)",
             Kind::MaxRetries => "auto | whole number",
             Kind::RecipientVerification => "none | callout",
+            Kind::OnFailure => "tempfail | accept",
+            Kind::SpamAction => "deliver | header | prefix | quarantine | refuse",
+            Kind::DomainVerification => "specified | all_but_specified",
+            Kind::Score => "decimal number (7.5)",
+            Kind::Names => "list of stanza names",
             Kind::ReplyClass => "reply class name",
             Kind::RuleAction => "default | backoff | suspend | bounce",
             Kind::ReplyCode => "code (421, 4xx) or enhanced status (4.7.28, 5.7.*)",
@@ -128,100 +152,43 @@ impl Kind {
     }
 }
 
-macro_rules! keyword_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $v),+ }
+/// A spam score as written (`7.5`, `-1`, `10`), kept to two decimal
+/// places so that values compare exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Score(i64);
 
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                parse_keyword(s, &[$(($s, $name::$v)),+])
-            }
-        }
-
-        impl $name {
-            /// The keyword as written in the configuration.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$v => $s),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
+impl Score {
+    /// The score as a number.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn get(self) -> f64 {
+        self.0 as f64 / 100.0
+    }
 }
 
-keyword_enum!(
-    /// `Delivery_Method`.
-    DeliveryMethod {
-        /// SMTP with EHLO and its extensions.
-        Esmtp => "ESMTP",
-        /// Plain SMTP: HELO, no extensions.
-        Smtp => "SMTP",
-        /// LMTP (RFC 2033): LHLO, one reply per recipient after DATA.
-        Lmtp => "LMTP",
-    }
-);
+impl FromStr for Score {
+    type Err = String;
 
-keyword_enum!(
-    /// `TLS` policy for outbound connections.
-    TlsMode {
-        /// Never STARTTLS.
-        No => "no",
-        /// STARTTLS when the host offers it.
-        IfAvailable => "ifavailable",
-        /// STARTTLS or no delivery (`451 4.7.6`, retried).
-        Required => "required",
+    #[allow(clippy::cast_possible_truncation)]
+    fn from_str(s: &str) -> Result<Score, String> {
+        let n: f64 = s
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && n.abs() < 1e9)
+            .ok_or_else(|| format!("{s:?} is not a score (a decimal number such as 7.5)"))?;
+        Ok(Score((n * 100.0).round() as i64))
     }
-);
+}
 
-keyword_enum!(
-    /// `TLS_Verify`: how much of the peer certificate is checked.
-    TlsVerify {
-        /// Encrypt only.
-        No => "no",
-        /// The chain must lead to a trusted CA.
-        Ca => "ca",
-        /// The chain must be trusted and name the host.
-        Host => "host",
+impl fmt::Display for Score {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, cents) = (self.0 / 100, (self.0 % 100).abs());
+        let sign = if self.0 < 0 && whole == 0 { "-" } else { "" };
+        match cents {
+            0 => write!(f, "{sign}{whole}"),
+            c if c % 10 == 0 => write!(f, "{sign}{whole}.{}", c / 10),
+            c => write!(f, "{sign}{whole}.{c:02}"),
+        }
     }
-);
-
-keyword_enum!(
-    /// SMTP AUTH mechanism.
-    AuthMech {
-        /// RFC 4616.
-        Plain => "PLAIN",
-        /// The LOGIN mechanism.
-        Login => "LOGIN",
-    }
-);
-
-keyword_enum!(
-    /// `Recipient_Verification` for relay domains.
-    RecipientVerification {
-        /// Accept every recipient of a relay domain.
-        None => "none",
-        /// Ask the domain's route with `RCPT TO` first.
-        Callout => "callout",
-    }
-);
-
-/// Matches `s` case-insensitively against `(keyword, value)` pairs.
-pub(crate) fn parse_keyword<T: Copy>(s: &str, choices: &[(&str, T)]) -> Result<T, String> {
-    choices
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(s))
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = choices.iter().map(|(k, _)| *k).collect();
-            format!("{s:?} is not one of: {}", names.join(", "))
-        })
 }
 
 /// `Outbound_Throttle_*`: at most `count` per `per_secs` seconds.
@@ -320,6 +287,16 @@ pub enum Value {
     MaxRetries(MaxRetries),
     /// Kind::RecipientVerification.
     RecipientVerification(RecipientVerification),
+    /// Kind::OnFailure.
+    OnFailure(OnFailure),
+    /// Kind::SpamAction.
+    SpamAction(SpamAction),
+    /// Kind::DomainVerification.
+    DomainVerification(DomainVerification),
+    /// Kind::Score.
+    Score(Score),
+    /// Kind::Names.
+    Names(Vec<String>),
     /// Kind::ReplyClass.
     ReplyClass(crate::reply_rule::ReplyClass),
     /// Kind::RuleAction.
@@ -364,7 +341,7 @@ impl fmt::Display for Value {
             Value::SocketAddr(a) => quoted(f, &a.to_string()),
             Value::SocketAddrs(l) => list(f, l),
             Value::Cidrs(l) => list(f, l),
-            Value::Domains(l) | Value::HeaderNames(l) => list(f, l),
+            Value::Domains(l) | Value::HeaderNames(l) | Value::Names(l) => list(f, l),
             Value::Gateway(t) => quoted(f, &t.to_string()),
             Value::Routes(l) => list(f, l),
             Value::DeliveryMethod(m) => write!(f, "{m}"),
@@ -375,6 +352,10 @@ impl fmt::Display for Value {
             Value::MaxRetries(MaxRetries::Auto) => f.write_str("auto"),
             Value::MaxRetries(MaxRetries::Limit(n)) => write!(f, "{n}"),
             Value::RecipientVerification(r) => write!(f, "{r}"),
+            Value::OnFailure(x) => write!(f, "{x}"),
+            Value::SpamAction(x) => write!(f, "{x}"),
+            Value::DomainVerification(x) => write!(f, "{x}"),
+            Value::Score(x) => write!(f, "{x}"),
             Value::ReplyClass(c) => write!(f, "{c}"),
             Value::RuleAction(a) => write!(f, "{a}"),
             Value::ReplyCode(c) => quoted(f, &c.to_string()),
@@ -498,11 +479,20 @@ fn scalar(kind: Kind, s: &str, dir: &Path) -> Result<Value, String> {
             u32::try_from(number(s)?).map_err(|_| format!("{s:?} is too large"))?,
         )),
         Kind::RecipientVerification => Value::RecipientVerification(s.parse()?),
+        Kind::OnFailure => Value::OnFailure(s.parse()?),
+        Kind::SpamAction => Value::SpamAction(s.parse()?),
+        Kind::DomainVerification => Value::DomainVerification(s.parse()?),
+        Kind::Score => Value::Score(s.parse()?),
         Kind::ReplyClass => Value::ReplyClass(s.parse()?),
         Kind::RuleAction => Value::RuleAction(s.parse()?),
         Kind::ReplyCode => Value::ReplyCode(s.parse()?),
         Kind::Regex => Value::Regex(regex(s)?),
-        Kind::SocketAddrs | Kind::Cidrs | Kind::Domains | Kind::HeaderNames | Kind::Routes => {
+        Kind::SocketAddrs
+        | Kind::Cidrs
+        | Kind::Domains
+        | Kind::HeaderNames
+        | Kind::Routes
+        | Kind::Names => {
             return list_of(kind, &[s]).map_err(|(_, e)| e);
         }
     })
@@ -548,6 +538,13 @@ fn list_of(kind: Kind, items: &[&str]) -> Result<Value, (usize, String)> {
         Kind::Domains => Value::Domains(each(items, parse_host_name)?),
         Kind::HeaderNames => Value::HeaderNames(each(items, header_name)?),
         Kind::Routes => Value::Routes(each(items, parse_route_item)?),
+        Kind::Names => Value::Names(each(items, |s| {
+            if s.is_empty() {
+                Err("an empty name".to_owned())
+            } else {
+                Ok(s.to_owned())
+            }
+        })?),
         _ => return Err((0, "not a list option".into())),
     })
 }

@@ -17,6 +17,9 @@ use crate::DnsError;
 use crate::cache::{Cache, CachePolicy, Fetched, Freshness};
 use crate::mta_sts::Policies;
 
+/// A query's deadline when the `Resolver` stanza sets no `Timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MxHost {
@@ -99,13 +102,13 @@ impl Dns {
             Some(Value::SocketAddrs(list)) => list.clone(),
             _ => Vec::new(),
         };
-        let timeout = match config.resolver.value_or_default(Directive::ResolverTimeout) {
+        let timeout = match config
+            .resolver
+            .get(Directive::ResolverTimeout)
+            .map(|s| &s.value)
+        {
             Some(Value::Seconds(n)) => Duration::from_secs(*n),
-            other => {
-                return Err(DnsError::Config(format!(
-                    "Timeout: expected seconds, found {other:?}"
-                )));
-            }
+            _ => DEFAULT_TIMEOUT,
         };
         Self::new(&servers, timeout)
     }

@@ -52,6 +52,7 @@ struct Spec {
     auth: Option<AuthSource>,
     /// The route itself says `tls=no`: AUTH may go unencrypted.
     plaintext_auth: bool,
+    xclient: bool,
 }
 
 /// A host an item resolved to.
@@ -129,6 +130,7 @@ struct Scope {
     tls: TlsMode,
     tls_verify: TlsVerify,
     auth: Option<AuthSource>,
+    xclient: bool,
 }
 
 impl Scope {
@@ -153,6 +155,7 @@ impl Scope {
                 Value::Text(user) => Some(AuthSource::Scope { user: user.clone() }),
                 _ => None,
             }),
+            xclient: eff.flag(Directive::OutboundXclient).unwrap_or(false),
         }
     }
 
@@ -185,6 +188,7 @@ impl Scope {
             tls_verify: self.tls_verify,
             auth: self.auth.clone(),
             plaintext_auth: false,
+            xclient: self.xclient,
         }
     }
 }
@@ -241,6 +245,7 @@ fn specs(eff: &Effective<'_>, routing: Routing<'_>) -> (Decision, Vec<Spec>, Vec
                 spec.tls = host.tls.unwrap_or(spec.tls);
                 spec.plaintext_auth = host.tls == Some(TlsMode::No);
                 spec.tls_verify = host.tls_verify.unwrap_or(spec.tls_verify);
+                spec.xclient = host.xclient.unwrap_or(spec.xclient);
                 if let Some(name) = &host.auth {
                     spec.auth = Some(AuthSource::Stanza(name.clone()));
                 }
@@ -618,6 +623,7 @@ impl Dns {
                         plaintext_auth: spec.plaintext_auth,
                         host_limit: host_limit(config, binding, &found.name, ip),
                         via: via.clone(),
+                        xclient: spec.xclient,
                     };
                     entries.push((level, entry));
                 }

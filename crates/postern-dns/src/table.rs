@@ -80,6 +80,9 @@ pub struct RouteEntry {
     /// Why this host is in the table: the item and, for MX answers, the
     /// MX preference.
     pub via: String,
+    /// Tell it each message's original client with XCLIENT when it offers
+    /// it (the route's `xclient=`, else `Outbound_XCLIENT`).
+    pub xclient: bool,
 }
 
 /// Hosts of one preference level; they share connections evenly.

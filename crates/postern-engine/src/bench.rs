@@ -74,6 +74,7 @@ impl Plane {
             plaintext_auth: false,
             host_limit: None,
             via: "bench".into(),
+            xclient: false,
         };
         let table = RouteTable {
             binding: "default".into(),
@@ -116,6 +117,7 @@ impl Plane {
             attempts: 0,
             received: SystemTime::now(),
             not_before: None,
+            client: None,
         });
     }
 

@@ -101,6 +101,7 @@ impl Bounce {
             attempts: 0,
             received: SystemTime::now(),
             not_before: None,
+            client: None,
         }
     }
 }

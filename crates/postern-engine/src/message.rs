@@ -10,6 +10,7 @@ use postern_conf::ReplyClass;
 use postern_dns::mta_sts::MtaSts;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
+use postern_smtp::xclient::Xclient;
 
 /// A message queued for one (binding, domain): its recipients there, and
 /// the body it shares with the message's other queues.
@@ -44,6 +45,9 @@ pub struct QueuedMessage {
     pub received: SystemTime,
     /// No attempt before this time (the stored schedule, after a restart).
     pub not_before: Option<SystemTime>,
+    /// The client that handed the message in, for XCLIENT towards a next
+    /// hop that offers it (`Outbound_XCLIENT`); `None` for bounces.
+    pub client: Option<Arc<Xclient>>,
 }
 
 /// Reads bodies that are not kept in memory (the spool's reader).

@@ -118,6 +118,7 @@ pub fn client_settings(
     settings.tls_config = Some(tls_config);
     settings.auth = auth;
     settings.auth_without_tls = entry.plaintext_auth;
+    settings.xclient = entry.xclient;
     settings.bind = eff.pick(Directive::BindAddress, |v| match v {
         Value::Ip(ip) => Some(*ip),
         _ => None,

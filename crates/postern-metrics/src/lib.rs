@@ -129,6 +129,12 @@ catalogue! {
         "The message rate (per second) the adaptive loop holds each host shown to; 0 when not limited.";
     UPTIME "postern_uptime_seconds" Gauge [] []
         "Seconds since the daemon started.";
+    SCANS "postern_scans_total" Counter ["verdict"] []
+        "Messages scanned by content filters (Milter stanzas), by verdict: accept, reject, tempfail, discard, failed (a filter could not be asked and On_Failure tempfailed the message).";
+    SPAM_LEVELS "postern_spam_levels_total" Counter ["level"] []
+        "Scanned messages by spam level: none, low, medium, high, unscored.";
+    MILTER_FAILURES "postern_milter_failures_total" Counter [] []
+        "Content filter sessions that failed (refused, timed out, protocol error); On_Failure decided.";
     MTA_STS_FETCHES "postern_mta_sts_fetches_total" Counter ["result"] []
         "MTA-STS policy fetches (https://mta-sts.DOMAIN/.well-known/mta-sts.txt), by result: ok, failed.";
     MTA_STS_POLICY_FAILURES "postern_mta_sts_policy_failures_total" Counter ["mode"] []

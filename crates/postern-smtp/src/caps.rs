@@ -19,6 +19,9 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// AUTH mechanisms, upper-case (RFC 4954).
     pub auth: Vec<String>,
+    /// XCLIENT (Postfix) and the attributes it takes, upper-case; `None`
+    /// when not offered.
+    pub xclient: Option<Vec<String>>,
 }
 
 impl Capabilities {
@@ -38,6 +41,9 @@ impl Capabilities {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "STARTTLS" => caps.starttls = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
+                "XCLIENT" => {
+                    caps.xclient = Some(words.map(str::to_ascii_uppercase).collect());
+                }
                 "AUTH" => {
                     for m in words {
                         let m = m.to_ascii_uppercase();

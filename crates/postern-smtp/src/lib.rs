@@ -37,6 +37,7 @@ mod reply;
 pub mod server;
 mod stream;
 pub mod tls;
+pub mod xclient;
 
 pub use body::{BodyReader, DotStuffer, dot_stuff};
 pub use caps::Capabilities;

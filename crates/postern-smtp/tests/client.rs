@@ -42,6 +42,7 @@ async fn send(session: &mut Session, to: &[String], body: &[u8]) -> Vec<Outcome>
         body,
         eight_bit: false,
         smtputf8: false,
+        xclient: None,
     };
     session.send(&tx).await.unwrap()
 }
@@ -359,6 +360,7 @@ async fn connection_failures_are_typed() {
         body: BODY,
         eight_bit: false,
         smtputf8: false,
+        xclient: None,
     };
     let e = s.send(&tx).await.unwrap_err();
     assert!(

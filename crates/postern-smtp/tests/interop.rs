@@ -116,6 +116,7 @@ async fn the_client_delivers_to_aiosmtpd() {
             body,
             eight_bit: false,
             smtputf8: false,
+            xclient: None,
         };
         let out = session.send(&tx).await.unwrap();
         assert!(

@@ -38,7 +38,7 @@ pub use crate::bodies::{Bodies, BodyError};
 use crate::live::Live;
 use crate::log::Log;
 use crate::record::Record;
-pub use crate::record::{EntryRecord, Envelope};
+pub use crate::record::{ClientRecord, EntryRecord, Envelope};
 use crate::writer::Writer;
 
 /// Why a message could not be stored.
@@ -70,6 +70,8 @@ pub struct NewMessage {
     pub eight_bit: bool,
     /// `SMTPUTF8`.
     pub smtputf8: bool,
+    /// The client that handed it in, if it is to be told to next hops.
+    pub client: Option<Box<ClientRecord>>,
     /// Headers and body, CRLF line endings.
     pub body: Arc<[u8]>,
     /// (domain, recipients) for each queue.

@@ -47,9 +47,30 @@ pub struct Envelope {
     pub eight_bit: bool,
     /// `SMTPUTF8`.
     pub smtputf8: bool,
+    /// The client that handed it in (for XCLIENT to a next hop); `None`
+    /// for bounces and for records written before it was kept.
+    pub client: Option<Box<ClientRecord>>,
     /// Its queue entries.
     pub entries: Vec<EntryRecord>,
 }
+
+/// The client a message came from, as XCLIENT tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// Its IP address, as text.
+    pub addr: String,
+    /// Its host name; empty when unknown.
+    pub name: String,
+    /// Its HELO/EHLO name.
+    pub helo: String,
+    /// `SMTP`, `ESMTP` (or `HTTP` for HTTP injection).
+    pub proto: String,
+}
+
+/// The flag bits of a message record.
+const EIGHT_BIT: u8 = 1;
+const SMTPUTF8: u8 = 2;
+const CLIENT: u8 = 4;
 
 /// What the log holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +185,22 @@ impl Record<'_> {
                 w.str(&m.message_id);
                 w.str(&m.sender);
                 w.str(&m.binding);
-                w.u8(u8::from(m.eight_bit) | (u8::from(m.smtputf8) << 1));
+                let mut flags = 0;
+                for (on, bit) in [
+                    (m.eight_bit, EIGHT_BIT),
+                    (m.smtputf8, SMTPUTF8),
+                    (m.client.is_some(), CLIENT),
+                ] {
+                    if on {
+                        flags |= bit;
+                    }
+                }
+                w.u8(flags);
+                if let Some(c) = &m.client {
+                    for text in [&c.addr, &c.name, &c.helo, &c.proto] {
+                        w.str(text);
+                    }
+                }
                 w.bytes(body);
                 w.len(m.entries.len());
                 for e in &m.entries {
@@ -238,6 +274,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
             let sender = r.string()?;
             let binding = r.string()?;
             let flags = r.u8()?;
+            let client = if flags & CLIENT != 0 {
+                Some(Box::new(ClientRecord {
+                    addr: r.string()?,
+                    name: r.string()?,
+                    helo: r.string()?,
+                    proto: r.string()?,
+                }))
+            } else {
+                None
+            };
             let body = r.bytes()?;
             let mut entries = Vec::new();
             for _ in 0..r.count()? {
@@ -268,8 +314,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
                     message_id,
                     sender,
                     binding,
-                    eight_bit: flags & 1 != 0,
-                    smtputf8: flags & 2 != 0,
+                    eight_bit: flags & EIGHT_BIT != 0,
+                    smtputf8: flags & SMTPUTF8 != 0,
+                    client,
                     entries,
                 },
                 body,
@@ -346,6 +393,12 @@ mod tests {
                 binding: "default".into(),
                 eight_bit: true,
                 smtputf8: false,
+                client: Some(Box::new(ClientRecord {
+                    addr: "192.0.2.1".into(),
+                    name: String::new(),
+                    helo: "client.example".into(),
+                    proto: "ESMTP".into(),
+                })),
                 entries: vec![EntryRecord {
                     entry: 8,
                     domain: "example.com".into(),

@@ -144,6 +144,7 @@ impl Writer {
                 binding: m.binding,
                 eight_bit: m.eight_bit,
                 smtputf8: m.smtputf8,
+                client: m.client,
                 entries,
             },
             body: m.body,

@@ -40,6 +40,9 @@ pub struct Received {
     pub message_id: Option<String>,
     /// When the sink accepted it.
     pub at: Instant,
+    /// The XCLIENT attributes given in the session before it (names
+    /// upper-case); empty without XCLIENT.
+    pub xclient: Vec<(String, String)>,
 }
 
 /// The `Message-ID` header's value, from the header block.
@@ -76,6 +79,8 @@ struct Behaviour {
     /// Keep bodies (off for load tests: only envelopes and ids are kept).
     drop_bodies: bool,
     no_smtputf8: bool,
+    /// Offer XCLIENT and record what it is told.
+    xclient: bool,
     /// Greet with 421 while more than this many connections are open (the
     /// starting value of the sink's `allowed` connections).
     refuse_beyond: Option<usize>,
@@ -235,6 +240,13 @@ impl SinkBuilder {
         self
     }
 
+    /// Offer XCLIENT (Postfix's extension) and record its attributes with
+    /// each message (a primary server that trusts this client).
+    pub fn xclient(mut self) -> Self {
+        self.behaviour.xclient = true;
+        self
+    }
+
     /// Keep only envelopes, Message-IDs and arrival times, not bodies
     /// (for load tests with many messages).
     pub fn drop_bodies(mut self) -> Self {
@@ -259,6 +271,7 @@ impl SinkBuilder {
         settings.auth_without_tls = true;
         settings.require_tls = b.require_tls;
         settings.smtputf8 = !b.no_smtputf8;
+        settings.xclient = b.xclient;
         settings.offer_auth = b.auth.is_some();
         settings.require_auth = b.require_auth;
         settings.command_timeout = Duration::from_secs(30);
@@ -351,6 +364,7 @@ fn run(
                 let mut handler = SinkHandler {
                     shared: shared.clone(),
                     refuse: shared.state().allowed.is_some_and(|limit| active > limit),
+                    xclient: Vec::new(),
                 };
                 if n > shared.behaviour.drop_first {
                     let _ = serve(tcp, shared.settings.clone(), &mut handler).await;
@@ -369,6 +383,8 @@ struct SinkHandler {
     shared: Shared,
     /// This session is over the sink's connection limit.
     refuse: bool,
+    /// The session's last XCLIENT attributes.
+    xclient: Vec<(String, String)>,
 }
 
 impl SinkHandler {
@@ -477,6 +493,7 @@ impl Handler for SinkHandler {
                 tls: envelope.tls,
                 auth: envelope.auth.clone(),
                 eight_bit: envelope.eight_bit,
+                xclient: self.xclient.clone(),
             });
         }
         if b.lmtp {
@@ -484,6 +501,10 @@ impl Handler for SinkHandler {
         } else {
             DataReply::One(ok)
         }
+    }
+
+    async fn xclient(&mut self, attributes: Vec<(String, String)>) {
+        self.xclient = attributes;
     }
 
     async fn auth(&mut self, user: &str, password: &str) -> bool {

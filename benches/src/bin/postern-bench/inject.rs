@@ -93,6 +93,7 @@ async fn send_one(
             body: &body,
             eight_bit: false,
             smtputf8: false,
+            xclient: None,
         };
         match s.send(&tx).await {
             Ok(outcomes) => return matches!(outcomes.first(), Some(Outcome::Delivered(_))),

@@ -3,10 +3,11 @@
 
 use super::Builder;
 use crate::error::ErrorKind;
+use crate::keywords::AuthMech;
 use crate::model::{Credentials, Secret};
 use crate::reply_rule::{ReplyRule, RuleAction};
 use crate::schema::Directive;
-use crate::value::{AuthMech, Value};
+use crate::value::Value;
 
 impl Builder {
     pub(super) fn check_auths(&mut self) {
@@ -312,6 +313,62 @@ impl Builder {
                 let reason =
                     format!("{text:?}: write relaxed or simple, or header/body (relaxed/simple)");
                 found.push((setting.at.clone(), ErrorKind::BadValue { name, reason }));
+            }
+        }
+        for (at, kind) in found {
+            self.errors.push(at, kind);
+        }
+    }
+}
+
+impl Builder {
+    /// Each `Milter` stanza has its `Address`; `Inbound_Milters` and
+    /// `Submission_Milters` name stanzas that exist; a `quarantine` action
+    /// has its `Spam_Quarantine` address in its scope or the global one.
+    pub(super) fn check_milters(&mut self) {
+        let mut found = Vec::new();
+        for m in self.config.milters.values() {
+            if m.options.get(Directive::MilterAddress).is_none() {
+                let msg = format!("Milter {}: Address is required", m.name);
+                found.push((m.at.clone(), ErrorKind::Incomplete(msg)));
+            }
+        }
+        let global = &self.config.global;
+        for options in self.config.delivery_scopes() {
+            for list in [Directive::InboundMilters, Directive::SubmissionMilters] {
+                if let Some(setting) = options.get(list)
+                    && let Value::Names(names) = &setting.value
+                {
+                    for name in names
+                        .iter()
+                        .filter(|n| !self.config.milters.contains_key(*n))
+                    {
+                        let reason = format!("{name:?} names no Milter stanza");
+                        found.push((
+                            setting.at.clone(),
+                            ErrorKind::BadValue {
+                                name: list.name(),
+                                reason,
+                            },
+                        ));
+                    }
+                }
+            }
+            let quarantined = [
+                Directive::SpamLowAction,
+                Directive::SpamMediumAction,
+                Directive::SpamHighAction,
+                Directive::UnscoredAction,
+            ]
+            .into_iter()
+            .filter_map(|d| options.get(d))
+            .find(|s| matches!(s.value, Value::SpamAction(crate::SpamAction::Quarantine)));
+            let address = options
+                .get(Directive::SpamQuarantine)
+                .or_else(|| global.get(Directive::SpamQuarantine));
+            if let (Some(setting), None) = (quarantined, address) {
+                let msg = "a quarantine action needs Spam_Quarantine (the address quarantined mail goes to)".to_owned();
+                found.push((setting.at.clone(), ErrorKind::Incomplete(msg)));
             }
         }
         for (at, kind) in found {

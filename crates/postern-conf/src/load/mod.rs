@@ -51,6 +51,7 @@ enum At {
     Cluster,
     Auth(String),
     ReplyRule(usize),
+    Milter(String),
 }
 
 /// One file being read: its name for locations, its directory for paths.
@@ -139,6 +140,7 @@ impl Builder {
         self.check_cluster();
         self.check_http_listener();
         self.check_dkim();
+        self.check_milters();
         if self.errors.is_empty() {
             Ok(self.config)
         } else {

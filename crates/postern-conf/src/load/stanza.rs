@@ -9,7 +9,7 @@ use super::{At, Builder, File, Owner, normalize_host};
 use crate::error::{ErrorKind, Location};
 use crate::model::{
     Binding, BindingGroup, DkimStanza, DomainPattern, DomainSet, DomainStanza, HostStanza, Listen,
-    Listener, Options,
+    Listener, MilterStanza, Options,
 };
 use crate::route::parse_host_name;
 use crate::schema::Scope;
@@ -91,6 +91,18 @@ impl Builder {
             }
             Scope::BindingGroup => Some(self.enter_group(text.unwrap_or_default(), loc)),
             Scope::Binding => self.enter_binding(text.unwrap_or_default(), at, loc, label_loc),
+            Scope::Milter => {
+                let name = text.unwrap_or_default().to_owned();
+                self.config
+                    .milters
+                    .entry(name.clone())
+                    .or_insert_with(|| MilterStanza {
+                        name: name.clone(),
+                        at: loc.clone(),
+                        options: Options::default(),
+                    });
+                Some(At::Milter(name))
+            }
             Scope::Auth => {
                 let name = text.unwrap_or_default().to_owned();
                 self.auth_options
@@ -406,6 +418,7 @@ impl Builder {
             At::Cluster => self.config.cluster.as_mut(),
             At::Auth(name) => self.auth_options.get_mut(name).map(|(_, o)| o),
             At::ReplyRule(i) => self.rule_options.get_mut(*i).map(|(_, _, o)| o),
+            At::Milter(name) => self.config.milters.get_mut(name).map(|m| &mut m.options),
         }
     }
 }

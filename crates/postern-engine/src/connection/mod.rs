@@ -130,6 +130,7 @@ async fn run(
             body: &body,
             eight_bit: batch.message.eight_bit,
             smtputf8: batch.message.smtputf8,
+            xclient: batch.message.client.as_deref(),
         };
         let started = std::time::Instant::now();
         let result = session.send(&tx).await;

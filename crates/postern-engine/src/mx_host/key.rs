@@ -51,6 +51,7 @@ pub(crate) struct Profile {
     auth: Option<(AuthMech, String)>,
     auth_without_tls: bool,
     helo_name: String,
+    xclient: bool,
 }
 
 impl Profile {
@@ -70,6 +71,7 @@ impl Profile {
                 .map(|c| (c.mechanism, c.user.clone())),
             auth_without_tls: settings.auth_without_tls,
             helo_name: settings.helo_name.clone(),
+            xclient: settings.xclient,
         }
     }
 }

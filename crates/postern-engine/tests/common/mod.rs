@@ -106,6 +106,7 @@ pub(crate) fn message(id: u64, binding: &str, domain: &str, recipients: &[&str])
         attempts: 0,
         received: std::time::SystemTime::now(),
         not_before: None,
+        client: None,
     }
 }
 

@@ -105,6 +105,9 @@ pub struct ClientSettings {
     /// Keep a [`Step`] for everything said while connecting (for
     /// `postern verify-gateway`).
     pub trace: bool,
+    /// Send XCLIENT with each message's original client when the server
+    /// offers it (`Outbound_XCLIENT`, `xclient=yes`).
+    pub xclient: bool,
 }
 
 impl ClientSettings {
@@ -123,6 +126,7 @@ impl ClientSettings {
             bind: None,
             timeouts: Timeouts::default(),
             trace: false,
+            xclient: false,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::caps::Capabilities;
 use crate::command;
 use crate::reply::{Reply, ReplyParser};
 use crate::stream::Conn;
+use crate::xclient::Xclient;
 
 /// An open session, ready for a transaction.
 #[derive(Debug)]
@@ -274,6 +275,21 @@ impl Session {
             self.record(shown(line, phase), outcome, ok);
         }
         reply
+    }
+
+    /// Tells the server the original client (when it offers XCLIENT),
+    /// then says EHLO again; true when the server took it. A refused
+    /// XCLIENT leaves the session as it was.
+    pub(super) async fn xclient(&mut self, x: &Xclient) -> Result<bool, SessionError> {
+        let Some(offered) = self.caps.xclient.clone() else {
+            return Ok(false);
+        };
+        let reply = self.command(&x.command(&offered), Phase::Hello).await?;
+        if reply.code != 220 {
+            return Ok(false);
+        }
+        self.hello().await?;
+        Ok(true)
     }
 
     async fn hello(&mut self) -> Result<(), SessionError> {

@@ -6,6 +6,7 @@ use crate::body::DotStuffer;
 use crate::client::{Outcome, Phase, Protocol, Session, SessionError};
 use crate::command::{self, MailParams};
 use crate::reply::Reply;
+use crate::xclient::Xclient;
 
 /// A message to send.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +22,9 @@ pub struct Transaction<'a> {
     pub eight_bit: bool,
     /// An address is non-ASCII (`SMTPUTF8`).
     pub smtputf8: bool,
+    /// The original client, told with XCLIENT when the settings ask for it
+    /// and the server offers it.
+    pub xclient: Option<&'a Xclient>,
 }
 
 /// Bytes of body encoded per write.
@@ -44,7 +48,13 @@ impl Session {
             eight_bit: tx.eight_bit && self.caps.eight_bit_mime,
             smtputf8: tx.smtputf8,
         };
-        let rset = std::mem::replace(&mut self.used, true);
+        let mut rset = std::mem::replace(&mut self.used, true);
+        if let (Some(x), true) = (tx.xclient, self.settings.xclient)
+            && self.xclient(x).await?
+        {
+            // The server starts afresh after XCLIENT and EHLO.
+            rset = false;
+        }
         if !self.caps.pipelining {
             if rset {
                 check_rset(self.command(b"RSET\r\n", Phase::Rset).await?)?;

@@ -56,6 +56,10 @@ pub struct ServerSettings {
     /// Turns true when the server stops: a session waiting for a command
     /// with no transaction open gets `421 4.3.2` and is closed at once.
     pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// XCLIENT is offered (`XCLIENT ADDR NAME HELO PROTO`) and its
+    /// attributes are handed to [`Handler::xclient`]; for test servers
+    /// standing in for a primary mail server.
+    pub xclient: bool,
 }
 
 impl ServerSettings {
@@ -80,6 +84,7 @@ impl ServerSettings {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             shutdown: None,
+            xclient: false,
         }
     }
 }
@@ -143,6 +148,11 @@ pub trait Handler: Send {
     async fn data(&mut self, _envelope: &Envelope, _body: Vec<u8>) -> DataReply {
         DataReply::One(Reply::with_status(250, (2, 0, 0), "message accepted"))
     }
+
+    /// The attributes of an XCLIENT command (names upper-case, values
+    /// decoded), when [`ServerSettings::xclient`] offers it; the session
+    /// then greets again and waits for EHLO.
+    async fn xclient(&mut self, _attributes: Vec<(String, String)>) {}
 
     /// Whether `user` with `password` may authenticate.
     async fn auth(&mut self, _user: &str, _password: &str) -> bool {

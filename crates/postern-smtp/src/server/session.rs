@@ -166,6 +166,16 @@ impl<H: Handler> Session<'_, H> {
                 }
                 continue;
             }
+            if self.settings.xclient
+                && let Some(attributes) = crate::xclient::parse(&line)
+            {
+                self.envelope = None;
+                self.helo = None;
+                self.handler.xclient(attributes).await;
+                let greeting = reply(220, (2, 0, 0), &format!("{} ESMTP", self.settings.hostname));
+                self.push(&greeting);
+                continue;
+            }
             let request = match parse_command(&line) {
                 Ok(request) => request,
                 Err(r) => {
@@ -227,6 +237,9 @@ impl<H: Handler> Session<'_, H> {
             }
             if self.auth_offered() {
                 lines.push("AUTH PLAIN LOGIN".into());
+            }
+            if self.settings.xclient {
+                lines.push("XCLIENT ADDR NAME HELO PROTO".into());
             }
         }
         Reply {

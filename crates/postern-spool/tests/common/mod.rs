@@ -16,6 +16,7 @@ pub(crate) fn new_message(n: usize, domains: &[(&str, &[&str])]) -> NewMessage {
         binding: "default".into(),
         eight_bit: false,
         smtputf8: false,
+        client: None,
         body: Arc::from(
             format!("Message-ID: <{n}@test>\r\nSubject: {n}\r\n\r\nbody {n}\r\n").into_bytes(),
         ),

@@ -13,6 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 use postern_conf::LogTarget;
 use serde::Serialize;
 
+use super::scanning::ScanRecord;
+
 use super::time::rfc3339;
 
 /// Sends lines to the log thread.
@@ -49,6 +51,22 @@ pub(crate) struct Reception<'a> {
     pub(crate) dkim_domain: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) dkim_selector: Option<&'a str>,
+    /// What the content filters said and did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) scan: Option<&'a ScanRecord>,
+}
+
+/// A scanned message that was not stored: refused, tempfailed or
+/// discarded by a filter or by its spam level's action.
+#[derive(Debug, Serialize)]
+pub(crate) struct ScanRefusal<'a> {
+    pub(crate) message_id: &'a str,
+    pub(crate) sender: &'a str,
+    pub(crate) recipients: usize,
+    pub(crate) ip: IpAddr,
+    pub(crate) scan: &'a ScanRecord,
+    /// The reply the client got (`250` for a discarded message).
+    pub(crate) reply: String,
 }
 
 /// One recipient's outcome of one attempt: `delivery`,

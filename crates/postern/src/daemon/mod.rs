@@ -10,6 +10,7 @@ mod listener;
 mod log;
 mod outcomes;
 mod reception;
+mod scanning;
 mod spool;
 mod stats;
 mod time;

@@ -121,6 +121,7 @@ impl Outcomes for Recorder {
                 binding: b.binding.clone(),
                 eight_bit: false,
                 smtputf8: false,
+                client: None,
                 body,
                 entries: vec![(b.domain(), vec![b.recipient.clone()])],
                 completes: s.recipients().map(|r| (s.entry, r.to_owned())).collect(),

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use postern_engine::QueuedMessage;
+use postern_smtp::xclient::Xclient;
 use postern_spool::{NewMessage, SpoolError, Stored};
 
 use super::dkim::Signed;
 use super::inbound::{Prepared, by_domain};
 use super::listener::Shared;
 use super::log::{Hex, Reception};
+use super::scanning::ScanRecord;
 use super::spool::Verdict;
 use super::stats::{Rejection, Totals};
 
@@ -25,6 +27,11 @@ pub(crate) struct Incoming {
     pub(crate) prepared: Prepared,
     pub(crate) eight_bit: bool,
     pub(crate) smtputf8: bool,
+    /// The client, kept for XCLIENT towards next hops (when some route
+    /// asks for it).
+    pub(crate) origin: Option<Arc<Xclient>>,
+    /// What the content filters said, for the log.
+    pub(crate) scan: Option<ScanRecord>,
 }
 
 /// Where a message came from, for the reception log.
@@ -34,6 +41,16 @@ pub(crate) struct Client {
     pub(crate) tls: bool,
     /// `smtp` or `http`.
     pub(crate) protocol: &'static str,
+}
+
+/// The spool's record of a message's client.
+fn client_record(x: &Xclient) -> Box<postern_spool::ClientRecord> {
+    Box::new(postern_spool::ClientRecord {
+        addr: x.addr.to_string(),
+        name: x.name.clone().unwrap_or_default(),
+        helo: x.helo.clone(),
+        proto: x.proto.clone(),
+    })
 }
 
 /// Why new mail is refused before it is read.
@@ -110,6 +127,7 @@ impl Shared {
                 binding: incoming.binding.clone(),
                 eight_bit: incoming.eight_bit,
                 smtputf8: incoming.smtputf8,
+                client: incoming.origin.as_deref().map(client_record),
                 body: body.clone(),
                 entries: entries.clone(),
                 completes: Vec::new(),
@@ -188,6 +206,7 @@ impl Shared {
                 protocol: client.protocol,
                 dkim_domain: p.signed.as_ref().map(|s| s.domain.as_str()),
                 dkim_selector: p.signed.as_ref().map(|s| s.selector.as_str()),
+                scan: m.scan.as_ref(),
             },
         );
         for ((domain, recipients), entry) in p.entries.into_iter().zip(&stored.entries) {
@@ -205,6 +224,7 @@ impl Shared {
                 attempts: 0,
                 received,
                 not_before: None,
+                client: m.origin.clone(),
             });
         }
     }

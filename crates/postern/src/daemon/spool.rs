@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use postern_conf::{Config, Directive, Value};
 use postern_engine::{Body, BodyError, BodySource, Handle, QueuedMessage};
+use postern_smtp::xclient::Xclient;
 use postern_spool::{Bodies, Options, Recovered, Spool};
 
 pub(crate) fn dir(config: &Config) -> PathBuf {
@@ -61,6 +62,14 @@ impl BodySource for SpoolBodies {
 pub(crate) fn requeue(recovered: Vec<Recovered>, body: &Body, engine: &Handle) -> usize {
     let mut entries = 0;
     for m in recovered {
+        let client = m.client.as_ref().and_then(|c| {
+            Some(Arc::new(Xclient {
+                addr: c.addr.parse().ok()?,
+                name: Some(c.name.clone()).filter(|n| !n.is_empty()),
+                helo: c.helo.clone(),
+                proto: c.proto.clone(),
+            }))
+        });
         for e in m.entries {
             entries += 1;
             let not_before = (e.next_ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(e.next_ms));
@@ -78,6 +87,7 @@ pub(crate) fn requeue(recovered: Vec<Recovered>, body: &Body, engine: &Handle) -
                 attempts: e.attempts,
                 received: UNIX_EPOCH + Duration::from_millis(m.received_ms),
                 not_before,
+                client: client.clone(),
             });
         }
     }

@@ -111,6 +111,13 @@ impl Totals {
         for result in ["ok", "failed"] {
             metrics::counter!(m::MTA_STS_FETCHES, "result" => result).increment(0);
         }
+        for verdict in ["accept", "reject", "tempfail", "discard", "failed"] {
+            metrics::counter!(m::SCANS, "verdict" => verdict).increment(0);
+        }
+        for level in super::scanning::Level::ALL {
+            metrics::counter!(m::SPAM_LEVELS, "level" => level.as_str()).increment(0);
+        }
+        metrics::counter!(m::MILTER_FAILURES).increment(0);
         for mode in ["enforce", "testing"] {
             metrics::counter!(m::MTA_STS_POLICY_FAILURES, "mode" => mode).increment(0);
         }

@@ -253,6 +253,8 @@ async fn inject(
             eight_bit: !prepared.body.is_ascii(),
             smtputf8,
             prepared,
+            origin: None,
+            scan: None,
         });
     }
     let client = Client {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use postern_conf::{Config, Directive, Listen, Listener, Value};
+use postern_conf::{Config, Directive, Listen, Listener, RouteItem, Value};
 use postern_dns::Dns;
 use postern_engine::outbound::TlsCache;
 use postern_engine::{Body, Handle};
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use super::dkim::Signers;
 use super::log::DeliveryLog;
+use super::scanning::Filters;
 use super::spool::Pressure;
 use super::stats::Totals;
 
@@ -42,6 +43,11 @@ pub(crate) struct Shared {
     pub(crate) sessions: AtomicUsize,
     /// The `DKIM_Sign` stanzas' signers.
     pub(crate) dkim: Arc<Signers>,
+    /// The `Milter` stanzas.
+    pub(crate) filters: Filters,
+    /// Some route may tell its next hop the original client (XCLIENT):
+    /// messages keep theirs.
+    pub(crate) keep_client: bool,
     /// Sessions per client address.
     clients: accept::Clients,
     callouts: Mutex<HashMap<String, (Reply, Instant)>>,
@@ -62,6 +68,8 @@ impl Shared {
             body,
             pressure,
             totals,
+            filters: Filters::of(&config),
+            keep_client: wants_xclient(&config),
             hostname: config.hostname(),
             config,
             spool,
@@ -84,6 +92,24 @@ impl Shared {
 
 /// The spool's disk is full: `452 4.3.1` (RFC 3463), at `MAIL` or after
 /// the data.
+/// True when some scope sets `Outbound_XCLIENT` or a route says
+/// `xclient=yes`.
+fn wants_xclient(config: &Config) -> bool {
+    config.delivery_scopes().any(|options| {
+        let on = matches!(
+            options.get(Directive::OutboundXclient).map(|s| &s.value),
+            Some(Value::Bool(true))
+        );
+        let routed = match options.get(Directive::Routes).map(|s| &s.value) {
+            Some(Value::Routes(items)) => items
+                .iter()
+                .any(|i| matches!(i, RouteItem::Host(h) if h.xclient == Some(true))),
+            _ => false,
+        };
+        on || routed
+    })
+}
+
 fn storage_full() -> Reply {
     Reply::with_status(
         452,

@@ -6,16 +6,19 @@
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use postern_conf::{Directive, RecipientVerification, Value};
+use postern_conf::{Directive, DomainVerification, RecipientVerification, Value};
 use postern_dns::Dns;
 use postern_engine::outbound::client_settings;
 use postern_smtp::Reply;
 use postern_smtp::client::Session;
 use postern_smtp::server::{DataReply, Envelope, Handler};
+use postern_smtp::xclient::Xclient;
 
 use super::{Shared, storage_full, try_later};
 use crate::daemon::inbound::{prepare, unique};
+use crate::daemon::log::ScanRefusal;
 use crate::daemon::reception::{Client, Incoming, NotStored, Refused};
+use crate::daemon::scanning::{self, Scan};
 use crate::daemon::stats::{Rejection, Totals};
 use crate::daemon::time::rfc5322;
 
@@ -39,16 +42,82 @@ fn domain_of(address: &str) -> Option<String> {
 }
 
 impl Inbound {
+    /// A domain accepted from any client: listed in `Relay_Domains`, or,
+    /// with `Relay_Domain_Verification = all_but_specified`, not listed.
     fn relay_domain(&self, domain: &str) -> bool {
-        match self
-            .shared
-            .config
-            .global
-            .value_or_default(Directive::RelayDomains)
-        {
+        let global = &self.shared.config.global;
+        let listed = match global.value_or_default(Directive::RelayDomains) {
             Some(Value::Domains(list)) => list.iter().any(|d| d == domain),
             _ => false,
+        };
+        match global.value_or_default(Directive::RelayDomainVerification) {
+            Some(Value::DomainVerification(DomainVerification::AllButSpecified)) => !listed,
+            _ => listed,
         }
+    }
+
+    /// Runs the message through its content filters (if any); `Err` is
+    /// the client's answer when nothing is to be stored.
+    async fn scan(
+        &self,
+        envelope: &Envelope,
+        incoming: &mut Incoming,
+        id: &str,
+    ) -> Result<(), Reply> {
+        let config = &self.shared.config;
+        let options = envelope
+            .rcpt_to
+            .first()
+            .and_then(|r| domain_of(r))
+            .and_then(|d| config.effective(&incoming.binding, &d));
+        let chosen = scanning::chosen(options.as_ref(), self.relay_client);
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let scan = Scan {
+            envelope: postern_milter::Envelope {
+                client: envelope.peer,
+                client_name: None,
+                helo: &envelope.helo,
+                sender: &envelope.mail_from,
+                recipients: &envelope.rcpt_to,
+                hostname: &self.shared.hostname,
+                queue_id: id,
+            },
+            body: std::mem::take(&mut incoming.prepared.body),
+            options,
+        };
+        let (reply, record) = match self.shared.filters.scan(&chosen, scan).await {
+            scanning::Outcome::Accept {
+                body,
+                recipients,
+                record,
+            } => {
+                incoming.prepared.body = body;
+                if let Some(r) = recipients {
+                    incoming.recipients = r;
+                }
+                incoming.scan = Some(record);
+                return Ok(());
+            }
+            scanning::Outcome::Refuse(reply, record) => (reply, record),
+            scanning::Outcome::Discard(record) => {
+                let reply = Reply::with_status(250, (2, 0, 0), "message accepted");
+                (reply, record)
+            }
+        };
+        self.shared.log.write(
+            "scan",
+            &ScanRefusal {
+                message_id: &incoming.prepared.message_id,
+                sender: &envelope.mail_from,
+                recipients: envelope.rcpt_to.len(),
+                ip: envelope.peer.ip(),
+                scan: &record,
+                reply: reply.to_string(),
+            },
+        );
+        Err(reply)
     }
 
     /// `Recipient_Verification = callout`: ask the domain's route.
@@ -229,14 +298,27 @@ impl Handler for Inbound {
                 format!("binding \"{binding}\" named by X-Binding is not configured"),
             ));
         }
-        let incoming = Incoming {
+        let origin = self.shared.keep_client.then(|| {
+            Arc::new(Xclient {
+                addr: envelope.peer.ip(),
+                name: None,
+                helo: envelope.helo.clone(),
+                proto: "ESMTP".into(),
+            })
+        });
+        let mut incoming = Incoming {
             sender: envelope.mail_from.clone(),
             recipients: envelope.rcpt_to.clone(),
             binding,
             prepared,
             eight_bit: envelope.eight_bit,
             smtputf8: envelope.smtputf8,
+            origin,
+            scan: None,
         };
+        if let Err(reply) = self.scan(envelope, &mut incoming, &id).await {
+            return DataReply::One(reply);
+        }
         let client = Client {
             ip: envelope.peer.ip(),
             tls: envelope.tls,
