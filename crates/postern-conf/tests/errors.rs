@@ -318,3 +318,25 @@ fn reply_rules_need_a_match_and_an_effect_and_good_values() {
     let e = one("Domain example.com {\n  Reply_Rule x {\n  }\n}\n");
     assert!(e.starts_with("DIR/p.conf:2:3: "), "{e}");
 }
+
+#[test]
+fn milter_stanzas_and_spam_actions_are_checked() {
+    let e = errors(&[(
+        "p.conf",
+        "Milter rspamd { Timeout = 3 }\n\
+         Inbound_Milters = ( \"rspamd\" \"clamav\" )\n\
+         Domain example.com {\n  Spam_High_Action = quarantine\n}\n\
+         Milter other { Address = \"127.0.0.1:11332\" On_Failure = later }\n\
+         Spam_Low_Score = lots\n",
+    )]);
+    assert_eq!(
+        e,
+        [
+            "DIR/p.conf:6:57: invalid value for \"On_Failure\": \"later\" is not one of: tempfail, accept",
+            "DIR/p.conf:7:18: invalid value for \"Spam_Low_Score\": \"lots\" is not a score (a decimal number such as 7.5)",
+            "DIR/p.conf:1:1: Milter rspamd: Address is required",
+            "DIR/p.conf:2:1: invalid value for \"Inbound_Milters\": \"clamav\" names no Milter stanza",
+            "DIR/p.conf:4:3: a quarantine action needs Spam_Quarantine (the address quarantined mail goes to)",
+        ]
+    );
+}

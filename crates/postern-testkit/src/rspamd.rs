@@ -6,7 +6,7 @@
 //! The test configuration: `reject` at 15, `add_header` at 6, no
 //! greylisting; the milter adds `X-Spamd-Result` (the score) also for
 //! mail from loopback; DNS goes to a closed port, so that lookups fail at
-//! once; host name checks (`hfilter`) are off; and the symbol `POSTERN_TEST_MEDIUM` (score 9) fires on a
+//! once; host name checks (`hfilter`) are off; and the symbol `POSTERN_TEST_MEDIUM` (score 11) fires on a
 //! subject containing [`MEDIUM_SUBJECT`], so that a test can send a
 //! message of a known level.
 
@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A subject containing this scores 9 (between `add_header` and `reject`).
+/// A subject containing this scores 11 (between `add_header` and `reject`).
 pub const MEDIUM_SUBJECT: &str = "postern medium test";
 
 /// GTUBE: rspamd rejects a message containing it.
@@ -78,7 +78,7 @@ worker "rspamd_proxy" {{
         &format!(
             r#"rspamd_config:register_symbol({{
   name = 'POSTERN_TEST_MEDIUM',
-  score = 9.0,
+  score = 11.0,
   callback = function(task)
     local subject = task:get_subject()
     return subject ~= nil and subject:find('{MEDIUM_SUBJECT}', 1, true) ~= nil
