@@ -33,6 +33,11 @@ struct World {
 }
 
 fn world(ip: &str, policy: &str) -> World {
+    world_with(ip, policy, "mta-sts.example.com")
+}
+
+/// The same, the policy server's certificate issued for `cert_name`.
+fn world_with(ip: &str, policy: &str, cert_name: &str) -> World {
     let ip: IpAddr = ip.parse().unwrap();
     let dns = DnsServer::builder()
         .ttl(0)
@@ -47,7 +52,7 @@ fn world(ip: &str, policy: &str) -> World {
     let ca = TestCa::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca_path = ca.write_ca(dir.path()).unwrap();
-    let tls = ca.issue(&["mta-sts.example.com"]).unwrap();
+    let tls = ca.issue(&[cert_name]).unwrap();
     let policy = PolicyServer::start(ip, tls.server_config().unwrap(), policy).unwrap();
     World {
         dns,
@@ -77,6 +82,17 @@ impl World {
                 negative_min_ttl: Duration::ZERO,
                 ..CachePolicy::default()
             })
+    }
+}
+
+impl World {
+    /// The table of example.com with `body` added to the configuration,
+    /// built by a fresh resolver.
+    async fn table(&self, body: &str) -> Result<RouteTable, RouteError> {
+        let config = self.config(body);
+        self.resolver(&config)
+            .route_table(&config, "default", "example.com")
+            .await
     }
 }
 
@@ -131,12 +147,7 @@ async fn enforce_naming_no_mx_host_waits_with_4_7_5() {
         "127.44.0.2",
         "version: STSv1\nmode: enforce\nmx: *.elsewhere.net\nmax_age: 600\n",
     );
-    let config = w.config("");
-    let err = w
-        .resolver(&config)
-        .route_table(&config, "default", "example.com")
-        .await
-        .unwrap_err();
+    let err = w.table("").await.unwrap_err();
     assert!(matches!(err, RouteError::MtaSts { .. }), "{err}");
     assert_eq!(err.status(), (451, "4.7.5"));
     assert!(!err.is_permanent());
@@ -149,12 +160,7 @@ async fn testing_mode_keeps_every_mx_host_and_names_the_unnamed() {
         "127.44.0.3",
         "version: STSv1\nmode: testing\nmx: mx1.example.com\nmax_age: 600\n",
     );
-    let config = w.config("TLS = ifavailable");
-    let t = w
-        .resolver(&config)
-        .route_table(&config, "default", "example.com")
-        .await
-        .unwrap();
+    let t = w.table("TLS = ifavailable").await.unwrap();
     assert_eq!(names(&t), ["mx1.example.com", "mx2.other.net"]);
     assert!(t.entries().all(|(_, e)| e.tls == TlsMode::IfAvailable));
     let sts = t.mta_sts.as_ref().unwrap();
@@ -241,30 +247,8 @@ async fn a_failed_fetch_keeps_the_cached_policy_else_delivers_without_one() {
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_a_failed_fetch() {
-    let ip: IpAddr = "127.44.0.6".parse().unwrap();
-    let dns = DnsServer::builder()
-        .mx("example.com", 10, "mx1.example.com")
-        .a("mx1.example.com", "127.0.0.2".parse().unwrap())
-        .txt("_mta-sts.example.com", "v=STSv1; id=one")
-        .addr("mta-sts.example.com", ip)
-        .start()
-        .unwrap();
-    let ca = TestCa::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = ca.write_ca(dir.path()).unwrap();
-    let wrong = ca.issue(&["www.example.com"]).unwrap();
-    let policy = PolicyServer::start(ip, wrong.server_config().unwrap(), ENFORCE).unwrap();
-    let text = format!(
-        "Resolver {{ Nameservers = ( \"{}\" ) Timeout = 2 }}\nTLS_CA = \"{}\"\n",
-        dns.addr(),
-        ca_path.display()
-    );
-    let config = Config::from_text(&text, Path::new("sts.conf")).unwrap();
-    let t = Dns::from_config(&config)
-        .unwrap()
-        .route_table(&config, "default", "example.com")
-        .await
-        .unwrap();
+    let w = world_with("127.44.0.6", ENFORCE, "www.example.com");
+    let t = w.table("").await.unwrap();
     assert!(t.mta_sts.is_none());
     let note = t
         .left_out
@@ -272,25 +256,21 @@ async fn a_certificate_for_another_name_is_a_failed_fetch() {
         .find(|l| l.what.starts_with("MTA-STS"))
         .unwrap();
     assert!(note.why.contains("TLS"), "{note:?}");
-    assert_eq!(policy.requests(), 0);
+    assert_eq!(w.policy.requests(), 0);
 }
 
 #[tokio::test]
 async fn off_or_through_a_gateway_no_policy_is_asked_for() {
     let w = world("127.44.0.7", ENFORCE);
-    let config = w.config(r#"Domain "example.com" { MTA_STS = false }"#);
     let t = w
-        .resolver(&config)
-        .route_table(&config, "default", "example.com")
+        .table(r#"Domain "example.com" { MTA_STS = false }"#)
         .await
         .unwrap();
     assert_eq!(names(&t), ["mx1.example.com", "mx2.other.net"]);
     assert!(t.mta_sts.is_none());
 
-    let config = w.config(r#"Domain "example.com" { Gateway = "mx2.other.net" }"#);
     let t = w
-        .resolver(&config)
-        .route_table(&config, "default", "example.com")
+        .table(r#"Domain "example.com" { Gateway = "mx2.other.net" }"#)
         .await
         .unwrap();
     assert_eq!(names(&t), ["mx2.other.net"]);

@@ -11,6 +11,9 @@ use crate::message::Message;
 use crate::verdict::{Decision, Verdict};
 use crate::wire::{CHUNK, Command, MAX_PACKET, Response, VERSION, actions, protocol};
 
+/// The most body a filter may send back in place of the message's.
+const MAX_CHANGES: usize = 64 << 20;
+
 /// What the filter is told about the message.
 #[derive(Debug, Clone)]
 pub struct Envelope<'a> {
@@ -269,8 +272,18 @@ async fn run(s: &mut Session, e: &Envelope<'_>, message: &Message) -> Result<Ver
     }
     s.send(&Command::EndOfBody).await?;
     let mut verdict = Verdict::default();
+    let mut changed = 0usize;
     loop {
-        match s.read().await? {
+        let reply = s.read().await?;
+        if let Response::ReplaceBody(chunk) = &reply {
+            changed += chunk.len();
+            if changed > MAX_CHANGES {
+                return Err(ScanError::Protocol(format!(
+                    "a replaced body of more than {MAX_CHANGES} bytes"
+                )));
+            }
+        }
+        match reply {
             Response::Continue | Response::Accept => break,
             Response::Reject => return Ok(verdict.with(Decision::Reject(None))),
             Response::Tempfail => return Ok(verdict.with(Decision::Tempfail(None))),
