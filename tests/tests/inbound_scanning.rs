@@ -180,6 +180,64 @@ fn rspamd_refuses_gtube_forwards_clean_mail_prefixes_medium_and_on_failure_decid
 }
 
 #[test]
+fn quarantined_mail_goes_to_the_quarantine_mailbox_instead() {
+    let rspamd = RspamdServer::start_quarantining().unwrap();
+    let primary = Sink::builder().start().unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let body = format!(
+        "Relay_Domains = ( \"inbound.test\" )\n\
+         Gateway = \"{primary}\"\n\
+         Milter \"rspamd\" {{ Address = \"{rspamd}\" }}\n\
+         Inbound_Milters = ( \"rspamd\" )\n\
+         Spam_Medium_Action = quarantine\n\
+         Spam_Quarantine = \"quarantine@inbound.test\"\n",
+        primary = primary.addr(),
+        rspamd = rspamd.addr(),
+    );
+    let setup = Setup::new(&dns, &body);
+    let daemon = setup.start();
+    let port = setup.listen.port();
+
+    // rspamd asks for quarantine (instead of its reject); the medium
+    // level's action is quarantine.
+    let held = inject(mail(
+        port,
+        "bob@inbound.test",
+        "hello",
+        &format!("Here:\r\n{GTUBE}"),
+    ));
+    assert_eq!(codes(&held), [250], "{held:?}");
+    let medium = inject(mail(port, "carol@inbound.test", MEDIUM_SUBJECT, "Buy now."));
+    assert_eq!(codes(&medium), [250], "{medium:?}");
+    wait_until(Duration::from_secs(30), "both quarantined", || {
+        primary.message_count() == 2
+    });
+    for m in primary.messages() {
+        assert_eq!(m.rcpt_to, ["quarantine@inbound.test"]);
+    }
+    let log = setup.log();
+    let receptions = events(&log, "reception");
+    let verdicts: Vec<(&Value, &Value)> = receptions
+        .iter()
+        .map(|r| (&r["scan"]["verdict"], &r["scan"]["action"]))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (&json!("quarantine"), &json!("quarantine")),
+            (&json!("accept"), &json!("quarantine"))
+        ]
+    );
+    let gtube_copy = primary
+        .messages()
+        .into_iter()
+        .find(|m| String::from_utf8_lossy(&m.body).contains(GTUBE))
+        .unwrap();
+    assert!(header(&gtube_copy.body, "X-Quarantine-Reason").is_some());
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
 fn xclient_goes_only_to_a_next_hop_that_offers_it_and_all_but_specified_relays() {
     let offers = Sink::builder().xclient().start().unwrap();
     let plain = Sink::builder().start().unwrap();

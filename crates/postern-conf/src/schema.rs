@@ -421,7 +421,7 @@ directives! {
     SpamSubjectPrefix "Spam_Subject_Prefix" Text [Global Domain] V("[SPAM]"), Scanning,
         "Postern. What the `prefix` action puts before the subject (with a space).";
     SpamQuarantine "Spam_Quarantine" Text [Global Domain] NoDefault, Scanning,
-        "Postern. The address the `quarantine` action delivers to (its domain's route applies: a quarantine mailbox). Required where an action is `quarantine`.";
+        "Postern. The address the `quarantine` action delivers to (its domain's route applies: a quarantine mailbox), also when a filter asks for quarantine (without it, such a message is refused with `550 5.7.1`). Required where an action is `quarantine`.";
     ClusterRedis "Redis" Text [Cluster] NoDefault, Cluster,
         "Postern. The Redis server the nodes share limits through: `redis://[:PASSWORD@]HOST[:PORT][/DB]` (required in a `Cluster` stanza). With a `Cluster` stanza, every `Host` stanza's `Max_Outbound_Connections` and every `Outbound_Throttle_*` counts the whole cluster: a node takes a lease per connection (not per message) and takes throttle tokens from one shared bucket per setting. When Redis does not answer within 250 ms, each node falls back to its share of each limit (the limit divided by the live nodes last seen, at least 1) and keeps delivering.";
     ClusterNodeName "Node_Name" Text [Cluster] Computed("`Hostname`"), Cluster,

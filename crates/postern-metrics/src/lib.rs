@@ -130,7 +130,7 @@ catalogue! {
     UPTIME "postern_uptime_seconds" Gauge [] []
         "Seconds since the daemon started.";
     SCANS "postern_scans_total" Counter ["verdict"] []
-        "Messages scanned by content filters (Milter stanzas), by verdict: accept, reject, tempfail, discard, failed (a filter could not be asked and On_Failure tempfailed the message).";
+        "Messages scanned by content filters (Milter stanzas), by verdict: accept, quarantine (a filter asked for it), reject, tempfail, discard, failed (a filter could not be asked and On_Failure tempfailed the message).";
     SPAM_LEVELS "postern_spam_levels_total" Counter ["level"] []
         "Scanned messages by spam level: none, low, medium, high, unscored.";
     MILTER_FAILURES "postern_milter_failures_total" Counter [] []

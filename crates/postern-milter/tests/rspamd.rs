@@ -92,3 +92,16 @@ async fn rspamd_refuses_gtube_scores_the_rest_and_its_absence_is_an_error() {
     let gone = ask(addr, &message("x", "y")).await;
     assert!(matches!(gone, Err(ScanError::Io(_))), "{gone:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rspamd_asks_to_quarantine_what_it_would_reject_when_told_to() {
+    let rspamd = RspamdServer::start_quarantining().unwrap();
+    let held = ask(
+        rspamd.addr(),
+        &message("hello", &format!("Here it is:\r\n{GTUBE}\r\n")),
+    )
+    .await
+    .unwrap();
+    assert!(held.quarantine.is_some(), "{held:?}");
+    assert!(!matches!(held.decision, Decision::Reject(_)), "{held:?}");
+}

@@ -36,7 +36,7 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-fn config(dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
+fn config(dir: &Path, addr: SocketAddr, quarantine: bool) -> std::io::Result<()> {
     write(
         &dir.join("rspamd.conf"),
         &format!(
@@ -56,6 +56,7 @@ worker "rspamd_proxy" {{
     count = 1;
     spam_header = "X-Spam";
     reject_message = "Spam message rejected";
+    quarantine_on_reject = {quarantine};
 }}
 "#
         ),
@@ -97,13 +98,23 @@ impl RspamdServer {
     /// Starts rspamd on a free port of 127.0.0.1 and waits (up to 90 s:
     /// it compiles its rules first) until the milter port accepts.
     pub fn start() -> std::io::Result<RspamdServer> {
+        Self::start_with(false)
+    }
+
+    /// The same, but asking the MTA to quarantine what it would reject
+    /// (`quarantine_on_reject`).
+    pub fn start_quarantining() -> std::io::Result<RspamdServer> {
+        Self::start_with(true)
+    }
+
+    fn start_with(quarantine: bool) -> std::io::Result<RspamdServer> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut server = RspamdServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: tempfile::tempdir()?,
             child: None,
         };
-        config(server.dir.path(), server.addr)?;
+        config(server.dir.path(), server.addr, quarantine)?;
         server.restart()?;
         Ok(server)
     }

@@ -90,8 +90,9 @@ impl Level {
 pub(crate) struct ScanRecord {
     /// The filters asked, in order, comma-separated.
     pub(crate) scanner: String,
-    /// `accept`, `reject`, `tempfail`, `discard`, or `failed` (a filter
-    /// could not be asked and its `On_Failure` tempfailed the message).
+    /// `accept`, `quarantine` (a filter asked for it), `reject`,
+    /// `tempfail`, `discard`, or `failed` (a filter could not be asked and
+    /// its `On_Failure` tempfailed the message).
     pub(crate) verdict: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) score: Option<f64>,
@@ -158,6 +159,7 @@ impl Filters {
     pub(crate) async fn scan(&self, chosen: &[String], scan: Scan<'_>) -> Outcome {
         let mut message = Message::parse(&scan.body);
         let mut score: Option<f64> = None;
+        let mut quarantined: Option<String> = None;
         let scanner = chosen.join(",");
         for name in chosen {
             let Some(filter) = self.0.get(name) else {
@@ -191,6 +193,9 @@ impl Filters {
             };
             verdict.apply(&mut message);
             score = verdict.score().or(score);
+            if let Some(reason) = &verdict.quarantine {
+                quarantined = Some(reason.clone());
+            }
             let decided = |action: &'static str| ScanRecord {
                 scanner: filter.name.clone(),
                 verdict: verdict.decision.as_str(),
@@ -219,11 +224,18 @@ impl Filters {
         }
         let policy = Policy::of(scan.options.as_ref());
         let level = policy.level(score);
-        let action = policy.action(level);
-        count("accept", level);
+        // A filter's quarantine request wins over the level's action.
+        let (verdict, action) = match &quarantined {
+            Some(reason) => {
+                message.add_header("X-Quarantine-Reason", reason);
+                ("quarantine", SpamAction::Quarantine)
+            }
+            None => ("accept", policy.action(level)),
+        };
+        count(verdict, level);
         let record = ScanRecord {
             scanner,
-            verdict: "accept",
+            verdict,
             score,
             level,
             action: action.as_str(),
@@ -335,7 +347,14 @@ impl Policy {
             }
             SpamAction::Quarantine => {
                 mark(&mut message);
-                recipients = self.quarantine.clone().map(|q| vec![q]);
+                let Some(address) = self.quarantine.clone() else {
+                    // Only a filter's request gets here: the configuration
+                    // check asks for the address of a quarantine action.
+                    let text =
+                        "message quarantined by the content filter, and no Spam_Quarantine is set";
+                    return Outcome::Refuse(Reply::with_status(550, (5, 7, 1), text), record);
+                };
+                recipients = Some(vec![address]);
             }
             SpamAction::Refuse => {
                 let text = match score {

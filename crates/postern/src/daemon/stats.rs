@@ -111,7 +111,14 @@ impl Totals {
         for result in ["ok", "failed"] {
             metrics::counter!(m::MTA_STS_FETCHES, "result" => result).increment(0);
         }
-        for verdict in ["accept", "reject", "tempfail", "discard", "failed"] {
+        for verdict in [
+            "accept",
+            "quarantine",
+            "reject",
+            "tempfail",
+            "discard",
+            "failed",
+        ] {
             metrics::counter!(m::SCANS, "verdict" => verdict).increment(0);
         }
         for level in super::scanning::Level::ALL {
