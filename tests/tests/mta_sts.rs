@@ -165,10 +165,12 @@ fn unnamed_mx_or_wrong_certificate_waits_and_testing_mode_delivers() {
         .mx("nomatch.test", 10, "mx.unnamed.test")
         .mx("testing.test", 10, "mx.unnamed.test")
         .mx("badcert.test", 10, "mx.badcert.test")
+        .mx("testing2.test", 10, "mx.badcert.test")
         .a("mx.unnamed.test", "127.45.2.3".parse().unwrap())
         .a("mx.badcert.test", "127.45.2.4".parse().unwrap());
     let zone = publish(zone, "nomatch.test", "n1", ip(net, 11));
     let zone = publish(zone, "testing.test", "t1", ip(net, 12));
+    let zone = publish(zone, "testing2.test", "t2", ip(net, 14));
     let dns = publish(zone, "badcert.test", "b1", ip(net, 13))
         .start()
         .unwrap();
@@ -187,6 +189,12 @@ fn unnamed_mx_or_wrong_certificate_waits_and_testing_mode_delivers() {
         ),
         policy_server(
             &ca,
+            "testing2.test",
+            ip(net, 14),
+            &policy("testing", "mx.badcert.test"),
+        ),
+        policy_server(
+            &ca,
             "badcert.test",
             ip(net, 13),
             &policy("enforce", "mx.badcert.test"),
@@ -201,9 +209,10 @@ fn unnamed_mx_or_wrong_certificate_waits_and_testing_mode_delivers() {
     send(&setup, "a@nomatch.test");
     send(&setup, "a@badcert.test");
     send(&setup, "a@testing.test");
+    send(&setup, "a@testing2.test");
 
     wait_until(Duration::from_secs(30), "testing mode delivers", || {
-        unnamed.message_count() == 1
+        unnamed.message_count() == 1 && badcert.message_count() == 1
     });
     wait_until(
         Duration::from_secs(30),
@@ -222,6 +231,16 @@ fn unnamed_mx_or_wrong_certificate_waits_and_testing_mode_delivers() {
     assert_eq!(testing[0]["mta_sts"], "testing");
     assert_eq!(testing[0]["mta_sts_id"], "t1");
     assert_eq!(testing[0]["mta_sts_unnamed"], true);
+    assert!(
+        testing[0].get("mta_sts_tls").is_none(),
+        "a valid certificate"
+    );
+    // Testing mode over TLS whose certificate names another host:
+    // delivered, and what enforce would have refused is logged.
+    let testing2 = records(&log, "delivery", "testing2.test");
+    assert_eq!(testing2.len(), 1);
+    let problem = testing2[0]["mta_sts_tls"].as_str().unwrap();
+    assert!(problem.contains("certificate"), "{problem}");
 
     let nomatch = records(&log, "transient_failure", "nomatch.test");
     assert_eq!(nomatch[0]["code"], 451);
@@ -242,7 +261,8 @@ fn unnamed_mx_or_wrong_certificate_waits_and_testing_mode_delivers() {
         bad[0]
     );
     assert_eq!(bad[0]["mta_sts"], "enforce");
-    assert_eq!(badcert.message_count(), 0);
+    // Only the testing-mode domain's message reached the bad certificate.
+    assert_eq!(badcert.messages()[0].rcpt_to, ["a@testing2.test"]);
     // Only the testing domain's message reached the unnamed MX.
     assert_eq!(unnamed.message_count(), 1);
     assert!(records(&log, "delivery", "nomatch.test").is_empty());

@@ -585,6 +585,8 @@ impl Dns {
             left_out.extend(resolved.left_out);
             // An enforced policy: TLS required, the certificate verified
             // for the MX name (RFC 8461 4.2).
+            let sts_testing =
+                matches!(&resolved.mta_sts, Some(sts) if sts.policy.mode == StsMode::Testing);
             let (tls, tls_verify) = match &resolved.mta_sts {
                 Some(sts) if sts.policy.mode == StsMode::Enforce => {
                     (TlsMode::Required, TlsVerify::Host)
@@ -624,6 +626,7 @@ impl Dns {
                         host_limit: host_limit(config, binding, &found.name, ip),
                         via: via.clone(),
                         xclient: spec.xclient,
+                        sts_testing,
                     };
                     entries.push((level, entry));
                 }

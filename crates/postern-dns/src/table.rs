@@ -83,6 +83,9 @@ pub struct RouteEntry {
     /// Tell it each message's original client with XCLIENT when it offers
     /// it (the route's `xclient=`, else `Outbound_XCLIENT`).
     pub xclient: bool,
+    /// An MX host under an MTA-STS policy in `testing` mode: its sessions'
+    /// TLS is checked as `enforce` would, and a failure only reported.
+    pub sts_testing: bool,
 }
 
 /// Hosts of one preference level; they share connections evenly.

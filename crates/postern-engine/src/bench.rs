@@ -75,6 +75,7 @@ impl Plane {
             host_limit: None,
             via: "bench".into(),
             xclient: false,
+            sts_testing: false,
         };
         let table = RouteTable {
             binding: "default".into(),
@@ -155,7 +156,11 @@ impl Plane {
             delivered += 1;
             let ok = Outcome::Delivered(Reply::with_status(250, (2, 0, 0), "ok"));
             let outcomes = vec![ok; batch.recipients.len()];
-            let finished = Finished { batch, outcomes };
+            let finished = Finished {
+                batch,
+                outcomes,
+                tls_problem: None,
+            };
             let answer = self.core.want_work(conn, Some(finished), false);
             self.answer(conn, answer, &mut carrying);
             self.touched.extend(self.hosts.get(&conn).copied());

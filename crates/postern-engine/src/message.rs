@@ -91,6 +91,9 @@ pub struct HostInfo {
     pub name: String,
     /// Its address and port.
     pub addr: SocketAddr,
+    /// Under an MTA-STS policy in `testing` mode: why the session's TLS
+    /// would have failed `enforce` (no TLS, or its certificate).
+    pub tls_problem: Option<Arc<str>>,
 }
 
 /// The outcome of one attempt for one recipient. Delivered and permanent

@@ -2,6 +2,8 @@
 //! scheduler, and what a connection tells its MX host (through the
 //! scheduler, which keeps every host and domain on one consistent view).
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
@@ -26,6 +28,9 @@ pub(crate) struct Connected {
 pub(crate) struct Finished {
     pub(crate) batch: Batch,
     pub(crate) outcomes: Vec<Outcome>,
+    /// Why the session's TLS would fail an enforced MTA-STS policy (the
+    /// host is under a `testing` one).
+    pub(crate) tls_problem: Option<Arc<str>>,
 }
 
 /// "These are my outcomes (if any); give me the next batch." `None` back

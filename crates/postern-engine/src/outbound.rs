@@ -69,6 +69,7 @@ fn credentials(
 #[derive(Debug, Default)]
 pub struct TlsCache {
     configs: HashMap<(TlsVerify, Option<PathBuf>), Arc<rustls::ClientConfig>>,
+    checks: HashMap<Option<PathBuf>, Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
 impl TlsCache {
@@ -84,6 +85,21 @@ impl TlsCache {
             postern_smtp::tls::client_config(verify, ca.as_deref()).map_err(|e| e.to_string())?;
         self.configs.insert((verify, ca), config.clone());
         Ok(config)
+    }
+
+    /// The verifier that checks a session's certificate after the fact
+    /// (an MTA-STS policy in `testing` mode), per CA file.
+    fn check(
+        &mut self,
+        ca: Option<PathBuf>,
+    ) -> Result<Arc<rustls::client::WebPkiServerVerifier>, String> {
+        if let Some(v) = self.checks.get(&ca) {
+            return Ok(v.clone());
+        }
+        let verifier =
+            postern_smtp::tls::chain_verifier(ca.as_deref()).map_err(|e| e.to_string())?;
+        self.checks.insert(ca, verifier.clone());
+        Ok(verifier)
     }
 }
 
@@ -105,6 +121,11 @@ pub fn client_settings(
         Value::Path(p) => Some(p.clone()),
         _ => None,
     });
+    let tls_check = if entry.sts_testing {
+        Some(tls.check(ca.clone())?)
+    } else {
+        None
+    };
     let tls_config = tls.get(entry.tls_verify, ca)?;
     let auth = entry
         .auth
@@ -119,6 +140,7 @@ pub fn client_settings(
     settings.auth = auth;
     settings.auth_without_tls = entry.plaintext_auth;
     settings.xclient = entry.xclient;
+    settings.tls_check = tls_check;
     settings.bind = eff.pick(Directive::BindAddress, |v| match v {
         Value::Ip(ip) => Some(*ip),
         _ => None,

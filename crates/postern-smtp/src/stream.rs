@@ -114,6 +114,16 @@ impl Conn {
         matches!(self.stream, Stream::Client(_) | Stream::Server(_))
     }
 
+    /// The server's certificates, on a client TLS connection.
+    pub(crate) fn peer_certificates(
+        &self,
+    ) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match &self.stream {
+            Stream::Client(s) => s.get_ref().1.peer_certificates(),
+            _ => None,
+        }
+    }
+
     /// The TLS version and cipher suite, for a person reading a trace.
     pub(crate) fn tls_description(&self) -> String {
         let (version, suite) = match &self.stream {

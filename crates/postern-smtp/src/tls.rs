@@ -132,11 +132,7 @@ pub fn client_config(
     let provider = provider();
     let chain = match verify {
         TlsVerify::No => None,
-        TlsVerify::Ca | TlsVerify::Host => Some(
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
-                .build()
-                .map_err(err)?,
-        ),
+        TlsVerify::Ca | TlsVerify::Host => Some(chain_verifier(ca)?),
     };
     let verifier = Arc::new(Verifier {
         chain,
@@ -150,6 +146,15 @@ pub fn client_config(
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// A verifier of trusted chains naming the host (roots from `ca`, or the
+/// system's), for checking a session's certificate after the fact
+/// ([`ClientSettings::tls_check`](crate::client::ClientSettings)).
+pub fn chain_verifier(ca: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, TlsConfigError> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+        .build()
+        .map_err(err)
 }
 
 /// The listener's configuration from PEM text: the certificate chain and

@@ -94,6 +94,11 @@ async fn run(
         Err(e) => return guard.end(refused(&e)),
     };
     guard.link.connected.do_send(Connected { id: guard.id });
+    let tls_problem: Option<Arc<str>> = session.tls_check().map(|why| {
+        tracing::warn!(host = %settings.server_name, %addr, problem = %why, "MTA-STS testing: an enforced policy would refuse this session");
+        metrics::counter!(postern_metrics::MTA_STS_POLICY_FAILURES, "mode" => "testing").increment(1);
+        Arc::from(why)
+    });
     let mut sent = 0u64;
     let mut finished = None;
     loop {
@@ -139,7 +144,13 @@ async fn run(
             return;
         };
         match result {
-            Ok(outcomes) => finished = Some(Finished { batch, outcomes }),
+            Ok(outcomes) => {
+                finished = Some(Finished {
+                    batch,
+                    outcomes,
+                    tls_problem: tls_problem.clone(),
+                });
+            }
             Err(e) => return guard.end(broken(e, batch, sent > 0)),
         }
         sent += 1;
@@ -164,5 +175,9 @@ fn unreadable(batch: Batch, e: &BodyError) -> Finished {
         )),
     };
     let outcomes = vec![outcome; batch.recipients.len()];
-    Finished { batch, outcomes }
+    Finished {
+        batch,
+        outcomes,
+        tls_problem: None,
+    }
 }

@@ -52,6 +52,7 @@ pub(crate) struct Profile {
     auth_without_tls: bool,
     helo_name: String,
     xclient: bool,
+    tls_check: bool,
 }
 
 impl Profile {
@@ -72,6 +73,7 @@ impl Profile {
             auth_without_tls: settings.auth_without_tls,
             helo_name: settings.helo_name.clone(),
             xclient: settings.xclient,
+            tls_check: settings.tls_check.is_some(),
         }
     }
 }

@@ -23,6 +23,7 @@ impl Core {
         self.host(h).map(|x| HostInfo {
             name: x.name().to_owned(),
             addr: x.key.addr,
+            tls_problem: None,
         })
     }
 
@@ -120,7 +121,10 @@ impl Core {
     /// reported, transient ones retried, and recipients whose reply asks
     /// to slow down or to hold the queue go back without an attempt.
     fn finished(&mut self, d: DomainId, h: HostId, conn: ConnId, f: Finished, now: Instant) {
-        let host = self.host_info(h);
+        let host = self.host_info(h).map(|mut x| {
+            x.tls_problem = f.tls_problem;
+            x
+        });
         let batch = f.batch;
         let mut failed = Vec::new();
         let mut later: Vec<(Reply, Vec<String>)> = Vec::new();

@@ -108,6 +108,10 @@ pub struct ClientSettings {
     /// Send XCLIENT with each message's original client when the server
     /// offers it (`Outbound_XCLIENT`, `xclient=yes`).
     pub xclient: bool,
+    /// Check, without acting on it, whether the session's TLS would satisfy
+    /// a policy demanding a trusted certificate for `server_name` (an
+    /// MTA-STS policy in `testing` mode): [`Session::tls_check`].
+    pub tls_check: Option<Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
 impl ClientSettings {
@@ -127,6 +131,7 @@ impl ClientSettings {
             timeouts: Timeouts::default(),
             trace: false,
             xclient: false,
+            tls_check: None,
         }
     }
 }

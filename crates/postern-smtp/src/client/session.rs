@@ -12,6 +12,7 @@ use crate::command;
 use crate::reply::{Reply, ReplyParser};
 use crate::stream::Conn;
 use crate::xclient::Xclient;
+use rustls::client::danger::ServerCertVerifier;
 
 /// An open session, ready for a transaction.
 #[derive(Debug)]
@@ -194,6 +195,26 @@ impl Session {
     /// True when the session is encrypted.
     pub fn is_tls(&self) -> bool {
         self.conn.is_tls()
+    }
+
+    /// With [`ClientSettings::tls_check`]: why this session would not do
+    /// for a policy that demands TLS with a trusted certificate for the
+    /// host's name (no TLS, or the certificate's fault); `None` when it
+    /// would, or when no check was asked for.
+    pub fn tls_check(&self) -> Option<String> {
+        let verifier = self.settings.tls_check.as_ref()?;
+        let Some((cert, chain)) = self.conn.peer_certificates().and_then(|c| c.split_first())
+        else {
+            return Some("no TLS".into());
+        };
+        let name = match crate::tls::server_name(&self.settings.server_name) {
+            Ok(n) => n,
+            Err(e) => return Some(e.to_string()),
+        };
+        verifier
+            .verify_server_cert(cert, chain, &name, &[], rustls::pki_types::UnixTime::now())
+            .err()
+            .map(|e| format!("TLS certificate: {e}"))
     }
 
     /// The user AUTH succeeded for.

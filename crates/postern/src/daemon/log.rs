@@ -102,6 +102,9 @@ pub(crate) struct Attempt<'a> {
     /// `enforce` would not have used it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) mta_sts_unnamed: bool,
+    /// `testing` mode: why the session's TLS would have failed `enforce`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) mta_sts_tls: Option<&'a str>,
 }
 
 /// A bounce stored and queued, or lost.

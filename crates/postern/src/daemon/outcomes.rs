@@ -66,6 +66,7 @@ impl Outcomes for Recorder {
                 .mta_sts
                 .as_ref()
                 .is_some_and(|p| r.host.as_ref().is_some_and(|h| p.unnamed.contains(&h.name))),
+            mta_sts_tls: r.host.as_ref().and_then(|h| h.tls_problem.as_deref()),
         };
         self.log.write(event, &record);
         match &r.outcome {
