@@ -138,7 +138,7 @@ catalogue! {
     MTA_STS_FETCHES "postern_mta_sts_fetches_total" Counter ["result"] []
         "MTA-STS policy fetches (https://mta-sts.DOMAIN/.well-known/mta-sts.txt), by result: ok, failed.";
     MTA_STS_POLICY_FAILURES "postern_mta_sts_policy_failures_total" Counter ["mode"] []
-        "Routing tables built while a domain's MTA-STS policy did not name all of its MX hosts, by mode: enforce (those hosts left out), testing (used, and logged).";
+        "MTA-STS policy failures, by mode: enforce (a routing table built while the policy did not name every MX host; those hosts left out), testing (such a table, or a session whose TLS enforce would refuse; used, and logged).";
     DKIM_SIGNATURES "postern_dkim_signatures_total" Counter ["algorithm"] []
         "DKIM signatures made at reception, by algorithm: rsa-sha256, ed25519-sha256.";
     DKIM_FAILURES "postern_dkim_failures_total" Counter [] []
