@@ -17,7 +17,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Setup, codes, inject, wait_until};
+use common::{Setup, codes, fixture, free_addr, inject, wait_until};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::rspamd::{GTUBE, MEDIUM_SUBJECT, RspamdServer};
 use postern_testkit::sink::Sink;
@@ -59,6 +59,7 @@ fn events<'a>(log: &'a [Value], event: &str) -> Vec<&'a Value> {
 #[test]
 fn rspamd_refuses_gtube_forwards_clean_mail_prefixes_medium_and_on_failure_decides() {
     let mut rspamd = RspamdServer::start().unwrap();
+    let http = free_addr("127.0.0.1");
     let primary = Sink::builder().start().unwrap();
     let dns = DnsServer::builder().start().unwrap();
     let body = format!(
@@ -67,7 +68,9 @@ fn rspamd_refuses_gtube_forwards_clean_mail_prefixes_medium_and_on_failure_decid
          Milter \"rspamd\" {{ Address = \"{rspamd}\" Timeout = 30 On_Failure = tempfail }}\n\
          Milter \"rspamd-or-accept\" {{ Address = \"{rspamd}\" Timeout = 30 On_Failure = accept }}\n\
          Inbound_Milters = ( \"rspamd\" )\n\
-         Domain \"open.test\" {{ Inbound_Milters = ( \"rspamd-or-accept\" ) }}\n",
+         Submission_Milters = ( \"rspamd\" )\n\
+         Domain \"open.test\" {{ Inbound_Milters = ( \"rspamd-or-accept\" ) }}\n\
+         HTTP_Listener {{ Listen \"{http}\" {{ }} Relay_Hosts = ( \"127.0.0.1/32\" ) }}\n",
         primary = primary.addr(),
         rspamd = rspamd.addr(),
     );
@@ -127,14 +130,36 @@ fn rspamd_refuses_gtube_forwards_clean_mail_prefixes_medium_and_on_failure_decid
             .contains("level=medium")
     );
 
+    // Injected over HTTP, the mail is submitted: Submission_Milters.
+    let post = |content: &str| {
+        let spec = json!({"port": http.port(), "body": {
+            "envelope_sender": "alice@example.org",
+            "recipients": [{"email": "frank@inbound.test"}],
+            "content": format!("From: alice@example.org\r\nTo: frank@inbound.test\r\nSubject: http\r\nDate: Tue, 01 Dec 2026 08:00:00 +0000\r\n\r\n{content}\r\n"),
+        }});
+        fixture("http_inject.py", &spec).remove(0)
+    };
+    let refused_http = post(&format!("Here:\r\n{GTUBE}"));
+    assert_eq!(refused_http["status"], 200, "{refused_http}");
+    assert_eq!(refused_http["body"]["fail_count"], 1, "{refused_http}");
+    let error = refused_http["body"]["errors"][0].as_str().unwrap();
+    assert!(error.contains("554 5.7.1"), "{error}");
+    let clean_http = post("Hello over HTTP.");
+    assert_eq!(clean_http["body"]["success_count"], 1, "{clean_http}");
+    wait_until(
+        Duration::from_secs(30),
+        "the HTTP message forwarded",
+        || primary.message_count() == 3,
+    );
+
     let log = setup.log();
     let refused = events(&log, "scan");
-    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused.len(), 2, "{refused:?}");
     assert_eq!(refused[0]["scan"]["scanner"], "rspamd");
     assert_eq!(refused[0]["scan"]["verdict"], "reject");
     let receptions = events(&log, "reception");
     let levels: Vec<&Value> = receptions.iter().map(|r| &r["scan"]["level"]).collect();
-    assert_eq!(levels, ["none", "medium"], "{receptions:?}");
+    assert_eq!(levels, ["none", "medium", "none"], "{receptions:?}");
     assert_eq!(receptions[1]["scan"]["action"], "prefix");
     assert!(receptions[1]["scan"]["score"].as_f64().unwrap() >= 10.0);
 
@@ -147,7 +172,7 @@ fn rspamd_refuses_gtube_forwards_clean_mail_prefixes_medium_and_on_failure_decid
     wait_until(
         Duration::from_secs(30),
         "the unscanned message forwarded",
-        || primary.message_count() == 3,
+        || primary.message_count() == 4,
     );
     assert!(
         primary
@@ -157,10 +182,10 @@ fn rspamd_refuses_gtube_forwards_clean_mail_prefixes_medium_and_on_failure_decid
     );
     let log = setup.log();
     let failed = events(&log, "scan");
-    assert_eq!(failed.len(), 2);
-    assert_eq!(failed[1]["scan"]["verdict"], "failed");
+    assert_eq!(failed.len(), 3);
+    assert_eq!(failed[2]["scan"]["verdict"], "failed");
     assert!(
-        failed[1]["reply"]
+        failed[2]["reply"]
             .as_str()
             .unwrap()
             .starts_with("451 4.7.1")
@@ -171,7 +196,7 @@ fn rspamd_refuses_gtube_forwards_clean_mail_prefixes_medium_and_on_failure_decid
     let (status, metrics) = common::get(setup.metrics, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("postern_scans_total{verdict=\"reject\"} 1"),
+        metrics.contains("postern_scans_total{verdict=\"reject\"} 2"),
         "{metrics}"
     );
     assert!(metrics.contains("postern_spam_levels_total{level=\"medium\"} 1"));

@@ -16,6 +16,14 @@ pub(crate) struct Prepared {
     pub(crate) message_id: String,
 }
 
+/// The domain of an address, lower-case, without a trailing dot.
+pub(crate) fn domain_of(address: &str) -> Option<String> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+}
+
 /// A unique token for added Message-IDs and Received ids.
 pub(crate) fn unique() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -14,6 +14,11 @@ use postern_milter::{Decision, Envelope, Message};
 use postern_smtp::Reply;
 use serde::Serialize;
 
+use super::inbound::domain_of;
+use super::listener::Shared;
+use super::log::ScanRefusal;
+use super::reception::Incoming;
+
 /// One `Milter` stanza, ready.
 #[derive(Debug, Clone)]
 pub(crate) struct Filter {
@@ -372,5 +377,76 @@ impl Policy {
             recipients,
             record,
         }
+    }
+}
+
+impl Shared {
+    /// Runs a message through its content filters, if it has any
+    /// (`Submission_Milters` for a relay client's, else `Inbound_Milters`
+    /// of its first recipient's domain): changed, re-addressed or, as
+    /// `Err`, the client's answer when nothing is to be stored (a `250`
+    /// for a discarded message). Each message not stored is logged.
+    pub(crate) async fn scan(
+        &self,
+        incoming: &mut Incoming,
+        peer: SocketAddr,
+        helo: &str,
+        relay_client: bool,
+        id: &str,
+    ) -> Result<(), Reply> {
+        let options = incoming
+            .recipients
+            .first()
+            .and_then(|r| domain_of(r))
+            .and_then(|d| self.config.effective(&incoming.binding, &d));
+        let chosen = chosen(options.as_ref(), relay_client);
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let recipients = incoming.recipients.clone();
+        let scan = Scan {
+            envelope: Envelope {
+                client: peer,
+                client_name: None,
+                helo,
+                sender: &incoming.sender,
+                recipients: &recipients,
+                hostname: &self.hostname,
+                queue_id: id,
+            },
+            body: std::mem::take(&mut incoming.prepared.body),
+            options,
+        };
+        let (reply, record) = match self.filters.scan(&chosen, scan).await {
+            Outcome::Accept {
+                body,
+                recipients,
+                record,
+            } => {
+                incoming.prepared.body = body;
+                if let Some(r) = recipients {
+                    incoming.recipients = r;
+                }
+                incoming.scan = Some(record);
+                return Ok(());
+            }
+            Outcome::Refuse(reply, record) => (reply, record),
+            Outcome::Discard(record) => {
+                let reply = Reply::with_status(250, (2, 0, 0), "message accepted");
+                (reply, record)
+            }
+        };
+        self.log.write(
+            "scan",
+            &ScanRefusal {
+                message_id: &incoming.prepared.message_id,
+                sender: &incoming.sender,
+                recipients: recipients.len(),
+                ip: peer.ip(),
+                scan: &record,
+                reply: reply.to_string(),
+            },
+        );
+        Err(reply)
     }
 }

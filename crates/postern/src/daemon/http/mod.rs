@@ -215,6 +215,7 @@ async fn inject(
     let mut messages = Vec::with_capacity(request.recipients.len());
     let mut failed_recipients = Vec::new();
     let mut errors = Vec::new();
+    let mut discarded = 0;
     for r in &request.recipients {
         let id = unique();
         let message_id = format!("<{id}@{}>", shared.hostname);
@@ -246,7 +247,7 @@ async fn inject(
             });
         }
         let smtputf8 = !request.envelope_sender.is_ascii() || !r.email.is_ascii();
-        messages.push(Incoming {
+        let mut incoming = Incoming {
             sender: request.envelope_sender.clone(),
             recipients: vec![r.email.clone()],
             binding,
@@ -255,15 +256,25 @@ async fn inject(
             prepared,
             origin: None,
             scan: None,
-        });
+        };
+        // Injected mail is submitted mail: `Submission_Milters` apply.
+        let helo = format!("[{}]", peer.ip());
+        match shared.scan(&mut incoming, peer, &helo, true, &id).await {
+            Ok(()) => messages.push(incoming),
+            Err(reply) if reply.is_positive() => discarded += 1,
+            Err(reply) => {
+                failed_recipients.push(r.email.clone());
+                errors.push(format!("{}: {reply}", r.email));
+            }
+        }
     }
     let client = Client {
         ip: peer.ip(),
         tls: false,
         protocol: "http",
     };
-    let success_count = messages.len();
-    if success_count > 0 {
+    let success_count = messages.len() + discarded;
+    if !messages.is_empty() {
         match shared.receive(messages, client).await {
             Ok(_) => {}
             Err(NotStored::Full) => {

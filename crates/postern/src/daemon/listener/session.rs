@@ -15,10 +15,8 @@ use postern_smtp::server::{DataReply, Envelope, Handler};
 use postern_smtp::xclient::Xclient;
 
 use super::{Shared, storage_full, try_later};
-use crate::daemon::inbound::{prepare, unique};
-use crate::daemon::log::ScanRefusal;
+use crate::daemon::inbound::{domain_of, prepare, unique};
 use crate::daemon::reception::{Client, Incoming, NotStored, Refused};
-use crate::daemon::scanning::{self, Scan};
 use crate::daemon::stats::{Rejection, Totals};
 use crate::daemon::time::rfc5322;
 
@@ -34,13 +32,6 @@ pub(super) struct Inbound {
     pub(super) default_binding: String,
 }
 
-fn domain_of(address: &str) -> Option<String> {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
-        .filter(|d| !d.is_empty())
-}
-
 impl Inbound {
     /// A domain accepted from any client: listed in `Relay_Domains`, or,
     /// with `Relay_Domain_Verification = all_but_specified`, not listed.
@@ -54,70 +45,6 @@ impl Inbound {
             Some(Value::DomainVerification(DomainVerification::AllButSpecified)) => !listed,
             _ => listed,
         }
-    }
-
-    /// Runs the message through its content filters (if any); `Err` is
-    /// the client's answer when nothing is to be stored.
-    async fn scan(
-        &self,
-        envelope: &Envelope,
-        incoming: &mut Incoming,
-        id: &str,
-    ) -> Result<(), Reply> {
-        let config = &self.shared.config;
-        let options = envelope
-            .rcpt_to
-            .first()
-            .and_then(|r| domain_of(r))
-            .and_then(|d| config.effective(&incoming.binding, &d));
-        let chosen = scanning::chosen(options.as_ref(), self.relay_client);
-        if chosen.is_empty() {
-            return Ok(());
-        }
-        let scan = Scan {
-            envelope: postern_milter::Envelope {
-                client: envelope.peer,
-                client_name: None,
-                helo: &envelope.helo,
-                sender: &envelope.mail_from,
-                recipients: &envelope.rcpt_to,
-                hostname: &self.shared.hostname,
-                queue_id: id,
-            },
-            body: std::mem::take(&mut incoming.prepared.body),
-            options,
-        };
-        let (reply, record) = match self.shared.filters.scan(&chosen, scan).await {
-            scanning::Outcome::Accept {
-                body,
-                recipients,
-                record,
-            } => {
-                incoming.prepared.body = body;
-                if let Some(r) = recipients {
-                    incoming.recipients = r;
-                }
-                incoming.scan = Some(record);
-                return Ok(());
-            }
-            scanning::Outcome::Refuse(reply, record) => (reply, record),
-            scanning::Outcome::Discard(record) => {
-                let reply = Reply::with_status(250, (2, 0, 0), "message accepted");
-                (reply, record)
-            }
-        };
-        self.shared.log.write(
-            "scan",
-            &ScanRefusal {
-                message_id: &incoming.prepared.message_id,
-                sender: &envelope.mail_from,
-                recipients: envelope.rcpt_to.len(),
-                ip: envelope.peer.ip(),
-                scan: &record,
-                reply: reply.to_string(),
-            },
-        );
-        Err(reply)
     }
 
     /// `Recipient_Verification = callout`: ask the domain's route.
@@ -316,7 +243,17 @@ impl Handler for Inbound {
             origin,
             scan: None,
         };
-        if let Err(reply) = self.scan(envelope, &mut incoming, &id).await {
+        let scanned = self
+            .shared
+            .scan(
+                &mut incoming,
+                envelope.peer,
+                &envelope.helo,
+                self.relay_client,
+                &id,
+            )
+            .await;
+        if let Err(reply) = scanned {
             return DataReply::One(reply);
         }
         let client = Client {
