@@ -403,7 +403,7 @@ directives! {
     InboundMilters "Inbound_Milters" Names [Global Domain] V(""), Scanning,
         "Postern. The `Milter` stanzas that scan mail accepted for `Relay_Domains` (the inbound gateway), in order; the first that refuses decides. Read in the `Domain` of the message's first recipient.";
     SubmissionMilters "Submission_Milters" Names [Global] V(""), Scanning,
-        "Postern. The `Milter` stanzas that scan mail submitted by `Relay_Hosts` clients for other domains (outbound mail), in order.";
+        "Postern. The `Milter` stanzas that scan submitted mail, in order: mail from `Relay_Hosts` clients over SMTP, and each message injected over HTTP (a refused one is a failed recipient of the request).";
     SpamLowScore "Spam_Low_Score" Score [Global Domain] V("5"), Scanning,
         "Postern. A scanned message whose score (from the filter's `X-Spamd-Result`, `X-Spam-Status: score=`, `X-Spam-Score` or `X-Rspamd-Score` header) is at least this is spam level Low.";
     SpamMediumScore "Spam_Medium_Score" Score [Global Domain] V("10"), Scanning,
