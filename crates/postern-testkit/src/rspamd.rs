@@ -5,8 +5,8 @@
 //!
 //! The test configuration: `reject` at 15, `add_header` at 6, no
 //! greylisting; the milter adds `X-Spamd-Result` (the score) also for
-//! mail from loopback; DNS goes to a closed port, so that lookups fail at
-//! once; host name checks (`hfilter`) are off; and the symbol `POSTERN_TEST_MEDIUM` (score 11) fires on a
+//! mail from loopback; its DNS is a test server with an empty zone, so
+//! that every lookup answers NXDOMAIN at once; host name checks (`hfilter`) are off; and the symbol `POSTERN_TEST_MEDIUM` (score 11) fires on a
 //! subject containing [`MEDIUM_SUBJECT`], so that a test can send a
 //! message of a known level.
 
@@ -14,6 +14,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::dns::DnsServer;
 
 /// A subject containing this scores 11 (between `add_header` and `reject`).
 pub const MEDIUM_SUBJECT: &str = "postern medium test";
@@ -27,6 +29,9 @@ pub struct RspamdServer {
     addr: SocketAddr,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// rspamd's DNS: an empty zone, so that every lookup (SPF, DMARC,
+    /// block lists) answers NXDOMAIN at once.
+    dns: DnsServer,
 }
 
 fn write(path: &Path, text: &str) -> std::io::Result<()> {
@@ -36,7 +41,7 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-fn config(dir: &Path, addr: SocketAddr, quarantine: bool) -> std::io::Result<()> {
+fn config(dir: &Path, addr: SocketAddr, dns: SocketAddr, quarantine: bool) -> std::io::Result<()> {
     write(
         &dir.join("rspamd.conf"),
         &format!(
@@ -44,7 +49,7 @@ fn config(dir: &Path, addr: SocketAddr, quarantine: bool) -> std::io::Result<()>
 options {{
     pidfile = "$RUNDIR/rspamd.pid";
     .include "$CONFDIR/options.inc"
-    dns {{ nameserver = ["127.0.0.1:9"]; timeout = 1s; retransmits = 1; }}
+    dns {{ nameserver = ["{dns}"]; timeout = 1s; retransmits = 1; }}
     local_addrs = [];
 }}
 logging {{ type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }}
@@ -113,8 +118,14 @@ impl RspamdServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: tempfile::tempdir()?,
             child: None,
+            dns: DnsServer::builder().start()?,
         };
-        config(server.dir.path(), server.addr, quarantine)?;
+        config(
+            server.dir.path(),
+            server.addr,
+            server.dns.addr(),
+            quarantine,
+        )?;
         server.restart()?;
         Ok(server)
     }
