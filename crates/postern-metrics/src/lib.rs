@@ -132,7 +132,7 @@ catalogue! {
     SCANS "postern_scans_total" Counter ["verdict"] []
         "Messages scanned by content filters (Milter stanzas), by verdict: accept, quarantine (a filter asked for it), reject, tempfail, discard, failed (a filter could not be asked and On_Failure tempfailed the message).";
     SPAM_LEVELS "postern_spam_levels_total" Counter ["level"] []
-        "Scanned messages by spam level: none, low, medium, high, unscored.";
+        "Scanned messages that reached a spam level (not those a filter refused, tempfailed or discarded), by level: none, low, medium, high, unscored.";
     MILTER_FAILURES "postern_milter_failures_total" Counter [] []
         "Content filter sessions that failed (refused, timed out, protocol error); On_Failure decided.";
     MTA_STS_FETCHES "postern_mta_sts_fetches_total" Counter ["result"] []

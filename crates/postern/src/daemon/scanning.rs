@@ -154,9 +154,12 @@ pub(crate) fn chosen(
     }
 }
 
-fn count(verdict: &'static str, level: Level) {
+/// Counts a scan's verdict, and its level when it got as far as one.
+fn count(verdict: &'static str, level: Option<Level>) {
     metrics::counter!(postern_metrics::SCANS, "verdict" => verdict).increment(1);
-    metrics::counter!(postern_metrics::SPAM_LEVELS, "level" => level.as_str()).increment(1);
+    if let Some(level) = level {
+        metrics::counter!(postern_metrics::SPAM_LEVELS, "level" => level.as_str()).increment(1);
+    }
 }
 
 impl Filters {
@@ -185,7 +188,7 @@ impl Filters {
                             level: Level::Unscored,
                             action: "tempfail",
                         };
-                        count("failed", Level::Unscored);
+                        count("failed", None);
                         let reply = Reply::with_status(
                             451,
                             (4, 7, 1),
@@ -215,11 +218,11 @@ impl Filters {
             match &verdict.decision {
                 Decision::Accept => {}
                 Decision::Discard => {
-                    count("discard", Level::None);
+                    count("discard", None);
                     return Outcome::Discard(decided("discard"));
                 }
                 d @ (Decision::Reject(_) | Decision::Tempfail(_)) => {
-                    count(d.as_str(), Level::None);
+                    count(d.as_str(), None);
                     let reply = d
                         .reply()
                         .unwrap_or_else(|| Reply::new(550, None, "refused"));
@@ -237,7 +240,7 @@ impl Filters {
             }
             None => ("accept", policy.action(level)),
         };
-        count(verdict, level);
+        count(verdict, Some(level));
         let record = ScanRecord {
             scanner,
             verdict,
