@@ -5,6 +5,7 @@
 //! follows.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -241,6 +242,30 @@ impl<'c> Effective<'c> {
     pub fn flag(&self, d: Directive) -> Option<bool> {
         self.pick(d, |v| match v {
             Value::Bool(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// A path option.
+    pub fn path(&self, d: Directive) -> Option<PathBuf> {
+        self.pick(d, |v| match v {
+            Value::Path(p) => Some(p.clone()),
+            _ => None,
+        })
+    }
+
+    /// A text option.
+    pub fn text(&self, d: Directive) -> Option<&'c str> {
+        self.pick(d, |v| match v {
+            Value::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+    }
+
+    /// A score option (`Kind::Score`).
+    pub fn score(&self, d: Directive) -> Option<f64> {
+        self.pick(d, |v| match v {
+            Value::Score(s) => Some(s.get()),
             _ => None,
         })
     }

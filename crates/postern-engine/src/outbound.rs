@@ -117,10 +117,7 @@ pub fn client_settings(
         (_, DeliveryMethod::Smtp) => Protocol::Smtp,
         _ => Protocol::Esmtp,
     };
-    let ca = eff.pick(Directive::TlsCa, |v| match v {
-        Value::Path(p) => Some(p.clone()),
-        _ => None,
-    });
+    let ca = eff.path(Directive::TlsCa);
     let tls_check = if entry.sts_testing {
         Some(tls.check(ca.clone())?)
     } else {

@@ -281,12 +281,10 @@ impl Dns {
         if specs.is_empty() {
             return Err(RouteError::Disabled { domain, decision });
         }
-        let mta_sts = eff.flag(Directive::MtaSts).unwrap_or(true).then(|| {
-            eff.pick(Directive::TlsCa, |v| match v {
-                Value::Path(p) => Some(p.clone()),
-                _ => None,
-            })
-        });
+        let mta_sts = eff
+            .flag(Directive::MtaSts)
+            .unwrap_or(true)
+            .then(|| eff.path(Directive::TlsCa));
         let builder = Builder {
             dns: self,
             domain: domain.clone(),

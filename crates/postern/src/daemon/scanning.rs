@@ -57,6 +57,11 @@ impl Filters {
         });
         Filters(filters.collect())
     }
+
+    /// No `Milter` stanza: nothing is ever scanned.
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The spam levels, from none to high, and unscored.
@@ -264,15 +269,7 @@ struct Policy {
 
 impl Policy {
     fn of(eff: Option<&postern_conf::Effective<'_>>) -> Policy {
-        let score = |d, fallback| {
-            eff.and_then(|e| {
-                e.pick(d, |v| match v {
-                    Value::Score(s) => Some(s.get()),
-                    _ => None,
-                })
-            })
-            .unwrap_or(fallback)
-        };
+        let score = |d, fallback| eff.and_then(|e| e.score(d)).unwrap_or(fallback);
         let action = |d, fallback| {
             eff.and_then(|e| {
                 e.pick(d, |v| match v {
@@ -282,14 +279,7 @@ impl Policy {
             })
             .unwrap_or(fallback)
         };
-        let text = |d| {
-            eff.and_then(|e| {
-                e.pick(d, |v| match v {
-                    Value::Text(t) => Some(t.clone()),
-                    _ => None,
-                })
-            })
-        };
+        let text = |d| eff.and_then(|e| e.text(d)).map(str::to_owned);
         Policy {
             low: score(Directive::SpamLowScore, 5.0),
             medium: score(Directive::SpamMediumScore, 10.0),
@@ -397,6 +387,10 @@ impl Shared {
         relay_client: bool,
         id: &str,
     ) -> Result<(), Reply> {
+        // Without filters, nothing to look up for each message.
+        if self.filters.is_empty() {
+            return Ok(());
+        }
         let options = incoming
             .recipients
             .first()
@@ -406,14 +400,13 @@ impl Shared {
         if chosen.is_empty() {
             return Ok(());
         }
-        let recipients = incoming.recipients.clone();
         let scan = Scan {
             envelope: Envelope {
                 client: peer,
                 client_name: None,
                 helo,
                 sender: &incoming.sender,
-                recipients: &recipients,
+                recipients: &incoming.recipients,
                 hostname: &self.hostname,
                 queue_id: id,
             },
@@ -444,7 +437,7 @@ impl Shared {
             &ScanRefusal {
                 message_id: &incoming.prepared.message_id,
                 sender: &incoming.sender,
-                recipients: recipients.len(),
+                recipients: incoming.recipients.len(),
                 ip: peer.ip(),
                 scan: &record,
                 reply: reply.to_string(),
