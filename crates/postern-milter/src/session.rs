@@ -119,20 +119,22 @@ impl Session {
         if self.steps.skip(unanswered) {
             return Ok(Step::Next);
         }
-        Ok(match self.read().await? {
-            Response::Continue => Step::Next,
-            Response::Skip => Step::Skip,
-            Response::Accept => Step::Done(Decision::Accept),
-            Response::Reject => Step::Done(Decision::Reject(None)),
-            Response::Tempfail => Step::Done(Decision::Tempfail(None)),
-            Response::Discard => Step::Done(Decision::Discard),
-            Response::ReplyCode(text) => Step::Done(Decision::from_reply_code(&text)),
-            other => {
-                return Err(ScanError::Protocol(format!(
-                    "unexpected reply {other:?} before the end of the body"
-                )));
-            }
-        })
+        let reply = self.read().await?;
+        if let Some(decision) = Decision::of(&reply) {
+            return Ok(Step::Done(decision));
+        }
+        match reply {
+            Response::Continue => Ok(Step::Next),
+            Response::Skip => Ok(Step::Skip),
+            other => Err(ScanError::Protocol(format!(
+                "unexpected reply {other:?} before the end of the body"
+            ))),
+        }
+    }
+
+    /// Macros for the next command (`D`).
+    async fn macros(&mut self, stage: u8, pairs: &[(&str, &str)]) -> Result<(), ScanError> {
+        self.send(&Command::Macros { stage, pairs }).await
     }
 }
 
@@ -195,79 +197,54 @@ pub async fn scan(
 
 async fn run(s: &mut Session, e: &Envelope<'_>, message: &Message) -> Result<Verdict, ScanError> {
     use protocol as p;
+    // One step; a decision before the end of the body ends the scan.
+    macro_rules! step {
+        ($command:expr, $left_out:expr, $unanswered:expr) => {
+            match s.step(&$command, $left_out, $unanswered).await? {
+                Step::Done(d) => return Ok(Verdict::decided(d)),
+                next => next,
+            }
+        };
+    }
     let ip: IpAddr = e.client.ip();
     let name = e
         .client_name
         .map_or_else(|| format!("[{ip}]"), str::to_owned);
     let client_addr = ip.to_string();
-    s.send(&Command::Macros {
-        stage: b'C',
-        pairs: &[
-            ("j", e.hostname),
-            ("{client_addr}", &client_addr),
-            ("{daemon_name}", "postern"),
-        ],
-    })
-    .await?;
+    let connect_macros = [
+        ("j", e.hostname),
+        ("{client_addr}", client_addr.as_str()),
+        ("{daemon_name}", "postern"),
+    ];
+    s.macros(b'C', &connect_macros).await?;
     let connect = Command::Connect {
         name: &name,
         addr: ip,
         port: e.client.port(),
     };
-    let sender = bracketed(e.sender);
-    let mut steps = vec![
-        (connect, p::NO_CONNECT, p::NR_CONNECT),
-        (Command::Helo(e.helo), p::NO_HELO, p::NR_HELO),
-    ];
-    let mail = [sender.as_str()];
-    steps.push((Command::Mail(&mail), p::NO_MAIL, p::NR_MAIL));
-    let rcpts: Vec<String> = e.recipients.iter().map(|r| bracketed(r)).collect();
-    for (i, (command, left_out, unanswered)) in steps.iter().enumerate() {
-        if i == 2 {
-            s.send(&Command::Macros {
-                stage: b'M',
-                pairs: &[("i", e.queue_id), ("{mail_addr}", e.sender)],
-            })
-            .await?;
-        }
-        if let Step::Done(d) = s.step(command, *left_out, *unanswered).await? {
-            return Ok(Verdict::decided(d));
-        }
-    }
-    for (rcpt, bare) in rcpts.iter().zip(e.recipients) {
-        s.send(&Command::Macros {
-            stage: b'R',
-            pairs: &[("{rcpt_addr}", bare)],
-        })
+    step!(connect, p::NO_CONNECT, p::NR_CONNECT);
+    step!(Command::Helo(e.helo), p::NO_HELO, p::NR_HELO);
+    s.macros(b'M', &[("i", e.queue_id), ("{mail_addr}", e.sender)])
         .await?;
-        if let Step::Done(d) = s.step(&Command::Rcpt(rcpt), p::NO_RCPT, p::NR_RCPT).await? {
-            return Ok(Verdict::decided(d));
-        }
+    let sender = bracketed(e.sender);
+    step!(Command::Mail(&[sender.as_str()]), p::NO_MAIL, p::NR_MAIL);
+    for rcpt in e.recipients {
+        s.macros(b'R', &[("{rcpt_addr}", rcpt.as_str())]).await?;
+        step!(Command::Rcpt(&bracketed(rcpt)), p::NO_RCPT, p::NR_RCPT);
     }
-    if let Step::Done(d) = s.step(&Command::Data, p::NO_DATA, p::NR_DATA).await? {
-        return Ok(Verdict::decided(d));
-    }
+    step!(Command::Data, p::NO_DATA, p::NR_DATA);
     for field in &message.fields {
         let value = field.value();
         let header = Command::Header {
             name: &field.name,
             value: &value,
         };
-        if let Step::Done(d) = s.step(&header, p::NO_HEADERS, p::NR_HEADER).await? {
-            return Ok(Verdict::decided(d));
-        }
+        step!(header, p::NO_HEADERS, p::NR_HEADER);
     }
-    if let Step::Done(d) = s.step(&Command::EndOfHeaders, p::NO_EOH, p::NR_EOH).await? {
-        return Ok(Verdict::decided(d));
-    }
+    step!(Command::EndOfHeaders, p::NO_EOH, p::NR_EOH);
     for chunk in message.body.chunks(CHUNK) {
-        match s
-            .step(&Command::Body(chunk), p::NO_BODY, p::NR_BODY)
-            .await?
-        {
-            Step::Next => {}
-            Step::Skip => break,
-            Step::Done(d) => return Ok(Verdict::decided(d)),
+        if let Step::Skip = step!(Command::Body(chunk), p::NO_BODY, p::NR_BODY) {
+            break;
         }
     }
     s.send(&Command::EndOfBody).await?;
@@ -283,12 +260,11 @@ async fn run(s: &mut Session, e: &Envelope<'_>, message: &Message) -> Result<Ver
                 )));
             }
         }
+        if let Some(decision) = Decision::of(&reply) {
+            return Ok(verdict.with(decision));
+        }
         match reply {
-            Response::Continue | Response::Accept => break,
-            Response::Reject => return Ok(verdict.with(Decision::Reject(None))),
-            Response::Tempfail => return Ok(verdict.with(Decision::Tempfail(None))),
-            Response::Discard => return Ok(verdict.with(Decision::Discard)),
-            Response::ReplyCode(text) => return Ok(verdict.with(Decision::from_reply_code(&text))),
+            Response::Continue => return Ok(verdict),
             Response::Skip | Response::Progress | Response::OptNeg { .. } => {
                 return Err(ScanError::Protocol(
                     "unexpected reply after the end of the body".into(),
@@ -297,5 +273,4 @@ async fn run(s: &mut Session, e: &Envelope<'_>, message: &Message) -> Result<Ver
             change => verdict.push(change),
         }
     }
-    Ok(verdict)
 }

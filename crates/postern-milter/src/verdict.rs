@@ -35,6 +35,20 @@ impl Decision {
         }
     }
 
+    /// The decision a reply makes, if it makes one (`accept`, `reject`,
+    /// `tempfail`, `discard`, a reply code); `continue` and changes make
+    /// none.
+    pub(crate) fn of(reply: &Response) -> Option<Decision> {
+        Some(match reply {
+            Response::Accept => Decision::Accept,
+            Response::Reject => Decision::Reject(None),
+            Response::Tempfail => Decision::Tempfail(None),
+            Response::Discard => Decision::Discard,
+            Response::ReplyCode(text) => Decision::from_reply_code(text),
+            _ => return None,
+        })
+    }
+
     /// The SMTP reply a refused or tempfailed message gets.
     pub fn reply(&self) -> Option<Reply> {
         match self {
