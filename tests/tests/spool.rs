@@ -1,5 +1,6 @@
 //! The spool under the real daemon: a full disk (a real, small tmpfs),
-//! a stored schedule across a restart, and a bounce that survives kill -9.
+//! a stored schedule across a restart, a bounce that survives kill -9, and
+//! a queue whose mail beyond its memory limit waits in the spool.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -201,5 +202,68 @@ fn the_listener_slows_clients_down_then_refuses_while_delivery_is_behind() {
         "{metrics}"
     );
     assert!(value("postern_listener_rejections_total{reason=\"backpressure\"}") >= 1.0);
+    assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[test]
+fn a_queue_keeps_mail_beyond_its_memory_limit_in_the_spool_and_delivers_it_all_once() {
+    let dns = DnsServer::builder().start().unwrap();
+    let sink_addr = free_addr("127.0.0.1");
+    let setup = Setup::new(
+        &dns,
+        &format!("Gateway = \"{sink_addr}\"\nHost_Failure_Retry = 2\nMax_Queued_In_Memory = 10"),
+    );
+    let in_memory =
+        |s: &Value| s["active"].as_u64().unwrap_or(0) + s["delayed"].as_u64().unwrap_or(0);
+    let daemon = setup.start();
+    // The destination is down: 300 messages for one queue of 10 batches.
+    let sent =
+        inject(json!({"port": setup.listen.port(), "count": 300, "rcpts": ["r@dest.example"]}));
+    assert_eq!(codes(&sent), vec![250; 300]);
+    wait_until(
+        Duration::from_secs(30),
+        "the mail beyond 10 in the spool",
+        || {
+            let s = summary(&setup);
+            s["spooled"].as_u64().is_some_and(|n| n >= 290) && in_memory(&s) <= 10
+        },
+    );
+    let (_, metrics) = get(setup.metrics, "/metrics").unwrap();
+    assert!(
+        metrics.contains("postern_queue_messages{state=\"spooled\"}"),
+        "{metrics}"
+    );
+
+    // A restart leaves it there too: only the queue's room is read back.
+    assert_eq!(daemon.terminate(), Some(0));
+    let daemon = setup.start();
+    wait_until(
+        Duration::from_secs(30),
+        "the recovered mail spooled",
+        || {
+            let s = summary(&setup);
+            s["spooled"].as_u64().is_some_and(|n| n >= 290) && in_memory(&s) == 10
+        },
+    );
+
+    // The destination comes up: everything arrives, once.
+    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    let expected: Vec<String> = sent
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    wait_until(Duration::from_secs(120), "every message", || {
+        let ids = received_ids(&sink);
+        expected.iter().all(|id| ids.contains_key(id))
+    });
+    wait_until(Duration::from_secs(30), "an empty queue and spool", || {
+        let s = summary(&setup);
+        s["spooled"] == 0 && in_memory(&s) == 0 && s["spool"]["messages"] == 0
+    });
+    assert_eq!(sink.message_count(), 300);
+    assert!(
+        received_ids(&sink).values().all(|&n| n == 1),
+        "a message arrived twice"
+    );
     assert_eq!(daemon.terminate(), Some(0));
 }

@@ -260,6 +260,8 @@ directives! {
         "New connections per period, written like `Outbound_Throttle_Messages`.";
     MaxDeliveriesPerConnection "Max_Deliveries_Per_Connection" Count [Global BindingGroup Binding Domain] V("0"), Connections,
         "Messages on one connection before it is closed; 0 is unlimited.";
+    MaxQueuedInMemory "Max_Queued_In_Memory" PositiveCount [Global BindingGroup Binding Domain] V("2000"), Connections,
+        "Postern. Batches a queue keeps in memory, ready and delayed. Its mail beyond them stays in the spool, in order, counted as ready, and is read back as the queue drains (from half of it): a destination that is down for hours holds a few MB of memory, not one envelope per queued message.";
     MaxRecipientsPerBatch "Max_Recipients_Per_Batch" PositiveCount [Global BindingGroup Binding Domain] V("100"), Connections,
         "Recipients sent in one SMTP transaction.";
     IdleTimeout "Idle_Timeout" Seconds [Global BindingGroup Binding Domain] V("5"), Connections,

@@ -107,7 +107,7 @@ impl Plane {
         self.core.submit(QueuedMessage {
             id,
             queue_id: id,
-            message_id: String::new(),
+            message_id: Box::default(),
             binding: "default".into(),
             domain: domain.into(),
             sender: "bench@example.org".into(),

@@ -90,10 +90,10 @@ impl Bounce {
         QueuedMessage {
             id,
             queue_id,
-            message_id,
-            binding: self.binding.clone(),
-            domain: self.domain(),
-            sender: String::new(),
+            message_id: message_id.into(),
+            binding: self.binding.as_str().into(),
+            domain: self.domain().into(),
+            sender: Box::default(),
             recipients: vec![self.recipient.clone()],
             body: Body::Memory(self.body.clone().into()),
             eight_bit: false,
@@ -183,7 +183,7 @@ fn build(
     let bytes = MessageBuilder::new()
         .message_id(format!("bounce.{:x}.{micros:x}@{hostname}", message.id))
         .from(("Mail Delivery System", from.as_str()))
-        .to(message.sender.as_str())
+        .to(&*message.sender)
         .subject("Undelivered Mail Returned to Sender")
         .date(rfc2822_date(SystemTime::now()))
         .header(
@@ -195,8 +195,8 @@ fn build(
         .ok()?;
     Some(Bounce {
         original_id: message.id,
-        binding: message.binding.clone(),
-        recipient: message.sender.clone(),
+        binding: message.binding.to_string(),
+        recipient: message.sender.to_string(),
         body: bytes,
     })
 }

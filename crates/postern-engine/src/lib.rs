@@ -53,12 +53,12 @@ use postern_dns::Dns;
 
 pub use bounce::{Bounce, FailedRecipient, Settlement};
 pub use domain::QueueKey;
-pub use message::{Body, BodyError, BodySource, HostInfo, QueuedMessage, Report};
+pub use message::{Backlog, Body, BodyError, BodySource, HostInfo, QueuedMessage, Report, Spooled};
 use messages::Submit;
 pub use outcomes::{Channels, Outcomes};
 use scheduler::{
     Command, Control, Drain, EndCallout, Fault, QueryQueue, QueryQueues, QuerySummary,
-    ReserveCallout, Scheduler,
+    ReserveCallout, Scheduler, SubmitSpooled,
 };
 pub use scheduler::{HostSummary, HostView, QueueRow, QueueView, Summary};
 
@@ -80,6 +80,16 @@ impl Handle {
     /// Queues a message for delivery; returns at once.
     pub fn submit(&self, message: QueuedMessage) {
         self.0.do_send(Submit(message));
+    }
+
+    /// Queues entries found in the spool at start, oldest first; their
+    /// envelopes are read back as the queue has room for them.
+    pub fn submit_spooled(&self, binding: Arc<str>, domain: Arc<str>, entries: Vec<Spooled>) {
+        self.0.do_send(SubmitSpooled {
+            binding,
+            domain,
+            entries,
+        });
     }
 
     /// Holds the queue: nothing more is delivered until [`resume`](Self::resume).
@@ -173,18 +183,21 @@ type Started = io::Result<(Addr<Scheduler>, System)>;
 
 fn key(binding: &str, domain: &str) -> QueueKey {
     QueueKey {
-        binding: binding.to_owned(),
-        domain: domain.to_ascii_lowercase(),
+        binding: binding.into(),
+        domain: domain.to_ascii_lowercase().into(),
     }
 }
 
 impl Engine {
     /// Starts the control loop and the delivery loops for `config`; every
-    /// outcome and bounce goes to `outcomes`. With a `cluster`, host
-    /// limits and throttles count every node of it.
+    /// outcome and bounce goes to `outcomes`. With a `backlog`, a queue
+    /// keeps at most `Max_Queued_In_Memory` batches in memory and leaves
+    /// the rest of its mail in the spool. With a `cluster`, host limits
+    /// and throttles count every node of it.
     pub fn start(
         config: Arc<Config>,
         outcomes: Box<dyn Outcomes>,
+        backlog: Option<Arc<dyn Backlog>>,
         cluster: Option<postern_cluster::Cluster>,
     ) -> io::Result<Engine> {
         let (started_tx, started_rx) = std::sync::mpsc::channel::<Started>();
@@ -202,7 +215,8 @@ impl Engine {
                     let dns =
                         Dns::from_config(&config).map_err(|e| io::Error::other(e.to_string()))?;
                     let scheduler =
-                        Scheduler::new(config, dns, handles, outcomes, counted, cluster).start();
+                        Scheduler::new(config, dns, handles, (outcomes, backlog), counted, cluster)
+                            .start();
                     Ok((scheduler, System::current()))
                 });
                 let ok = started.is_ok();

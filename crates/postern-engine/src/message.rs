@@ -21,13 +21,14 @@ pub struct QueuedMessage {
     /// The spool's id for the whole message (the log's `queue_id`).
     pub queue_id: u64,
     /// The `Message-ID` header, for the log.
-    pub message_id: String,
-    /// The binding (`default` when none was assigned).
-    pub binding: String,
-    /// The destination domain, lower-case.
-    pub domain: String,
+    pub message_id: Box<str>,
+    /// The binding (`default` when none was assigned). Once queued, the
+    /// queue's own copy: one per queue, not one per message.
+    pub binding: Arc<str>,
+    /// The destination domain, lower-case; shared like the binding.
+    pub domain: Arc<str>,
     /// The envelope sender; empty for `<>`.
-    pub sender: String,
+    pub sender: Box<str>,
     /// The recipients at `domain`. Once queued, they live in the engine's
     /// batches: the message a [`Report`] carries has none left (the
     /// report names its recipient).
@@ -48,6 +49,25 @@ pub struct QueuedMessage {
     /// The client that handed the message in, for XCLIENT towards a next
     /// hop that offers it (`Outbound_XCLIENT`); `None` for bounces.
     pub client: Option<Arc<Xclient>>,
+}
+
+/// A queued entry whose envelope the queue left in the spool, to read back
+/// when it has room in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spooled {
+    /// The spool's id for the message.
+    pub message: u64,
+    /// The spool's id for the entry.
+    pub entry: u64,
+}
+
+/// Reads back the entries queues left in the spool (the spool's reader).
+pub trait Backlog: Send + Sync + std::fmt::Debug {
+    /// These entries as messages to queue, in order; entries finished
+    /// meanwhile are left out. An error means none could be read now: the
+    /// queue asks again later.
+    fn read(&self, entries: Vec<Spooled>)
+    -> BoxFuture<'static, Result<Vec<QueuedMessage>, String>>;
 }
 
 /// Reads bodies that are not kept in memory (the spool's reader).
@@ -139,16 +159,24 @@ impl Report {
     }
 }
 
+/// A transient failure and the host that gave it, if one did.
+pub(crate) type Failure = (Reply, Option<HostInfo>);
+
 /// A part of a message that one connection carries in one transaction:
-/// up to `Max_Recipients_Per_Batch` of its recipients.
+/// up to `Max_Recipients_Per_Batch` of its recipients. Every queued
+/// recipient is in one, so it is kept small.
 #[derive(Debug, Clone)]
 pub(crate) struct Batch {
     pub(crate) message: Arc<QueuedMessage>,
     pub(crate) recipients: Vec<String>,
     /// Attempts made before this one.
     pub(crate) attempts: u32,
-    /// The last transient failure, for the report when the batch expires.
-    pub(crate) last: Option<(Reply, Option<HostInfo>)>,
+    /// The message's only batch in its queue, so its attempt round needs
+    /// no bookkeeping of its own.
+    pub(crate) alone: bool,
+    /// The last transient failure, for the report when the batch expires;
+    /// shared by the batches that failed with it.
+    pub(crate) last: Option<Arc<Failure>>,
 }
 
 impl Batch {
@@ -160,16 +188,31 @@ impl Batch {
         // so that a queued recipient is in memory once.
         let recipients = std::mem::take(&mut message.recipients);
         let message = Arc::new(message);
-        let batch = |recipients| Batch {
+        let batch = |recipients, alone| Batch {
             message: message.clone(),
             recipients,
             attempts,
+            alone,
             last: None,
         };
         match recipients.len() {
             0 => Vec::new(),
-            n if n <= size => vec![batch(recipients)],
-            _ => recipients.chunks(size).map(|c| batch(c.to_vec())).collect(),
+            n if n <= size => vec![batch(recipients, true)],
+            _ => recipients
+                .chunks(size)
+                .map(|c| batch(c.to_vec(), false))
+                .collect(),
         }
+    }
+
+    /// Its last transient failure, or "not delivered in time" when it had
+    /// none: what its expiry reports.
+    pub(crate) fn last_failure(&self) -> Failure {
+        self.last.as_deref().cloned().unwrap_or_else(|| {
+            (
+                Reply::with_status(451, (4, 4, 7), "not delivered in time"),
+                None,
+            )
+        })
     }
 }

@@ -149,10 +149,7 @@ fn a_550_gives_one_bounce_that_a_mime_parser_reads_back() {
     assert_eq!(b.original_id, 4);
     assert_eq!(b.recipient, "sender@example.org");
     let queued = b.queued(100, 101, String::new());
-    assert_eq!(
-        (queued.sender.as_str(), queued.domain.as_str()),
-        ("", "example.org")
-    );
+    assert_eq!((&*queued.sender, &*queued.domain), ("", "example.org"));
 
     let parsed = MessageParser::default().parse(&b.body).unwrap();
     let ct = parsed.content_type().unwrap();
@@ -222,7 +219,7 @@ fn no_bounce_for_the_null_sender_or_when_bounces_are_off() {
     let dns = no_dns();
     let e = engine(&dns, &format!("Gateway = \"{}\"", sink.addr()));
     let mut m = message(5, "default", "x.example", &["gone@x.example"]);
-    m.sender = String::new();
+    m.sender = Box::default();
     e.submit(m);
     wait_reports(&e, 1, Duration::from_secs(10), |r| r.is_final());
     assert!(

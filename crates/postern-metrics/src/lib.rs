@@ -66,7 +66,7 @@ catalogue! {
     BOUNCES "postern_bounces_generated_total" Counter ["binding"] []
         "Bounces (RFC 3464 reports) queued to senders, by binding.";
     QUEUE "postern_queue_messages" Gauge ["state"] []
-        "Queued batches, by state: active (ready now) or delayed (waiting for a retry).";
+        "Queued batches, by state: active (ready now), delayed (waiting for a retry) or spooled (ready entries a queue left in the spool beyond Max_Queued_In_Memory).";
     CONNECTIONS "postern_outbound_connections" Gauge ["event_loop"] []
         "Outbound connections open or opening, by delivery event loop.";
     HOST_CONNECTIONS "postern_host_connections" Gauge ["host"] []

@@ -1,4 +1,5 @@
-//! Message bodies for delivery. Memory holds a bounded cache of bodies
+//! Message bodies for delivery, and envelopes read back for queues that
+//! keep part of their mail on disk. Memory holds a bounded cache of bodies
 //! (new ones, and ones read back for a batch about to go out); the rest
 //! are read from their segment by reader threads, never on an event loop.
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
-use crate::record::{Record, decode};
+use crate::record::{Envelope, Record, decode};
 use crate::{Shared, log};
 
 /// Why a body could not be read.
@@ -87,13 +88,20 @@ impl Cache {
     }
 }
 
-type Answer = oneshot::Sender<Result<Arc<[u8]>, BodyError>>;
+/// A message's envelope, brought up to date, or why it could not be had.
+pub type EnvelopeRead = (u64, Result<Envelope, BodyError>);
+
+/// What a reader thread is asked.
+enum Read {
+    Body(u64, oneshot::Sender<Result<Arc<[u8]>, BodyError>>),
+    Envelopes(Vec<u64>, oneshot::Sender<Vec<EnvelopeRead>>),
+}
 
 /// Reads bodies back; clones share the cache and the reader threads.
 #[derive(Debug, Clone)]
 pub struct Bodies {
     shared: Arc<Shared>,
-    reads: Sender<(u64, Answer)>,
+    reads: Sender<Read>,
     /// `postern_spool_body_reads_total{source="cache"}`.
     from_cache: metrics::Counter,
 }
@@ -128,7 +136,7 @@ impl Bodies {
             }
             None => {
                 let (answer, rx) = oneshot::channel();
-                Some(self.reads.send((id, answer)).ok().map(|()| rx))
+                Some(self.reads.send(Read::Body(id, answer)).ok().map(|()| rx))
             }
         };
         async move {
@@ -139,17 +147,77 @@ impl Bodies {
             }
         }
     }
-}
 
-fn serve(shared: &Shared, rx: &Receiver<(u64, Answer)>, from_disk: &metrics::Counter) {
-    while let Ok((id, answer)) = rx.recv() {
-        let cached = shared.cache().get(id);
-        let body = cached.map_or_else(|| read(shared, id, from_disk), Ok);
-        let _ = answer.send(body);
+    /// The envelopes of these messages (the spool's message ids), brought
+    /// up to date, read from disk on a reader thread. Their bodies go into
+    /// the cache: their mail is about to go out.
+    pub fn envelopes(
+        &self,
+        ids: Vec<u64>,
+    ) -> impl Future<Output = Result<Vec<EnvelopeRead>, BodyError>> + Send + 'static {
+        let (answer, rx) = oneshot::channel();
+        let sent = self.reads.send(Read::Envelopes(ids, answer)).is_ok();
+        async move {
+            if !sent {
+                return Err(BodyError::Closed);
+            }
+            rx.await.map_err(|_| BodyError::Closed)
+        }
     }
 }
 
-fn read(shared: &Shared, id: u64, from_disk: &metrics::Counter) -> Result<Arc<[u8]>, BodyError> {
+fn serve(shared: &Shared, rx: &Receiver<Read>, from_disk: &metrics::Counter) {
+    while let Ok(read) = rx.recv() {
+        match read {
+            Read::Body(id, answer) => {
+                let cached = shared.cache().get(id);
+                let body = cached.map_or_else(|| body(shared, id, from_disk), Ok);
+                let _ = answer.send(body);
+            }
+            Read::Envelopes(ids, answer) => {
+                let found = ids
+                    .into_iter()
+                    .map(|id| {
+                        let read = message(shared, id).and_then(|(envelope, body)| {
+                            from_disk.increment(1);
+                            shared.cache().insert(id, body);
+                            up_to_date(shared, envelope)
+                        });
+                        (id, read)
+                    })
+                    .collect();
+                let _ = answer.send(found);
+            }
+        }
+    }
+}
+
+fn body(shared: &Shared, id: u64, from_disk: &metrics::Counter) -> Result<Arc<[u8]>, BodyError> {
+    let (_, body) = message(shared, id)?;
+    from_disk.increment(1);
+    shared.cache().insert(id, body.clone());
+    Ok(body)
+}
+
+/// The envelope of a message with work left, brought up to date.
+pub(crate) fn envelope(shared: &Shared, id: u64) -> Result<Envelope, BodyError> {
+    let (envelope, _) = message(shared, id)?;
+    up_to_date(shared, envelope)
+}
+
+/// `envelope` with what is done since it was written left out; gone when
+/// nothing is left.
+fn up_to_date(shared: &Shared, mut envelope: Envelope) -> Result<Envelope, BodyError> {
+    if shared.live().bring_up_to_date(&mut envelope) {
+        Ok(envelope)
+    } else {
+        Err(BodyError::Gone(envelope.id))
+    }
+}
+
+/// The stored copy of a live message: its envelope as written, and its
+/// body.
+fn message(shared: &Shared, id: u64) -> Result<(Envelope, Arc<[u8]>), BodyError> {
     // A copy moved forward while being read: its old segment may be gone;
     // the second look finds the new one.
     for _ in 0..3 {
@@ -161,10 +229,7 @@ fn read(shared: &Shared, id: u64, from_disk: &metrics::Counter) -> Result<Arc<[u
         };
         return match decode(&bytes) {
             Some((Record::Message { envelope, body, .. }, _)) if envelope.id == id => {
-                from_disk.increment(1);
-                let body: Arc<[u8]> = Arc::from(body);
-                shared.cache().insert(id, body.clone());
-                Ok(body)
+                Ok((envelope, Arc::from(body)))
             }
             _ => Err(BodyError::Damaged(id)),
         };

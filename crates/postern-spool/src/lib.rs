@@ -34,7 +34,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::oneshot;
 
 use crate::bodies::Cache;
-pub use crate::bodies::{Bodies, BodyError};
+pub use crate::bodies::{Bodies, BodyError, EnvelopeRead};
 use crate::live::Live;
 use crate::log::Log;
 use crate::record::Record;
@@ -211,16 +211,28 @@ pub struct Spool {
     thread: Arc<Mutex<Option<JoinHandle<usize>>>>,
 }
 
-/// A message with work left, as read back at start: its envelope brought
-/// up to date (recipients left, attempts, next attempt).
-pub type Recovered = Envelope;
+/// An entry with work left, as found at start: which message and queue
+/// it is. Its envelope stays on disk until the queue reads it back
+/// ([`Bodies::envelopes`]), so that a large spool does not come back into
+/// memory at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The message's id.
+    pub message: u64,
+    /// The entry's id.
+    pub entry: u64,
+    /// Its binding.
+    pub binding: Arc<str>,
+    /// Its destination domain.
+    pub domain: Arc<str>,
+}
 
 /// What opening found.
 #[derive(Debug)]
 pub struct Opened {
     /// The store.
     pub spool: Spool,
-    /// Messages with work left.
+    /// Entries with work left, oldest message first.
     pub recovered: Vec<Recovered>,
     /// Damage found, as log lines.
     pub damage: Vec<String>,
@@ -234,15 +246,10 @@ pub(crate) fn millis(t: SystemTime) -> u64 {
 impl Spool {
     /// Opens (or creates) the store in `dir` and reads it back.
     pub fn open(dir: &Path, options: Options) -> io::Result<Opened> {
-        let mut live = Live::default();
-        let (log, mut found) = Log::open(dir, options.segment_size, &mut live)?;
+        let mut live = Live::recovering();
+        let (log, found) = Log::open(dir, options.segment_size, &mut live)?;
         metrics::counter!(postern_metrics::SPOOL_DAMAGED).increment(found.damaged);
-        let recovered: Vec<Recovered> = live
-            .ids()
-            .filter_map(|id| found.envelopes.remove(&id))
-            .filter_map(|mut e| live.bring_up_to_date(&mut e).then_some(e))
-            .collect();
-        drop(found.envelopes);
+        let recovered = live.recovered();
         // Ids go on from the largest seen, or from the clock if later, so
         // that they never repeat even when old segments are gone.
         let clock = SystemTime::now()
@@ -348,6 +355,12 @@ impl Spool {
             let _ = reply.send(());
         }
         answer
+    }
+
+    /// The stored envelope of a message with work left, brought up to
+    /// date; read from disk, so not for an event loop.
+    pub fn envelope(&self, id: u64) -> Result<Envelope, BodyError> {
+        bodies::envelope(&self.shared, id)
     }
 
     /// Reads bodies back for delivery.

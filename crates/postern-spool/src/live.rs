@@ -9,10 +9,12 @@
 //! message's state at that time, so it supersedes everything before it).
 //! [`Live::plan`] lists the copies and tombstones that make it so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::Recovered;
 use crate::record::{Envelope, Record};
 
 /// Where a record lies.
@@ -30,16 +32,20 @@ struct LiveEntry {
     left: u32,
     attempts: u32,
     next_ms: u64,
+    /// Its (binding, domain) queue, by number in [`Queues`]; only known
+    /// for entries read at start.
+    queue: u32,
     /// Recipients done since the latest copy was written.
-    done: Vec<String>,
+    done: Vec<Box<str>>,
 }
 
-/// A message with work left.
+/// A message with work left. Held for every queued message, so kept
+/// small: the entries are an exact slice, not a growable list.
 #[derive(Debug, Clone)]
 struct LiveMessage {
     at: Loc,
     copies: Copies,
-    entries: Vec<LiveEntry>,
+    entries: Box<[LiveEntry]>,
 }
 
 /// The segments holding a copy of a message.
@@ -75,9 +81,35 @@ impl Plan {
     }
 }
 
+/// The (binding, domain) queues entries belong to, each name kept once:
+/// kept while the log is read at start, for [`Live::recovered`], and
+/// dropped then (a running daemon's queues know their names).
+#[derive(Debug, Default)]
+struct Queues {
+    names: Vec<(Arc<str>, Arc<str>)>,
+    numbers: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
+}
+
+impl Queues {
+    fn number(&mut self, binding: &str, domain: &str) -> u32 {
+        if let Some(n) = self.numbers.get(binding).and_then(|d| d.get(domain)) {
+            return *n;
+        }
+        let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let names: (Arc<str>, Arc<str>) = (binding.into(), domain.into());
+        self.numbers
+            .entry(names.0.clone())
+            .or_default()
+            .insert(names.1.clone(), n);
+        self.names.push(names);
+        n
+    }
+}
+
 /// The live state.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
+    queues: Option<Queues>,
     messages: BTreeMap<u64, LiveMessage>,
     /// Finished messages that still have copies on disk.
     ghosts: BTreeMap<u64, Copies>,
@@ -146,7 +178,8 @@ impl Live {
                     None => self.ghosts.remove(&id).unwrap_or_default(),
                 };
                 add(&mut copies, at.segment);
-                let entries: Vec<LiveEntry> = envelope
+                let mut queues = self.queues.as_mut();
+                let entries: Box<[LiveEntry]> = envelope
                     .entries
                     .iter()
                     .filter(|e| !e.recipients.is_empty())
@@ -155,6 +188,9 @@ impl Live {
                         left: u32::try_from(e.recipients.len()).unwrap_or(u32::MAX),
                         attempts: e.attempts,
                         next_ms: e.next_ms,
+                        queue: queues
+                            .as_mut()
+                            .map_or(u32::MAX, |q| q.number(&envelope.binding, &e.domain)),
                         done: Vec::new(),
                     })
                     .collect();
@@ -231,14 +267,14 @@ impl Live {
         self.refer(segment, id);
         let m = self.messages.get_mut(&id)?;
         let e = m.entries.iter_mut().find(|e| e.entry == entry)?;
-        if e.left == 0 || e.done.iter().any(|d| d == recipient) {
+        if e.left == 0 || e.done.iter().any(|d| **d == *recipient) {
             return None;
         }
         e.left -= 1;
         if e.left == 0 {
             e.done = Vec::new();
         } else {
-            e.done.push(recipient.to_owned());
+            e.done.push(recipient.into());
         }
         if m.entries.iter().all(|e| e.left == 0) {
             self.finish(id);
@@ -258,7 +294,9 @@ impl Live {
             let Some(e) = m.entries.iter().find(|e| e.entry == stored.entry) else {
                 return false;
             };
-            stored.recipients.retain(|r| !e.done.contains(r));
+            stored
+                .recipients
+                .retain(|r| !e.done.iter().any(|d| **d == **r));
             stored.attempts = e.attempts;
             stored.next_ms = e.next_ms;
             e.left > 0 && !stored.recipients.is_empty()
@@ -317,8 +355,37 @@ impl Live {
         }
     }
 
-    /// The live messages' ids.
-    pub(crate) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.messages.keys().copied()
+    /// The state for reading the log at start: entries' queues are kept.
+    pub(crate) fn recovering() -> Self {
+        Self {
+            queues: Some(Queues::default()),
+            ..Self::default()
+        }
+    }
+
+    /// Every entry read at start with work left, oldest message first;
+    /// from then on the queues' names are not kept.
+    pub(crate) fn recovered(&mut self) -> Vec<Recovered> {
+        let Some(queues) = self.queues.take() else {
+            return Vec::new();
+        };
+        let names = &queues.names;
+        self.messages
+            .iter()
+            .flat_map(|(&message, m)| {
+                m.entries
+                    .iter()
+                    .filter(|e| e.left > 0)
+                    .filter_map(move |e| {
+                        let (binding, domain) = names.get(e.queue as usize)?;
+                        Some(Recovered {
+                            message,
+                            entry: e.entry,
+                            binding: binding.clone(),
+                            domain: domain.clone(),
+                        })
+                    })
+            })
+            .collect()
     }
 }

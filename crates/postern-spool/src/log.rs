@@ -3,14 +3,13 @@
 //! deleting a segment. Also the reserve file, the space kept back so that
 //! outcomes can still be recorded when the disk fills up.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::live::{Live, Loc};
-use crate::record::{Envelope, Found, Record, scan};
+use crate::record::{Found, scan};
 
 /// A segment's file name: its number, zero-padded so names sort in order.
 fn name(number: u32) -> String {
@@ -32,8 +31,6 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// What reading the log back found.
 #[derive(Debug, Default)]
 pub(crate) struct Recovery {
-    /// The latest stored envelope of every message still live.
-    pub(crate) envelopes: HashMap<u64, Envelope>,
     /// Damage found, a line for the log each.
     pub(crate) damage: Vec<String>,
     /// Damaged stretches skipped (torn tails not counted).
@@ -75,14 +72,7 @@ fn recover_segment(
                     offset: at as u64,
                     len: u32::try_from(len).unwrap_or(u32::MAX),
                 };
-                for id in live.apply(&record, loc) {
-                    found.envelopes.remove(&id);
-                }
-                if let Record::Message { envelope, .. } = record
-                    && live.locate(envelope.id) == Some(loc)
-                {
-                    found.envelopes.insert(envelope.id, envelope);
-                }
+                live.apply(&record, loc);
                 end = at + len;
             }
             Found::Damaged(len) => damaged.push((at, len)),

@@ -285,14 +285,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
                 None
             };
             let body = r.bytes()?;
-            let mut entries = Vec::new();
-            for _ in 0..r.count()? {
+            // Lists are made at their exact size: recovery holds every
+            // live envelope at once.
+            let n = r.count()?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
                 let entry = r.u64()?;
                 let domain = r.string()?;
                 let attempts = r.u32()?;
                 let next_ms = r.u64()?;
-                let mut recipients = Vec::new();
-                for _ in 0..r.count()? {
+                let n = r.count()?;
+                let mut recipients = Vec::with_capacity(n);
+                for _ in 0..n {
                     recipients.push(r.string()?);
                 }
                 entries.push(EntryRecord {
@@ -303,8 +307,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
                     next_ms,
                 });
             }
-            let mut completes = Vec::new();
-            for _ in 0..r.count()? {
+            let n = r.count()?;
+            let mut completes = Vec::with_capacity(n);
+            for _ in 0..n {
                 completes.push((r.u64()?, r.string()?));
             }
             Record::Message {

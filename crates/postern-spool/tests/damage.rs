@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{new_message, open, segment_paths, store, sync};
+use common::{new_message, open, recovered, segment_paths, store, sync};
 use postern_spool::SpoolError;
 use postern_testkit::tmpfs::Tmpfs;
 
@@ -59,8 +59,7 @@ fn flipped_bytes_cost_only_the_records_they_hit() {
     std::fs::write(&file, &bytes).unwrap();
 
     let o = open(dir.path(), 1 << 30);
-    let got: BTreeSet<usize> = o
-        .recovered
+    let got: BTreeSet<usize> = recovered(&o)
         .iter()
         .map(|m| {
             m.message_id
@@ -131,7 +130,7 @@ fn a_full_disk_fails_new_mail_keeps_every_outcome_and_recovers() {
     assert_eq!(o.spool.close(), 0, "no outcome left unwritten");
 
     let o = open(&dir, 256 * 1024);
-    let ids: Vec<u64> = o.recovered.iter().map(|m| m.id).collect();
+    let ids: Vec<u64> = recovered(&o).iter().map(|m| m.id).collect();
     assert_eq!(ids, [again.message], "nothing done comes back");
 }
 
@@ -169,7 +168,7 @@ fn messages_stored_together_are_all_stored_or_none_is() {
     assert!(matches!(failed, Err(SpoolError::Full(_))), "{failed:?}");
     assert_eq!(o.spool.close(), 0);
     let o = open(&dir, 4 << 20);
-    let mut ids: Vec<u64> = o.recovered.iter().map(|m| m.id).collect();
+    let mut ids: Vec<u64> = recovered(&o).iter().map(|m| m.id).collect();
     ids.sort_unstable();
     let mut expected: Vec<u64> = stored.iter().map(|s| s.message).collect();
     expected.sort_unstable();

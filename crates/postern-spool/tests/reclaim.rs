@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{new_message, open, segment_bytes, segment_paths, segments, store, sync};
+use common::{new_message, open, recovered, segment_bytes, segment_paths, segments, store, sync};
 use postern_spool::{Opened, Spool};
 
 #[test]
@@ -47,9 +47,9 @@ fn a_long_delayed_message_never_pins_more_than_its_own_size() {
     );
     o.spool.close();
     let o = open(dir.path(), segment);
-    assert_eq!(o.recovered.len(), 1);
-    assert_eq!(o.recovered[0].id, slow.message);
-    assert_eq!(o.recovered[0].entries[0].attempts, 59);
+    assert_eq!(recovered(&o).len(), 1);
+    assert_eq!(recovered(&o)[0].id, slow.message);
+    assert_eq!(recovered(&o)[0].entries[0].attempts, 59);
 }
 
 /// A small deterministic generator (xorshift).
@@ -77,7 +77,7 @@ fn check(
     runtime: &tokio::runtime::Runtime,
 ) {
     let mut got = Model::new();
-    for m in &o.recovered {
+    for m in &recovered(o) {
         let entries = got.entry(m.id).or_default();
         for e in &m.entries {
             let mut r = e.recipients.clone();

@@ -13,13 +13,13 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{new_message, open, segment_paths, store, sync};
+use common::{new_message, open, recovered, segment_paths, store, sync};
 
 #[test]
 fn stored_messages_come_back_without_what_was_done() {
     let dir = tempfile::tempdir().unwrap();
     let o = open(dir.path(), 1 << 20);
-    assert!(o.recovered.is_empty());
+    assert!(recovered(&o).is_empty());
     let a = store(
         &o.spool,
         new_message(
@@ -40,8 +40,21 @@ fn stored_messages_come_back_without_what_was_done() {
 
     let o = open(dir.path(), 1 << 20);
     assert!(o.damage.is_empty());
-    assert_eq!(o.recovered.len(), 1, "message 2 is finished");
-    let m = &o.recovered[0];
+    assert_eq!(recovered(&o).len(), 1, "message 2 is finished");
+    // Start hands over references with their queues; envelopes stay on disk.
+    let refs: Vec<(u64, u64, &str, &str)> = o
+        .recovered
+        .iter()
+        .map(|r| (r.message, r.entry, &*r.binding, &*r.domain))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            (a.message, a.entries[0], "default", "a.example"),
+            (a.message, a.entries[1], "default", "b.example"),
+        ]
+    );
+    let m = &recovered(&o)[0];
     assert_eq!(m.id, a.message);
     assert_eq!(m.sender, "sender@example.org");
     assert_eq!(m.message_id, "<1@test>");
@@ -82,7 +95,7 @@ fn a_torn_tail_is_cut_off_and_everything_before_kept() {
     drop(f);
 
     let o = open(dir.path(), 1 << 20);
-    assert_eq!(o.recovered.len(), 10);
+    assert_eq!(recovered(&o).len(), 10);
     assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
     assert!(o.damage[0].contains("a write cut short"), "{:?}", o.damage);
     assert_eq!(
@@ -96,7 +109,7 @@ fn a_torn_tail_is_cut_off_and_everything_before_kept() {
     );
     o.spool.close();
     let o = open(dir.path(), 1 << 20);
-    assert_eq!(o.recovered.len(), 11);
+    assert_eq!(recovered(&o).len(), 11);
     assert!(o.damage.is_empty());
 }
 
@@ -126,7 +139,7 @@ fn concurrent_stores_share_fsyncs() {
     assert!(fsyncs < 2000, "{fsyncs} fsyncs for 2000 messages");
     drop(spool);
     o.spool.close();
-    assert_eq!(open(dir.path(), 1 << 30).recovered.len(), 2000);
+    assert_eq!(recovered(&open(dir.path(), 1 << 30)).len(), 2000);
 }
 
 #[test]
@@ -169,8 +182,7 @@ fn a_bounce_and_the_failures_it_reports_are_stored_together() {
     o.spool.close();
 
     let o = open(dir.path(), 1 << 20);
-    let mut got: Vec<(u64, Vec<String>)> = o
-        .recovered
+    let mut got: Vec<(u64, Vec<String>)> = recovered(&o)
         .iter()
         .map(|m| (m.id, m.entries[0].recipients.clone()))
         .collect();

@@ -13,6 +13,8 @@ use super::QueueKey;
 pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) batch_size: usize,
+    /// `Max_Queued_In_Memory`: ready and delayed batches held in memory.
+    pub(crate) in_memory: usize,
     pub(crate) max_deliveries: u64,
     pub(crate) idle: Duration,
     pub(crate) host_failure_retry: Duration,
@@ -67,6 +69,7 @@ impl Limits {
         Self {
             max_connections: size(eff.count(Directive::MaxOutboundConnections).unwrap_or(32)),
             batch_size: size(eff.count(Directive::MaxRecipientsPerBatch).unwrap_or(100)),
+            in_memory: size(eff.count(Directive::MaxQueuedInMemory).unwrap_or(2000)),
             max_deliveries: eff
                 .count(Directive::MaxDeliveriesPerConnection)
                 .unwrap_or(0),

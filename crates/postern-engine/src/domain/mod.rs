@@ -27,13 +27,13 @@ use crate::message::Batch;
 use crate::mx_host::MxHost;
 use ready::Ready;
 
-/// A queue's name.
+/// A queue's name. Its parts are shared with every message queued there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueKey {
     /// The binding.
-    pub binding: String,
+    pub binding: Arc<str>,
     /// The destination domain.
-    pub domain: String,
+    pub domain: Arc<str>,
 }
 
 /// Where the routing table stands.
@@ -99,6 +99,8 @@ pub(crate) struct Domain {
     pub(crate) throttle_wake: Option<Instant>,
     /// Held by a `suspend` reply rule until then.
     pub(crate) held_until: Option<Instant>,
+    /// Entries are being read back from the spool.
+    pub(crate) reading: bool,
 }
 
 impl Domain {
@@ -119,6 +121,7 @@ impl Domain {
             wake: None,
             throttle_wake: None,
             held_until: None,
+            reading: false,
         }
     }
 

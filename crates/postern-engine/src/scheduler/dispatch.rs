@@ -182,6 +182,7 @@ impl Core {
             }
             self.host_mut(h)?.ring.push_back(d);
             let batch = self.domain_mut(d)?.active.pop_front()?;
+            self.read_back(d);
             return Some((d, batch));
         }
         None

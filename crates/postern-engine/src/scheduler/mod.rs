@@ -8,6 +8,7 @@
 //! [`Scheduler`] actor carries them out and keeps one timer for the
 //! earliest deadline (`docs/adr/0003-mx-host-pools.md`).
 
+mod backlog;
 mod callout;
 mod cluster;
 mod control;
@@ -28,6 +29,7 @@ use actix::prelude::*;
 use postern_conf::{Config, Directive, ReplyClass, Value};
 use postern_dns::Dns;
 
+pub(crate) use self::backlog::SubmitSpooled;
 pub(crate) use self::callout::{EndCallout, ReserveCallout};
 pub(crate) use self::cluster::HostLeases;
 pub(crate) use self::control::{Command, Control, Drain, Fault};
@@ -42,7 +44,7 @@ use crate::connection::Connection;
 use crate::domain::{Domain, Limits, QueueKey};
 use crate::ids::{ConnId, DomainId, HostId};
 use crate::lease::{Gauge, Lease};
-use crate::message::Batch;
+use crate::message::{Backlog, Batch, Failure, QueuedMessage, Spooled};
 use crate::messages::{Connected, Ended, Link, Submit, WantWork};
 use crate::mx_host::{HostKey, MxHost, Peer};
 use crate::outbound::TlsCache;
@@ -72,6 +74,8 @@ pub(crate) enum Action {
     Tokens(Arc<str>, postern_conf::Throttle),
     /// Tell the other nodes that the host's loop slowed it down.
     Signal(HostId, ReplyClass, String),
+    /// Read the domain's entries back from the spool.
+    ReadBack(DomainId, Vec<Spooled>),
 }
 
 /// Being opened on behalf of a domain: counted against the host's and the
@@ -104,7 +108,7 @@ pub(crate) struct Core {
     domains: Vec<Domain>,
     /// Domain ids by binding, then domain: looked up without a copy of
     /// either name.
-    domain_ids: HashMap<String, HashMap<String, DomainId>>,
+    domain_ids: HashMap<Arc<str>, HashMap<Arc<str>, DomainId>>,
     hosts: Vec<MxHost>,
     host_ids: HashMap<HostKey, HostId>,
     /// The hosts (profiles) of each source and address.
@@ -122,8 +126,13 @@ pub(crate) struct Core {
     loop_open: Vec<Gauge>,
     loop_opened: Vec<u64>,
     outcomes: Box<dyn Outcomes>,
+    /// Reads back entries that queues left in the spool; without it every
+    /// queued message stays in memory.
+    backlog: Option<Arc<dyn Backlog>>,
     /// Attempt rounds with batches still out (for one bounce per round).
     rounds: HashMap<RoundKey, Round>,
+    /// The last transient failure given to a batch, for the next ones.
+    recent_failure: Option<Arc<Failure>>,
     /// Throttle buckets by the setting that defines them (and the count
     /// they hold: a share of the cluster's while Redis is out of reach).
     buckets: HashMap<(Arc<str>, u32), Bucket>,
@@ -194,7 +203,9 @@ impl Core {
             loop_open: (0..event_loops.max(1)).map(|_| Gauge::default()).collect(),
             loop_opened: vec![0; event_loops.max(1)],
             outcomes,
+            backlog: None,
             rounds: HashMap::new(),
+            recent_failure: None,
             buckets: HashMap::new(),
             cluster,
             shared_buckets: HashMap::new(),
@@ -254,8 +265,9 @@ impl Core {
         self.hosts.get_mut(id.0 as usize)
     }
 
-    /// Queues a message: its batches join the domain's ready mail.
-    pub(crate) fn submit(&mut self, message: crate::message::QueuedMessage) {
+    /// Queues a message: its batches join the domain's ready mail, or it
+    /// waits in the spool behind the domain's mail there.
+    pub(crate) fn submit(&mut self, message: QueuedMessage) {
         let d = match self.find_domain(&message.binding, &message.domain) {
             Some(d) => d,
             None => self.domain_id(&QueueKey {
@@ -263,7 +275,22 @@ impl Core {
                 domain: message.domain.clone(),
             }),
         };
-        let size = self.domain(d).map_or(1, |x| x.limits.batch_size);
+        if self.spill(d, &message) {
+            return;
+        }
+        self.queue(d, message);
+    }
+
+    /// Queues a message in memory: its batches join the domain's ready
+    /// mail (or its delayed mail, until a stored next attempt).
+    fn queue(&mut self, d: DomainId, mut message: QueuedMessage) {
+        let Some(dom) = self.domain(d) else {
+            return;
+        };
+        // The queue's copies of the names, not one pair per message.
+        message.binding = dom.key.binding.clone();
+        message.domain = dom.key.domain.clone();
+        let size = dom.limits.batch_size;
         // A stored schedule (after a restart) holds the message until then.
         let wait = message
             .not_before
@@ -313,12 +340,15 @@ impl Scheduler {
         config: Arc<Config>,
         dns: Dns,
         loops: Vec<ArbiterHandle>,
-        outcomes: Box<dyn Outcomes>,
+        outcomes: (Box<dyn Outcomes>, Option<Arc<dyn Backlog>>),
         ready: Arc<AtomicUsize>,
         cluster: Option<postern_cluster::Cluster>,
     ) -> Self {
+        let (outcomes, backlog) = outcomes;
+        let mut core = Core::new(config, loops.len(), outcomes, ready, cluster);
+        core.backlog = backlog;
         Self {
-            core: Core::new(config, loops.len(), outcomes, ready, cluster),
+            core,
             dns,
             loops,
             armed: None,
@@ -339,6 +369,7 @@ impl Scheduler {
                 Action::Lease(h) => self.ask_lease(h, ctx),
                 Action::Tokens(name, throttle) => self.ask_tokens(name, throttle, ctx),
                 Action::Signal(h, class, reply) => self.publish(h, class, &reply),
+                Action::ReadBack(d, entries) => self.read_back(d, entries, ctx),
             }
         }
         self.arm(ctx);

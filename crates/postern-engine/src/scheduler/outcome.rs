@@ -110,8 +110,8 @@ impl Core {
     fn judge_for(&self, d: DomainId, reply: &Reply, h: HostId) -> Verdict {
         let key = self.domain(d).map(|dom| &dom.key);
         let cx = Context {
-            binding: key.map_or("", |k| k.binding.as_str()),
-            domain: key.map_or("", |k| k.domain.as_str()),
+            binding: key.map_or("", |k| &*k.binding),
+            domain: key.map_or("", |k| &*k.domain),
             host: self.host(h).map(MxHost::name),
         };
         self.classifier.judge(reply, &cx)
@@ -159,9 +159,12 @@ impl Core {
                 }
             }
         }
+        let parts = later.len();
         for (reply, recipients) in later {
+            // Parts failed with different replies wait in one round.
             let part = Batch {
                 recipients,
+                alone: batch.alone && parts == 1,
                 ..batch.clone()
             };
             failed.extend(self.transient(d, part, &reply, host.clone(), None));
@@ -169,6 +172,7 @@ impl Core {
         if let Some((reply, verdict)) = hold {
             let part = Batch {
                 recipients: back,
+                alone: false,
                 ..batch.clone()
             };
             // Still in its attempt round: it was not attempted.
@@ -234,8 +238,7 @@ impl Core {
             self.back(d, batch);
             return;
         }
-        let reply = Reply::with_status(451, (4, 4, 7), "not delivered in time");
-        let (last, host) = batch.last.clone().unwrap_or((reply, None));
+        let (last, host) = batch.last_failure();
         let expiration = self
             .domain(d)
             .map_or(Duration::ZERO, |x| x.limits.expiration);

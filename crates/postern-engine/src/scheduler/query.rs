@@ -77,6 +77,8 @@ pub struct QueueRow {
     pub active: usize,
     /// Delayed batches.
     pub delayed: usize,
+    /// Ready entries left in the spool (`Max_Queued_In_Memory`).
+    pub spooled: usize,
     /// Connections open or opening.
     pub connections: usize,
     /// Held by suspend.
@@ -90,6 +92,8 @@ pub struct QueueView {
     pub active: usize,
     /// Batches waiting for their retry time.
     pub delayed: usize,
+    /// Ready entries left in the spool (`Max_Queued_In_Memory`).
+    pub spooled: usize,
     /// Connections open or opening.
     pub connections: usize,
     /// `Max_Outbound_Connections`.
@@ -119,6 +123,8 @@ pub struct Summary {
     pub active: usize,
     /// Delayed batches over all queues.
     pub delayed: usize,
+    /// Ready entries left in the spool, over all queues.
+    pub spooled: usize,
     /// Every destination host known.
     pub hosts: Vec<HostSummary>,
 }
@@ -188,6 +194,7 @@ impl Core {
         Some(QueueView {
             active: dom.active.len(),
             delayed: dom.delayed.len(),
+            spooled: dom.active.spooled(),
             connections: dom.connections(),
             limit: dom.limits.max_connections,
             consecutive_failures: dom.consecutive_failures,
@@ -209,6 +216,7 @@ impl Core {
             queues: self.domains.len(),
             active: self.domains.iter().map(|d| d.active.len()).sum(),
             delayed: self.domains.iter().map(|d| d.delayed.len()).sum(),
+            spooled: self.domains.iter().map(|d| d.active.spooled()).sum(),
             hosts: self
                 .hosts
                 .iter()
@@ -232,17 +240,18 @@ impl Core {
             .domains
             .iter()
             .map(|d| QueueRow {
-                binding: d.key.binding.clone(),
-                domain: d.key.domain.clone(),
+                binding: d.key.binding.to_string(),
+                domain: d.key.domain.to_string(),
                 active: d.active.len(),
                 delayed: d.delayed.len(),
+                spooled: d.active.spooled(),
                 connections: d.connections(),
                 suspended: d.suspended,
             })
             .collect();
         rows.sort_by(|a, b| {
-            (b.active + b.delayed, b.connections)
-                .cmp(&(a.active + a.delayed, a.connections))
+            (b.active + b.delayed + b.spooled, b.connections)
+                .cmp(&(a.active + a.delayed + a.spooled, a.connections))
                 .then_with(|| (&a.binding, &a.domain).cmp(&(&b.binding, &b.domain)))
         });
         rows.truncate(n);

@@ -9,6 +9,7 @@
 //! failed, or delayed). When the last batch settles, the round's permanent
 //! failures become one bounce.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use postern_conf::ReplyClass;
@@ -19,7 +20,7 @@ use super::timers::Timer;
 use super::{Action, Core};
 use crate::bounce::{FailedRecipient, Settlement};
 use crate::ids::DomainId;
-use crate::message::{Batch, HostInfo, Report};
+use crate::message::{Batch, Failure, HostInfo, Report};
 
 /// The permanent failures of one round so far, and the batches still out.
 #[derive(Debug, Default)]
@@ -68,32 +69,43 @@ impl Core {
         });
     }
 
-    /// A batch becomes ready: it joins its message's round.
+    /// A batch becomes ready: it joins its message's round (a message's
+    /// only batch is a round by itself).
     pub(super) fn enter(&mut self, d: DomainId, batch: &Batch) {
-        self.rounds.entry(round_key(d, batch)).or_default().pending += 1;
+        if !batch.alone {
+            self.rounds.entry(round_key(d, batch)).or_default().pending += 1;
+        }
     }
 
     /// A batch's attempt is over, with these permanent failures; the last
     /// batch of a round sends the round's bounce.
     pub(super) fn settle(&mut self, d: DomainId, batch: &Batch, failed: Vec<FailedRecipient>) {
         let rk = round_key(d, batch);
-        let round = self.rounds.entry(rk).or_default();
-        round.pending = round.pending.saturating_sub(1);
-        round.failed.extend(failed);
-        if round.pending > 0 {
-            return;
-        }
-        let Some(round) = self.rounds.remove(&rk) else {
-            return;
+        let failed = if batch.alone && !self.rounds.contains_key(&rk) {
+            failed
+        } else {
+            // A part put back unattempted may share an only batch's round.
+            let round = self.rounds.entry(rk).or_default();
+            if !batch.alone {
+                round.pending = round.pending.saturating_sub(1);
+            }
+            round.failed.extend(failed);
+            if round.pending > 0 {
+                return;
+            }
+            match self.rounds.remove(&rk) {
+                Some(round) => round.failed,
+                None => return,
+            }
         };
-        if round.failed.is_empty() {
+        if failed.is_empty() {
             return;
         }
         let bounces = self.domain(d).is_some_and(|x| x.limits.bounces);
         self.actions.push(Action::Settle(Settlement {
             entry: batch.message.id,
             message: batch.message.clone(),
-            failed: round.failed,
+            failed,
             wants_bounce: bounces && !batch.message.sender.is_empty(),
             hostname: self.hostname.clone(),
         }));
@@ -184,7 +196,7 @@ impl Core {
         };
         let again = Batch {
             attempts: made,
-            last: Some((reply.clone(), host)),
+            last: Some(self.shared_failure(reply, host)),
             ..batch
         };
         self.delay(d, again, at);
@@ -202,6 +214,21 @@ impl Core {
             let failed = self.transient(d, batch.clone(), reply, None, None);
             self.settle(d, &batch, failed);
         }
+    }
+
+    /// `reply` from `host` as a batch's last failure: the one made for the
+    /// batch before when it is the same, so that the batches a dead host
+    /// delays together hold one copy.
+    fn shared_failure(&mut self, reply: &Reply, host: Option<HostInfo>) -> Arc<Failure> {
+        if let Some(last) = &self.recent_failure
+            && last.0 == *reply
+            && last.1 == host
+        {
+            return last.clone();
+        }
+        let last = Arc::new((reply.clone(), host));
+        self.recent_failure = Some(last.clone());
+        last
     }
 
     /// Puts a batch in the delayed queue until `at`.
@@ -243,12 +270,7 @@ impl Core {
         for batch in due.into_values() {
             self.enter(d, &batch);
             if self.expires(d, &batch) <= now {
-                let (last, host) = batch.last.clone().unwrap_or_else(|| {
-                    (
-                        Reply::with_status(451, (4, 4, 7), "not delivered in time"),
-                        None,
-                    )
-                });
+                let (last, host) = batch.last_failure();
                 let failed = self.fail(
                     &batch,
                     &batch.recipients,

@@ -28,6 +28,8 @@ pub(super) enum Timer {
     /// The host may open connections again (after a pause or a lack of
     /// local resources).
     HostRetry(HostId),
+    /// Reading the domain's entries back from the spool failed: try again.
+    ReadBack(DomainId),
 }
 
 /// The deadlines, in time order.
@@ -76,6 +78,7 @@ impl Core {
                     self.offer(d);
                 }
                 Timer::Idle(h) => self.expire_idle(h, now),
+                Timer::ReadBack(d) => self.read_back(d),
                 Timer::HostBack(h) => {
                     if self.host_mut(h).is_some_and(|x| x.due_back(now)) {
                         self.dispatch(h, now);

@@ -83,7 +83,7 @@ pub(crate) fn engine(dns: &DnsServer, body: &str) -> TestEngine {
     );
     let config = Config::from_text(&text, Path::new("engine.conf")).unwrap();
     let (sink, reports, bounces) = Channels::new();
-    let engine = Engine::start(Arc::new(config), Box::new(sink), None).unwrap();
+    let engine = Engine::start(Arc::new(config), Box::new(sink), None, None).unwrap();
     TestEngine {
         engine,
         reports,
@@ -95,7 +95,7 @@ pub(crate) fn message(id: u64, binding: &str, domain: &str, recipients: &[&str])
     QueuedMessage {
         id,
         queue_id: id,
-        message_id: format!("<{id}@engine.test>"),
+        message_id: format!("<{id}@engine.test>").into(),
         binding: binding.into(),
         domain: domain.into(),
         sender: "sender@example.org".into(),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use postern_spool::{NewMessage, Opened, Options, Spool, Stored};
+use postern_spool::{Envelope, NewMessage, Opened, Options, Spool, Stored};
 
 /// A message `n` with these (domain, recipients) entries.
 pub(crate) fn new_message(n: usize, domains: &[(&str, &[&str])]) -> NewMessage {
@@ -89,4 +89,14 @@ pub(crate) fn segment_paths(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     paths.sort();
     paths
+}
+
+/// The envelopes of the messages with work left, as a queue reads them
+/// back, oldest first.
+pub(crate) fn recovered(o: &Opened) -> Vec<Envelope> {
+    let mut ids: Vec<u64> = o.recovered.iter().map(|r| r.message).collect();
+    ids.dedup();
+    ids.iter()
+        .map(|id| o.spool.envelope(*id).unwrap())
+        .collect()
 }

@@ -145,7 +145,8 @@ async fn queues(State(admin): State<Arc<Admin>>, Query(params): Params) -> Json<
         .map(|q| {
             json!({
                 "binding": q.binding, "domain": q.domain, "active": q.active,
-                "delayed": q.delayed, "connections": q.connections, "suspended": q.suspended,
+                "delayed": q.delayed, "spooled": q.spooled, "connections": q.connections,
+                "suspended": q.suspended,
             })
         })
         .collect();
@@ -258,6 +259,7 @@ fn domain_json(binding: &str, domain: &str, v: &postern_engine::QueueView) -> Va
         .collect();
     json!({
         "binding": binding, "domain": domain, "active": v.active, "delayed": v.delayed,
+        "spooled": v.spooled,
         "connections": v.connections, "limit": v.limit, "suspended": v.suspended,
         "consecutive_failures": v.consecutive_failures, "next_retry_seconds": v.next_retry_seconds,
         "hosts": hosts,
@@ -285,6 +287,7 @@ impl Admin {
             "queues": s.as_ref().map(|s| s.queues),
             "active": s.as_ref().map(|s| s.active),
             "delayed": s.as_ref().map(|s| s.delayed),
+            "spooled": s.as_ref().map(|s| s.spooled),
             "totals": {
                 "received": get(&t.received), "delivered": get(&t.delivered),
                 "transient_failures": get(&t.transient), "permanent_failures": get(&t.permanent),
@@ -306,6 +309,7 @@ impl Admin {
         };
         metrics::gauge!(m::QUEUE, "state" => "active").set(s.active as f64);
         metrics::gauge!(m::QUEUE, "state" => "delayed").set(s.delayed as f64);
+        metrics::gauge!(m::QUEUE, "state" => "spooled").set(s.spooled as f64);
         for (i, n) in s.open_per_loop.iter().enumerate() {
             metrics::gauge!(m::CONNECTIONS, "event_loop" => i.to_string()).set(*n as f64);
         }

@@ -181,9 +181,18 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
         dkim: signers.clone(),
     };
     let cluster = join_cluster(&config)?;
-    let engine = Engine::start(config.clone(), Box::new(recorder), cluster.clone())
-        .map_err(|e| format!("engine: {e}"))?;
-    let entries = spool::requeue(opened.recovered, &body, &engine.handle());
+    let backlog = spool::SpoolBacklog {
+        bodies: spool.bodies(),
+        body: body.clone(),
+    };
+    let engine = Engine::start(
+        config.clone(),
+        Box::new(recorder),
+        Some(Arc::new(backlog)),
+        cluster.clone(),
+    )
+    .map_err(|e| format!("engine: {e}"))?;
+    let entries = spool::requeue(opened.recovered, &engine.handle());
     say(&format!(
         "spool {}: {entries} entries to deliver",
         dir.display()

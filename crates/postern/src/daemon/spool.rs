@@ -2,6 +2,7 @@
 //! bodies read back for the engine, recovered messages queued again with
 //! their stored schedule, and the pressure the listener pushes back with.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,9 +11,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use postern_conf::{Config, Directive, Value};
-use postern_engine::{Body, BodyError, BodySource, Handle, QueuedMessage};
+use postern_engine::{Backlog, Body, BodyError, BodySource, Handle, QueuedMessage, Spooled};
 use postern_smtp::xclient::Xclient;
-use postern_spool::{Bodies, Options, Recovered, Spool};
+use postern_spool::{Bodies, Envelope, Options, Recovered, Spool};
 
 pub(crate) fn dir(config: &Config) -> PathBuf {
     match config.global.value_or_default(Directive::SpoolDir) {
@@ -58,40 +59,96 @@ impl BodySource for SpoolBodies {
     }
 }
 
-/// Queues every recovered entry, held until its stored next attempt.
-pub(crate) fn requeue(recovered: Vec<Recovered>, body: &Body, engine: &Handle) -> usize {
-    let mut entries = 0;
-    for m in recovered {
-        let client = m.client.as_ref().and_then(|c| {
-            Some(Arc::new(Xclient {
-                addr: c.addr.parse().ok()?,
-                name: Some(c.name.clone()).filter(|n| !n.is_empty()),
-                helo: c.helo.clone(),
-                proto: c.proto.clone(),
-            }))
-        });
-        for e in m.entries {
-            entries += 1;
-            let not_before = (e.next_ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(e.next_ms));
-            engine.submit(QueuedMessage {
-                id: e.entry,
-                queue_id: m.id,
-                message_id: m.message_id.clone(),
-                binding: m.binding.clone(),
-                domain: e.domain,
-                sender: m.sender.clone(),
-                recipients: e.recipients,
-                body: body.clone(),
-                eight_bit: m.eight_bit,
-                smtputf8: m.smtputf8,
-                attempts: e.attempts,
-                received: UNIX_EPOCH + Duration::from_millis(m.received_ms),
-                not_before,
-                client: client.clone(),
+/// Queues every recovered entry, in order, by reference: each queue reads
+/// its envelopes back from the spool as it has room in memory, and holds
+/// each until its stored next attempt.
+pub(crate) fn requeue(recovered: Vec<Recovered>, engine: &Handle) -> usize {
+    let entries = recovered.len();
+    let mut queues: HashMap<(Arc<str>, Arc<str>), Vec<Spooled>> = HashMap::new();
+    for r in recovered {
+        queues
+            .entry((r.binding, r.domain))
+            .or_default()
+            .push(Spooled {
+                message: r.message,
+                entry: r.entry,
             });
-        }
+    }
+    for ((binding, domain), list) in queues {
+        engine.submit_spooled(binding, domain, list);
     }
     entries
+}
+
+/// Reads queued entries back from the spool for the engine.
+#[derive(Debug)]
+pub(crate) struct SpoolBacklog {
+    pub(crate) bodies: Bodies,
+    pub(crate) body: Body,
+}
+
+impl Backlog for SpoolBacklog {
+    fn read(
+        &self,
+        entries: Vec<Spooled>,
+    ) -> BoxFuture<'static, Result<Vec<QueuedMessage>, String>> {
+        let mut ids: Vec<u64> = entries.iter().map(|e| e.message).collect();
+        ids.dedup();
+        let read = self.bodies.envelopes(ids);
+        let body = self.body.clone();
+        async move {
+            let found: HashMap<u64, Envelope> = read
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|(id, r)| match r {
+                    Ok(envelope) => Some(Ok((id, envelope))),
+                    // Finished meanwhile.
+                    Err(postern_spool::BodyError::Gone(_)) => None,
+                    Err(e @ postern_spool::BodyError::Damaged(_)) => {
+                        tracing::error!(error = %e, "a queued message cannot be read back; it stays in the spool");
+                        None
+                    }
+                    Err(e) => Some(Err(e.to_string())),
+                })
+                .collect::<Result<_, String>>()?;
+            Ok(entries
+                .iter()
+                .filter_map(|s| queued(found.get(&s.message)?, s.entry, &body))
+                .collect())
+        }
+        .boxed()
+    }
+}
+
+/// One entry of a stored envelope as a message for the engine, held until
+/// its stored next attempt; `None` when the entry has nothing left.
+fn queued(m: &Envelope, entry: u64, body: &Body) -> Option<QueuedMessage> {
+    let e = m.entries.iter().find(|e| e.entry == entry)?;
+    let client = m.client.as_ref().and_then(|c| {
+        Some(Arc::new(Xclient {
+            addr: c.addr.parse().ok()?,
+            name: Some(c.name.clone()).filter(|n| !n.is_empty()),
+            helo: c.helo.clone(),
+            proto: c.proto.clone(),
+        }))
+    });
+    Some(QueuedMessage {
+        id: e.entry,
+        queue_id: m.id,
+        message_id: m.message_id.as_str().into(),
+        binding: m.binding.as_str().into(),
+        domain: e.domain.as_str().into(),
+        sender: m.sender.as_str().into(),
+        recipients: e.recipients.clone(),
+        body: body.clone(),
+        eight_bit: m.eight_bit,
+        smtputf8: m.smtputf8,
+        attempts: e.attempts,
+        received: UNIX_EPOCH + Duration::from_millis(m.received_ms),
+        not_before: (e.next_ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(e.next_ms)),
+        client,
+    })
 }
 
 /// Stores waiting for the disk that count as fully behind: the disk is
