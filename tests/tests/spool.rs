@@ -267,3 +267,37 @@ fn a_queue_keeps_mail_beyond_its_memory_limit_in_the_spool_and_delivers_it_all_o
     );
     assert_eq!(daemon.terminate(), Some(0));
 }
+
+#[test]
+fn spooled_mail_of_a_dead_destination_expires_too() {
+    let dns = DnsServer::builder().start().unwrap();
+    let down = free_addr("127.0.0.1");
+    let setup = Setup::new(
+        &dns,
+        &format!(
+            "Gateway = \"{down}\"\nHost_Failure_Retry = 1\nMX_Failures_To_Delay = 1\nRetry_Interval = 1\nMessage_Expiration = 2\nMax_Queued_In_Memory = 5"
+        ),
+    );
+    let daemon = setup.start();
+    // Null sender: no bounces to queue.
+    let sent = inject(
+        json!({"port": setup.listen.port(), "count": 40, "sender": "", "rcpts": ["r@dest.example"]}),
+    );
+    assert_eq!(codes(&sent), vec![250; 40]);
+    // Every message expires, those read back from the spool as well.
+    wait_until(Duration::from_secs(90), "every message expired", || {
+        events(&setup.log(), "expiry").len() == 40
+    });
+    wait_until(Duration::from_secs(30), "an empty queue and spool", || {
+        let s = summary(&setup);
+        s["spooled"] == 0 && s["active"] == 0 && s["spool"]["messages"] == 0
+    });
+    let log = setup.log();
+    assert!(
+        events(&log, "expiry")
+            .iter()
+            .all(|r| r["reply"].as_str().unwrap_or("").contains("expired")),
+        "{log:?}"
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+}

@@ -53,7 +53,9 @@ use postern_dns::Dns;
 
 pub use bounce::{Bounce, FailedRecipient, Settlement};
 pub use domain::QueueKey;
-pub use message::{Backlog, Body, BodyError, BodySource, HostInfo, QueuedMessage, Report, Spooled};
+pub use message::{
+    Backlog, BacklogRead, Body, BodyError, BodySource, HostInfo, QueuedMessage, Report, Spooled,
+};
 use messages::Submit;
 pub use outcomes::{Channels, Outcomes};
 use scheduler::{

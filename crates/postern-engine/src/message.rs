@@ -61,13 +61,21 @@ pub struct Spooled {
     pub entry: u64,
 }
 
+/// What reading spooled entries back gave.
+#[derive(Debug, Default)]
+pub struct BacklogRead {
+    /// The entries as messages to queue, in order; entries finished
+    /// meanwhile are left out.
+    pub messages: Vec<QueuedMessage>,
+    /// Entries that could not be read now, to ask for again later.
+    pub retry: Vec<Spooled>,
+}
+
 /// Reads back the entries queues left in the spool (the spool's reader).
 pub trait Backlog: Send + Sync + std::fmt::Debug {
-    /// These entries as messages to queue, in order; entries finished
-    /// meanwhile are left out. An error means none could be read now: the
-    /// queue asks again later.
-    fn read(&self, entries: Vec<Spooled>)
-    -> BoxFuture<'static, Result<Vec<QueuedMessage>, String>>;
+    /// These entries, read back. An error means none could be read now:
+    /// the queue asks again later.
+    fn read(&self, entries: Vec<Spooled>) -> BoxFuture<'static, Result<BacklogRead, String>>;
 }
 
 /// Reads bodies that are not kept in memory (the spool's reader).

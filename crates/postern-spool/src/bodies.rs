@@ -234,5 +234,8 @@ fn message(shared: &Shared, id: u64) -> Result<(Envelope, Arc<[u8]>), BodyError>
             _ => Err(BodyError::Damaged(id)),
         };
     }
-    Err(BodyError::Gone(id))
+    // Still live, but its segment keeps moving: not gone, just not now.
+    Err(BodyError::Io(format!(
+        "message {id:x}: its segment was not found"
+    )))
 }

@@ -3,7 +3,9 @@
 //! comes beyond them, or behind entries already in the spool, is kept as
 //! its spool ids only. When the queue's ready mail falls to half of the
 //! limit, the next entries are read back (off the event loop, by the
-//! [`Backlog`](crate::message::Backlog)) and queued in order.
+//! [`Backlog`](crate::message::Backlog)) and queued in order. Every
+//! change that frees room (a batch handed out, settled, expired or
+//! failed, a queue offered) looks again.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,7 @@ use actix::prelude::*;
 use super::timers::Timer;
 use super::{Action, Core, Scheduler};
 use crate::ids::DomainId;
-use crate::message::{Body, QueuedMessage, Spooled};
+use crate::message::{BacklogRead, Body, QueuedMessage, Spooled};
 
 /// Entries read back in one request at most.
 const READ_AT_ONCE: usize = 1000;
@@ -35,7 +37,7 @@ pub(crate) struct SubmitSpooled {
 pub(crate) struct ReadBack {
     domain: DomainId,
     entries: Vec<Spooled>,
-    read: Result<Vec<QueuedMessage>, String>,
+    read: Result<BacklogRead, String>,
 }
 
 impl Core {
@@ -50,7 +52,8 @@ impl Core {
             return false;
         };
         let held = dom.active.len() + dom.delayed.len();
-        if dom.active.spooled() == 0 && held < dom.limits.in_memory {
+        // Entries being read back count as spooled: nothing overtakes them.
+        if dom.active.spooled() == 0 && !dom.reading && held < dom.limits.in_memory {
             return false;
         }
         dom.active.push_spooled(Spooled {
@@ -97,27 +100,41 @@ impl Core {
         self.actions.push(Action::ReadBack(d, entries));
     }
 
-    /// Entries read back join the ready mail in order; after a failure
-    /// they wait at the head of the spooled ones and are asked for again.
+    /// Entries read back join the ready mail in order. Those that could
+    /// not be read wait at the head of the spooled ones, and the queue
+    /// reads nothing more until it asks again, a second later.
     fn read_done(&mut self, r: ReadBack) {
+        let (messages, retry) = match r.read {
+            Ok(read) => (read.messages, read.retry),
+            Err(e) => {
+                tracing::warn!(error = %e, entries = r.entries.len(), "reading queued mail back from the spool failed; trying again");
+                (Vec::new(), r.entries)
+            }
+        };
+        // Still reading while they are queued: no other read starts on
+        // the room they take.
+        for m in messages {
+            self.queue(r.domain, m);
+        }
         let Some(dom) = self.domain_mut(r.domain) else {
             return;
         };
-        dom.reading = false;
-        match r.read {
-            Ok(messages) => {
-                for m in messages {
-                    self.queue(r.domain, m);
-                }
-                self.read_back(r.domain);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, entries = r.entries.len(), "reading queued mail back from the spool failed; trying again");
-                dom.active.unread(r.entries);
-                self.timers
-                    .at(Instant::now() + READ_RETRY, Timer::ReadBack(r.domain));
-            }
+        if retry.is_empty() {
+            dom.reading = false;
+        } else {
+            dom.active.unread(retry);
+            self.timers
+                .at(Instant::now() + READ_RETRY, Timer::ReadBack(r.domain));
         }
+        self.read_back(r.domain);
+    }
+
+    /// The wait after a failed read is over.
+    pub(super) fn read_again(&mut self, d: DomainId) {
+        if let Some(dom) = self.domain_mut(d) {
+            dom.reading = false;
+        }
+        self.read_back(d);
     }
 }
 

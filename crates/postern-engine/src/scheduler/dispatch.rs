@@ -35,6 +35,7 @@ impl Core {
     /// the first usable level, and those hosts (and any probe due at a
     /// better level) dispatch.
     pub(super) fn offer(&mut self, d: DomainId) {
+        self.read_back(d);
         let now = Instant::now();
         let Some(dom) = self.domain(d) else {
             return;

@@ -159,12 +159,13 @@ impl Core {
                 }
             }
         }
-        let parts = later.len();
+        // Parts failed with different replies, or put back unattempted,
+        // wait in one round again later.
+        let alone = batch.alone && later.len() == 1 && hold.is_none();
         for (reply, recipients) in later {
-            // Parts failed with different replies wait in one round.
             let part = Batch {
                 recipients,
-                alone: batch.alone && parts == 1,
+                alone,
                 ..batch.clone()
             };
             failed.extend(self.transient(d, part, &reply, host.clone(), None));

@@ -80,6 +80,8 @@ impl Core {
     /// A batch's attempt is over, with these permanent failures; the last
     /// batch of a round sends the round's bounce.
     pub(super) fn settle(&mut self, d: DomainId, batch: &Batch, failed: Vec<FailedRecipient>) {
+        // The batch has left memory (or is delayed): room for spooled mail.
+        self.read_back(d);
         let rk = round_key(d, batch);
         let failed = if batch.alone && !self.rounds.contains_key(&rk) {
             failed

@@ -78,7 +78,7 @@ impl Core {
                     self.offer(d);
                 }
                 Timer::Idle(h) => self.expire_idle(h, now),
-                Timer::ReadBack(d) => self.read_back(d),
+                Timer::ReadBack(d) => self.read_again(d),
                 Timer::HostBack(h) => {
                     if self.host_mut(h).is_some_and(|x| x.due_back(now)) {
                         self.dispatch(h, now);

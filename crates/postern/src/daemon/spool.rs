@@ -11,7 +11,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use postern_conf::{Config, Directive, Value};
-use postern_engine::{Backlog, Body, BodyError, BodySource, Handle, QueuedMessage, Spooled};
+use postern_engine::{
+    Backlog, BacklogRead, Body, BodyError, BodySource, Handle, QueuedMessage, Spooled,
+};
 use postern_smtp::xclient::Xclient;
 use postern_spool::{Bodies, Envelope, Options, Recovered, Spool};
 
@@ -88,34 +90,39 @@ pub(crate) struct SpoolBacklog {
 }
 
 impl Backlog for SpoolBacklog {
-    fn read(
-        &self,
-        entries: Vec<Spooled>,
-    ) -> BoxFuture<'static, Result<Vec<QueuedMessage>, String>> {
+    fn read(&self, entries: Vec<Spooled>) -> BoxFuture<'static, Result<BacklogRead, String>> {
         let mut ids: Vec<u64> = entries.iter().map(|e| e.message).collect();
         ids.dedup();
         let read = self.bodies.envelopes(ids);
         let body = self.body.clone();
         async move {
-            let found: HashMap<u64, Envelope> = read
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .filter_map(|(id, r)| match r {
-                    Ok(envelope) => Some(Ok((id, envelope))),
-                    // Finished meanwhile.
-                    Err(postern_spool::BodyError::Gone(_)) => None,
-                    Err(e @ postern_spool::BodyError::Damaged(_)) => {
-                        tracing::error!(error = %e, "a queued message cannot be read back; it stays in the spool");
-                        None
+            let mut found: HashMap<u64, Envelope> = HashMap::new();
+            let mut unreadable = Vec::new();
+            for (id, r) in read.await.map_err(|e| e.to_string())? {
+                match r {
+                    Ok(envelope) => {
+                        found.insert(id, envelope);
                     }
-                    Err(e) => Some(Err(e.to_string())),
-                })
-                .collect::<Result<_, String>>()?;
-            Ok(entries
-                .iter()
-                .filter_map(|s| queued(found.get(&s.message)?, s.entry, &body))
-                .collect())
+                    // Finished meanwhile.
+                    Err(postern_spool::BodyError::Gone(_)) => {}
+                    Err(e @ postern_spool::BodyError::Damaged(_)) => {
+                        tracing::error!(error = %e, "a queued message cannot be read back; it is left in the spool");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a queued message cannot be read back now; trying again");
+                        unreadable.push(id);
+                    }
+                }
+            }
+            let mut read = BacklogRead::default();
+            for s in entries {
+                if unreadable.contains(&s.message) {
+                    read.retry.push(s);
+                } else if let Some(m) = found.get(&s.message).and_then(|e| queued(e, s.entry, &body)) {
+                    read.messages.push(m);
+                }
+            }
+            Ok(read)
         }
         .boxed()
     }
