@@ -182,14 +182,21 @@ impl Session {
     ) -> Result<Vec<Outcome>, SessionError> {
         let mut stuffer = DotStuffer::default();
         let mut wire = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 16);
-        for chunk in tx.body.chunks(BODY_CHUNK) {
+        let mut chunks = tx.body.chunks(BODY_CHUNK).peekable();
+        // The end of data goes out with the last chunk: one write (and one
+        // wake-up of the server) for a message of up to 64 KiB.
+        loop {
             wire.clear();
-            stuffer.encode(chunk, &mut wire);
+            if let Some(chunk) = chunks.next() {
+                stuffer.encode(chunk, &mut wire);
+            }
+            if chunks.peek().is_none() {
+                stuffer.finish(&mut wire);
+                self.write(&wire, Phase::Data).await?;
+                break;
+            }
             self.write(&wire, Phase::Data).await?;
         }
-        wire.clear();
-        stuffer.finish(&mut wire);
-        self.write(&wire, Phase::Data).await?;
         if self.settings.protocol == Protocol::Lmtp {
             let mut finals = Vec::new();
             for _ in rcpt.iter().filter(|r| r.is_positive()) {
