@@ -217,7 +217,7 @@ impl Engine {
                     let dns =
                         Dns::from_config(&config).map_err(|e| io::Error::other(e.to_string()))?;
                     let scheduler =
-                        Scheduler::new(config, dns, handles, (outcomes, backlog), counted, cluster)
+                        Scheduler::new(config, dns, handles, outcomes, backlog, counted, cluster)
                             .start();
                     Ok((scheduler, System::current()))
                 });

@@ -73,9 +73,9 @@ pub struct BacklogRead {
 
 /// Reads back the entries queues left in the spool (the spool's reader).
 pub trait Backlog: Send + Sync + std::fmt::Debug {
-    /// These entries, read back. An error means none could be read now:
-    /// the queue asks again later.
-    fn read(&self, entries: Vec<Spooled>) -> BoxFuture<'static, Result<BacklogRead, String>>;
+    /// These entries, read back; those that cannot be read now (all of
+    /// them when the spool cannot be asked) come back in `retry`.
+    fn read(&self, entries: Vec<Spooled>) -> BoxFuture<'static, BacklogRead>;
 }
 
 /// Reads bodies that are not kept in memory (the spool's reader).

@@ -178,11 +178,8 @@ fn serve(shared: &Shared, rx: &Receiver<Read>, from_disk: &metrics::Counter) {
                 let found = ids
                     .into_iter()
                     .map(|id| {
-                        let read = message(shared, id).and_then(|(envelope, body)| {
-                            from_disk.increment(1);
-                            shared.cache().insert(id, body);
-                            up_to_date(shared, envelope)
-                        });
+                        let read = from_disk_cached(shared, id, from_disk)
+                            .and_then(|(envelope, _)| up_to_date(shared, envelope));
                         (id, read)
                     })
                     .collect();
@@ -193,10 +190,20 @@ fn serve(shared: &Shared, rx: &Receiver<Read>, from_disk: &metrics::Counter) {
 }
 
 fn body(shared: &Shared, id: u64, from_disk: &metrics::Counter) -> Result<Arc<[u8]>, BodyError> {
-    let (_, body) = message(shared, id)?;
+    from_disk_cached(shared, id, from_disk).map(|(_, body)| body)
+}
+
+/// A message read from disk for delivery: counted, and its body cached
+/// for the connection about to take it.
+fn from_disk_cached(
+    shared: &Shared,
+    id: u64,
+    from_disk: &metrics::Counter,
+) -> Result<(Envelope, Arc<[u8]>), BodyError> {
+    let (envelope, body) = message(shared, id)?;
     from_disk.increment(1);
     shared.cache().insert(id, body.clone());
-    Ok(body)
+    Ok((envelope, body))
 }
 
 /// The envelope of a message with work left, brought up to date.

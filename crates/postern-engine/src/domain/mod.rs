@@ -126,6 +126,11 @@ impl Domain {
     }
 
     /// Connections carrying its mail or being opened for it.
+    /// Batches held in memory: ready and delayed.
+    pub(crate) fn held(&self) -> usize {
+        self.active.len() + self.delayed.len()
+    }
+
     pub(crate) fn connections(&self) -> usize {
         self.carrying.get() + self.opening.get()
     }

@@ -31,13 +31,12 @@ pub(crate) struct SubmitSpooled {
     pub(crate) entries: Vec<Spooled>,
 }
 
-/// Entries read back, or why they could not be.
+/// Entries read back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ReadBack {
     domain: DomainId,
-    entries: Vec<Spooled>,
-    read: Result<BacklogRead, String>,
+    read: BacklogRead,
 }
 
 impl Core {
@@ -51,7 +50,7 @@ impl Core {
         let Some(dom) = self.domain_mut(d) else {
             return false;
         };
-        let held = dom.active.len() + dom.delayed.len();
+        let held = dom.held();
         // Entries being read back count as spooled: nothing overtakes them.
         if dom.active.spooled() == 0 && !dom.reading && held < dom.limits.in_memory {
             return false;
@@ -90,7 +89,7 @@ impl Core {
             return;
         };
         let limit = dom.limits.in_memory;
-        let held = dom.active.len() + dom.delayed.len();
+        let held = dom.held();
         if dom.reading || dom.active.spooled() == 0 || dom.active.len() > limit / 2 || held >= limit
         {
             return;
@@ -104,13 +103,7 @@ impl Core {
     /// not be read wait at the head of the spooled ones, and the queue
     /// reads nothing more until it asks again, a second later.
     fn read_done(&mut self, r: ReadBack) {
-        let (messages, retry) = match r.read {
-            Ok(read) => (read.messages, read.retry),
-            Err(e) => {
-                tracing::warn!(error = %e, entries = r.entries.len(), "reading queued mail back from the spool failed; trying again");
-                (Vec::new(), r.entries)
-            }
-        };
+        let BacklogRead { messages, retry } = r.read;
         // Still reading while they are queued: no other read starts on
         // the room they take.
         for m in messages {
@@ -146,13 +139,11 @@ impl Scheduler {
             return;
         };
         let me = ctx.address();
-        let read = backlog.read(entries.clone());
+        let read = backlog.read(entries);
         actix::spawn(async move {
-            let read = read.await;
             me.do_send(ReadBack {
                 domain: d,
-                entries,
-                read,
+                read: read.await,
             });
         });
     }

@@ -340,11 +340,11 @@ impl Scheduler {
         config: Arc<Config>,
         dns: Dns,
         loops: Vec<ArbiterHandle>,
-        outcomes: (Box<dyn Outcomes>, Option<Arc<dyn Backlog>>),
+        outcomes: Box<dyn Outcomes>,
+        backlog: Option<Arc<dyn Backlog>>,
         ready: Arc<AtomicUsize>,
         cluster: Option<postern_cluster::Cluster>,
     ) -> Self {
-        let (outcomes, backlog) = outcomes;
         let mut core = Core::new(config, loops.len(), outcomes, ready, cluster);
         core.backlog = backlog;
         Self {

@@ -90,18 +90,28 @@ pub(crate) struct SpoolBacklog {
 }
 
 impl Backlog for SpoolBacklog {
-    fn read(&self, entries: Vec<Spooled>) -> BoxFuture<'static, Result<BacklogRead, String>> {
+    fn read(&self, entries: Vec<Spooled>) -> BoxFuture<'static, BacklogRead> {
         let mut ids: Vec<u64> = entries.iter().map(|e| e.message).collect();
         ids.dedup();
         let read = self.bodies.envelopes(ids);
         let body = self.body.clone();
         async move {
-            let mut found: HashMap<u64, Envelope> = HashMap::new();
+            let found = match read.await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "queued mail cannot be read back from the spool now; trying again");
+                    return BacklogRead {
+                        messages: Vec::new(),
+                        retry: entries,
+                    };
+                }
+            };
+            let mut envelopes: HashMap<u64, Envelope> = HashMap::new();
             let mut unreadable = Vec::new();
-            for (id, r) in read.await.map_err(|e| e.to_string())? {
+            for (id, r) in found {
                 match r {
                     Ok(envelope) => {
-                        found.insert(id, envelope);
+                        envelopes.insert(id, envelope);
                     }
                     // Finished meanwhile.
                     Err(postern_spool::BodyError::Gone(_)) => {}
@@ -118,11 +128,14 @@ impl Backlog for SpoolBacklog {
             for s in entries {
                 if unreadable.contains(&s.message) {
                     read.retry.push(s);
-                } else if let Some(m) = found.get(&s.message).and_then(|e| queued(e, s.entry, &body)) {
+                } else if let Some(m) = envelopes
+                    .get(&s.message)
+                    .and_then(|e| queued(e, s.entry, &body))
+                {
                     read.messages.push(m);
                 }
             }
-            Ok(read)
+            read
         }
         .boxed()
     }
