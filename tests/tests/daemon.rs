@@ -36,7 +36,8 @@ fn mail_is_delivered_by_the_seed_routing_and_logged() {
     let setup = Setup::new(
         &dns,
         &format!(
-            "Remote_SMTP_Port = {}\nDomain \"example.com\" {{ Routes = ( \"smtp://my.local.smart.host:{}?pref=1\" \"__mx__\" ) }}",
+            "Remote_SMTP_Port = {}\nDomain \"example.com\" {{ Routes = ( \"smtp://my.local.smart.host:{}?pref=1\" \"__mx__\" ) }}\n\
+             Domain \"example.net\" {{ Outbound_Chunking = false }}",
             mx.addr().port(),
             smart.addr().port()
         ),
@@ -54,6 +55,9 @@ fn mail_is_delivered_by_the_seed_routing_and_logged() {
     let got = smart.messages();
     assert_eq!(got[0].rcpt_to, ["a@example.com"]);
     assert_eq!(mx.messages()[0].rcpt_to, ["b@example.net"]);
+    // BDAT where the sink offers CHUNKING, DATA where the domain says not to.
+    assert!(got.iter().all(|m| m.chunked));
+    assert!(mx.messages().iter().all(|m| !m.chunked));
     let body = String::from_utf8_lossy(&got[0].body);
     assert!(body.starts_with("Received: from "), "{body}");
     assert!(

@@ -290,3 +290,67 @@ fn envelopes_are_checked_and_a_non_ascii_address_without_smtputf8_bounces_intact
     assert!(report.contains("Status: 5.6.7"), "{report}");
     assert_eq!(daemon.terminate(), Some(0));
 }
+
+#[test]
+fn a_client_may_send_with_bdat_unless_chunking_is_off() {
+    for chunking in [true, false] {
+        let extra = if chunking {
+            ""
+        } else {
+            "ESMTP_Listener { Chunking = false }"
+        };
+        let (_dns, sink, setup) = world(extra);
+        let daemon = setup.start();
+        let mut tcp = connect_from("127.0.0.1", setup.listen).unwrap();
+        assert!(greeting(&tcp).starts_with("220"));
+        let mut reader = BufReader::new(tcp.try_clone().unwrap());
+        let mut reply = || {
+            let mut lines = Vec::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let last = line.as_bytes().get(3) != Some(&b'-');
+                lines.push(line);
+                if last {
+                    return lines;
+                }
+            }
+        };
+        tcp.write_all(b"EHLO c\r\n").unwrap();
+        let ehlo = reply();
+        assert_eq!(
+            ehlo.iter().any(|l| l.contains("CHUNKING")),
+            chunking,
+            "{ehlo:?}"
+        );
+        let body = "Subject: chunked\r\n\r\n.a line that starts with a dot\r\n";
+        tcp.write_all(
+            format!(
+                "MAIL FROM:<s@example.org>\r\nRCPT TO:<a@dest.test>\r\nBDAT {} LAST\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let replies: Vec<String> = (0..3).map(|_| reply().concat()).collect();
+        assert!(replies[0].starts_with("250") && replies[1].starts_with("250"));
+        if chunking {
+            assert!(replies[2].starts_with("250 2.0.0"), "{replies:?}");
+            assert!(sink.wait_for(1, Duration::from_secs(30)));
+            let got = &sink.messages()[0];
+            // Not dot-stuffed on the way in, nor unstuffed: the line
+            // arrives as sent (and leaves with BDAT too).
+            assert!(got.chunked);
+            assert!(
+                String::from_utf8_lossy(&got.body)
+                    .ends_with("\r\n\r\n.a line that starts with a dot\r\n"),
+                "{:?}",
+                String::from_utf8_lossy(&got.body)
+            );
+        } else {
+            assert!(replies[2].starts_with("502 5.5.1"), "{replies:?}");
+        }
+        tcp.shutdown(std::net::Shutdown::Both).unwrap();
+        assert_eq!(daemon.terminate(), Some(0));
+    }
+}

@@ -312,6 +312,8 @@ directives! {
         "Password for AUTH towards the destination; never printed or logged.";
     OutboundXclient "Outbound_XCLIENT" Bool [Global BindingGroup Binding Domain] V("false"), Tls,
         "Postern. Before each message, tell a next hop that offers `XCLIENT` (Postfix's extension) who the original client was: `XCLIENT ADDR NAME HELO PROTO`, then EHLO again, so that the primary server sees the client, not Postern. Never sent to a host that does not offer it. The route parameter `xclient=yes|no` sets it for one route.";
+    OutboundChunking "Outbound_Chunking" Bool [Global BindingGroup Binding Domain] V("true"), Tls,
+        "Postern. Send each message to a host that offers `CHUNKING` and `PIPELINING` with one `BDAT LAST` (RFC 3030): the envelope and the body in one write, one round trip per message instead of two. The body goes as stored, line endings made CRLF, without dot-stuffing. `false` sends `DATA` to every host; set it for a destination whose `BDAT` is broken.";
     RelayHosts "Relay_Hosts" Cidrs [Listener Listen HttpListener] V(""), Listener,
         "Client addresses allowed to send to any domain. Unset: none. In `HTTP_Listener`: the clients that may inject at all (others get 403).";
     MaxMessageSize "Max_Message_Size" Size [Listener Listen HttpListener] V("26214400"), Listener,
@@ -324,6 +326,8 @@ directives! {
         "Postern. Inbound SMTP sessions open at once over every `Listen` address; a connection beyond it gets `421 4.7.0` and is closed.";
     MaxSessionsPerClient "Max_Sessions_Per_Client" Count [Listener Listen] V("200"), Listener,
         "Postern. Inbound SMTP sessions open at once from one client address; beyond it `421 4.7.0`.";
+    Chunking "Chunking" Bool [Listener Listen] V("true"), Listener,
+        "Postern. Offer `CHUNKING` (RFC 3030): clients may send a message with `BDAT` instead of `DATA`, without dot-stuffing. `false`: `BDAT` gets `502 5.5.1`.";
     InboundCommandTimeout "Inbound_Command_Timeout" Seconds [Listener Listen] V("300"), Listener,
         "Postern. Seconds a client has to send one whole command (a client trickling bytes does not restart it); then `421 4.4.2`.";
     InboundDataTimeout "Inbound_Data_Timeout" Seconds [Listener Listen] V("600"), Listener,

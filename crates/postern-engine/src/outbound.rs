@@ -138,6 +138,7 @@ pub fn client_settings(
     settings.auth_without_tls = entry.plaintext_auth;
     settings.xclient = entry.xclient;
     settings.tls_check = tls_check;
+    settings.chunking = eff.flag(Directive::OutboundChunking).unwrap_or(true);
     settings.bind = eff.pick(Directive::BindAddress, |v| match v {
         Value::Ip(ip) => Some(*ip),
         _ => None,

@@ -2,7 +2,9 @@
 //! final `.` line (RFC 5321 sections 2.3.8 and 4.5.2), done while
 //! streaming so that a body is never copied whole.
 
-use memchr::memchr3;
+use std::borrow::Cow;
+
+use memchr::{memchr2, memchr3};
 use smtp_proto::request::receiver::DataReceiver;
 
 /// Encodes a body chunk by chunk.
@@ -128,6 +130,45 @@ impl BodyReader {
     }
 }
 
+/// The body as BDAT sends it (RFC 3030): CRLF line endings (a lone CR or
+/// LF becomes CRLF), the last line ended, no dot-stuffing; the bytes a
+/// server reading DATA would have kept. Borrowed when already so.
+pub fn canonical(body: &[u8]) -> Cow<'_, [u8]> {
+    if is_canonical(body) {
+        return Cow::Borrowed(body);
+    }
+    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 2);
+    let mut rest = body;
+    while let Some(i) = memchr2(b'\r', b'\n', rest) {
+        let (run, tail) = rest.split_at(i);
+        out.extend_from_slice(run);
+        out.extend_from_slice(b"\r\n");
+        rest = match tail {
+            [b'\r', b'\n', after @ ..] | [_, after @ ..] => after,
+            [] => &[],
+        };
+    }
+    out.extend_from_slice(rest);
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    Cow::Owned(out)
+}
+
+fn is_canonical(body: &[u8]) -> bool {
+    if !body.is_empty() && !body.ends_with(b"\r\n") {
+        return false;
+    }
+    let mut rest = body;
+    while let Some(i) = memchr2(b'\r', b'\n', rest) {
+        match (rest.get(i..i + 2), rest.get(i + 2..)) {
+            (Some(b"\r\n"), Some(after)) => rest = after,
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// The whole body encoded in one call.
 pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 8);
@@ -167,6 +208,15 @@ mod tests {
         assert_eq!(dot_stuff(b".\r\n"), b"..\r\n.\r\n");
         assert_eq!(dot_stuff(b"x\n.y\n..z"), b"x\r\n..y\r\n...z\r\n.\r\n");
         assert_eq!(dot_stuff(b"a.b\rc"), b"a.b\r\nc\r\n.\r\n");
+    }
+
+    #[test]
+    fn the_canonical_form_is_borrowed_when_already_canonical() {
+        assert!(matches!(canonical(b""), Cow::Borrowed(_)));
+        assert!(matches!(canonical(b".a\r\n\r\n"), Cow::Borrowed(_)));
+        assert_eq!(&*canonical(b"a\nb"), b"a\r\nb\r\n");
+        assert_eq!(&*canonical(b"a\r"), b"a\r\n");
+        assert_eq!(&*canonical(b"\n\r.x"), b"\r\n\r\n.x\r\n");
     }
 
     /// Undoes the encoding as a receiver does (RFC 5321 4.5.2).
@@ -227,7 +277,9 @@ mod tests {
             let mut bytes = &whole[..];
             prop_assert!(reader.read(&mut bytes, &mut read));
             prop_assert!(bytes.is_empty());
-            prop_assert_eq!(read, crlf(&body));
+            prop_assert_eq!(&read, &crlf(&body));
+            // BDAT sends what DATA's reader keeps.
+            prop_assert_eq!(&*canonical(&body), &read[..]);
         }
     }
 }

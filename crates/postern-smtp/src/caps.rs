@@ -15,6 +15,8 @@ pub struct Capabilities {
     pub smtputf8: bool,
     /// STARTTLS (RFC 3207).
     pub starttls: bool,
+    /// CHUNKING (RFC 3030): BDAT instead of DATA.
+    pub chunking: bool,
     /// ENHANCEDSTATUSCODES (RFC 2034).
     pub enhanced_status_codes: bool,
     /// AUTH mechanisms, upper-case (RFC 4954).
@@ -40,6 +42,7 @@ impl Capabilities {
                 "8BITMIME" => caps.eight_bit_mime = true,
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "STARTTLS" => caps.starttls = true,
+                "CHUNKING" => caps.chunking = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
                 "XCLIENT" => {
                     caps.xclient = Some(words.map(str::to_ascii_uppercase).collect());
@@ -81,6 +84,7 @@ mod tests {
                 "8BITMIME",
                 "SMTPUTF8",
                 "STARTTLS",
+                "chunking",
                 "ENHANCEDSTATUSCODES",
                 "AUTH PLAIN login",
                 "X-UNKNOWN 1",
@@ -90,7 +94,7 @@ mod tests {
         };
         let caps = Capabilities::from_ehlo(&reply);
         assert!(caps.pipelining && caps.eight_bit_mime && caps.smtputf8);
-        assert!(caps.starttls && caps.enhanced_status_codes);
+        assert!(caps.starttls && caps.chunking && caps.enhanced_status_codes);
         assert_eq!(caps.size, Some(35_882_577));
         assert!(caps.offers_auth("LOGIN") && caps.offers_auth("plain"));
         assert!(!caps.offers_auth("CRAM-MD5"));

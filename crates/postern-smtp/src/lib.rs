@@ -39,7 +39,7 @@ mod stream;
 pub mod tls;
 pub mod xclient;
 
-pub use body::{BodyReader, DotStuffer, dot_stuff};
+pub use body::{BodyReader, DotStuffer, canonical, dot_stuff};
 pub use caps::Capabilities;
 pub use error::CodecError;
 pub use reply::{Class, EnhancedStatus, Reply, ReplyParser};

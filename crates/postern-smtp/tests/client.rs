@@ -81,28 +81,66 @@ async fn pipelined_messages_on_one_session_with_dots_and_rset() {
 
 #[tokio::test]
 async fn every_recipient_gets_its_own_outcome() {
-    let sink = Sink::builder()
-        .permfail_rcpt("gone@example.com")
-        .tempfail_rcpt("busy@example.com")
-        .start()
-        .unwrap();
-    let mut s = Session::connect(sink.addr(), &settings("sink.test"))
-        .await
-        .unwrap();
-    let to = rcpts(&["gone@example.com", "busy@example.com", "ok@example.com"]);
-    let out = send(&mut s, &to, BODY).await;
-    assert!(
-        matches!(&out[0], Outcome::Permanent(r) if r.status == Some(EnhancedStatus::new(5, 1, 1)))
-    );
-    assert!(matches!(&out[1], Outcome::Transient(r) if r.code == 451));
-    assert!(matches!(&out[2], Outcome::Delivered(r) if r.code == 250));
-    // No recipient accepted: DATA is never sent, and the session goes on.
-    let out = send(&mut s, &rcpts(&["gone@example.com"]), BODY).await;
-    assert_eq!(codes(&out), [550]);
-    let out = send(&mut s, &rcpts(&["ok@example.com"]), BODY).await;
-    assert_eq!(codes(&out), [250]);
-    assert_eq!(sink.message_count(), 2);
-    assert_eq!(sink.messages()[0].rcpt_to, ["ok@example.com"]);
+    for chunking in [true, false] {
+        let sink = Sink::builder()
+            .permfail_rcpt("gone@example.com")
+            .tempfail_rcpt("busy@example.com")
+            .start()
+            .unwrap();
+        let mut cfg = settings("sink.test");
+        cfg.chunking = chunking;
+        let mut s = Session::connect(sink.addr(), &cfg).await.unwrap();
+        let to = rcpts(&["gone@example.com", "busy@example.com", "ok@example.com"]);
+        let out = send(&mut s, &to, BODY).await;
+        assert!(
+            matches!(&out[0], Outcome::Permanent(r) if r.status == Some(EnhancedStatus::new(5, 1, 1)))
+        );
+        assert!(matches!(&out[1], Outcome::Transient(r) if r.code == 451));
+        assert!(matches!(&out[2], Outcome::Delivered(r) if r.code == 250));
+        // No recipient accepted: DATA is never sent (a chunk sent with
+        // BDAT is read and refused), and the session goes on.
+        let out = send(&mut s, &rcpts(&["gone@example.com"]), BODY).await;
+        assert_eq!(codes(&out), [550]);
+        let out = send(&mut s, &rcpts(&["ok@example.com"]), BODY).await;
+        assert_eq!(codes(&out), [250]);
+        assert_eq!(sink.message_count(), 2);
+        let got = sink.messages();
+        assert_eq!(got[0].rcpt_to, ["ok@example.com"]);
+        assert!(got.iter().all(|m| m.chunked == chunking));
+    }
+}
+
+#[tokio::test]
+async fn bdat_carries_the_same_bytes_as_data_where_chunking_is_offered() {
+    let big: Vec<u8> = (0..3000)
+        .flat_map(|i| format!(".line {i} of a long message\n").into_bytes())
+        .collect();
+    assert!(big.len() > 64 * 1024);
+    let mut seen = Vec::new();
+    for (offered, chunking) in [(true, true), (true, false), (false, true)] {
+        let mut sink = Sink::builder();
+        if !offered {
+            sink = sink.no_chunking();
+        }
+        let sink = sink.start().unwrap();
+        let mut cfg = settings("sink.test");
+        cfg.chunking = chunking;
+        let mut s = Session::connect(sink.addr(), &cfg).await.unwrap();
+        assert_eq!(s.capabilities().chunking, offered);
+        for body in [BODY, b"", &big[..]] {
+            let out = send(&mut s, &rcpts(&["a@example.com"]), body).await;
+            assert_eq!(codes(&out), [250]);
+        }
+        s.quit().await.unwrap();
+        let got = sink.messages();
+        assert_eq!(got.len(), 3);
+        assert!(got.iter().all(|m| m.chunked == (offered && chunking)));
+        seen.push(got.into_iter().map(|m| m.body).collect::<Vec<_>>());
+    }
+    assert_eq!(seen[0], seen[1], "BDAT and DATA deliver the same message");
+    assert_eq!(seen[0], seen[2]);
+    assert!(seen[0][0].ends_with(b"last line without CRLF\r\n"));
+    assert!(seen[0][2].starts_with(b".line 0 of a long message\r\n"));
 }
 
 #[tokio::test]
@@ -114,22 +152,31 @@ async fn lmtp_answers_each_recipient_after_data() {
         .permfail_rcpt("nobody@example.com")
         .start()
         .unwrap();
-    let mut cfg = settings("sink.test");
-    cfg.protocol = Protocol::Lmtp;
-    let mut s = Session::connect(sink.addr(), &cfg).await.unwrap();
-    let to = rcpts(&[
-        "a@example.com",
-        "full@example.com",
-        "nobody@example.com",
-        "b@example.com",
-    ]);
-    let out = send(&mut s, &to, BODY).await;
-    assert_eq!(codes(&out), [250, 452, 550, 250]);
-    assert!(matches!(out[1], Outcome::Transient(_)));
-    assert_eq!(
-        sink.messages()[0].rcpt_to,
-        ["a@example.com", "b@example.com"]
-    );
+    for chunking in [true, false] {
+        let mut cfg = settings("sink.test");
+        cfg.protocol = Protocol::Lmtp;
+        cfg.chunking = chunking;
+        let mut s = Session::connect(sink.addr(), &cfg).await.unwrap();
+        let to = rcpts(&[
+            "a@example.com",
+            "full@example.com",
+            "nobody@example.com",
+            "b@example.com",
+        ]);
+        let out = send(&mut s, &to, BODY).await;
+        assert_eq!(codes(&out), [250, 452, 550, 250]);
+        assert!(matches!(out[1], Outcome::Transient(_)));
+        // Nobody accepted: one reply to the last chunk, and the session
+        // goes on.
+        let out = send(&mut s, &rcpts(&["nobody@example.com"]), BODY).await;
+        assert_eq!(codes(&out), [550]);
+        let out = send(&mut s, &rcpts(&["a@example.com"]), BODY).await;
+        assert_eq!(codes(&out), [250]);
+        let got = sink.messages();
+        let got = &got[got.len() - 2..];
+        assert_eq!(got[0].rcpt_to, ["a@example.com", "b@example.com"]);
+        assert!(got.iter().all(|m| m.chunked == chunking));
+    }
 }
 
 #[tokio::test]

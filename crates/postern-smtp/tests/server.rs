@@ -232,6 +232,69 @@ async fn size_limits_recipient_limits_and_an_unknown_lmtp_greeting() {
 }
 
 #[tokio::test]
+async fn bdat_chunks_are_read_whole_in_any_state_and_make_one_message() {
+    let mut s = settings();
+    s.max_message_size = 100;
+    let (addr, keep) = server(s).await;
+    let mut c = Client::connect(addr).await;
+    c.send("EHLO c\r\n").await;
+    assert!(c.reply().await.lines.iter().any(|l| l == "CHUNKING"));
+    // A chunk is read even when refused: its bytes are never commands.
+    assert_eq!(c.ask("BDAT 6\r\nQUIT\r\n").await, "503 5.5.1");
+    assert_eq!(c.ask("NOOP\r\n").await, "250 2.0.0");
+    // Two chunks, pipelined behind the envelope; a dot line is data.
+    c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 6\r\na\r\n.\r\nBDAT 4 LAST\r\nbc\r\n")
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(short(&c.reply().await));
+    }
+    assert_eq!(got, ["250 2.1.0", "250 2.1.5", "250 2.0.0", "250 2.0.0"]);
+    // DATA may not follow BDAT in one transaction; BDAT 0 LAST ends it.
+    c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 3\r\nxyz")
+        .await;
+    for want in ["250 2.1.0", "250 2.1.5", "250 2.0.0"] {
+        assert_eq!(short(&c.reply().await), want);
+    }
+    assert_eq!(c.ask("DATA\r\n").await, "503 5.5.1");
+    assert_eq!(c.ask("BDAT 0 LAST\r\n").await, "250 2.0.0");
+    // Over the size limit across chunks: 552 at the last, nothing kept.
+    let chunk = "y".repeat(80);
+    c.send(&format!(
+        "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 80\r\n{chunk}BDAT 80 LAST\r\n{chunk}"
+    ))
+    .await;
+    for want in ["250 2.1.0", "250 2.1.5", "250 2.0.0", "552 5.3.4"] {
+        assert_eq!(short(&c.reply().await), want);
+    }
+    // No valid recipient: the chunk is read and refused.
+    c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<bad address>\r\nBDAT 3 LAST\r\nabc")
+        .await;
+    for want in ["250 2.1.0", "501 5.1.3", "554 5.5.1"] {
+        assert_eq!(short(&c.reply().await), want);
+    }
+    assert_eq!(c.ask("NOOP\r\n").await, "250 2.0.0");
+    let kept = keep.0.lock().unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].1, b"a\r\n.\r\nbc\r\n");
+    assert_eq!(kept[1].1, b"xyz");
+    assert!(kept.iter().all(|(env, _)| env.chunked));
+}
+
+#[tokio::test]
+async fn without_chunking_bdat_is_not_offered_nor_taken() {
+    let mut s = settings();
+    s.chunking = false;
+    let (addr, _) = server(s).await;
+    let mut c = Client::connect(addr).await;
+    c.send("EHLO c\r\n").await;
+    assert!(!c.reply().await.lines.iter().any(|l| l == "CHUNKING"));
+    assert_eq!(c.ask("MAIL FROM:<a@b.example>\r\n").await, "250 2.1.0");
+    assert_eq!(c.ask("RCPT TO:<c@d.example>\r\n").await, "250 2.1.5");
+    assert_eq!(c.ask("BDAT 0 LAST\r\n").await, "502 5.5.1");
+}
+
+#[tokio::test]
 async fn lmtp_answers_once_per_recipient() {
     let mut s = settings();
     s.lmtp = true;

@@ -43,6 +43,8 @@ pub struct Received {
     /// The XCLIENT attributes given in the session before it (names
     /// upper-case); empty without XCLIENT.
     pub xclient: Vec<(String, String)>,
+    /// The body came with BDAT, not DATA.
+    pub chunked: bool,
 }
 
 /// The `Message-ID` header's value, from the header block.
@@ -79,6 +81,7 @@ struct Behaviour {
     /// Keep bodies (off for load tests: only envelopes and ids are kept).
     drop_bodies: bool,
     no_smtputf8: bool,
+    no_chunking: bool,
     /// Offer XCLIENT and record what it is told.
     xclient: bool,
     /// Greet with 421 while more than this many connections are open (the
@@ -240,6 +243,12 @@ impl SinkBuilder {
         self
     }
 
+    /// Do not offer CHUNKING (clients send DATA).
+    pub fn no_chunking(mut self) -> Self {
+        self.behaviour.no_chunking = true;
+        self
+    }
+
     /// Offer XCLIENT (Postfix's extension) and record its attributes with
     /// each message (a primary server that trusts this client).
     pub fn xclient(mut self) -> Self {
@@ -271,6 +280,7 @@ impl SinkBuilder {
         settings.auth_without_tls = true;
         settings.require_tls = b.require_tls;
         settings.smtputf8 = !b.no_smtputf8;
+        settings.chunking = !b.no_chunking;
         settings.xclient = b.xclient;
         settings.offer_auth = b.auth.is_some();
         settings.require_auth = b.require_auth;
@@ -494,6 +504,7 @@ impl Handler for SinkHandler {
                 auth: envelope.auth.clone(),
                 eight_bit: envelope.eight_bit,
                 xclient: self.xclient.clone(),
+                chunked: envelope.chunked,
             });
         }
         if b.lmtp {

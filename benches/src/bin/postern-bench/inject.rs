@@ -32,6 +32,8 @@ pub(crate) struct Plan {
     pub(crate) sessions: usize,
     pub(crate) domains: usize,
     pub(crate) target: Target,
+    /// Send with BDAT where CHUNKING is offered.
+    pub(crate) chunking: bool,
 }
 
 /// One message's times.
@@ -58,15 +60,18 @@ pub(crate) fn body(number: &str, size: usize, to: &str) -> Vec<u8> {
     b
 }
 
-fn settings(server: &str) -> ClientSettings {
+fn settings(server: &str, chunking: bool) -> ClientSettings {
     let mut s = ClientSettings::new("injector.load.test", server);
+    s.chunking = chunking;
     s.timeouts.connect = Duration::from_secs(10);
     s.timeouts.data = Duration::from_secs(120);
     s
 }
 
-async fn session(addr: SocketAddr) -> Option<Session> {
-    Session::connect(addr, &settings("target")).await.ok()
+async fn session(addr: SocketAddr, chunking: bool) -> Option<Session> {
+    Session::connect(addr, &settings("target", chunking))
+        .await
+        .ok()
 }
 
 /// Sends message `number` on a session to `addr`, reconnecting once.
@@ -81,7 +86,7 @@ async fn send_one(
     let body = body(&number.to_string(), plan.size, &recipients[0]);
     for _ in 0..2 {
         if slot.is_none() {
-            *slot = session(addr).await;
+            *slot = session(addr, plan.chunking).await;
         }
         let Some(s) = slot.as_mut() else {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -67,6 +67,11 @@ struct Args {
     /// Send straight to the sinks (the machine's ceiling).
     #[arg(long)]
     direct: bool,
+    /// The injector sends with BDAT where CHUNKING is offered (by Postern's
+    /// listener and the sinks). Without it, it sends DATA, as most
+    /// applications that hand mail to an MTA do.
+    #[arg(long)]
+    injector_chunking: bool,
     /// The postern binary (release build).
     #[arg(long, default_value = "target/release/postern")]
     daemon: PathBuf,
@@ -208,6 +213,7 @@ fn measure(args: &Args, messages: usize, domains: usize) -> Result<Outcome, Stri
         sessions: args.sessions,
         domains,
         target,
+        chunking: args.injector_chunking,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -41,6 +41,7 @@ pub(crate) fn run(args: &Args, messages: usize, domains: usize) -> Result<Value,
         sessions: args.sessions,
         domains,
         target: Target::One(listen),
+        chunking: args.injector_chunking,
     };
     let started = Instant::now();
     let (sent, failed) = runtime.block_on(inject::run(plan, Arc::new(AtomicUsize::new(0))));

@@ -53,6 +53,7 @@ pub(crate) struct Profile {
     helo_name: String,
     xclient: bool,
     tls_check: bool,
+    chunking: bool,
 }
 
 impl Profile {
@@ -74,6 +75,7 @@ impl Profile {
             helo_name: settings.helo_name.clone(),
             xclient: settings.xclient,
             tls_check: settings.tls_check.is_some(),
+            chunking: settings.chunking,
         }
     }
 }

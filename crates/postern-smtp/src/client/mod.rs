@@ -112,6 +112,10 @@ pub struct ClientSettings {
     /// a policy demanding a trusted certificate for `server_name` (an
     /// MTA-STS policy in `testing` mode): [`Session::tls_check`].
     pub tls_check: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    /// Send each message with one `BDAT LAST` (RFC 3030) when the server
+    /// offers CHUNKING and PIPELINING (`Outbound_Chunking`): the envelope
+    /// and the body go in one write, one round trip per message.
+    pub chunking: bool,
 }
 
 impl ClientSettings {
@@ -132,6 +136,7 @@ impl ClientSettings {
             trace: false,
             xclient: false,
             tls_check: None,
+            chunking: true,
         }
     }
 }

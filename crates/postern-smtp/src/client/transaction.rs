@@ -1,8 +1,9 @@
 //! One mail transaction on an open session: MAIL, RCPT for each recipient,
 //! DATA, the dot-stuffed body, and the final reply (one per recipient for
-//! LMTP). With PIPELINING, everything up to DATA goes in one write.
+//! LMTP). With PIPELINING, everything up to DATA goes in one write; with
+//! CHUNKING too, the body goes in the same write after `BDAT n LAST`.
 
-use crate::body::DotStuffer;
+use crate::body::{DotStuffer, canonical};
 use crate::client::{Outcome, Phase, Protocol, Session, SessionError};
 use crate::command::{self, MailParams};
 use crate::reply::Reply;
@@ -63,6 +64,9 @@ impl Session {
             command::mail_from(tx.sender, params, &mut line)?;
             return self.send_in_steps(tx, line).await;
         }
+        if self.caps.chunking && self.settings.chunking {
+            return self.send_chunked(tx, rset, params).await;
+        }
         let mut batch = Vec::with_capacity(64 + 64 * n);
         if rset {
             batch.extend_from_slice(b"RSET\r\n");
@@ -99,6 +103,73 @@ impl Session {
             return Ok(merge(rcpt, |_| Outcome::from_reply(data.clone())));
         }
         self.body_and_final(tx, rcpt).await
+    }
+
+    /// With CHUNKING and PIPELINING (RFC 3030): RSET when needed, MAIL,
+    /// every RCPT, `BDAT n LAST` and the body in one write (the body
+    /// apart when it is large), then every reply. The server reads the
+    /// chunk whatever it answered before, so nothing is left to end. A
+    /// session lost after that write may have delivered the message: the
+    /// error then names the end of the data.
+    async fn send_chunked(
+        &mut self,
+        tx: &Transaction<'_>,
+        rset: bool,
+        mut params: MailParams,
+    ) -> Result<Vec<Outcome>, SessionError> {
+        let n = tx.recipients.len();
+        let body = canonical(tx.body);
+        params.size = self.caps.size.map(|_| body.len() as u64);
+        let inline = body.len() <= BODY_CHUNK;
+        let mut batch = Vec::with_capacity(96 + 64 * n + if inline { body.len() } else { 0 });
+        if rset {
+            batch.extend_from_slice(b"RSET\r\n");
+        }
+        command::mail_from(tx.sender, params, &mut batch)?;
+        for r in tx.recipients {
+            command::rcpt_to(r, &mut batch)?;
+        }
+        batch.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+        if inline {
+            batch.extend_from_slice(&body);
+            self.write(&batch, Phase::Data).await?;
+        } else {
+            self.write(&batch, Phase::Data).await?;
+            self.write(&body, Phase::Data).await?;
+        }
+        if rset {
+            check_rset(self.read(Phase::DataEnd).await?)?;
+        }
+        let mail = self.read(Phase::DataEnd).await?;
+        let mut rcpt = Vec::with_capacity(n);
+        for _ in 0..n {
+            rcpt.push(self.read(Phase::DataEnd).await?);
+        }
+        let accepted = match mail.is_positive() {
+            true => rcpt.iter().filter(|r| r.is_positive()).count(),
+            false => 0,
+        };
+        // LMTP answers the last chunk once per accepted recipient; SMTP,
+        // and a transaction with nobody accepted, once.
+        let lmtp = self.settings.protocol == Protocol::Lmtp;
+        let mut finals = Vec::new();
+        for _ in 0..if lmtp { accepted.max(1) } else { 1 } {
+            finals.push(self.read(Phase::DataEnd).await?);
+        }
+        if !mail.is_positive() {
+            return Ok(all(n, &mail));
+        }
+        if accepted == 0 {
+            return Ok(rcpt.into_iter().map(Outcome::from_reply).collect());
+        }
+        let last = finals.last().cloned().unwrap_or_else(missing);
+        let mut finals = finals.into_iter();
+        Ok(merge(rcpt, |_| match lmtp {
+            true => finals
+                .next()
+                .map_or_else(|| Outcome::Transient(missing()), Outcome::from_reply),
+            false => Outcome::from_reply(last.clone()),
+        }))
     }
 
     /// Asks whether the server would take `recipient` (a callout): MAIL

@@ -60,6 +60,9 @@ pub struct ServerSettings {
     /// attributes are handed to [`Handler::xclient`]; for test servers
     /// standing in for a primary mail server.
     pub xclient: bool,
+    /// CHUNKING (RFC 3030) is offered and BDAT taken; without it, BDAT
+    /// gets `502 5.5.1`.
+    pub chunking: bool,
 }
 
 impl ServerSettings {
@@ -85,6 +88,7 @@ impl ServerSettings {
             data_timeout: Duration::from_secs(600),
             shutdown: None,
             xclient: false,
+            chunking: true,
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Envelope {
     pub smtputf8: bool,
     /// Accepted recipients, in order.
     pub rcpt_to: Vec<String>,
+    /// The body came with BDAT (RFC 3030), not DATA.
+    pub chunked: bool,
 }
 
 /// The answer to the end of DATA.

@@ -36,8 +36,18 @@ struct Session<'h, H: Handler> {
     helo: Option<String>,
     auth: Option<String>,
     envelope: Option<Envelope>,
+    /// The body so far of a transaction sent with BDAT.
+    chunks: Option<Chunks>,
     idle_commands: usize,
     errors: usize,
+}
+
+/// A BDAT transaction's body so far (RFC 3030), and its size counted in
+/// full even past the limit (the body is then dropped).
+#[derive(Default)]
+struct Chunks {
+    body: Vec<u8>,
+    total: u64,
 }
 
 fn reply(code: u16, status: (u8, u8, u8), text: &str) -> Reply {
@@ -67,6 +77,7 @@ pub async fn serve<H: Handler>(
         helo: None,
         auth: None,
         envelope: None,
+        chunks: None,
         idle_commands: 0,
         errors: 0,
     };
@@ -232,6 +243,9 @@ impl<H: Handler> Session<'_, H> {
                 lines.push("SMTPUTF8".into());
             }
             lines.push(format!("SIZE {}", self.settings.max_message_size));
+            if self.settings.chunking {
+                lines.push("CHUNKING".into());
+            }
             if self.settings.tls.is_some() && !self.conn.is_tls() {
                 lines.push("STARTTLS".into());
             }
@@ -286,6 +300,10 @@ impl<H: Handler> Session<'_, H> {
             Request::Mail { from } => self.mail(from).await,
             Request::Rcpt { to } => return Ok(self.rcpt(to.address).await),
             Request::Data => return self.data().await,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } if self.settings.chunking => return self.bdat(chunk_size, is_last).await,
             Request::Rset => {
                 self.envelope = None;
                 self.push(&reply(250, (2, 0, 0), "reset"));
@@ -375,10 +393,12 @@ impl<H: Handler> Session<'_, H> {
             eight_bit: from.flags & MAIL_BODY_8BITMIME != 0,
             smtputf8,
             rcpt_to: Vec::new(),
+            chunked: false,
         };
         let r = self.handler.mail_from(&envelope).await;
         if r.is_positive() {
             self.envelope = Some(envelope);
+            self.chunks = None;
             self.idle_commands = 0;
         }
         self.push(&r);
@@ -423,6 +443,11 @@ impl<H: Handler> Session<'_, H> {
             let r = reply(503, (5, 5, 1), "send MAIL first");
             return Ok(self.error(&r).then_some(End::Closed));
         };
+        if self.chunks.is_some() {
+            self.envelope = Some(envelope);
+            let r = reply(503, (5, 5, 1), "DATA after BDAT in one transaction");
+            return Ok(self.error(&r).then_some(End::Closed));
+        }
         if envelope.rcpt_to.is_empty() {
             self.push(&reply(554, (5, 5, 1), "no valid recipients"));
             return Ok(None);
@@ -453,8 +478,73 @@ impl<H: Handler> Session<'_, H> {
                 return Ok(Some(End::Eof));
             }
         }
+        self.finish(envelope, body, total > max).await
+    }
+
+    /// BDAT (RFC 3030): reads exactly `size` octets whatever state the
+    /// transaction is in (a client pipelines them behind MAIL and RCPT),
+    /// then answers. The last chunk ends the transaction as the final dot
+    /// ends DATA.
+    async fn bdat(&mut self, size: usize, last: bool) -> io::Result<Option<End>> {
+        let open = self.envelope.as_ref().map(|e| !e.rcpt_to.is_empty());
+        let max = self.settings.max_message_size;
+        let mut chunks = self.chunks.take().unwrap_or_default();
+        let deadline = Instant::now() + self.settings.data_timeout;
+        let mut left = size;
+        while left > 0 {
+            if self.conn.buf.is_empty() {
+                if !self.fill(deadline).await? {
+                    return Ok(Some(End::Eof));
+                }
+                continue;
+            }
+            let n = left.min(self.conn.buf.len());
+            chunks.total += n as u64;
+            if open == Some(true) && chunks.total <= max {
+                chunks.body.extend(self.conn.buf.drain(..n));
+            } else {
+                self.conn.buf.drain(..n);
+                chunks.body = Vec::new();
+            }
+            left -= n;
+            if self.handler.drop_during_data() {
+                return Ok(Some(End::Eof));
+            }
+        }
+        match open {
+            None => {
+                let r = reply(503, (5, 5, 1), "send MAIL first");
+                return Ok(self.error(&r).then_some(End::Closed));
+            }
+            Some(false) => {
+                self.envelope = None;
+                self.push(&reply(554, (5, 5, 1), "no valid recipients"));
+                return Ok(None);
+            }
+            Some(true) => {}
+        }
+        if !last {
+            self.push(&reply(250, (2, 0, 0), &format!("{size} octets received")));
+            self.chunks = Some(chunks);
+            return Ok(None);
+        }
+        let Some(mut envelope) = self.envelope.take() else {
+            return Ok(None);
+        };
+        envelope.chunked = true;
+        self.finish(envelope, chunks.body, chunks.total > max).await
+    }
+
+    /// The end of a message's data (the final dot, or the last chunk):
+    /// the size limit, then the handler's answer.
+    async fn finish(
+        &mut self,
+        envelope: Envelope,
+        body: Vec<u8>,
+        too_big: bool,
+    ) -> io::Result<Option<End>> {
         self.idle_commands = 0;
-        if total > max {
+        if too_big {
             self.push(&reply(
                 552,
                 (5, 3, 4),

@@ -150,6 +150,9 @@ fn place(
         Some(Value::Count(n)) => usize::try_from(n).unwrap_or(usize::MAX),
         _ => usize::MAX,
     };
+    if let Some(Value::Bool(on)) = listener.option(listen, Directive::Chunking) {
+        settings.chunking = on;
+    }
     if let Some(Value::Size(n)) = listener.option(listen, Directive::MaxMessageSize) {
         settings.max_message_size = n;
     }
