@@ -81,7 +81,12 @@ pub struct Handle(pub(crate) Addr<Scheduler>);
 impl Handle {
     /// Queues a message for delivery; returns at once.
     pub fn submit(&self, message: QueuedMessage) {
-        self.0.do_send(Submit(message));
+        self.0.do_send(Submit(vec![message]));
+    }
+
+    /// Queues messages in order, in one hand-off to the control loop.
+    pub fn submit_all(&self, messages: Vec<QueuedMessage>) {
+        self.0.do_send(Submit(messages));
     }
 
     /// Queues entries found in the spool at start, oldest first; their

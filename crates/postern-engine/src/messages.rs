@@ -11,10 +11,10 @@ use postern_smtp::client::Outcome;
 use crate::ids::ConnId;
 use crate::message::{Batch, QueuedMessage};
 
-/// A message for the engine.
+/// Messages for the engine, in order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Submit(pub(crate) QueuedMessage);
+pub(crate) struct Submit(pub(crate) Vec<QueuedMessage>);
 
 /// The session is open.
 #[derive(Message)]

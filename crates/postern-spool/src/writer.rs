@@ -19,6 +19,11 @@ const MAX_BATCH: usize = 8192;
 /// How often housekeeping runs with no requests coming in.
 const TICK: Duration = Duration::from_millis(500);
 
+/// How long outcome records (done, attempted) wait for a store to share
+/// its fsync. A crash within it can deliver a message again; it never
+/// loses one.
+const LINGER: Duration = Duration::from_millis(10);
+
 fn error(e: &std::io::Error) -> SpoolError {
     if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
         SpoolError::Full(e.to_string())
@@ -69,24 +74,47 @@ impl Writer {
     }
 
     /// Serves requests until every sender is gone; returns the outcome
-    /// records it could not write.
+    /// records it could not write. Outcome records alone wait up to
+    /// [`LINGER`] for stores (or a barrier) to go with them: one fsync
+    /// instead of two.
     pub(crate) fn run(mut self, rx: &Receiver<Request>) -> usize {
         let mut checked = Instant::now();
+        let mut lingering: Vec<Request> = Vec::new();
+        let mut until: Option<Instant> = None;
         loop {
-            match rx.recv_timeout(TICK) {
+            let wait = until.map_or(TICK, |t| t.saturating_duration_since(Instant::now()));
+            match rx.recv_timeout(wait) {
                 Ok(first) => {
-                    let mut batch = vec![first];
+                    let mut batch = std::mem::take(&mut lingering);
+                    batch.push(first);
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
                             Ok(r) => batch.push(r),
                             Err(_) => break,
                         }
                     }
-                    self.commit(batch);
-                    self.make_room();
+                    let outcomes_only = batch.iter().all(|r| matches!(r, Request::Record(_)));
+                    if outcomes_only && batch.len() < MAX_BATCH {
+                        until.get_or_insert_with(|| Instant::now() + LINGER);
+                        lingering = batch;
+                    } else {
+                        until = None;
+                        self.commit(batch);
+                        self.make_room();
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    if until.take().is_some() {
+                        self.commit(std::mem::take(&mut lingering));
+                        self.make_room();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    if !lingering.is_empty() {
+                        self.commit(lingering);
+                    }
+                    break;
+                }
             }
             if checked.elapsed() >= TICK {
                 self.housekeeping();

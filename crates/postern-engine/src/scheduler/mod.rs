@@ -433,8 +433,10 @@ impl Actor for Scheduler {
 impl Handler<Submit> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, Submit(message): Submit, ctx: &mut Context<Self>) {
-        self.core.submit(message);
+    fn handle(&mut self, Submit(messages): Submit, ctx: &mut Context<Self>) {
+        for message in messages {
+            self.core.submit(message);
+        }
         self.sync(ctx);
     }
 }

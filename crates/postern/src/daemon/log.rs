@@ -131,6 +131,11 @@ fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
     })
 }
 
+/// How long the writer rests after each write, gathering lines: one write
+/// per few milliseconds under load, and no wake-up of this thread (a
+/// syscall on the sending side) per line.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
 fn run(rx: &Receiver<String>, out: Box<dyn Write + Send>) {
     let mut out = BufWriter::new(out);
     // Lines that cannot be written are lost (the spool, not this log, is
@@ -150,6 +155,7 @@ fn run(rx: &Receiver<String>, out: Box<dyn Write + Send>) {
                 said = Some(std::time::Instant::now());
             }
         }
+        std::thread::sleep(GATHER);
     }
     if let Err(e) = out.flush() {
         tracing::error!(error = %e, "delivery log: cannot write its last lines");

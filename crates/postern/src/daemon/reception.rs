@@ -4,10 +4,10 @@
 //! The answer to the client (250, or 200) comes only after that.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use postern_engine::QueuedMessage;
+use postern_engine::{Handle, QueuedMessage};
 use postern_smtp::xclient::Xclient;
 use postern_spool::{NewMessage, SpoolError, Stored};
 
@@ -210,7 +210,7 @@ impl Shared {
             },
         );
         for ((domain, recipients), entry) in p.entries.into_iter().zip(&stored.entries) {
-            self.engine.submit(QueuedMessage {
+            self.submissions.push(QueuedMessage {
                 id: *entry,
                 queue_id: stored.message,
                 message_id: m.prepared.message_id.as_str().into(),
@@ -227,5 +227,49 @@ impl Shared {
                 client: m.origin.clone(),
             });
         }
+    }
+}
+
+/// Stored messages on their way to the engine, gathered over one turn of
+/// the event loop that stored them: the sessions that one spool commit
+/// answers hand their messages over together, with one wake-up of the
+/// control loop instead of one each.
+pub(crate) struct Submissions {
+    engine: Handle,
+    waiting: Mutex<Vec<QueuedMessage>>,
+}
+
+impl Submissions {
+    pub(crate) fn new(engine: Handle) -> Self {
+        Self {
+            engine,
+            waiting: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queues `message` for the engine. The first of a turn starts a task
+    /// that lets the loop's other ready tasks run, then hands over all
+    /// gathered by then. (A message left here when the process dies is in
+    /// the spool: a restart queues it.)
+    fn push(self: &Arc<Self>, message: QueuedMessage) {
+        let first = {
+            let mut waiting = self.lock();
+            waiting.push(message);
+            waiting.len() == 1
+        };
+        if first {
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                let messages = std::mem::take(&mut *this.lock());
+                this.engine.submit_all(messages);
+            });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<QueuedMessage>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use super::dkim::Signers;
 use super::log::DeliveryLog;
+use super::reception::Submissions;
 use super::scanning::Filters;
 use super::spool::Pressure;
 use super::stats::Totals;
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) body: Body,
     pub(crate) pressure: Pressure,
     pub(crate) engine: Handle,
+    /// Stored messages on their way to the engine.
+    pub(crate) submissions: Arc<Submissions>,
     pub(crate) log: DeliveryLog,
     pub(crate) totals: Arc<Totals>,
     pub(crate) hostname: String,
@@ -73,6 +76,7 @@ impl Shared {
             hostname: config.hostname(),
             config,
             spool,
+            submissions: Arc::new(Submissions::new(engine.clone())),
             engine,
             log,
             sessions: AtomicUsize::new(0),
