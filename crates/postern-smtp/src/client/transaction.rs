@@ -68,23 +68,10 @@ impl Session {
             return self.send_chunked(tx, rset, params).await;
         }
         let mut batch = Vec::with_capacity(64 + 64 * n);
-        if rset {
-            batch.extend_from_slice(b"RSET\r\n");
-        }
-        command::mail_from(tx.sender, params, &mut batch)?;
-        for r in tx.recipients {
-            command::rcpt_to(r, &mut batch)?;
-        }
+        envelope(tx, rset, params, &mut batch)?;
         batch.extend_from_slice(b"DATA\r\n");
         self.write(&batch, Phase::MailFrom).await?;
-        if rset {
-            check_rset(self.read(Phase::Rset).await?)?;
-        }
-        let mail = self.read(Phase::MailFrom).await?;
-        let mut rcpt = Vec::with_capacity(n);
-        for _ in 0..n {
-            rcpt.push(self.read(Phase::RcptTo).await?);
-        }
+        let (mail, rcpt) = self.envelope_replies(n, rset, false).await?;
         let data = self.read(Phase::RcptTo).await?;
         let accepted = rcpt.iter().filter(|r| r.is_positive()).count();
         if data.code == 354 && (!mail.is_positive() || accepted == 0) {
@@ -122,13 +109,7 @@ impl Session {
         params.size = self.caps.size.map(|_| body.len() as u64);
         let inline = body.len() <= BODY_CHUNK;
         let mut batch = Vec::with_capacity(96 + 64 * n + if inline { body.len() } else { 0 });
-        if rset {
-            batch.extend_from_slice(b"RSET\r\n");
-        }
-        command::mail_from(tx.sender, params, &mut batch)?;
-        for r in tx.recipients {
-            command::rcpt_to(r, &mut batch)?;
-        }
+        envelope(tx, rset, params, &mut batch)?;
         batch.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
         if inline {
             batch.extend_from_slice(&body);
@@ -137,14 +118,7 @@ impl Session {
             self.write(&batch, Phase::Data).await?;
             self.write(&body, Phase::Data).await?;
         }
-        if rset {
-            check_rset(self.read(Phase::DataEnd).await?)?;
-        }
-        let mail = self.read(Phase::DataEnd).await?;
-        let mut rcpt = Vec::with_capacity(n);
-        for _ in 0..n {
-            rcpt.push(self.read(Phase::DataEnd).await?);
-        }
+        let (mail, rcpt) = self.envelope_replies(n, rset, true).await?;
         let accepted = match mail.is_positive() {
             true => rcpt.iter().filter(|r| r.is_positive()).count(),
             false => 0,
@@ -170,6 +144,27 @@ impl Session {
                 .map_or_else(|| Outcome::Transient(missing()), Outcome::from_reply),
             false => Outcome::from_reply(last.clone()),
         }))
+    }
+
+    /// The replies to [`envelope`]'s commands: RSET's checked, then MAIL's
+    /// and each RCPT's. With `message_sent` (BDAT) the message went with
+    /// them, so a session lost now may have delivered it.
+    async fn envelope_replies(
+        &mut self,
+        n: usize,
+        rset: bool,
+        message_sent: bool,
+    ) -> Result<(Reply, Vec<Reply>), SessionError> {
+        let phase = |p| if message_sent { Phase::DataEnd } else { p };
+        if rset {
+            check_rset(self.read(phase(Phase::Rset)).await?)?;
+        }
+        let mail = self.read(phase(Phase::MailFrom)).await?;
+        let mut rcpt = Vec::with_capacity(n);
+        for _ in 0..n {
+            rcpt.push(self.read(phase(Phase::RcptTo)).await?);
+        }
+        Ok((mail, rcpt))
     }
 
     /// Asks whether the server would take `recipient` (a callout): MAIL
@@ -283,6 +278,23 @@ impl Session {
         let end = self.read(Phase::DataEnd).await?;
         Ok(merge(rcpt, |_| Outcome::from_reply(end.clone())))
     }
+}
+
+/// RSET when the session was used before, MAIL, and an RCPT per recipient.
+fn envelope(
+    tx: &Transaction<'_>,
+    rset: bool,
+    params: MailParams,
+    batch: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    if rset {
+        batch.extend_from_slice(b"RSET\r\n");
+    }
+    command::mail_from(tx.sender, params, batch)?;
+    for r in tx.recipients {
+        command::rcpt_to(r, batch)?;
+    }
+    Ok(())
 }
 
 fn missing() -> Reply {
