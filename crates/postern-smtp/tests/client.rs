@@ -432,6 +432,44 @@ async fn connection_failures_are_typed() {
 }
 
 #[tokio::test]
+async fn with_bdat_a_reused_session_is_stale_only_when_rset_says_so() {
+    let tx = Transaction {
+        sender: "s@example.org",
+        recipients: &rcpts(&["a@example.com"]),
+        body: b"x",
+        eight_bit: false,
+        smtputf8: false,
+        xclient: None,
+    };
+    let first = [
+        ("", "220 x\r\n"),
+        ("EHLO", "250-x\r\n250-PIPELINING\r\n250 CHUNKING\r\n"),
+        ("MAIL", "250 2.1.0 ok\r\n"),
+        ("RCPT", "250 2.1.5 ok\r\n"),
+        ("BDAT 3 LAST", "250 2.0.0 queued\r\n"),
+        ("x", ""),
+    ];
+    // The server closed the idle session, or said 421 to RSET: nothing
+    // behind RSET was read, so the batch may go again at once (RSET).
+    // Any other refusal of RSET: the message sent behind it may have
+    // been taken (the end of the data).
+    for (rset, phase) in [
+        // A step RSET does not match: the server closes.
+        (("QUIT", ""), Phase::Rset),
+        (("RSET", "421 4.4.2 idle too long\r\n"), Phase::Rset),
+        (("RSET", "500 5.5.1 no\r\n"), Phase::DataEnd),
+    ] {
+        let mut script = first.to_vec();
+        script.push(rset);
+        let server = scripted::start(&script);
+        let mut s = Session::connect(server, &settings("x")).await.unwrap();
+        assert_eq!(codes(&s.send(&tx).await.unwrap()), [250]);
+        let e = s.send(&tx).await.unwrap_err();
+        assert_eq!(e.phase(), Some(phase), "{rset:?}: {e:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_source_address_is_the_bind_address() {
     let sink = Sink::builder().start().unwrap();
     let mut cfg = settings("x");

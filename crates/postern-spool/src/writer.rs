@@ -86,16 +86,21 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     let mut batch = std::mem::take(&mut lingering);
+                    let mut urgent = !matches!(first, Request::Record(_));
                     batch.push(first);
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(r) => batch.push(r),
+                            Ok(r) => {
+                                urgent |= !matches!(r, Request::Record(_));
+                                batch.push(r);
+                            }
                             Err(_) => break,
                         }
                     }
-                    let outcomes_only = batch.iter().all(|r| matches!(r, Request::Record(_)));
-                    if outcomes_only && batch.len() < MAX_BATCH {
-                        until.get_or_insert_with(|| Instant::now() + LINGER);
+                    let now = Instant::now();
+                    let due = until.is_some_and(|t| t <= now);
+                    if !urgent && !due && batch.len() < MAX_BATCH {
+                        until.get_or_insert(now + LINGER);
                         lingering = batch;
                     } else {
                         until = None;

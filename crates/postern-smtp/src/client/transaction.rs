@@ -58,7 +58,7 @@ impl Session {
         }
         if !self.caps.pipelining {
             if rset {
-                check_rset(self.command(b"RSET\r\n", Phase::Rset).await?)?;
+                check_rset(self.command(b"RSET\r\n", Phase::Rset).await?, Phase::Rset)?;
             }
             let mut line = Vec::new();
             command::mail_from(tx.sender, params, &mut line)?;
@@ -157,7 +157,11 @@ impl Session {
     ) -> Result<(Reply, Vec<Reply>), SessionError> {
         let phase = |p| if message_sent { Phase::DataEnd } else { p };
         if rset {
-            check_rset(self.read(phase(Phase::Rset)).await?)?;
+            // A reused session the server has closed ends here, at RSET,
+            // before the server read anything else: the batch goes again
+            // at once. A server that refuses RSET otherwise may still
+            // have taken a message sent behind it.
+            check_rset(self.read(Phase::Rset).await?, phase(Phase::Rset))?;
         }
         let mail = self.read(phase(Phase::MailFrom)).await?;
         let mut rcpt = Vec::with_capacity(n);
@@ -172,7 +176,7 @@ impl Session {
     /// MAIL's, when MAIL is refused) is the answer.
     pub async fn verify_recipient(&mut self, recipient: &str) -> Result<Reply, SessionError> {
         if std::mem::replace(&mut self.used, true) {
-            check_rset(self.command(b"RSET\r\n", Phase::Rset).await?)?;
+            check_rset(self.command(b"RSET\r\n", Phase::Rset).await?, Phase::Rset)?;
         }
         let mut line = Vec::new();
         command::mail_from("", MailParams::default(), &mut line)?;
@@ -301,14 +305,12 @@ fn missing() -> Reply {
     Reply::with_status(451, (4, 4, 2), "no reply for this recipient")
 }
 
-fn check_rset(reply: Reply) -> Result<(), SessionError> {
+/// RSET's reply, refused as a failure in `phase`.
+fn check_rset(reply: Reply, phase: Phase) -> Result<(), SessionError> {
     if reply.code == 250 {
         Ok(())
     } else {
-        Err(SessionError::Rejected {
-            phase: Phase::Rset,
-            reply,
-        })
+        Err(SessionError::Rejected { phase, reply })
     }
 }
 

@@ -102,6 +102,12 @@ pub async fn serve<H: Handler>(
 }
 
 impl<H: Handler> Session<'_, H> {
+    /// Ends the open transaction, if any (its chunks too).
+    fn reset(&mut self) {
+        self.envelope = None;
+        self.chunks = None;
+    }
+
     fn push(&mut self, r: &Reply) {
         r.write_to(&mut self.out);
     }
@@ -180,7 +186,7 @@ impl<H: Handler> Session<'_, H> {
             if self.settings.xclient
                 && let Some(attributes) = crate::xclient::parse(&line)
             {
-                self.envelope = None;
+                self.reset();
                 self.helo = None;
                 self.handler.xclient(attributes).await;
                 let greeting = reply(220, (2, 0, 0), &format!("{} ESMTP", self.settings.hostname));
@@ -286,13 +292,13 @@ impl<H: Handler> Session<'_, H> {
                 return Ok(self.error(&r).then_some(End::Closed));
             }
             Request::Ehlo { host } | Request::Lhlo { host } => {
-                self.envelope = None;
+                self.reset();
                 self.helo = Some(host);
                 let r = self.ehlo_reply(true);
                 self.push(&r);
             }
             Request::Helo { host } => {
-                self.envelope = None;
+                self.reset();
                 self.helo = Some(host);
                 let r = self.ehlo_reply(false);
                 self.push(&r);
@@ -305,7 +311,7 @@ impl<H: Handler> Session<'_, H> {
                 is_last,
             } if self.settings.chunking => return self.bdat(chunk_size, is_last).await,
             Request::Rset => {
-                self.envelope = None;
+                self.reset();
                 self.push(&reply(250, (2, 0, 0), "reset"));
             }
             Request::Noop { .. } => self.push(&reply(250, (2, 0, 0), "ok")),
@@ -507,7 +513,7 @@ impl<H: Handler> Session<'_, H> {
                 chunks.body = Vec::new();
             }
             left -= n;
-            if self.handler.drop_during_data() {
+            if open == Some(true) && self.handler.drop_during_data() {
                 return Ok(Some(End::Eof));
             }
         }
@@ -517,7 +523,7 @@ impl<H: Handler> Session<'_, H> {
                 return Ok(self.error(&r).then_some(End::Closed));
             }
             Some(false) => {
-                self.envelope = None;
+                self.reset();
                 self.push(&reply(554, (5, 5, 1), "no valid recipients"));
                 return Ok(None);
             }
@@ -595,7 +601,7 @@ impl<H: Handler> Session<'_, H> {
             .await?;
         self.helo = None;
         self.auth = None;
-        self.envelope = None;
+        self.reset();
         Ok(None)
     }
 

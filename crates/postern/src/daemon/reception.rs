@@ -249,21 +249,33 @@ impl Submissions {
 
     /// Queues `message` for the engine. The first of a turn starts a task
     /// that lets the loop's other ready tasks run, then hands over all
-    /// gathered by then. (A message left here when the process dies is in
-    /// the spool: a restart queues it.)
+    /// gathered by then; the hand-over is in the task's drop, so that a
+    /// runtime that stops before the task runs still hands them over.
     fn push(self: &Arc<Self>, message: QueuedMessage) {
         let first = {
             let mut waiting = self.lock();
             waiting.push(message);
             waiting.len() == 1
         };
-        if first {
-            let this = self.clone();
-            tokio::spawn(async move {
-                tokio::task::yield_now().await;
-                let messages = std::mem::take(&mut *this.lock());
-                this.engine.submit_all(messages);
-            });
+        if !first {
+            return;
+        }
+        let flush = Flush(self.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _flush = flush;
+                    tokio::task::yield_now().await;
+                });
+            }
+            Err(_) => drop(flush),
+        }
+    }
+
+    fn flush(&self) {
+        let messages = std::mem::take(&mut *self.lock());
+        if !messages.is_empty() {
+            self.engine.submit_all(messages);
         }
     }
 
@@ -271,5 +283,14 @@ impl Submissions {
         self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Hands the gathered messages to the engine when dropped.
+struct Flush(Arc<Submissions>);
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        self.0.flush();
     }
 }
