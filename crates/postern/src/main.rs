@@ -7,6 +7,12 @@
 //! directive table; `routes` resolves and prints one queue's routing
 //! table; `verify-gateway` tries a route's first host step by step.
 
+/// jemalloc instead of glibc's allocator: glibc's consolidation of freed
+/// chunks took about a tenth of the daemon's CPU in S1; jemalloc lowered
+/// CPU per message by 10–13 % with S2's memory within 3 % (ADR 0009).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod admin_cmd;
 mod config_cmd;
 mod daemon;
