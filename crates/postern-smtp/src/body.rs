@@ -123,6 +123,9 @@ impl BodyReader {
     /// Appends the body bytes in `bytes` to `out` and advances `bytes`;
     /// true when the final dot was read (`bytes` then starts after it).
     pub fn read(&mut self, bytes: &mut &[u8], out: &mut Vec<u8>) -> bool {
+        // Unstuffing only shrinks: room for all of `bytes` means no
+        // reallocation while the receiver pushes byte by byte.
+        out.reserve(bytes.len());
         let mut iter = bytes.iter();
         let done = self.inner.ingest(&mut iter, out);
         *bytes = iter.as_slice();

@@ -109,12 +109,16 @@ impl Reply {
             &self.lines[..]
         };
         for (i, line) in lines.iter().enumerate() {
-            let sep = if i == last { ' ' } else { '-' };
-            let line = match self.status {
-                Some(s) => format!("{}{sep}{s} {line}\r\n", self.code),
-                None => format!("{}{sep}{line}\r\n", self.code),
-            };
+            out.extend_from_slice(itoa::Buffer::new().format(self.code).as_bytes());
+            out.push(if i == last { b' ' } else { b'-' });
+            if let Some(s) = self.status {
+                for (n, end) in [(s.class, b'.'), (s.subject, b'.'), (s.detail, b' ')] {
+                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                    out.push(end);
+                }
+            }
             out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
 }

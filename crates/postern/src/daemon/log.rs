@@ -15,12 +15,12 @@ use serde::Serialize;
 
 use super::scanning::ScanRecord;
 
-use super::time::rfc3339;
+use super::time::push_rfc3339;
 
 /// Sends lines to the log thread.
 #[derive(Debug, Clone)]
 pub(crate) struct DeliveryLog {
-    tx: Sender<String>,
+    tx: Sender<Vec<u8>>,
 }
 
 /// A spool id as the log writes it: lower-case hex.
@@ -136,7 +136,7 @@ fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
 /// syscall on the sending side) per line.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn run(rx: &Receiver<String>, out: Box<dyn Write + Send>) {
+fn run(rx: &Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
     let mut out = BufWriter::new(out);
     // Lines that cannot be written are lost (the spool, not this log, is
     // the record of what happened); the daemon goes on delivering and
@@ -144,9 +144,9 @@ fn run(rx: &Receiver<String>, out: Box<dyn Write + Send>) {
     let mut lost = 0u64;
     let mut said: Option<std::time::Instant> = None;
     while let Ok(line) = rx.recv() {
-        let mut result = writeln!(out, "{line}");
+        let mut result = out.write_all(&line);
         while let Ok(line) = rx.try_recv() {
-            result = result.and(writeln!(out, "{line}"));
+            result = result.and(out.write_all(&line));
         }
         if let Err(e) = result.and(out.flush()) {
             lost += 1;
@@ -176,27 +176,69 @@ impl DeliveryLog {
 
     /// Writes `event` with the record's fields, stamped with the time.
     pub(crate) fn write(&self, event: &str, record: &impl Serialize) {
-        let mut line = format!(
-            "{{\"time\":\"{}\",\"event\":\"{event}\"",
-            rfc3339(SystemTime::now())
-        );
-        let fields = match serde_json::to_string(record) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(event, error = %e, "delivery log: a record did not serialize");
-                return;
-            }
-        };
-        match fields.strip_prefix('{') {
-            Some(rest) if rest != "}" => {
-                line.push(',');
-                line.push_str(rest);
-            }
-            _ => line.push('}'),
+        let mut line = Vec::with_capacity(384);
+        line.extend_from_slice(b"{\"time\":\"");
+        push_rfc3339(SystemTime::now(), &mut line);
+        line.extend_from_slice(b"\",\"event\":\"");
+        line.extend_from_slice(event.as_bytes());
+        line.push(b'"');
+        // The record's object follows, its `{` made a `,` (or dropped with
+        // its `}` when it has no field).
+        let fields = line.len();
+        if let Err(e) = serde_json::to_writer(&mut line, record) {
+            tracing::error!(event, error = %e, "delivery log: a record did not serialize");
+            return;
         }
+        if line.len() == fields + 2 {
+            line.truncate(fields);
+            line.push(b'}');
+        } else if let Some(brace) = line.get_mut(fields) {
+            *brace = b',';
+        }
+        line.push(b'\n');
         // The writer thread ends only after every sender is dropped.
         if self.tx.send(line).is_err() {
             tracing::error!(event, "delivery log: the writer has stopped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Empty {}
+
+    #[test]
+    fn a_line_is_the_time_the_event_and_the_records_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log").join("delivery.jsonl");
+        let (log, thread) = DeliveryLog::open(&LogTarget::File(path.clone())).expect("open");
+        let record = BounceQueued {
+            queue_id: None,
+            binding: "b\"1",
+            rcpt: "r@x.test",
+            original_entry: Hex(0xab),
+            reply: None,
+        };
+        log.write("bounce", &record);
+        log.write("empty", &Empty {});
+        drop(log);
+        thread.join().expect("join");
+        let text = fs::read_to_string(&path).expect("read");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["event"], "bounce");
+        assert_eq!(lines[0]["binding"], "b\"1");
+        assert_eq!(lines[0]["original_entry"], "ab");
+        assert!(lines[0].get("queue_id").is_none());
+        let time = lines[0]["time"].as_str().expect("time");
+        assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+        assert_eq!(lines[1].as_object().map(|o| o.len()), Some(2));
+        assert_eq!(lines[1]["event"], "empty");
     }
 }

@@ -1,6 +1,8 @@
 //! Dates as the delivery log (RFC 3339) and mail headers (RFC 5322) write
 //! them, in UTC.
 
+use std::cell::RefCell;
+use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's
@@ -26,7 +28,6 @@ struct Parts {
     hour: u64,
     minute: u64,
     second: u64,
-    millis: u32,
 }
 
 fn parts(t: SystemTime) -> Parts {
@@ -43,32 +44,79 @@ fn parts(t: SystemTime) -> Parts {
         hour: secs % 86_400 / 3600,
         minute: secs % 3600 / 60,
         second: secs % 60,
-        millis: d.subsec_millis(),
     }
 }
 
+/// The stamps of one second, made once per second per thread: a busy
+/// listener stamps thousands of messages and log lines a second.
+struct Second {
+    secs: u64,
+    /// `2026-11-21T07:56:40.` (the milliseconds follow).
+    rfc3339: String,
+    /// `Sat, 21 Nov 2026 07:56:40 +0000`.
+    rfc5322: String,
+}
+
+impl Second {
+    fn of(t: SystemTime) -> Self {
+        const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let p = parts(t);
+        let month = MONTHS.get(p.month as usize - 1).copied().unwrap_or("Jan");
+        let weekday = DAYS.get(p.weekday).copied().unwrap_or("Sun");
+        Self {
+            secs: t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+            rfc3339: format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                p.year, p.month, p.day, p.hour, p.minute, p.second
+            ),
+            rfc5322: format!(
+                "{weekday}, {} {month} {} {:02}:{:02}:{:02} +0000",
+                p.day, p.year, p.hour, p.minute, p.second
+            ),
+        }
+    }
+}
+
+thread_local! {
+    static SECOND: RefCell<Option<Second>> = const { RefCell::new(None) };
+}
+
+/// Calls `f` with `t`'s second (made again only when the second changed
+/// since this thread's last stamp) and its milliseconds.
+fn with_second<R>(t: SystemTime, f: impl FnOnce(&Second, u32) -> R) -> R {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    SECOND.with_borrow_mut(|cached| {
+        let second = match cached {
+            Some(s) if s.secs == d.as_secs() => s,
+            _ => cached.insert(Second::of(t)),
+        };
+        f(second, d.subsec_millis())
+    })
+}
+
+/// Appends `t` as `2026-11-21T07:56:40.123Z`.
+pub(crate) fn push_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
+    with_second(t, |second, millis| {
+        out.extend_from_slice(second.rfc3339.as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{millis:03}Z");
+    });
+}
+
 /// `2026-11-21T07:56:40.123Z`.
+#[cfg(test)]
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let p = parts(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        p.year, p.month, p.day, p.hour, p.minute, p.second, p.millis
-    )
+    let mut out = Vec::new();
+    push_rfc3339(t, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `Sat, 21 Nov 2026 07:56:40 +0000`.
 pub(crate) fn rfc5322(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let p = parts(t);
-    let month = MONTHS.get(p.month as usize - 1).copied().unwrap_or("Jan");
-    let weekday = DAYS.get(p.weekday).copied().unwrap_or("Sun");
-    format!(
-        "{weekday}, {} {month} {} {:02}:{:02}:{:02} +0000",
-        p.day, p.year, p.hour, p.minute, p.second
-    )
+    with_second(t, |second, _| second.rfc5322.clone())
 }
 
 #[cfg(test)]
@@ -85,5 +133,18 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc5322(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+        // The same second again, and the next: each stamp is its own.
+        assert_eq!(
+            rfc3339(leap + Duration::from_millis(7)),
+            "2000-02-29T00:00:00.007Z"
+        );
+        assert_eq!(
+            rfc3339(leap + Duration::from_millis(1_007)),
+            "2000-02-29T00:00:01.007Z"
+        );
+        assert_eq!(
+            rfc5322(leap + Duration::from_millis(999)),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
     }
 }
