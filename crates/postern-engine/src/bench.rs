@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use postern_conf::{Config, Scheme, TlsMode, TlsVerify};
@@ -17,24 +17,20 @@ use postern_smtp::client::Outcome;
 use crate::bounce::Bounce;
 use crate::domain::QueueKey;
 use crate::ids::ConnId;
-use crate::ids::HostId;
 use crate::message::Body;
 use crate::message::{Batch, QueuedMessage, Report};
-use crate::messages::{End, Finished};
+use crate::messages::{End, Finished, WantWork};
 use crate::outcomes::Channels;
-use crate::scheduler::{Action, Answer, Core};
+use crate::scheduler::{Action, Core};
 
 /// The control plane alone, driven by hand.
 pub struct Plane {
     core: Core,
     reports: Receiver<Report>,
     _bounces: Receiver<Bounce>,
-    /// Idle connections by host, waiting for a batch.
-    waiting: HashMap<HostId, Vec<(ConnId, Waiting)>>,
-    hosts: HashMap<ConnId, HostId>,
-    /// The hosts of the domain last submitted to: where a batch may
-    /// have been handed.
-    touched: Vec<HostId>,
+    /// Each connection's open request for work (an answer to a closed
+    /// one would give its batch back).
+    waiting: HashMap<ConnId, Waiting>,
     body: Arc<[u8]>,
 }
 
@@ -55,8 +51,6 @@ impl Plane {
             reports,
             _bounces: bounces,
             waiting: HashMap::new(),
-            hosts: HashMap::new(),
-            touched: Vec::new(),
             body: Arc::from(&b"Subject: bench\r\n\r\nhello\r\n"[..]),
         }
     }
@@ -102,23 +96,16 @@ impl Plane {
             binding: "default".into(),
             domain: domain.into(),
         };
-        let d = self.core.domain_id(&key);
-        self.touched = self.core.hosts_of(d);
+        self.core.domain_id(&key);
         self.core.submit(QueuedMessage {
-            id,
-            queue_id: id,
-            message_id: Box::default(),
-            binding: "default".into(),
-            domain: domain.into(),
             sender: "bench@example.org".into(),
-            recipients: vec![format!("r@{domain}")],
-            body: Body::Memory(self.body.clone()),
-            eight_bit: false,
-            smtputf8: false,
-            attempts: 0,
-            received: SystemTime::now(),
-            not_before: None,
-            client: None,
+            ..QueuedMessage::new(
+                (id, id),
+                "default".into(),
+                domain.into(),
+                vec![format!("r@{domain}")],
+                Body::Memory(self.body.clone()),
+            )
         });
     }
 
@@ -129,28 +116,30 @@ impl Plane {
         let mut delivered = 0;
         let mut carrying: Vec<(ConnId, Batch)> = Vec::new();
         loop {
-            for action in self.core.take_actions() {
-                if let Action::Open { conn, host, .. } = action {
-                    self.hosts.insert(conn, host);
-                    self.core.connected(conn);
-                    let answer = self.core.want_work(conn, None, false);
-                    self.answer(conn, answer, &mut carrying);
+            let actions = self.core.take_actions();
+            let acted = !actions.is_empty();
+            for action in actions {
+                match action {
+                    Action::Open { conn, .. } => {
+                        self.core.connected(conn);
+                        self.want(conn, None);
+                    }
+                    Action::Answer {
+                        conn,
+                        batch: Some(b),
+                        ..
+                    } => carrying.push((conn, b)),
+                    Action::Answer { conn, .. } => {
+                        self.waiting.remove(&conn);
+                        self.core.ended(conn, End::Closed);
+                    }
+                    _ => {}
                 }
             }
-            for h in std::mem::take(&mut self.touched) {
-                let Some(list) = self.waiting.get_mut(&h) else {
-                    continue;
-                };
-                list.retain_mut(|(c, rx)| match rx.try_recv() {
-                    Ok(Some(b)) => {
-                        carrying.push((*c, b));
-                        false
-                    }
-                    Ok(None) => false,
-                    Err(_) => true,
-                });
-            }
             let Some((conn, batch)) = carrying.pop() else {
+                if acted {
+                    continue;
+                }
                 break;
             };
             delivered += 1;
@@ -161,27 +150,21 @@ impl Plane {
                 outcomes,
                 tls_problem: None,
             };
-            let answer = self.core.want_work(conn, Some(finished), false);
-            self.answer(conn, answer, &mut carrying);
-            self.touched.extend(self.hosts.get(&conn).copied());
+            self.want(conn, Some(finished));
         }
         self.core.fire(Instant::now());
         self.reports.try_iter().for_each(drop);
         delivered
     }
 
-    fn answer(&mut self, conn: ConnId, answer: Answer, carrying: &mut Vec<(ConnId, Batch)>) {
-        match answer {
-            Answer::Now(Some(b)) => carrying.push((conn, b)),
-            Answer::Now(None) => {
-                self.hosts.remove(&conn);
-                self.core.ended(conn, End::Closed);
-            }
-            Answer::Later(rx) => {
-                if let Some(h) = self.hosts.get(&conn) {
-                    self.waiting.entry(*h).or_default().push((conn, rx));
-                }
-            }
-        }
+    fn want(&mut self, conn: ConnId, finished: Option<Finished>) {
+        let (answer, waiting) = tokio::sync::oneshot::channel();
+        self.waiting.insert(conn, waiting);
+        self.core.want_work(WantWork {
+            id: conn,
+            finished,
+            closing: false,
+            answer,
+        });
     }
 }

@@ -88,20 +88,14 @@ impl Bounce {
     /// the message and its one entry, and its `Message-ID`.
     pub fn queued(&self, queue_id: u64, id: u64, message_id: String) -> QueuedMessage {
         QueuedMessage {
-            id,
-            queue_id,
             message_id: message_id.into(),
-            binding: self.binding.as_str().into(),
-            domain: self.domain().into(),
-            sender: Box::default(),
-            recipients: vec![self.recipient.clone()],
-            body: Body::Memory(self.body.clone().into()),
-            eight_bit: false,
-            smtputf8: false,
-            attempts: 0,
-            received: SystemTime::now(),
-            not_before: None,
-            client: None,
+            ..QueuedMessage::new(
+                (id, queue_id),
+                self.binding.as_str().into(),
+                self.domain().into(),
+                vec![self.recipient.clone()],
+                Body::Memory(self.body.clone().into()),
+            )
         }
     }
 }

@@ -51,6 +51,36 @@ pub struct QueuedMessage {
     pub client: Option<Arc<Xclient>>,
 }
 
+impl QueuedMessage {
+    /// Entry `id` of message `queue_id`, just queued: no `Message-ID`, the
+    /// null sender, 7-bit, never attempted, no stored schedule, no client
+    /// (set what differs with struct update syntax).
+    pub(crate) fn new(
+        (id, queue_id): (u64, u64),
+        binding: Arc<str>,
+        domain: Arc<str>,
+        recipients: Vec<String>,
+        body: Body,
+    ) -> Self {
+        Self {
+            id,
+            queue_id,
+            message_id: Box::default(),
+            binding,
+            domain,
+            sender: Box::default(),
+            recipients,
+            body,
+            eight_bit: false,
+            smtputf8: false,
+            attempts: 0,
+            received: SystemTime::now(),
+            not_before: None,
+            client: None,
+        }
+    }
+}
+
 /// A queued entry whose envelope the queue left in the spool, to read back
 /// when it has room in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,14 @@
 //! The messages between the engine's actors: what the daemon sends the
-//! scheduler, and what a connection tells its MX host (through the
-//! scheduler, which keeps every host and domain on one consistent view).
+//! scheduler, and what a connection tells its MX host (through its
+//! delivery loop's relay, then the scheduler, which keeps every host and
+//! domain on one consistent view).
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
+use tokio::sync::oneshot;
 
 use crate::ids::ConnId;
 use crate::message::{Batch, QueuedMessage};
@@ -15,13 +17,6 @@ use crate::message::{Batch, QueuedMessage};
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Submit(pub(crate) Vec<QueuedMessage>);
-
-/// The session is open.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Connected {
-    pub(crate) id: ConnId,
-}
 
 /// A transaction's outcomes, one per recipient of its batch.
 #[derive(Debug)]
@@ -33,15 +28,17 @@ pub(crate) struct Finished {
     pub(crate) tls_problem: Option<Arc<str>>,
 }
 
-/// "These are my outcomes (if any); give me the next batch." `None` back
-/// means close.
-#[derive(Message)]
-#[rtype(result = "Option<Batch>")]
+/// Where a connection's next batch goes: `None` means close.
+pub(crate) type AnswerTo = oneshot::Sender<Option<Batch>>;
+
+/// "These are my outcomes (if any); give me the next batch."
+#[derive(Debug)]
 pub(crate) struct WantWork {
     pub(crate) id: ConnId,
     pub(crate) finished: Option<Finished>,
     /// The connection closes after this: no batch may be given.
     pub(crate) closing: bool,
+    pub(crate) answer: AnswerTo,
 }
 
 /// Which hosts a failure to set a session up concerns.
@@ -91,19 +88,33 @@ pub(crate) enum End {
     Lost(Option<Batch>),
 }
 
-/// A connection's line to its MX host (kept by the scheduler): the only
-/// addresses a connection knows.
-#[derive(Clone)]
-pub(crate) struct Link {
-    pub(crate) connected: Recipient<Connected>,
-    pub(crate) want: Recipient<WantWork>,
-    pub(crate) ended: Recipient<Ended>,
+/// What a connection tells its MX host, in order, through the relay of
+/// its delivery loop.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) enum Report {
+    /// The session is open.
+    Connected(ConnId),
+    Want(WantWork),
+    /// The connection is gone; sent exactly once per connection, by its
+    /// guard.
+    Ended(ConnId, End),
 }
 
-/// The connection is gone; sent exactly once per connection, by its guard.
+/// The reports a delivery loop's relay gathered over one turn of the
+/// loop: one wake-up of the control loop for all of them.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Ended {
-    pub(crate) id: ConnId,
-    pub(crate) end: End,
-}
+pub(crate) struct Reports(pub(crate) Vec<Report>);
+
+/// The scheduler's answers to one delivery loop's connections, gathered
+/// over one turn of the control loop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Answers(pub(crate) Vec<(AnswerTo, Option<Batch>)>);
+
+/// Batches whose connection was gone when its answer came: back to their
+/// domains.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Returned(pub(crate) Vec<Batch>);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 /// The byte stream under a session.
@@ -83,12 +84,48 @@ pub(crate) struct Conn {
     pub(crate) buf: Vec<u8>,
     peer: SocketAddr,
     local: SocketAddr,
+    /// The session's one timer for the time limits of its reads and
+    /// writes, made on first need (see [`within`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
 
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
+}
+
+/// Runs `op` for at most `limit`, on the session's one timer. A timer
+/// armed afresh for each read is registered with the event loop's timer
+/// wheel each time, and a registration can wake the loop's driver (a
+/// write to its eventfd: about one a message, measured). So the timer
+/// stays where it is while it is due no later than this operation's
+/// deadline; when it fires early it moves to the deadline, and it moves
+/// earlier only for a deadline before it.
+async fn within<T>(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    op: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let deadline = Instant::now() + limit;
+    let mut op = std::pin::pin!(op);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = op.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(timed_out()));
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 impl Conn {
@@ -99,6 +136,7 @@ impl Conn {
             local: tcp.local_addr()?,
             stream: Stream::Plain(tcp),
             buf: Vec::with_capacity(READ_CHUNK),
+            timer: None,
         })
     }
 
@@ -149,6 +187,7 @@ impl Conn {
             buf: Vec::new(),
             peer: self.peer,
             local: self.local,
+            timer: None,
         };
         std::mem::replace(self, closed)
     }
@@ -158,20 +197,16 @@ impl Conn {
     pub(crate) async fn read_more(&mut self, limit: Duration) -> io::Result<usize> {
         // `read_buf` appends into spare capacity: nothing is zeroed first.
         self.buf.reserve(READ_CHUNK);
-        match tokio::time::timeout(limit, self.stream.read_buf(&mut self.buf)).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out()),
-        }
+        within(&mut self.timer, limit, self.stream.read_buf(&mut self.buf)).await
     }
 
     pub(crate) async fn write_all(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
+        let stream = &mut self.stream;
         let write = async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
+            stream.write_all(bytes).await?;
+            stream.flush().await
         };
-        tokio::time::timeout(limit, write)
-            .await
-            .unwrap_or_else(|_| Err(timed_out()))
+        within(&mut self.timer, limit, write).await
     }
 
     /// Closes the write side (sends TLS close_notify first).
@@ -231,5 +266,44 @@ impl Conn {
             stream: Stream::Server(Box::new(tls)),
             ..self
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+
+    use super::*;
+
+    fn timed_out_in<T: std::fmt::Debug>(r: io::Result<T>) -> bool {
+        r.is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
+    }
+
+    #[tokio::test]
+    async fn one_timer_keeps_each_operations_own_limit() {
+        let mut timer = None;
+        let short = Duration::from_millis(50);
+        let long = Duration::from_secs(30);
+        assert!(timed_out_in(
+            within(&mut timer, short, pending::<io::Result<()>>()).await
+        ));
+        // The timer fired for the short limit: an operation that takes
+        // longer than that but less than its own limit is not cut off.
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(())
+        };
+        within(&mut timer, long, slow)
+            .await
+            .expect("within its limit");
+        // The timer now waits for the long deadline: a short limit after
+        // it still ends its operation in time, not 30 s later.
+        let bounded = tokio::time::timeout(
+            Duration::from_secs(10),
+            within(&mut timer, short, pending::<io::Result<()>>()),
+        )
+        .await
+        .expect("the short limit, not the long one");
+        assert!(timed_out_in(bounded));
     }
 }

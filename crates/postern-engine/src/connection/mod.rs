@@ -5,11 +5,16 @@
 //! the session has made `Max_Deliveries_Per_Connection` deliveries, or the
 //! session breaks.
 //!
-//! A [`Guard`] holds the connection's batch while it is out and sends the
-//! one [`Ended`] message when dropped, so that whatever ends the actor (a
-//! panic included) gives its slot and its batch back.
+//! It reports to its host through its loop's [`Relay`], in order: the
+//! session opened, each request for work (with the last batch's
+//! outcomes), and its end. A [`Guard`] holds the connection's batch while
+//! it is out and sends the one end report when dropped, so that whatever
+//! ends the actor (a panic included) gives its slot and its batch back.
 
 mod failure;
+mod relay;
+
+pub(crate) use self::relay::Relay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,18 +22,20 @@ use std::sync::Arc;
 use actix::prelude::*;
 use postern_smtp::Reply;
 use postern_smtp::client::{ClientSettings, Outcome, Session, Transaction};
+use tokio::sync::oneshot;
 
 use self::failure::{broken, refused};
 use crate::ids::ConnId;
 use crate::message::{Batch, BodyError};
-use crate::messages::{Connected, End, Ended, Finished, Link, WantWork};
+use crate::messages::{End, Finished, Report, WantWork};
 
 /// One outbound session.
 pub(crate) struct Connection {
     pub(crate) id: ConnId,
     pub(crate) addr: SocketAddr,
     pub(crate) settings: Arc<ClientSettings>,
-    pub(crate) link: Link,
+    /// Its delivery loop's relay to the scheduler.
+    pub(crate) relay: Recipient<Report>,
     /// `Max_Deliveries_Per_Connection`; 0 is unlimited.
     pub(crate) max_deliveries: u64,
     /// Test hook: panic on a batch for this recipient.
@@ -41,7 +48,7 @@ impl Actor for Connection {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let guard = Guard {
             id: self.id,
-            link: self.link.clone(),
+            relay: self.relay.clone(),
             batch: None,
             end: None,
         };
@@ -59,7 +66,7 @@ impl Actor for Connection {
 /// Gives the slot and the batch back, whatever ends the connection.
 struct Guard {
     id: ConnId,
-    link: Link,
+    relay: Recipient<Report>,
     /// The batch being carried.
     batch: Option<Batch>,
     /// How it ended, when it ended as planned.
@@ -78,7 +85,7 @@ impl Drop for Guard {
             .end
             .take()
             .unwrap_or_else(|| End::Lost(self.batch.take()));
-        self.link.ended.do_send(Ended { id: self.id, end });
+        self.relay.do_send(Report::Ended(self.id, end));
     }
 }
 
@@ -93,7 +100,7 @@ async fn run(
         Ok(s) => s,
         Err(e) => return guard.end(refused(&e)),
     };
-    guard.link.connected.do_send(Connected { id: guard.id });
+    guard.relay.do_send(Report::Connected(guard.id));
     let tls_problem: Option<Arc<str>> = session.tls_check().map(|why| {
         tracing::warn!(host = %settings.server_name, %addr, problem = %why, "MTA-STS testing: an enforced policy would refuse this session");
         metrics::counter!(postern_metrics::MTA_STS_POLICY_FAILURES, "mode" => "testing").increment(1);
@@ -103,13 +110,14 @@ async fn run(
     let mut finished = None;
     loop {
         let closing = max_deliveries != 0 && sent >= max_deliveries;
-        let want = WantWork {
+        let (answer, next) = oneshot::channel();
+        guard.relay.do_send(Report::Want(WantWork {
             id: guard.id,
             finished: finished.take(),
             closing,
-        };
-        let answer = guard.link.want.send(want).await;
-        let (Ok(Some(batch)), false) = (answer, closing) else {
+            answer,
+        }));
+        let (Ok(Some(batch)), false) = (next.await, closing) else {
             break;
         };
         if let Some(r) = &panic_on

@@ -11,8 +11,6 @@
 
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
 use super::cluster::Slot;
 use super::control::Pace;
 use super::timers::Timer;
@@ -21,14 +19,8 @@ use crate::ids::ConnId;
 use crate::ids::DomainId;
 use crate::ids::HostId;
 use crate::message::Batch;
+use crate::messages::AnswerTo;
 use crate::mx_host::{Idle, Reach};
-
-/// A connection's answer: a batch now, or later from its idle slot.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    Now(Option<Batch>),
-    Later(oneshot::Receiver<Option<Batch>>),
-}
 
 impl Core {
     /// The domain may have work: it joins the rings of its hosts down to
@@ -246,6 +238,7 @@ impl Core {
             _slot: host.open.lease(),
             _server: self.total.lease(),
             _on_loop: on_loop.lease(),
+            event_loop,
             _cluster: lease,
             opening: Some(Opening {
                 domain: d,
@@ -267,20 +260,29 @@ impl Core {
         });
     }
 
-    /// Sends a batch to a waiting connection; it comes back if the
-    /// connection is gone.
-    fn hand(
-        &mut self,
-        conn: ConnId,
-        d: DomainId,
-        batch: Batch,
-        reply: oneshot::Sender<Option<Batch>>,
-    ) {
-        match reply.send(Some(batch)) {
-            Ok(()) => self.carry(conn, d),
-            Err(Some(batch)) => self.back(d, batch),
-            Err(None) => {}
+    /// Gives a batch to a connection; it goes back to its domain if the
+    /// connection is gone (then, or when the answer reaches it).
+    pub(super) fn hand(&mut self, conn: ConnId, d: DomainId, batch: Batch, to: AnswerTo) {
+        if to.is_closed() {
+            return self.back(d, batch);
         }
+        self.carry(conn, d);
+        self.answer(conn, to, Some(batch));
+    }
+
+    /// Answers a connection's request for work through its delivery
+    /// loop's relay, with the other answers of this turn for that loop.
+    pub(super) fn answer(&mut self, conn: ConnId, to: AnswerTo, batch: Option<Batch>) {
+        let Some(event_loop) = self.conns.get(&conn).map(|c| c.event_loop) else {
+            let _ = to.send(batch);
+            return;
+        };
+        self.actions.push(Action::Answer {
+            conn,
+            event_loop,
+            to,
+            batch,
+        });
     }
 
     /// The connection now carries a batch of the domain.
@@ -294,10 +296,9 @@ impl Core {
     }
 
     /// A connection with nothing to carry waits in its host's pool.
-    pub(super) fn park(&mut self, conn: ConnId, h: HostId, now: Instant) -> Answer {
-        let (reply, answer) = oneshot::channel();
+    pub(super) fn park(&mut self, conn: ConnId, h: HostId, now: Instant, reply: AnswerTo) {
         let Some(host) = self.host_mut(h) else {
-            return Answer::Now(None);
+            return self.answer(conn, reply, None);
         };
         host.idle.push_back(Idle {
             conn,
@@ -311,7 +312,6 @@ impl Core {
         if arm {
             self.timers.at(at, Timer::Idle(h));
         }
-        Answer::Later(answer)
     }
 
     /// Lets go of the host's connections that waited `Idle_Timeout`.

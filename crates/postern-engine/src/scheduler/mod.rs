@@ -13,7 +13,6 @@ mod callout;
 mod cluster;
 mod control;
 mod dispatch;
-pub(crate) use self::dispatch::Answer;
 mod outcome;
 mod query;
 mod retry;
@@ -40,12 +39,12 @@ use self::timers::Timers;
 use crate::Handle;
 use crate::bounce::Settlement;
 use crate::class::Classifier;
-use crate::connection::Connection;
+use crate::connection::{Connection, Relay};
 use crate::domain::{Domain, Limits, QueueKey};
 use crate::ids::{ConnId, DomainId, HostId};
 use crate::lease::{Gauge, Lease};
 use crate::message::{Backlog, Batch, Failure, QueuedMessage, Spooled};
-use crate::messages::{Connected, Ended, Link, Submit, WantWork};
+use crate::messages::{AnswerTo, Answers, Report, Reports, Returned, Submit};
 use crate::mx_host::{HostKey, MxHost, Peer};
 use crate::outbound::TlsCache;
 use crate::outcomes::Outcomes;
@@ -76,6 +75,13 @@ pub(crate) enum Action {
     Signal(HostId, ReplyClass, String),
     /// Read the domain's entries back from the spool.
     ReadBack(DomainId, Vec<Spooled>),
+    /// Answer a connection's request for work (`None`: close).
+    Answer {
+        conn: ConnId,
+        event_loop: usize,
+        to: AnswerTo,
+        batch: Option<Batch>,
+    },
 }
 
 /// Being opened on behalf of a domain: counted against the host's and the
@@ -94,6 +100,8 @@ struct Conn {
     _slot: Lease,
     _server: Lease,
     _on_loop: Lease,
+    /// The delivery loop it runs on.
+    event_loop: usize,
     /// Its slot in the cluster's count of the host's connections.
     _cluster: Option<postern_cluster::Lease>,
     opening: Option<Opening>,
@@ -308,18 +316,6 @@ impl Core {
         self.offer(d);
     }
 
-    /// Every host of the domain's table.
-    pub(crate) fn hosts_of(&self, d: DomainId) -> Vec<HostId> {
-        self.domain(d)
-            .map(|x| {
-                x.levels
-                    .iter()
-                    .flat_map(|(_, hs)| hs.iter().copied())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// What the actor must do now.
     pub(crate) fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
@@ -331,6 +327,10 @@ pub(crate) struct Scheduler {
     core: Core,
     dns: Dns,
     loops: Vec<ArbiterHandle>,
+    /// Each delivery loop's relay, started with the actor.
+    relays: Vec<Addr<Relay>>,
+    /// Answers for each delivery loop, sent together after this turn.
+    outbox: Vec<Vec<(AnswerTo, Option<Batch>)>>,
     /// The one actix timer, for the earliest deadline.
     armed: Option<(Instant, SpawnHandle)>,
 }
@@ -350,7 +350,9 @@ impl Scheduler {
         Self {
             core,
             dns,
+            outbox: loops.iter().map(|_| Vec::new()).collect(),
             loops,
+            relays: Vec::new(),
             armed: None,
         }
     }
@@ -363,19 +365,54 @@ impl Scheduler {
                     conn,
                     host,
                     event_loop,
-                } => self.open(conn, host, event_loop, ctx),
+                } => self.open(conn, host, event_loop),
                 Action::Resolve(d) => self.resolve(d, ctx),
                 Action::Settle(s) => self.core.outcomes.settle(s, &Handle(ctx.address())),
                 Action::Lease(h) => self.ask_lease(h, ctx),
                 Action::Tokens(name, throttle) => self.ask_tokens(name, throttle, ctx),
                 Action::Signal(h, class, reply) => self.publish(h, class, &reply),
                 Action::ReadBack(d, entries) => self.read_back(d, entries, ctx),
+                Action::Answer {
+                    event_loop,
+                    to,
+                    batch,
+                    ..
+                } => self.post(event_loop, to, batch, ctx),
             }
         }
         self.arm(ctx);
     }
 
-    fn open(&mut self, id: ConnId, host: HostId, event_loop: usize, ctx: &mut Context<Self>) {
+    /// Queues an answer for its loop's relay. The first of a turn sets
+    /// the sending of them all, which runs once the actor's mailbox is
+    /// empty: one message (one wake-up) per loop and turn.
+    fn post(
+        &mut self,
+        event_loop: usize,
+        to: AnswerTo,
+        batch: Option<Batch>,
+        ctx: &mut Context<Self>,
+    ) {
+        let first = self.outbox.iter().all(Vec::is_empty);
+        let Some(outbox) = self.outbox.get_mut(event_loop) else {
+            let _ = to.send(batch);
+            return;
+        };
+        outbox.push((to, batch));
+        if first {
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, _| act.send_answers()));
+        }
+    }
+
+    fn send_answers(&mut self) {
+        for (relay, outbox) in self.relays.iter().zip(&mut self.outbox) {
+            if !outbox.is_empty() {
+                relay.do_send(Answers(std::mem::take(outbox)));
+            }
+        }
+    }
+
+    fn open(&mut self, id: ConnId, host: HostId, event_loop: usize) {
         let (Some(h), Some(arbiter)) = (self.core.host(host), self.loops.get(event_loop)) else {
             return;
         };
@@ -383,17 +420,15 @@ impl Scheduler {
         let settings = h.settings.clone();
         let max_deliveries = h.max_deliveries;
         let panic_on = self.core.panic_on.clone();
-        let me = ctx.address();
-        let link = Link {
-            connected: me.clone().recipient(),
-            want: me.clone().recipient(),
-            ended: me.recipient(),
+        let Some(relay) = self.relays.get(event_loop) else {
+            return;
         };
+        let relay = relay.clone().recipient();
         Connection::start_in_arbiter(arbiter, move |_| Connection {
             id,
             addr,
             settings,
-            link,
+            relay,
             max_deliveries,
             panic_on,
         });
@@ -426,6 +461,17 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        self.relays = self
+            .loops
+            .iter()
+            .map(|arbiter| {
+                let scheduler = me.clone();
+                Relay::start_in_arbiter(arbiter, move |_| {
+                    Relay::new(scheduler.clone().recipient(), scheduler.recipient())
+                })
+            })
+            .collect();
         self.listen_to_cluster(ctx);
     }
 }
@@ -441,35 +487,28 @@ impl Handler<Submit> for Scheduler {
     }
 }
 
-impl Handler<Connected> for Scheduler {
+impl Handler<Reports> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: Connected, ctx: &mut Context<Self>) {
-        self.core.connected(msg.id);
-        self.sync(ctx);
-    }
-}
-
-impl Handler<WantWork> for Scheduler {
-    type Result = ResponseFuture<Option<Batch>>;
-
-    fn handle(&mut self, msg: WantWork, ctx: &mut Context<Self>) -> Self::Result {
-        let answer = self.core.want_work(msg.id, msg.finished, msg.closing);
-        self.sync(ctx);
-        Box::pin(async move {
-            match answer {
-                dispatch::Answer::Now(batch) => batch,
-                dispatch::Answer::Later(rx) => rx.await.ok().flatten(),
+    fn handle(&mut self, Reports(reports): Reports, ctx: &mut Context<Self>) {
+        for report in reports {
+            match report {
+                Report::Connected(id) => self.core.connected(id),
+                Report::Want(want) => self.core.want_work(want),
+                Report::Ended(id, end) => self.core.ended(id, end),
             }
-        })
+        }
+        self.sync(ctx);
     }
 }
 
-impl Handler<Ended> for Scheduler {
+impl Handler<Returned> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, msg: Ended, ctx: &mut Context<Self>) {
-        self.core.ended(msg.id, msg.end);
+    fn handle(&mut self, Returned(batches): Returned, ctx: &mut Context<Self>) {
+        for batch in batches {
+            self.core.returned(batch);
+        }
         self.sync(ctx);
     }
 }

@@ -8,14 +8,13 @@ use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 
 use super::Core;
-use super::dispatch::Answer;
 use super::timers::Timer;
 use crate::class::{Action, Context, Verdict};
 use crate::ids::ConnId;
 use crate::ids::DomainId;
 use crate::ids::HostId;
 use crate::message::{Batch, HostInfo};
-use crate::messages::{Blame, End, Finished};
+use crate::messages::{AnswerTo, Blame, End, Finished, WantWork};
 use crate::mx_host::MxHost;
 
 impl Core {
@@ -48,16 +47,20 @@ impl Core {
         self.dispatch(h, now);
     }
 
-    /// A connection's outcomes and its request for the next batch.
-    pub(crate) fn want_work(
-        &mut self,
-        conn: ConnId,
-        finished: Option<Finished>,
-        closing: bool,
-    ) -> Answer {
+    /// A connection's outcomes and its request for the next batch: the
+    /// answer is an [`super::Action::Answer`] now, or later when the
+    /// connection waits in its host's pool.
+    pub(crate) fn want_work(&mut self, want: WantWork) {
+        let WantWork {
+            id: conn,
+            finished,
+            closing,
+            answer,
+        } = want;
         let now = Instant::now();
         let Some(c) = self.conns.get_mut(&conn) else {
-            return Answer::Now(None);
+            let _ = answer.send(None);
+            return;
         };
         let h = c.host;
         c.opening = None;
@@ -71,29 +74,37 @@ impl Core {
         if let (Some(d), Some(f)) = (carried, finished) {
             self.finished(d, h, conn, f, now);
         }
-        let answer = self.next_for(conn, h, closing, now);
+        self.next_for(conn, h, closing, now, answer);
         if let (Some(d), false) = (carried, closing) {
             self.offer(d);
         }
-        answer
     }
 
-    fn next_for(&mut self, conn: ConnId, h: HostId, closing: bool, now: Instant) -> Answer {
+    fn next_for(&mut self, conn: ConnId, h: HostId, closing: bool, now: Instant, to: AnswerTo) {
         let over_cap = self
             .host(h)
             .is_none_or(|x| x.limit_now().is_some_and(|l| x.open.get() > l));
         if closing || self.draining || over_cap || self.over_share(h) {
-            return Answer::Now(None);
+            return self.answer(conn, to, None);
         }
         if let Some((d, batch)) = self.next_batch(h, now) {
-            self.carry(conn, d);
-            return Answer::Now(Some(batch));
+            return self.hand(conn, d, batch, to);
         }
         if !self.starved.is_empty() {
             // Nothing here while another host waits for a slot.
-            return Answer::Now(None);
+            return self.answer(conn, to, None);
         }
-        self.park(conn, h, now)
+        self.park(conn, h, now, to);
+    }
+
+    /// A batch returned because its connection was gone when the answer
+    /// came: back to the head of its domain's queue.
+    pub(crate) fn returned(&mut self, batch: Batch) {
+        let Some(d) = self.find_domain(&batch.message.binding, &batch.message.domain) else {
+            return;
+        };
+        self.back(d, batch);
+        self.offer(d);
     }
 
     /// The class of a reply to mail of `batch` and what to do about it.
