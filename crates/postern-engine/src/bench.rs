@@ -92,11 +92,6 @@ impl Plane {
 
     /// Queues a one-recipient message for `domain`.
     pub fn submit(&mut self, id: u64, domain: &str) {
-        let key = QueueKey {
-            binding: "default".into(),
-            domain: domain.into(),
-        };
-        self.core.domain_id(&key);
         self.core.submit(QueuedMessage {
             sender: "bench@example.org".into(),
             ..QueuedMessage::new(

@@ -249,11 +249,21 @@ impl Core {
         let id = DomainId(u32::try_from(self.domains.len()).unwrap_or(u32::MAX));
         let limits = Limits::of(&self.config, key);
         let ready = self.ready.clone();
-        self.domains.push(Domain::new(key.clone(), limits, ready));
+        // The binding's name is shared by all its queues (one allocation,
+        // warm in the cache, not one per domain).
+        let binding = self
+            .domain_ids
+            .get_key_value(&key.binding)
+            .map_or_else(|| key.binding.clone(), |(b, _)| b.clone());
+        let key = QueueKey {
+            binding: binding.clone(),
+            domain: key.domain.clone(),
+        };
         self.domain_ids
-            .entry(key.binding.clone())
+            .entry(binding)
             .or_default()
             .insert(key.domain.clone(), id);
+        self.domains.push(Domain::new(key, limits, ready));
         id
     }
 
