@@ -125,9 +125,14 @@ fn enforce_delivers_only_to_a_named_mx_over_verified_tls_and_fetches_once() {
             dns.queries("_mta-sts.enforce.test") >= 2
         },
     );
-    wait_until(Duration::from_secs(30), "every message delivered", || {
-        named.message_count() == sent
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "every message delivered and logged",
+        || {
+            named.message_count() == sent
+                && records(&setup.log(), "delivery", "enforce.test").len() == sent
+        },
+    );
     assert_eq!(unnamed.connections(), 0);
     assert_eq!(policy.requests(), 1, "one fetch per max_age");
 
@@ -214,13 +219,17 @@ fn unnamed_mx_or_wrong_certificate_waits_and_testing_mode_delivers() {
     wait_until(Duration::from_secs(30), "testing mode delivers", || {
         unnamed.message_count() == 1 && badcert.message_count() == 1
     });
+    // The sinks have the mail before the daemon logs its delivery: wait
+    // for the log lines, not only for the sinks.
     wait_until(
         Duration::from_secs(30),
-        "both enforced domains wait",
+        "both enforced domains wait and both testing domains are logged",
         || {
             let log = setup.log();
             !records(&log, "transient_failure", "nomatch.test").is_empty()
                 && !records(&log, "transient_failure", "badcert.test").is_empty()
+                && !records(&log, "delivery", "testing.test").is_empty()
+                && !records(&log, "delivery", "testing2.test").is_empty()
         },
     );
     let log = setup.log();

@@ -95,6 +95,17 @@ fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "deadline passed")
 }
 
+/// How far a limit too long to represent reaches (30 years, as
+/// `tokio::time::timeout` does): a timeout configured in the billions of
+/// seconds means "none", not a panic.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// The instant `limit` from now.
+pub(crate) fn deadline(limit: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(limit).unwrap_or(now + FAR_FUTURE)
+}
+
 /// Runs `op` for at most `limit`, on the session's one timer. A timer
 /// armed afresh for each read is registered with the event loop's timer
 /// wheel each time, and a registration can wake the loop's driver (a
@@ -107,7 +118,7 @@ async fn within<T>(
     limit: Duration,
     op: impl Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::from_std(deadline(limit));
     let mut op = std::pin::pin!(op);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = op.as_mut().poll(cx) {
@@ -305,5 +316,15 @@ mod tests {
         .await
         .expect("the short limit, not the long one");
         assert!(timed_out_in(bounded));
+        // A limit too long to represent is no limit, not a panic.
+        within(&mut timer, Duration::MAX, async { Ok(()) })
+            .await
+            .expect("done");
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(100),
+            within(&mut timer, Duration::MAX, pending::<io::Result<()>>()),
+        )
+        .await;
+        assert!(waiting.is_err(), "still waiting");
     }
 }

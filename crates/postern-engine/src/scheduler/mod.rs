@@ -387,33 +387,28 @@ impl Scheduler {
                     to,
                     batch,
                     ..
-                } => self.post(event_loop, to, batch, ctx),
+                } => self.post(event_loop, to, batch),
             }
         }
+        self.send_answers();
         self.arm(ctx);
     }
 
-    /// Queues an answer for its loop's relay. The first of a turn sets
-    /// the sending of them all, which runs once the actor's mailbox is
-    /// empty: one message (one wake-up) per loop and turn.
-    fn post(
-        &mut self,
-        event_loop: usize,
-        to: AnswerTo,
-        batch: Option<Batch>,
-        ctx: &mut Context<Self>,
-    ) {
-        let first = self.outbox.iter().all(Vec::is_empty);
-        let Some(outbox) = self.outbox.get_mut(event_loop) else {
-            let _ = to.send(batch);
-            return;
-        };
-        outbox.push((to, batch));
-        if first {
-            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, _| act.send_answers()));
+    /// Queues an answer for its loop's relay, to go with the others this
+    /// message (a relay's reports, a submission) gave rise to.
+    fn post(&mut self, event_loop: usize, to: AnswerTo, batch: Option<Batch>) {
+        match self.outbox.get_mut(event_loop) {
+            Some(outbox) => outbox.push((to, batch)),
+            None => {
+                let _ = to.send(batch);
+            }
         }
     }
 
+    /// One message per delivery loop with answers: one wake-up of that
+    /// loop for all of them. Sent at the end of each message handled, not
+    /// when the mailbox is empty, so that a busy mailbox never holds
+    /// answers back.
     fn send_answers(&mut self) {
         for (relay, outbox) in self.relays.iter().zip(&mut self.outbox) {
             if !outbox.is_empty() {

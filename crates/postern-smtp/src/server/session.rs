@@ -159,7 +159,7 @@ impl<H: Handler> Session<'_, H> {
     async fn run(&mut self) -> io::Result<End> {
         let mut discarding = false;
         // Each command must arrive whole within `command_timeout`.
-        let mut deadline = Instant::now() + self.settings.command_timeout;
+        let mut deadline = crate::stream::deadline(self.settings.command_timeout);
         loop {
             let Some(end) = memchr(b'\n', &self.conn.buf) else {
                 if self.conn.buf.len() > MAX_LINE {
@@ -171,7 +171,7 @@ impl<H: Handler> Session<'_, H> {
                 }
                 continue;
             };
-            deadline = Instant::now() + self.settings.command_timeout;
+            deadline = crate::stream::deadline(self.settings.command_timeout);
             let line: Vec<u8> = self.conn.buf.drain(..=end).collect();
             if std::mem::take(&mut discarding) || line.len() > MAX_LINE {
                 if self.error(&reply(500, (5, 5, 2), "line too long")) {
@@ -466,7 +466,7 @@ impl<H: Handler> Session<'_, H> {
 
     /// Reads one line of a SASL exchange.
     async fn sasl_line(&mut self) -> io::Result<Option<String>> {
-        let deadline = Instant::now() + self.settings.command_timeout;
+        let deadline = crate::stream::deadline(self.settings.command_timeout);
         loop {
             if let Some(end) = self.conn.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.conn.buf.drain(..=end).collect();

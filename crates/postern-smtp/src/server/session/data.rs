@@ -2,7 +2,6 @@
 //! chunks (RFC 3030, read by count), and the end both share.
 
 use std::io;
-use std::time::Instant;
 
 use super::{End, Session, reply};
 use crate::server::{DataReply, Envelope, Handler};
@@ -36,7 +35,7 @@ impl<H: Handler> Session<'_, H> {
         let mut reader = BodyReader::default();
         let mut body = Vec::new();
         let mut total: u64 = 0;
-        let deadline = Instant::now() + self.settings.data_timeout;
+        let deadline = crate::stream::deadline(self.settings.data_timeout);
         loop {
             let mut bytes = &self.conn.buf[..];
             let len_before = body.len();
@@ -68,7 +67,7 @@ impl<H: Handler> Session<'_, H> {
         let open = self.envelope.as_ref().map(|e| !e.rcpt_to.is_empty());
         let max = self.settings.max_message_size;
         let mut chunks = self.chunks.take().unwrap_or_default();
-        let deadline = Instant::now() + self.settings.data_timeout;
+        let deadline = crate::stream::deadline(self.settings.data_timeout);
         let mut left = size;
         while left > 0 {
             if self.conn.buf.is_empty() {
