@@ -31,6 +31,9 @@ pub(crate) struct Finished {
 /// Where a connection's next batch goes: `None` means close.
 pub(crate) type AnswerTo = oneshot::Sender<Option<Batch>>;
 
+/// An answer on its way: where it goes, and the batch (`None`: close).
+pub(crate) type Answer = (AnswerTo, Option<Batch>);
+
 /// "These are my outcomes (if any); give me the next batch."
 #[derive(Debug)]
 pub(crate) struct WantWork {
@@ -111,7 +114,7 @@ pub(crate) struct Reports(pub(crate) Vec<Report>);
 /// over one turn of the control loop.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Answers(pub(crate) Vec<(AnswerTo, Option<Batch>)>);
+pub(crate) struct Answers(pub(crate) Vec<Answer>);
 
 /// Batches whose connection was gone when its answer came: back to their
 /// domains.

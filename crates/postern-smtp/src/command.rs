@@ -2,7 +2,7 @@
 //! spool and the configuration; a CR or LF in one is refused here so that
 //! nothing can inject a command.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -85,25 +85,29 @@ pub fn mail_from(
     out: &mut Vec<u8>,
 ) -> Result<(), UnsafeArgument> {
     let sender = clean("the sender", sender)?;
-    let mut line = format!("MAIL FROM:<{}>", mailbox(sender));
+    out.extend_from_slice(b"MAIL FROM:<");
+    out.extend_from_slice(mailbox(sender).as_bytes());
+    out.push(b'>');
     if let Some(size) = params.size {
-        let _ = write!(line, " SIZE={size}");
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, " SIZE={size}");
     }
     if params.eight_bit {
-        line.push_str(" BODY=8BITMIME");
+        out.extend_from_slice(b" BODY=8BITMIME");
     }
     if params.smtputf8 {
-        line.push_str(" SMTPUTF8");
+        out.extend_from_slice(b" SMTPUTF8");
     }
-    line.push_str("\r\n");
-    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(b"\r\n");
     Ok(())
 }
 
 /// `RCPT TO:<recipient>`.
 pub fn rcpt_to(recipient: &str, out: &mut Vec<u8>) -> Result<(), UnsafeArgument> {
     let recipient = clean("a recipient", recipient)?;
-    out.extend_from_slice(format!("RCPT TO:<{}>\r\n", mailbox(recipient)).as_bytes());
+    out.extend_from_slice(b"RCPT TO:<");
+    out.extend_from_slice(mailbox(recipient).as_bytes());
+    out.extend_from_slice(b">\r\n");
     Ok(())
 }
 

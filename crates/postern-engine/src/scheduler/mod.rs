@@ -44,7 +44,7 @@ use crate::domain::{Domain, Limits, QueueKey};
 use crate::ids::{ConnId, DomainId, HostId};
 use crate::lease::{Gauge, Lease};
 use crate::message::{Backlog, Batch, Failure, QueuedMessage, Spooled};
-use crate::messages::{AnswerTo, Answers, Report, Reports, Returned, Submit};
+use crate::messages::{Answer, AnswerTo, Answers, Report, Reports, Returned, Submit};
 use crate::mx_host::{HostKey, MxHost, Peer};
 use crate::outbound::TlsCache;
 use crate::outcomes::Outcomes;
@@ -337,10 +337,9 @@ pub(crate) struct Scheduler {
     core: Core,
     dns: Dns,
     loops: Vec<ArbiterHandle>,
-    /// Each delivery loop's relay, started with the actor.
-    relays: Vec<Addr<Relay>>,
-    /// Answers for each delivery loop, sent together after this turn.
-    outbox: Vec<Vec<(AnswerTo, Option<Batch>)>>,
+    /// Each delivery loop's relay (started with the actor) and the
+    /// answers for it, sent together at the end of the message handled.
+    relays: Vec<(Addr<Relay>, Vec<Answer>)>,
     /// The one actix timer, for the earliest deadline.
     armed: Option<(Instant, SpawnHandle)>,
 }
@@ -360,7 +359,6 @@ impl Scheduler {
         Self {
             core,
             dns,
-            outbox: loops.iter().map(|_| Vec::new()).collect(),
             loops,
             relays: Vec::new(),
             armed: None,
@@ -397,8 +395,8 @@ impl Scheduler {
     /// Queues an answer for its loop's relay, to go with the others this
     /// message (a relay's reports, a submission) gave rise to.
     fn post(&mut self, event_loop: usize, to: AnswerTo, batch: Option<Batch>) {
-        match self.outbox.get_mut(event_loop) {
-            Some(outbox) => outbox.push((to, batch)),
+        match self.relays.get_mut(event_loop) {
+            Some((_, outbox)) => outbox.push((to, batch)),
             None => {
                 let _ = to.send(batch);
             }
@@ -410,7 +408,7 @@ impl Scheduler {
     /// when the mailbox is empty, so that a busy mailbox never holds
     /// answers back.
     fn send_answers(&mut self) {
-        for (relay, outbox) in self.relays.iter().zip(&mut self.outbox) {
+        for (relay, outbox) in &mut self.relays {
             if !outbox.is_empty() {
                 relay.do_send(Answers(std::mem::take(outbox)));
             }
@@ -425,7 +423,7 @@ impl Scheduler {
         let settings = h.settings.clone();
         let max_deliveries = h.max_deliveries;
         let panic_on = self.core.panic_on.clone();
-        let Some(relay) = self.relays.get(event_loop) else {
+        let Some((relay, _)) = self.relays.get(event_loop) else {
             return;
         };
         let relay = relay.clone().recipient();
@@ -472,9 +470,10 @@ impl Actor for Scheduler {
             .iter()
             .map(|arbiter| {
                 let scheduler = me.clone();
-                Relay::start_in_arbiter(arbiter, move |_| {
+                let relay = Relay::start_in_arbiter(arbiter, move |_| {
                     Relay::new(scheduler.clone().recipient(), scheduler.recipient())
-                })
+                });
+                (relay, Vec::new())
             })
             .collect();
         self.listen_to_cluster(ctx);

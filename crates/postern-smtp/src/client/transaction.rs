@@ -110,7 +110,9 @@ impl Session {
         let inline = body.len() <= BODY_CHUNK;
         let mut batch = Vec::with_capacity(96 + 64 * n + if inline { body.len() } else { 0 });
         envelope(tx, rset, params, &mut batch)?;
-        batch.extend_from_slice(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+        batch.extend_from_slice(b"BDAT ");
+        batch.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        batch.extend_from_slice(b" LAST\r\n");
         if inline {
             batch.extend_from_slice(&body);
             self.write(&batch, Phase::Data).await?;
