@@ -31,8 +31,11 @@ pub struct Plane {
     /// Each connection's open request for work (an answer to a closed
     /// one would give its batch back).
     waiting: HashMap<ConnId, Waiting>,
-    body: Arc<[u8]>,
 }
+
+/// A message ready to submit to a [`Plane`].
+#[derive(Debug)]
+pub struct Message(QueuedMessage);
 
 type Waiting = tokio::sync::oneshot::Receiver<Option<Batch>>;
 
@@ -51,7 +54,6 @@ impl Plane {
             reports,
             _bounces: bounces,
             waiting: HashMap::new(),
-            body: Arc::from(&b"Subject: bench\r\n\r\nhello\r\n"[..]),
         }
     }
 
@@ -90,18 +92,29 @@ impl Plane {
         self.core.table_ready(d, Ok(table));
     }
 
-    /// Queues a one-recipient message for `domain`.
-    pub fn submit(&mut self, id: u64, domain: &str) {
-        self.core.submit(QueuedMessage {
+    /// A one-recipient message for `domain`, made apart from the plane as
+    /// the listener makes it in the daemon.
+    pub fn message(id: u64, domain: &str, body: &Arc<[u8]>) -> Message {
+        Message(QueuedMessage {
             sender: "bench@example.org".into(),
             ..QueuedMessage::new(
                 (id, id),
                 "default".into(),
                 domain.into(),
                 vec![format!("r@{domain}")],
-                Body::Memory(self.body.clone()),
+                Body::Memory(body.clone()),
             )
-        });
+        })
+    }
+
+    /// The body every message of [`Plane::message`] may share.
+    pub fn body() -> Arc<[u8]> {
+        Arc::from(&b"Subject: bench\r\n\r\nhello\r\n"[..])
+    }
+
+    /// Queues a message.
+    pub fn submit(&mut self, message: Message) {
+        self.core.submit(message.0);
     }
 
     /// Plays every connection until all of them wait for work: opened

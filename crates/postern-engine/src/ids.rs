@@ -12,3 +12,8 @@ pub(crate) struct HostId(pub(crate) u32);
 
 /// A connection's number, unique in the engine.
 pub(crate) type ConnId = u64;
+
+/// A map keyed by the engine's own numbers (connections, message ids),
+/// never by names that come from mail: a fast hash is safe there, and a
+/// connection is looked up several times a batch.
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -12,6 +12,8 @@ use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
 use postern_smtp::xclient::Xclient;
 
+use crate::ids::DomainId;
+
 /// A message queued for one (binding, domain): its recipients there, and
 /// the body it shares with the message's other queues.
 #[derive(Debug, Clone)]
@@ -206,6 +208,9 @@ pub(crate) type Failure = (Reply, Option<HostInfo>);
 #[derive(Debug, Clone)]
 pub(crate) struct Batch {
     pub(crate) message: Arc<QueuedMessage>,
+    /// The queue it belongs to, so that its outcomes and its return find
+    /// the queue without looking its name up.
+    pub(crate) queue: DomainId,
     pub(crate) recipients: Vec<String>,
     /// Attempts made before this one.
     pub(crate) attempts: u32,
@@ -218,8 +223,9 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// The message's recipients in batches of at most `size`.
-    pub(crate) fn split(mut message: QueuedMessage, size: usize) -> Vec<Batch> {
+    /// The message's recipients in batches of at most `size`, for the
+    /// queue `queue`.
+    pub(crate) fn split(mut message: QueuedMessage, size: usize, queue: DomainId) -> Vec<Batch> {
         let size = size.max(1);
         let attempts = message.attempts;
         // The batches hold the recipients; the shared message keeps none,
@@ -228,6 +234,7 @@ impl Batch {
         let message = Arc::new(message);
         let batch = |recipients, alone| Batch {
             message: message.clone(),
+            queue,
             recipients,
             attempts,
             alone,

@@ -120,7 +120,7 @@ mod tests {
             vec![recipient.to_owned()],
             Body::Memory(Arc::from(&b"x\r\n"[..])),
         );
-        Batch::split(message, 1).remove(0)
+        Batch::split(message, 1, crate::ids::DomainId(0)).remove(0)
     }
 
     #[actix::test]

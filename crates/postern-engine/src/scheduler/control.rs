@@ -63,7 +63,7 @@ impl Handler<Drain> for Scheduler {
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
         self.core.draining = true;
-        self.core.idle_index.clear();
+        self.core.idle_order.clear();
         for host in &mut self.core.hosts {
             for idle in host.idle.drain(..) {
                 let _ = idle.reply.send(None);

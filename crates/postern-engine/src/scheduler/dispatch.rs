@@ -108,7 +108,7 @@ impl Core {
                 self.back(d, batch);
                 break;
             };
-            self.idle_index.remove(&(idle.since, idle.conn));
+            self.busy(idle.conn);
             self.hand(idle.conn, d, batch, idle.reply);
         }
         loop {
@@ -246,6 +246,7 @@ impl Core {
                 _domain: dom.opening.lease(),
             }),
             carrying: None,
+            idle_since: None,
         };
         let id = self.next_conn;
         self.next_conn += 1;
@@ -308,9 +309,19 @@ impl Core {
         let arm = !host.idle_timer;
         host.idle_timer = true;
         let at = now + host.idle_timeout;
-        self.idle_index.insert((now, conn), h);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.idle_since = Some(now);
+        }
+        self.idle_order.push(now, conn, h, &self.conns);
         if arm {
             self.timers.at(at, Timer::Idle(h));
+        }
+    }
+
+    /// The connection no longer waits in its host's pool.
+    pub(super) fn busy(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.idle_since = None;
         }
     }
 
@@ -323,7 +334,9 @@ impl Core {
         let timeout = host.idle_timeout;
         while host.idle.front().is_some_and(|i| now >= i.since + timeout) {
             if let Some(i) = host.idle.pop_front() {
-                self.idle_index.remove(&(i.since, i.conn));
+                if let Some(c) = self.conns.get_mut(&i.conn) {
+                    c.idle_since = None;
+                }
                 let _ = i.reply.send(None);
             }
         }
@@ -342,15 +355,10 @@ impl Core {
             host.starved = true;
             self.starved.push_back(h);
         }
-        let victim = self
-            .idle_index
-            .iter()
-            .find(|(_, host)| **host != h)
-            .map(|(k, host)| (*k, *host));
-        let Some(((since, conn), owner)) = victim else {
+        let Some((conn, owner)) = self.idle_order.take_oldest_elsewhere(h, &self.conns) else {
             return;
         };
-        self.idle_index.remove(&(since, conn));
+        self.busy(conn);
         let Some(host) = self.host_mut(owner) else {
             return;
         };

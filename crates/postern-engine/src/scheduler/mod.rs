@@ -13,13 +13,14 @@ mod callout;
 mod cluster;
 mod control;
 mod dispatch;
+mod idle;
 mod outcome;
 mod query;
 mod retry;
 mod routing;
 mod timers;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Instant, SystemTime};
@@ -32,6 +33,7 @@ pub(crate) use self::backlog::SubmitSpooled;
 pub(crate) use self::callout::{EndCallout, ReserveCallout};
 pub(crate) use self::cluster::HostLeases;
 pub(crate) use self::control::{Command, Control, Drain, Fault};
+use self::idle::IdleOrder;
 pub use self::query::{HostSummary, HostView, QueueRow, QueueView, Summary};
 pub(crate) use self::query::{QueryQueue, QueryQueues, QuerySummary};
 use self::retry::{Round, RoundKey};
@@ -41,7 +43,7 @@ use crate::bounce::Settlement;
 use crate::class::Classifier;
 use crate::connection::{Connection, Relay};
 use crate::domain::{Domain, Limits, QueueKey};
-use crate::ids::{ConnId, DomainId, HostId};
+use crate::ids::{ConnId, DomainId, HostId, IdMap};
 use crate::lease::{Gauge, Lease};
 use crate::message::{Backlog, Batch, Failure, QueuedMessage, Spooled};
 use crate::messages::{Answer, AnswerTo, Answers, Report, Reports, Returned, Submit};
@@ -107,6 +109,8 @@ struct Conn {
     opening: Option<Opening>,
     /// The domain whose batch it carries now.
     carrying: Option<(DomainId, Lease)>,
+    /// Waiting in its host's pool since then.
+    idle_since: Option<Instant>,
 }
 
 /// Every domain, host and connection, and the rules that tie them.
@@ -121,7 +125,7 @@ pub(crate) struct Core {
     host_ids: HashMap<HostKey, HostId>,
     /// The hosts (profiles) of each source and address.
     peers: HashMap<Peer, Vec<HostId>>,
-    conns: HashMap<ConnId, Conn>,
+    conns: IdMap<ConnId, Conn>,
     next_conn: ConnId,
     /// Connections open or opening, and `Server_Max_Outbound_Connections`.
     total: Gauge,
@@ -129,7 +133,7 @@ pub(crate) struct Core {
     /// Hosts that wait for the server-wide limit, in turn.
     starved: VecDeque<HostId>,
     /// Every idle connection by the time it went idle.
-    idle_index: BTreeMap<(Instant, ConnId), HostId>,
+    idle_order: IdleOrder,
     /// Connections open on each delivery loop, and opened in all.
     loop_open: Vec<Gauge>,
     loop_opened: Vec<u64>,
@@ -138,7 +142,7 @@ pub(crate) struct Core {
     /// queued message stays in memory.
     backlog: Option<Arc<dyn Backlog>>,
     /// Attempt rounds with batches still out (for one bounce per round).
-    rounds: HashMap<RoundKey, Round>,
+    rounds: IdMap<RoundKey, Round>,
     /// The last transient failure given to a batch, for the next ones.
     recent_failure: Option<Arc<Failure>>,
     /// Throttle buckets by the setting that defines them (and the count
@@ -202,17 +206,17 @@ impl Core {
             hosts: Vec::new(),
             host_ids: HashMap::new(),
             peers: HashMap::new(),
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             next_conn: 1,
             total: Gauge::default(),
             server_limit,
             starved: VecDeque::new(),
-            idle_index: BTreeMap::new(),
+            idle_order: IdleOrder::default(),
             loop_open: (0..event_loops.max(1)).map(|_| Gauge::default()).collect(),
             loop_opened: vec![0; event_loops.max(1)],
             outcomes,
             backlog: None,
-            rounds: HashMap::new(),
+            rounds: IdMap::default(),
             recent_failure: None,
             buckets: HashMap::new(),
             cluster,
@@ -313,7 +317,7 @@ impl Core {
         let wait = message
             .not_before
             .and_then(|t| t.duration_since(SystemTime::now()).ok());
-        for batch in Batch::split(message, size) {
+        for batch in Batch::split(message, size, d) {
             if let Some(wait) = wait {
                 self.delay(d, batch, Instant::now() + wait);
                 continue;

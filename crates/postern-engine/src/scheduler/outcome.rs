@@ -100,9 +100,7 @@ impl Core {
     /// A batch returned because its connection was gone when the answer
     /// came: back to the head of its domain's queue.
     pub(crate) fn returned(&mut self, batch: Batch) {
-        let Some(d) = self.find_domain(&batch.message.binding, &batch.message.domain) else {
-            return;
-        };
+        let d = batch.queue;
         self.back(d, batch);
         self.offer(d);
     }
@@ -369,14 +367,14 @@ impl Core {
         self.feed_starved(now);
     }
 
+    /// An ended connection leaves its host's pool (its record is gone, so
+    /// its place in the idle order is left behind).
     fn forget_idle(&mut self, h: HostId, conn: ConnId) {
         let Some(host) = self.host_mut(h) else {
             return;
         };
-        if let Some(i) = host.idle.iter().position(|i| i.conn == conn)
-            && let Some(idle) = host.idle.remove(i)
-        {
-            self.idle_index.remove(&(idle.since, idle.conn));
+        if let Some(i) = host.idle.iter().position(|i| i.conn == conn) {
+            host.idle.remove(i);
         }
     }
 

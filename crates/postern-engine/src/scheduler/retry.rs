@@ -53,8 +53,7 @@ impl Core {
             counter.increment(1);
         }
         let mta_sts = self
-            .find_domain(&batch.message.binding, &batch.message.domain)
-            .and_then(|d| self.domain(d))
+            .domain(batch.queue)
             .and_then(|d| d.table.mta_sts().cloned());
         self.outcomes.report(Report {
             id: batch.message.id,
