@@ -66,6 +66,9 @@ impl Handler<Drain> for Scheduler {
         self.core.idle_order.clear();
         for host in &mut self.core.hosts {
             for idle in host.idle.drain(..) {
+                if let Some(c) = self.core.conns.get_mut(&idle.conn) {
+                    c.idle_since = None;
+                }
                 let _ = idle.reply.send(None);
             }
         }

@@ -6,9 +6,9 @@
 //! is left behind when its connection stops waiting (it is handed a
 //! batch, times out, or ends); it is live only while the connection's
 //! record still says it waits since that time. Left entries are dropped
-//! when the front reaches them, or all at once when they outnumber the
-//! connections, so that each costs O(1) over its life, whatever the
-//! number of hosts.
+//! when the front or a search reaches them, or all at once when they
+//! outnumber the connections, so that each costs O(1) over its life,
+//! whatever the number of hosts.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -55,17 +55,29 @@ impl IdleOrder {
     }
 
     /// The oldest idle connection of a host other than `h`, taken out.
+    /// Entries left behind on the way are dropped, so that no call pays
+    /// for them again; `h`'s own stay, in order.
     pub(super) fn take_oldest_elsewhere(
         &mut self,
         h: HostId,
         conns: &IdMap<ConnId, Conn>,
     ) -> Option<(ConnId, HostId)> {
-        self.drop_front(conns);
-        let i = self
-            .entries
-            .iter()
-            .position(|(s, c, host)| *host != h && live(conns, *c, *s))?;
-        self.entries.remove(i).map(|(_, c, host)| (c, host))
+        let mut own = Vec::new();
+        let mut found = None;
+        while let Some((s, c, host)) = self.entries.pop_front() {
+            if !live(conns, c, s) {
+                continue;
+            }
+            if host != h {
+                found = Some((c, host));
+                break;
+            }
+            own.push((s, c, host));
+        }
+        for entry in own.into_iter().rev() {
+            self.entries.push_front(entry);
+        }
+        found
     }
 
     /// Forgets every entry (shutdown).
@@ -168,6 +180,33 @@ mod tests {
         assert_eq!(
             order.take_oldest_elsewhere(HostId(1), &conns),
             Some((0, HostId(0)))
+        );
+    }
+
+    #[test]
+    fn a_search_drops_the_entries_it_passes_and_keeps_the_hosts_own() {
+        let t0 = Instant::now();
+        let mut conns: IdMap<ConnId, Conn> = [(1, conn(HostId(0))), (2, conn(HostId(1)))]
+            .into_iter()
+            .collect();
+        let mut order = IdleOrder::default();
+        // Host 0's connection waits first; host 1's goes idle again and
+        // again behind it, then is handed a batch.
+        park(&mut order, &mut conns, 1, t0);
+        for n in 1..=10u64 {
+            park(&mut order, &mut conns, 2, t0 + Duration::from_micros(n));
+        }
+        if let Some(c) = conns.get_mut(&2) {
+            c.idle_since = None;
+        }
+        assert_eq!(order.len(), 11);
+        // Host 0 finds nobody else waiting; the search dropped what it
+        // passed, and host 0's own connection is still there, first.
+        assert_eq!(order.take_oldest_elsewhere(HostId(0), &conns), None);
+        assert_eq!(order.len(), 1);
+        assert_eq!(
+            order.take_oldest_elsewhere(HostId(1), &conns),
+            Some((1, HostId(0)))
         );
     }
 }
