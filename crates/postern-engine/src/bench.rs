@@ -117,6 +117,23 @@ impl Plane {
         self.core.submit(message.0);
     }
 
+    /// Ends the connections told to close while they waited for work (by
+    /// the server-wide limit, for another host), as a connection does when
+    /// its answer is "none". Returns how many.
+    pub fn closed(&mut self) -> usize {
+        let mut closed = Vec::new();
+        for (conn, waiting) in &mut self.waiting {
+            if matches!(waiting.try_recv(), Ok(None)) {
+                closed.push(*conn);
+            }
+        }
+        for conn in &closed {
+            self.waiting.remove(conn);
+            self.core.ended(*conn, End::Closed);
+        }
+        closed.len()
+    }
+
     /// Plays every connection until all of them wait for work: opened
     /// ones connect, handed batches are delivered and the connection asks
     /// for the next. Returns the batches delivered.

@@ -121,13 +121,15 @@ impl Core {
                 }
                 return;
             }
+            let Some(d) = self.next_opener(h) else {
+                return;
+            };
+            // Only a host with mail that calls for a connection may take
+            // another host's idle one.
             if self.total.get() >= self.server_limit {
                 self.starve(h);
                 return;
             }
-            let Some(d) = self.next_opener(h) else {
-                return;
-            };
             let Slot::Free(lease) = self.cluster_slot(h) else {
                 return;
             };
@@ -390,5 +392,54 @@ impl Core {
         if let Some(dom) = self.domain_mut(d) {
             dom.active.push_front(batch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    use postern_conf::Config;
+
+    use crate::bench::Plane;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([127, 1, 0, i], 25))
+    }
+
+    #[test]
+    fn at_the_server_limit_a_host_without_mail_to_open_for_closes_nobody() {
+        let config = Config::from_text(
+            "Hostname = \"t.test\"\nServer_Max_Outbound_Connections = 3\nIdle_Timeout = 3600\n",
+            Path::new("t.conf"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut plane = Plane::new(config);
+        let body = Plane::body();
+        plane.route("x.test", &[addr(1), addr(2)]);
+        plane.route("y.test", &[addr(3)]);
+        // x's two hosts each get a connection (each one's first goes as a
+        // probe), then y's host the third: the limit is reached, and all
+        // three wait for work.
+        plane.submit(Plane::message(1, "x.test", &body));
+        plane.submit(Plane::message(2, "x.test", &body));
+        assert_eq!(plane.run(), 2);
+        plane.submit(Plane::message(3, "y.test", &body));
+        assert_eq!(plane.run(), 1);
+        assert_eq!(plane.closed(), 0);
+        // One more message for x: an idle connection of its first host
+        // takes it. Neither host has mail left that calls for a
+        // connection, so neither closes another host's idle one.
+        plane.submit(Plane::message(4, "x.test", &body));
+        assert_eq!(plane.run(), 1);
+        assert_eq!(plane.closed(), 0);
+        // Mail for a fourth host does call for a connection: the oldest
+        // idle one elsewhere gives its slot up, and the mail goes.
+        plane.route("z.test", &[addr(4)]);
+        plane.submit(Plane::message(5, "z.test", &body));
+        assert_eq!(plane.run(), 0);
+        assert_eq!(plane.closed(), 1);
+        assert_eq!(plane.run(), 1);
     }
 }
