@@ -64,13 +64,14 @@ impl Handler<Drain> for Scheduler {
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
         self.core.draining = true;
         self.core.idle_order.clear();
-        for host in &mut self.core.hosts {
-            for idle in host.idle.drain(..) {
-                if let Some(c) = self.core.conns.get_mut(&idle.conn) {
-                    c.idle_since = None;
-                }
-                let _ = idle.reply.send(None);
-            }
+        let idle: Vec<_> = self
+            .core
+            .hosts
+            .iter_mut()
+            .flat_map(|host| host.idle.drain(..))
+            .collect();
+        for i in idle {
+            self.core.let_go(i);
         }
     }
 }

@@ -108,7 +108,6 @@ impl Core {
                 self.back(d, batch);
                 break;
             };
-            self.busy(idle.conn);
             self.hand(idle.conn, d, batch, idle.reply);
         }
         loop {
@@ -263,14 +262,24 @@ impl Core {
         });
     }
 
-    /// Gives a batch to a connection; it goes back to its domain if the
-    /// connection is gone (then, or when the answer reaches it).
+    /// Gives a batch to a connection, which now carries mail of the
+    /// domain and no longer waits; the batch goes back to its domain if
+    /// the connection is gone (then, or when the answer reaches it).
     pub(super) fn hand(&mut self, conn: ConnId, d: DomainId, batch: Batch, to: AnswerTo) {
-        if to.is_closed() {
+        let lease = self.domain(d).map(|dom| dom.carrying.lease());
+        let (Some(c), Some(lease), false) = (self.conns.get_mut(&conn), lease, to.is_closed())
+        else {
             return self.back(d, batch);
-        }
-        self.carry(conn, d);
-        self.answer(conn, to, Some(batch));
+        };
+        c.carrying = Some((d, lease));
+        c.idle_since = None;
+        let event_loop = c.event_loop;
+        self.actions.push(Action::Answer {
+            conn,
+            event_loop,
+            to,
+            batch: Some(batch),
+        });
     }
 
     /// Answers a connection's request for work through its delivery
@@ -286,16 +295,6 @@ impl Core {
             to,
             batch,
         });
-    }
-
-    /// The connection now carries a batch of the domain.
-    pub(super) fn carry(&mut self, conn: ConnId, d: DomainId) {
-        let Some(lease) = self.domain(d).map(|dom| dom.carrying.lease()) else {
-            return;
-        };
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.carrying = Some((d, lease));
-        }
     }
 
     /// A connection with nothing to carry waits in its host's pool.
@@ -320,11 +319,12 @@ impl Core {
         }
     }
 
-    /// The connection no longer waits in its host's pool.
-    pub(super) fn busy(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
+    /// An idle connection, out of its host's pool, is told to close.
+    pub(super) fn let_go(&mut self, idle: Idle) {
+        if let Some(c) = self.conns.get_mut(&idle.conn) {
             c.idle_since = None;
         }
+        let _ = idle.reply.send(None);
     }
 
     /// Lets go of the host's connections that waited `Idle_Timeout`.
@@ -332,19 +332,18 @@ impl Core {
         let Some(host) = self.hosts.get_mut(h.0 as usize) else {
             return;
         };
-        host.idle_timer = false;
         let timeout = host.idle_timeout;
+        let mut expired = Vec::new();
         while host.idle.front().is_some_and(|i| now >= i.since + timeout) {
-            if let Some(i) = host.idle.pop_front() {
-                if let Some(c) = self.conns.get_mut(&i.conn) {
-                    c.idle_since = None;
-                }
-                let _ = i.reply.send(None);
-            }
+            expired.extend(host.idle.pop_front());
         }
-        if let Some(oldest) = host.idle.front().map(|i| i.since) {
-            host.idle_timer = true;
+        let oldest = host.idle.front().map(|i| i.since);
+        host.idle_timer = oldest.is_some();
+        if let Some(oldest) = oldest {
             self.timers.at(oldest + timeout, Timer::Idle(h));
+        }
+        for idle in expired {
+            self.let_go(idle);
         }
     }
 
@@ -360,14 +359,12 @@ impl Core {
         let Some((conn, owner)) = self.idle_order.take_oldest_elsewhere(h, &self.conns) else {
             return;
         };
-        self.busy(conn);
-        let Some(host) = self.host_mut(owner) else {
-            return;
-        };
-        if let Some(i) = host.idle.iter().position(|i| i.conn == conn)
-            && let Some(idle) = host.idle.remove(i)
-        {
-            let _ = idle.reply.send(None);
+        let idle = self.host_mut(owner).and_then(|host| {
+            let i = host.idle.iter().position(|i| i.conn == conn)?;
+            host.idle.remove(i)
+        });
+        if let Some(idle) = idle {
+            self.let_go(idle);
         }
     }
 
