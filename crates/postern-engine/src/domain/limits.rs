@@ -8,8 +8,9 @@ use postern_conf::{Config, Directive, Effective, MaxRetries, Origin, Throttle, V
 
 use super::QueueKey;
 
-/// The options of a queue, read once from the configuration.
-#[derive(Debug, Clone)]
+/// The options of a queue, read once from the configuration. Queues with
+/// the same options share one copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) batch_size: usize,

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use postern_dns::RouteTable;
 use postern_dns::mta_sts::MtaSts;
 use postern_smtp::Reply;
+use smallvec::SmallVec;
 
 pub(crate) use self::limits::Limits;
 use crate::ids::HostId;
@@ -36,6 +36,16 @@ pub struct QueueKey {
     pub domain: Arc<str>,
 }
 
+/// What a domain keeps of its routing table besides its levels (which
+/// became hosts, [`Domain::levels`]): when to build it again, and the
+/// destination's MTA-STS policy for the outcomes.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    /// `None` when nothing in the table came from DNS.
+    pub(crate) refresh_at: Option<Instant>,
+    pub(crate) mta_sts: Option<Arc<MtaSts>>,
+}
+
 /// Where the routing table stands.
 #[derive(Debug)]
 pub(crate) enum Table {
@@ -43,9 +53,9 @@ pub(crate) enum Table {
     None,
     /// Waiting for a lookup slot or being built; `Some` keeps the previous
     /// one in use meanwhile.
-    Resolving(Option<RouteTable>),
+    Resolving(Option<Route>),
     /// Built.
-    Ready(RouteTable),
+    Ready(Route),
 }
 
 impl Table {
@@ -54,27 +64,30 @@ impl Table {
         match self {
             Table::None => true,
             Table::Resolving(_) => false,
-            Table::Ready(t) => t.refresh_at.is_some_and(|at| now >= at),
+            Table::Ready(r) => r.refresh_at.is_some_and(|at| now >= at),
         }
     }
 
     /// The MTA-STS policy of the table in use.
     pub(crate) fn mta_sts(&self) -> Option<&Arc<MtaSts>> {
         match self {
-            Table::Resolving(Some(t)) | Table::Ready(t) => t.mta_sts.as_ref(),
+            Table::Resolving(Some(r)) | Table::Ready(r) => r.mta_sts.as_ref(),
             Table::None | Table::Resolving(None) => None,
         }
     }
 }
 
-/// A table's levels as hosts, best first.
-pub(crate) type Levels = Vec<(u32, Vec<HostId>)>;
+/// A table's hosts with their preference levels, best level first: one
+/// list held in the domain's record (most domains have at most four MX
+/// hosts), not a list of lists elsewhere in memory.
+pub(crate) type Levels = SmallVec<[(u32, HostId); 4]>;
 
 /// One (binding, domain) queue.
 #[derive(Debug)]
 pub(crate) struct Domain {
     pub(crate) key: QueueKey,
-    pub(crate) limits: Limits,
+    /// Shared by every queue with the same options.
+    pub(crate) limits: Arc<Limits>,
     pub(crate) table: Table,
     /// The table's levels as MX hosts, kept with the table.
     pub(crate) levels: Levels,
@@ -86,7 +99,7 @@ pub(crate) struct Domain {
     pub(crate) carrying: Gauge,
     pub(crate) opening: Gauge,
     /// The hosts whose ring holds this domain.
-    pub(crate) enlisted: Vec<HostId>,
+    pub(crate) enlisted: SmallVec<[HostId; 4]>,
     /// Failed connections opened for it since the last success.
     pub(crate) consecutive_failures: u32,
     /// The last connection failure.
@@ -104,18 +117,18 @@ pub(crate) struct Domain {
 }
 
 impl Domain {
-    pub(crate) fn new(key: QueueKey, limits: Limits, ready: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(key: QueueKey, limits: Arc<Limits>, ready: Arc<AtomicUsize>) -> Self {
         Self {
             key,
             suspended: limits.suspended,
             limits,
             table: Table::None,
-            levels: Vec::new(),
+            levels: Levels::new(),
             active: Ready::new(ready),
             delayed: BTreeMap::new(),
             carrying: Gauge::default(),
             opening: Gauge::default(),
-            enlisted: Vec::new(),
+            enlisted: SmallVec::new(),
             consecutive_failures: 0,
             last_failure: None,
             wake: None,
@@ -155,7 +168,7 @@ impl Domain {
     pub(crate) fn level_of(&self, host: HostId) -> Option<u32> {
         self.levels
             .iter()
-            .find(|(_, hosts)| hosts.contains(&host))
+            .find(|(_, h)| *h == host)
             .map(|(l, _)| *l)
     }
 
@@ -164,10 +177,7 @@ impl Domain {
     pub(crate) fn first_usable_level(&self, hosts: &[MxHost]) -> Option<u32> {
         self.levels
             .iter()
-            .find(|(_, hs)| {
-                hs.iter()
-                    .any(|h| host(hosts, *h).is_some_and(MxHost::usable))
-            })
+            .find(|(_, h)| host(hosts, *h).is_some_and(MxHost::usable))
             .map(|(l, _)| *l)
     }
 
@@ -175,15 +185,15 @@ impl Domain {
     /// equal hosts share connections evenly, so no usable host of its
     /// level has fewer.
     pub(crate) fn fair(&self, host: HostId, hosts: &[MxHost]) -> bool {
-        let Some((_, level)) = self.levels.iter().find(|(_, hs)| hs.contains(&host)) else {
+        let Some(level) = self.level_of(host) else {
             return false;
         };
         let open = |h: HostId| self::host(hosts, h).map_or(0, |x| x.open.get());
         let mine = open(host);
-        level
+        self.levels
             .iter()
-            .filter(|h| self::host(hosts, **h).is_some_and(MxHost::usable))
-            .all(|h| open(*h) >= mine)
+            .filter(|(l, h)| *l == level && self::host(hosts, *h).is_some_and(MxHost::usable))
+            .all(|(_, h)| open(*h) >= mine)
     }
 
     /// True when `host` may carry this domain's mail now: no better level

@@ -43,18 +43,16 @@ impl Core {
             return;
         };
         let first = dom.first_usable_level(&self.hosts);
-        for (level, hosts) in &dom.levels {
+        for (level, h) in &dom.levels {
             if first.is_some_and(|f| *level > f) {
                 break;
             }
-            for h in hosts {
-                enlist.push(*h);
-                if self
-                    .host(*h)
-                    .is_some_and(|x| x.usable() || x.reach == Reach::Probing)
-                {
-                    to_dispatch.push(*h);
-                }
+            enlist.push(*h);
+            if self
+                .host(*h)
+                .is_some_and(|x| x.usable() || x.reach == Reach::Probing)
+            {
+                to_dispatch.push(*h);
             }
         }
         for h in enlist.drain(..) {

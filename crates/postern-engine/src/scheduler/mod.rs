@@ -20,7 +20,7 @@ mod retry;
 mod routing;
 mod timers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Instant, SystemTime};
@@ -121,6 +121,9 @@ pub(crate) struct Core {
     /// Domain ids by binding, then domain: looked up without a copy of
     /// either name.
     domain_ids: HashMap<Arc<str>, HashMap<Arc<str>, DomainId>>,
+    /// The distinct options of all queues: one copy each, warm in the
+    /// cache, not one per domain.
+    limits: HashSet<Arc<Limits>>,
     hosts: Vec<MxHost>,
     host_ids: HashMap<HostKey, HostId>,
     /// The hosts (profiles) of each source and address.
@@ -203,6 +206,7 @@ impl Core {
             config,
             domains: Vec::new(),
             domain_ids: HashMap::new(),
+            limits: HashSet::new(),
             hosts: Vec::new(),
             host_ids: HashMap::new(),
             peers: HashMap::new(),
@@ -252,6 +256,14 @@ impl Core {
         }
         let id = DomainId(u32::try_from(self.domains.len()).unwrap_or(u32::MAX));
         let limits = Limits::of(&self.config, key);
+        let limits = match self.limits.get(&limits) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared = Arc::new(limits);
+                self.limits.insert(shared.clone());
+                shared
+            }
+        };
         let ready = self.ready.clone();
         // The binding's name is shared by all its queues (one allocation,
         // warm in the cache, not one per domain).
@@ -518,5 +530,42 @@ impl Handler<Returned> for Scheduler {
             self.core.returned(batch);
         }
         self.sync(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use postern_conf::Config;
+
+    use super::Core;
+    use crate::domain::QueueKey;
+    use crate::outcomes::Channels;
+
+    #[test]
+    fn queues_with_the_same_options_share_one_copy_of_them() {
+        let config = Config::from_text(
+            "Hostname = \"t.test\"\nDomain \"own.test\" { Max_Outbound_Connections = 2 }\n",
+            Path::new("t.conf"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (sink, _reports, _bounces) = Channels::new();
+        let mut core = Core::new(Arc::new(config), 1, Box::new(sink), Arc::default(), None);
+        let mut limits = |name: &str| {
+            let d = core.domain_id(&QueueKey {
+                binding: "default".into(),
+                domain: name.into(),
+            });
+            core.domain(d)
+                .map(|dom| dom.limits.clone())
+                .unwrap_or_else(|| panic!("no queue for {name}"))
+        };
+        let (a, b, own) = (limits("a.test"), limits("b.test"), limits("own.test"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &own));
+        assert_eq!((a.max_connections, own.max_connections), (32, 2));
+        assert_eq!(core.limits.len(), 2);
     }
 }

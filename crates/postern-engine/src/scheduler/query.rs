@@ -188,8 +188,7 @@ impl Core {
         let hosts = dom
             .levels
             .iter()
-            .flat_map(|(level, hs)| hs.iter().map(move |h| (*level, *h)))
-            .filter_map(|(level, h)| Some(host_view(level, self.host(h)?, now)))
+            .filter_map(|(level, h)| Some(host_view(*level, self.host(*h)?, now)))
             .collect();
         Some(QueueView {
             active: dom.active.len(),

@@ -12,7 +12,7 @@ use postern_dns::{RouteEntry, RouteError, RouteTable};
 use postern_smtp::{EnhancedStatus, Reply};
 
 use super::{Action, Core, MAX_LOOKUPS, Scheduler};
-use crate::domain::{Levels, Table};
+use crate::domain::{Levels, Route, Table};
 use crate::ids::DomainId;
 use crate::ids::HostId;
 use crate::message::Batch;
@@ -69,10 +69,10 @@ impl Core {
         match result {
             Ok(table) => self.install(d, table),
             Err(e) => {
-                if let (Some(mut table), false) = (previous, e.is_policy()) {
+                if let (Some(mut route), false) = (previous, e.is_policy()) {
                     // Keep routing by the last table; ask again in a while.
-                    table.refresh_at = Some(Instant::now() + dom.limits.host_failure_retry);
-                    dom.table = Table::Ready(table);
+                    route.refresh_at = Some(Instant::now() + dom.limits.host_failure_retry);
+                    dom.table = Table::Ready(route);
                 } else if e.is_permanent() {
                     let reply = route_reply(&e);
                     let batches: Vec<Batch> = dom.active.take_all();
@@ -90,24 +90,21 @@ impl Core {
 
     /// Takes a table: its entries become hosts, its levels the domain's.
     fn install(&mut self, d: DomainId, table: RouteTable) {
-        let mut levels: Levels = Vec::new();
+        let mut levels = Levels::new();
         let mut problem = None;
-        for level in &table.levels {
-            let mut hosts = Vec::new();
-            for entry in &level.hosts {
-                match self.host_for(d, entry) {
-                    Ok(h) => hosts.push(h),
-                    Err(why) => problem = Some(why),
-                }
-            }
-            if !hosts.is_empty() {
-                levels.push((level.level, hosts));
+        for (level, entry) in table.entries() {
+            match self.host_for(d, entry) {
+                Ok(h) => levels.push((level, h)),
+                Err(why) => problem = Some(why),
             }
         }
         let Some(dom) = self.domain_mut(d) else {
             return;
         };
-        dom.table = Table::Ready(table);
+        dom.table = Table::Ready(Route {
+            refresh_at: table.refresh_at,
+            mta_sts: table.mta_sts,
+        });
         dom.levels = levels;
         if let (true, Some(why)) = (dom.levels.is_empty(), problem) {
             let reply = Reply::with_status(451, (4, 3, 5), format!("cannot deliver: {why}"));
