@@ -151,3 +151,37 @@ fn stops_when_dropped() {
     // The port is free again once the server thread has ended.
     std::net::TcpListener::bind(addr).unwrap();
 }
+
+/// Each domain is a zone of its own: negative answers and CNAMEs work
+/// across zones as they do within one.
+#[tokio::test]
+async fn domains_in_zones_of_their_own_answer_alike() {
+    let dns = DnsServer::builder()
+        .mx("a.test", 10, "mx.b.test")
+        .a("mx.b.test", "127.0.0.5".parse().unwrap())
+        .cname("alias.a.test", "mx.b.test")
+        .start()
+        .unwrap();
+    let r = resolver(dns.addr(), false);
+    let mx = r.lookup("a.test.", RecordType::MX).await.unwrap();
+    assert_eq!(mx_set(&mx), vec![(10, "mx.b.test.".into())]);
+    let nx = r
+        .lookup("_mta-sts.a.test.", RecordType::TXT)
+        .await
+        .unwrap_err();
+    assert!(nx.is_nx_domain(), "{nx:?}");
+    let nodata = r.lookup("a.test.", RecordType::A).await.unwrap_err();
+    assert!(
+        nodata.is_no_records_found() && !nodata.is_nx_domain(),
+        "{nodata:?}"
+    );
+    let nx = r.lookup("c.test.", RecordType::MX).await.unwrap_err();
+    assert!(nx.is_nx_domain(), "{nx:?}");
+    let ips: Vec<IpAddr> = r
+        .lookup_ip("alias.a.test.")
+        .await
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(ips, vec!["127.0.0.5".parse::<IpAddr>().unwrap()]);
+}
