@@ -136,10 +136,7 @@ impl DnsServerBuilder {
         let mut by_apex: HashMap<LowerName, Vec<Record>> = HashMap::new();
         by_apex.insert(LowerName::from(Name::root()), Vec::new());
         for record in self.records {
-            by_apex
-                .entry(apex(&record.name))
-                .or_default()
-                .push(record);
+            by_apex.entry(apex(&record.name)).or_default().push(record);
         }
         let mut catalog = Catalog::new();
         let mut zones = HashMap::new();

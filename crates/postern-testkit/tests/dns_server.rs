@@ -177,11 +177,6 @@ async fn domains_in_zones_of_their_own_answer_alike() {
     );
     let nx = r.lookup("c.test.", RecordType::MX).await.unwrap_err();
     assert!(nx.is_nx_domain(), "{nx:?}");
-    let ips: Vec<IpAddr> = r
-        .lookup_ip("alias.a.test.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let ips: Vec<IpAddr> = r.lookup_ip("alias.a.test.").await.unwrap().iter().collect();
     assert_eq!(ips, vec!["127.0.0.5".parse::<IpAddr>().unwrap()]);
 }
