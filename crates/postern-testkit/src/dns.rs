@@ -1,7 +1,8 @@
 //! An authoritative DNS server for tests, on 127.0.0.1 over UDP and TCP.
 //!
-//! The server is authoritative for the root zone, so any name the test did
-//! not add answers NXDOMAIN, as a real authoritative server would. It runs
+//! The server is authoritative for the root and every zone below it, so
+//! any name the test did not add answers NXDOMAIN, as a real authoritative
+//! server would. It runs
 //! on its own thread with its own tokio runtime, so that tests of any kind
 //! (plain, tokio, actix) can use it, and stops when dropped.
 //!
@@ -169,9 +170,10 @@ impl DnsServerBuilder {
 }
 
 /// The zone a name belongs to: its last two labels, or the root for a name
-/// of one label.
+/// of one label. A wildcard's `*` counts as a label (`*.a.test` belongs to
+/// `a.test`), which `Name::num_labels` would not count.
 fn apex(name: &Name) -> LowerName {
-    let labels = name.num_labels();
+    let labels = name.iter().count();
     LowerName::from(if labels > 2 {
         name.trim_to(2)
     } else if labels == 2 {

@@ -152,14 +152,15 @@ fn stops_when_dropped() {
     std::net::TcpListener::bind(addr).unwrap();
 }
 
-/// Each domain is a zone of its own: negative answers and CNAMEs work
-/// across zones as they do within one.
+/// Each domain is a zone of its own: negative answers, CNAMEs and
+/// wildcards work across zones as they do within one.
 #[tokio::test]
 async fn domains_in_zones_of_their_own_answer_alike() {
     let dns = DnsServer::builder()
         .mx("a.test", 10, "mx.b.test")
         .a("mx.b.test", "127.0.0.5".parse().unwrap())
         .cname("alias.a.test", "mx.b.test")
+        .a("*.w.test", "127.0.0.6".parse().unwrap())
         .start()
         .unwrap();
     let r = resolver(dns.addr(), false);
@@ -179,4 +180,6 @@ async fn domains_in_zones_of_their_own_answer_alike() {
     assert!(nx.is_nx_domain(), "{nx:?}");
     let ips: Vec<IpAddr> = r.lookup_ip("alias.a.test.").await.unwrap().iter().collect();
     assert_eq!(ips, vec!["127.0.0.5".parse::<IpAddr>().unwrap()]);
+    let ips: Vec<IpAddr> = r.lookup_ip("x.w.test.").await.unwrap().iter().collect();
+    assert_eq!(ips, vec!["127.0.0.6".parse::<IpAddr>().unwrap()]);
 }

@@ -49,10 +49,11 @@ impl Ready {
         Some(batch)
     }
 
-    /// Takes every batch (the entries in the spool stay).
+    /// Takes every batch, and the list's memory with them (the entries in
+    /// the spool stay).
     pub(crate) fn take_all(&mut self) -> Vec<Batch> {
         self.total.fetch_sub(self.batches.len(), Ordering::Relaxed);
-        self.batches.drain(..).collect()
+        Vec::from(std::mem::take(&mut self.batches))
     }
 
     /// Batches in memory.
