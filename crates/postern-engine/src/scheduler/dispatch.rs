@@ -99,14 +99,14 @@ impl Core {
             return;
         }
         while self.host(h).is_some_and(|x| !x.idle.is_empty()) {
-            let Some((d, batch)) = self.next_batch(h, now) else {
+            let Some(batch) = self.next_batch(h, now) else {
                 break;
             };
             let Some(idle) = self.host_mut(h).and_then(|x| x.idle.pop_front()) else {
-                self.back(d, batch);
+                self.back(batch);
                 break;
             };
-            self.hand(idle.conn, d, batch, idle.reply);
+            self.hand(idle.conn, batch, idle.reply);
         }
         loop {
             let Some(host) = self.host(h) else {
@@ -143,7 +143,7 @@ impl Core {
     }
 
     /// The next batch the host may carry, from the next domain in its ring.
-    pub(super) fn next_batch(&mut self, h: HostId, now: Instant) -> Option<(DomainId, Batch)> {
+    pub(super) fn next_batch(&mut self, h: HostId, now: Instant) -> Option<Batch> {
         // The host's adaptive rate first: without a token, nothing goes
         // until the next one.
         if let Err(at) = self.host_mut(h)?.adaptive.take(now) {
@@ -159,7 +159,7 @@ impl Core {
         found
     }
 
-    fn next_domain_batch(&mut self, h: HostId, now: Instant) -> Option<(DomainId, Batch)> {
+    fn next_domain_batch(&mut self, h: HostId, now: Instant) -> Option<Batch> {
         let turns = self.host(h)?.ring.len();
         for _ in 0..turns {
             let d = self.host_mut(h)?.ring.pop_front()?;
@@ -175,7 +175,7 @@ impl Core {
             self.host_mut(h)?.ring.push_back(d);
             let batch = self.domain_mut(d)?.active.pop_front()?;
             self.read_back(d);
-            return Some((d, batch));
+            return Some(batch);
         }
         None
     }
@@ -263,11 +263,12 @@ impl Core {
     /// Gives a batch to a connection, which now carries mail of the
     /// domain and no longer waits; the batch goes back to its domain if
     /// the connection is gone (then, or when the answer reaches it).
-    pub(super) fn hand(&mut self, conn: ConnId, d: DomainId, batch: Batch, to: AnswerTo) {
+    pub(super) fn hand(&mut self, conn: ConnId, batch: Batch, to: AnswerTo) {
+        let d = batch.queue;
         let lease = self.domain(d).map(|dom| dom.carrying.lease());
         let (Some(c), Some(lease), false) = (self.conns.get_mut(&conn), lease, to.is_closed())
         else {
-            return self.back(d, batch);
+            return self.back(batch);
         };
         c.carrying = Some((d, lease));
         c.idle_since = None;
@@ -383,7 +384,8 @@ impl Core {
     }
 
     /// A batch that was not attempted goes back to the head of its queue.
-    pub(super) fn back(&mut self, d: DomainId, batch: Batch) {
+    pub(super) fn back(&mut self, batch: Batch) {
+        let d = batch.queue;
         if let Some(dom) = self.domain_mut(d) {
             dom.active.push_front(batch);
         }

@@ -331,10 +331,10 @@ impl Core {
             .and_then(|t| t.duration_since(SystemTime::now()).ok());
         for batch in Batch::split(message, size, d) {
             if let Some(wait) = wait {
-                self.delay(d, batch, Instant::now() + wait);
+                self.delay(batch, Instant::now() + wait);
                 continue;
             }
-            self.enter(d, &batch);
+            self.enter(&batch);
             if let Some(dom) = self.domain_mut(d) {
                 dom.active.push_back(batch);
             }

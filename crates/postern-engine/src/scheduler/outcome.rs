@@ -71,8 +71,8 @@ impl Core {
         } else {
             c.carrying.take().map(|(d, _lease)| d)
         };
-        if let (Some(d), Some(f)) = (carried, finished) {
-            self.finished(d, h, conn, f, now);
+        if let Some(f) = finished {
+            self.finished(h, conn, f, now);
         }
         self.next_for(conn, h, closing, now, answer);
         if let (Some(d), false) = (carried, closing) {
@@ -87,8 +87,8 @@ impl Core {
         if closing || self.draining || over_cap || self.over_share(h) {
             return self.answer(conn, to, None);
         }
-        if let Some((d, batch)) = self.next_batch(h, now) {
-            return self.hand(conn, d, batch, to);
+        if let Some(batch) = self.next_batch(h, now) {
+            return self.hand(conn, batch, to);
         }
         if !self.starved.is_empty() {
             // Nothing here while another host waits for a slot.
@@ -101,7 +101,7 @@ impl Core {
     /// came: back to the head of its domain's queue.
     pub(crate) fn returned(&mut self, batch: Batch) {
         let d = batch.queue;
-        self.back(d, batch);
+        self.back(batch);
         self.offer(d);
     }
 
@@ -129,12 +129,13 @@ impl Core {
     /// Sorts a transaction's outcomes: delivered and permanent ones are
     /// reported, transient ones retried, and recipients whose reply asks
     /// to slow down or to hold the queue go back without an attempt.
-    fn finished(&mut self, d: DomainId, h: HostId, conn: ConnId, f: Finished, now: Instant) {
+    fn finished(&mut self, h: HostId, conn: ConnId, f: Finished, now: Instant) {
         let host = self.host_info(h).map(|mut x| {
             x.tls_problem = f.tls_problem;
             x
         });
         let batch = f.batch;
+        let d = batch.queue;
         let mut failed = Vec::new();
         let mut later: Vec<(Reply, Vec<String>)> = Vec::new();
         let mut back = Vec::new();
@@ -177,7 +178,7 @@ impl Core {
                 alone,
                 ..batch.clone()
             };
-            failed.extend(self.transient(d, part, &reply, host.clone(), None));
+            failed.extend(self.transient(part, &reply, host.clone(), None));
         }
         if let Some((reply, verdict)) = hold {
             let part = Batch {
@@ -186,11 +187,11 @@ impl Core {
                 ..batch.clone()
             };
             // Still in its attempt round: it was not attempted.
-            self.enter(d, &part);
-            self.requeue(d, part, now);
+            self.enter(&part);
+            self.requeue(part, now);
             self.held(d, h, conn, &reply, verdict, now);
         }
-        self.settle(d, &batch, failed);
+        self.settle(&batch, failed);
     }
 
     /// A reply asked the host to slow down, or the domain's queue to wait.
@@ -243,14 +244,14 @@ impl Core {
 
     /// A batch goes back to the head of its queue without an attempt
     /// counted, unless its message has expired meanwhile.
-    fn requeue(&mut self, d: DomainId, batch: Batch, now: Instant) {
-        if self.expires(d, &batch) > now {
-            self.back(d, batch);
+    fn requeue(&mut self, batch: Batch, now: Instant) {
+        if self.expires(&batch) > now {
+            self.back(batch);
             return;
         }
         let (last, host) = batch.last_failure();
         let expiration = self
-            .domain(d)
+            .domain(batch.queue)
             .map_or(Duration::ZERO, |x| x.limits.expiration);
         let failed = self.fail(
             &batch,
@@ -258,7 +259,7 @@ impl Core {
             &super::retry::expired(expiration, &last),
             host.as_ref(),
         );
-        self.settle(d, &batch, failed);
+        self.settle(&batch, failed);
     }
 
     /// A connection is gone: its slots come back with its record; then
@@ -303,60 +304,52 @@ impl Core {
                 self.retry_host(h, now + Duration::from_secs(1));
             }
             End::Rejected { batch, reply } => {
-                if let Some(d) = owner {
-                    let verdict = self.judge(&batch, &reply, self.host_info(h).as_ref());
-                    match verdict.action {
-                        Action::Backoff | Action::Suspend(_) => {
-                            self.requeue(d, batch, now);
-                            self.held(d, h, conn, &reply, verdict, now);
-                        }
-                        Action::Bounce => {
-                            let host = self.host_info(h);
-                            let failed =
-                                self.fail(&batch, &batch.recipients, &reply, host.as_ref());
-                            self.settle(d, &batch, failed);
-                        }
-                        Action::Default => {
-                            let host = self.host_info(h);
-                            let failed = self.transient(d, batch.clone(), &reply, host, Some(now));
-                            self.settle(d, &batch, failed);
-                        }
+                let verdict = self.judge(&batch, &reply, self.host_info(h).as_ref());
+                match verdict.action {
+                    Action::Backoff | Action::Suspend(_) => {
+                        let d = batch.queue;
+                        self.requeue(batch, now);
+                        self.held(d, h, conn, &reply, verdict, now);
+                    }
+                    Action::Bounce => {
+                        let host = self.host_info(h);
+                        let failed = self.fail(&batch, &batch.recipients, &reply, host.as_ref());
+                        self.settle(&batch, failed);
+                    }
+                    Action::Default => {
+                        let host = self.host_info(h);
+                        let failed = self.transient(batch.clone(), &reply, host, Some(now));
+                        self.settle(&batch, failed);
                     }
                 }
             }
-            End::Stale(batch) => {
-                if let Some(d) = owner {
-                    self.back(d, batch);
-                }
-            }
+            End::Stale(batch) => self.back(batch),
             End::Broken {
                 batch,
                 reply,
                 after_dot,
                 host_down,
             } => {
-                if let Some(d) = owner {
-                    // Before the final dot another connection may take it
-                    // at once; after it, the message may have arrived, so
-                    // it waits for its retry like any transient failure.
-                    let at = (!after_dot).then_some(now);
-                    let failed = self.transient(d, batch.clone(), &reply, self.host_info(h), at);
-                    self.settle(d, &batch, failed);
-                }
+                // Before the final dot another connection may take it at
+                // once; after it, the message may have arrived, so it
+                // waits for its retry like any transient failure.
+                let at = (!after_dot).then_some(now);
+                let failed = self.transient(batch.clone(), &reply, self.host_info(h), at);
+                self.settle(&batch, failed);
                 if host_down {
                     self.host_failed(h, Blame::Address, &reply, None, now);
                 }
             }
             End::Lost(batch) => {
                 self.panic_on = None;
-                if let (Some(d), Some(b)) = (owner, batch) {
+                if let Some(b) = batch {
                     let reply = Reply::with_status(
                         451,
                         (4, 4, 2),
                         "delivery interrupted: the connection ended unexpectedly",
                     );
-                    let failed = self.transient(d, b.clone(), &reply, self.host_info(h), None);
-                    self.settle(d, &b, failed);
+                    let failed = self.transient(b.clone(), &reply, self.host_info(h), None);
+                    self.settle(&b, failed);
                 }
             }
         }

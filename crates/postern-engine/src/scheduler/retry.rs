@@ -32,8 +32,8 @@ pub(super) struct Round {
 /// A round's name: the message and the attempts made before it.
 pub(super) type RoundKey = (DomainId, u64, u32);
 
-fn round_key(d: DomainId, batch: &Batch) -> RoundKey {
-    (d, batch.message.id, batch.attempts)
+fn round_key(batch: &Batch) -> RoundKey {
+    (batch.queue, batch.message.id, batch.attempts)
 }
 
 impl Core {
@@ -70,18 +70,19 @@ impl Core {
 
     /// A batch becomes ready: it joins its message's round (a message's
     /// only batch is a round by itself).
-    pub(super) fn enter(&mut self, d: DomainId, batch: &Batch) {
+    pub(super) fn enter(&mut self, batch: &Batch) {
         if !batch.alone {
-            self.rounds.entry(round_key(d, batch)).or_default().pending += 1;
+            self.rounds.entry(round_key(batch)).or_default().pending += 1;
         }
     }
 
     /// A batch's attempt is over, with these permanent failures; the last
     /// batch of a round sends the round's bounce.
-    pub(super) fn settle(&mut self, d: DomainId, batch: &Batch, failed: Vec<FailedRecipient>) {
+    pub(super) fn settle(&mut self, batch: &Batch, failed: Vec<FailedRecipient>) {
+        let d = batch.queue;
         // The batch has left memory (or is delayed): room for spooled mail.
         self.read_back(d);
-        let rk = round_key(d, batch);
+        let rk = round_key(batch);
         let failed = if batch.alone && !self.rounds.contains_key(&rk) {
             failed
         } else {
@@ -137,9 +138,9 @@ impl Core {
     }
 
     /// When the message expires.
-    pub(super) fn expires(&self, d: DomainId, batch: &Batch) -> Instant {
+    pub(super) fn expires(&self, batch: &Batch) -> Instant {
         let expiration = self
-            .domain(d)
+            .domain(batch.queue)
             .map_or(Duration::ZERO, |x| x.limits.expiration);
         let age = SystemTime::now()
             .duration_since(batch.message.received)
@@ -148,8 +149,8 @@ impl Core {
     }
 
     /// Why retrying is over for a batch with `made` attempts, if it is.
-    fn exhausted(&self, d: DomainId, batch: &Batch, made: u32, last: &Reply) -> Option<Reply> {
-        let limits = &self.domain(d)?.limits;
+    fn exhausted(&self, batch: &Batch, made: u32, last: &Reply) -> Option<Reply> {
+        let limits = &self.domain(batch.queue)?.limits;
         if limits.max_retries.is_some_and(|max| made > max) {
             return Some(Reply::with_status(
                 554,
@@ -157,7 +158,7 @@ impl Core {
                 format!("delivery attempts exhausted after {made} attempts; last: {last}"),
             ));
         }
-        if self.expires(d, batch) <= Instant::now() {
+        if self.expires(batch) <= Instant::now() {
             return Some(expired(limits.expiration, last));
         }
         None
@@ -169,7 +170,6 @@ impl Core {
     /// good.
     pub(super) fn transient(
         &mut self,
-        d: DomainId,
         batch: Batch,
         reply: &Reply,
         host: Option<HostInfo>,
@@ -177,13 +177,13 @@ impl Core {
     ) -> Vec<FailedRecipient> {
         let class = self.judge(&batch, reply, host.as_ref()).class;
         let made = batch.attempts + 1;
-        let end = self.exhausted(d, &batch, made, reply);
+        let end = self.exhausted(&batch, made, reply);
         let at = end.is_none().then(|| {
             let backoff = self
-                .domain(d)
+                .domain(batch.queue)
                 .map_or(Duration::ZERO, |x| x.limits.backoff(made));
             at.unwrap_or_else(|| Instant::now() + backoff)
-                .min(self.expires(d, &batch))
+                .min(self.expires(&batch))
         });
         let retry_at =
             at.map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now()));
@@ -200,7 +200,7 @@ impl Core {
             last: Some(self.shared_failure(reply, host)),
             ..batch
         };
-        self.delay(d, again, at);
+        self.delay(again, at);
         Vec::new()
     }
 
@@ -212,8 +212,8 @@ impl Core {
         };
         let batches: Vec<Batch> = dom.active.take_all();
         for batch in batches {
-            let failed = self.transient(d, batch.clone(), reply, None, None);
-            self.settle(d, &batch, failed);
+            let failed = self.transient(batch.clone(), reply, None, None);
+            self.settle(&batch, failed);
         }
     }
 
@@ -233,7 +233,8 @@ impl Core {
     }
 
     /// Puts a batch in the delayed queue until `at`.
-    pub(super) fn delay(&mut self, d: DomainId, batch: Batch, at: Instant) {
+    pub(super) fn delay(&mut self, batch: Batch, at: Instant) {
+        let d = batch.queue;
         self.sequence += 1;
         let sequence = self.sequence;
         let Some(dom) = self.domain_mut(d) else {
@@ -269,8 +270,8 @@ impl Core {
         let due = std::mem::replace(&mut dom.delayed, later);
         let expiration = dom.limits.expiration;
         for batch in due.into_values() {
-            self.enter(d, &batch);
-            if self.expires(d, &batch) <= now {
+            self.enter(&batch);
+            if self.expires(&batch) <= now {
                 let (last, host) = batch.last_failure();
                 let failed = self.fail(
                     &batch,
@@ -278,7 +279,7 @@ impl Core {
                     &expired(expiration, &last),
                     host.as_ref(),
                 );
-                self.settle(d, &batch, failed);
+                self.settle(&batch, failed);
             } else if let Some(dom) = self.domain_mut(d) {
                 dom.active.push_back(batch);
             }
@@ -295,7 +296,7 @@ impl Core {
         let all = std::mem::take(&mut dom.delayed);
         dom.wake = None;
         for batch in all.into_values() {
-            self.enter(d, &batch);
+            self.enter(&batch);
             if let Some(dom) = self.domain_mut(d) {
                 dom.active.push_back(batch);
             }

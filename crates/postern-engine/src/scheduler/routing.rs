@@ -78,7 +78,7 @@ impl Core {
                     let batches: Vec<Batch> = dom.active.take_all();
                     for batch in &batches {
                         let failed = self.fail(batch, &batch.recipients, &reply, None);
-                        self.settle(d, batch, failed);
+                        self.settle(batch, failed);
                     }
                 } else {
                     self.delay_active(d, &route_reply(&e));
