@@ -2,9 +2,9 @@
 //!
 //! The server is authoritative for the root and every zone below it, so
 //! any name the test did not add answers NXDOMAIN, as a real authoritative
-//! server would. It runs
-//! on its own thread with its own tokio runtime, so that tests of any kind
-//! (plain, tokio, actix) can use it, and stops when dropped.
+//! server would. It runs on its own thread with its own tokio runtime, so
+//! that tests of any kind (plain, tokio, actix) can use it, and stops when
+//! dropped.
 //!
 //! Each name's last two labels make a zone of its own (`example.com` holds
 //! `mx1.example.com` and `_mta-sts.example.com`). hickory's in-memory zone
@@ -173,11 +173,8 @@ impl DnsServerBuilder {
 /// of one label. A wildcard's `*` counts as a label (`*.a.test` belongs to
 /// `a.test`), which `Name::num_labels` would not count.
 fn apex(name: &Name) -> LowerName {
-    let labels = name.iter().count();
-    LowerName::from(if labels > 2 {
+    LowerName::from(if name.iter().count() >= 2 {
         name.trim_to(2)
-    } else if labels == 2 {
-        name.clone()
     } else {
         Name::root()
     })
