@@ -61,7 +61,7 @@ fn mail_is_delivered_by_the_seed_routing_and_logged() {
     let body = String::from_utf8_lossy(&got[0].body);
     assert!(body.starts_with("Received: from "), "{body}");
     assert!(
-        body.contains("by postern.test (Postern) with ESMTP id "),
+        body.contains(" (127.0.0.1)\r\n\tby postern.test (Postern) with ESMTP id "),
         "{body}"
     );
     assert_eq!(daemon.terminate(), Some(0));

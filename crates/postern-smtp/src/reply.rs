@@ -27,6 +27,17 @@ impl EnhancedStatus {
             detail,
         }
     }
+
+    /// Appends `class.subject.detail`: replies and log lines write it for
+    /// every message, so without `fmt`'s machinery.
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        let mut digits = itoa::Buffer::new();
+        out.extend_from_slice(digits.format(self.class).as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(digits.format(self.subject).as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(digits.format(self.detail).as_bytes());
+    }
 }
 
 impl fmt::Display for EnhancedStatus {
@@ -112,10 +123,8 @@ impl Reply {
             out.extend_from_slice(itoa::Buffer::new().format(self.code).as_bytes());
             out.push(if i == last { b' ' } else { b'-' });
             if let Some(s) = self.status {
-                for (n, end) in [(s.class, b'.'), (s.subject, b'.'), (s.detail, b' ')] {
-                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                    out.push(end);
-                }
+                s.write_to(out);
+                out.push(b' ');
             }
             out.extend_from_slice(line.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -264,6 +273,12 @@ mod tests {
         let mut out = Vec::new();
         r.write_to(&mut out);
         assert_eq!(out, b"250-2.0.0 one\r\n250 2.0.0 two\r\n");
+        assert_eq!(parse_all(&out), [r]);
+
+        let r = Reply::with_status(550, (5, 7, 26), "unauthenticated");
+        out.clear();
+        r.write_to(&mut out);
+        assert_eq!(out, b"550 5.7.26 unauthenticated\r\n");
         assert_eq!(parse_all(&out), [r]);
     }
 }

@@ -167,6 +167,15 @@ fn crc(len: &[u8], payload: &[u8]) -> u32 {
 }
 
 impl Record<'_> {
+    /// About as many bytes as [`Record::encode`] writes, so that a commit's
+    /// buffer is allocated once.
+    pub(crate) fn size_hint(&self) -> usize {
+        match self {
+            Record::Message { body, .. } => HEADER + 256 + body.len(),
+            _ => HEADER + 64,
+        }
+    }
+
     /// Appends the framed record to `out`; returns its framed length.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> usize {
         let start = out.len();

@@ -301,8 +301,8 @@ impl Writer {
     ) -> Result<(), SpoolError> {
         let started = Instant::now();
         let (segment, base) = self.log.position();
-        let mut bytes = Vec::new();
         let records: Vec<&Record<'_>> = outcomes.iter().chain(messages).collect();
+        let mut bytes = Vec::with_capacity(records.iter().map(|r| r.size_hint()).sum());
         let mut locs = Vec::with_capacity(records.len());
         for r in &records {
             let offset = bytes.len();

@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::log::Hex;
+
 /// A message ready to spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Prepared {
@@ -31,7 +33,11 @@ pub(crate) fn unique() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{micros:x}.{n:x}")
+    let mut token = String::with_capacity(24);
+    Hex(u64::try_from(micros).unwrap_or(u64::MAX)).push_to(&mut token);
+    token.push('.');
+    Hex(n).push_to(&mut token);
+    token
 }
 
 /// The header block (each header with its folded lines) and the rest.

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, Sender};
 use postern_conf::LogTarget;
+use postern_smtp::EnhancedStatus;
 use serde::Serialize;
 
 use super::scanning::ScanRecord;
@@ -27,9 +28,35 @@ pub(crate) struct DeliveryLog {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Hex(pub(crate) u64);
 
+impl Hex {
+    /// Appends the digits: lower-case, without leading zeros. Ids are
+    /// written for every message, so without `fmt`'s machinery.
+    pub(crate) fn push_to(self, out: &mut String) {
+        let digits = (u64::BITS - self.0.leading_zeros()).div_ceil(4).max(1);
+        for i in (0..digits).rev() {
+            let nibble = (self.0 >> (4 * i)) & 0xf;
+            out.push(char::from_digit(nibble as u32, 16).unwrap_or('0'));
+        }
+    }
+}
+
 impl Serialize for Hex {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{:x}", self.0))
+        let mut text = String::with_capacity(16);
+        self.push_to(&mut text);
+        s.serialize_str(&text)
+    }
+}
+
+/// An enhanced status code as the log writes it: `class.subject.detail`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Status(pub(crate) EnhancedStatus);
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut text = Vec::with_capacity(12);
+        self.0.write_to(&mut text);
+        s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 
@@ -87,7 +114,7 @@ pub(crate) struct Attempt<'a> {
     pub(crate) port: Option<u16>,
     pub(crate) code: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) enhanced_code: Option<String>,
+    pub(crate) enhanced_code: Option<Status>,
     pub(crate) reply: String,
     /// The reply's class (`postern_replies_total{class}`).
     pub(crate) class: &'static str,
@@ -209,6 +236,24 @@ mod tests {
 
     #[derive(Serialize)]
     struct Empty {}
+
+    #[test]
+    fn ids_and_status_codes_are_written_as_fmt_would() {
+        for id in [0, 9, 0xab, 0x1000, u64::MAX] {
+            let mut text = String::from("id ");
+            Hex(id).push_to(&mut text);
+            assert_eq!(text, format!("id {id:x}"));
+            assert_eq!(
+                serde_json::to_string(&Hex(id)).expect("serialize"),
+                format!("\"{id:x}\"")
+            );
+        }
+        let status = EnhancedStatus::new(5, 7, 26);
+        assert_eq!(
+            serde_json::to_string(&Status(status)).expect("serialize"),
+            format!("\"{status}\"")
+        );
+    }
 
     #[test]
     fn a_line_is_the_time_the_event_and_the_records_fields() {

@@ -14,7 +14,7 @@ use postern_spool::{NewMessage, Spool};
 
 use super::dkim::Signers;
 use super::inbound::message_id;
-use super::log::{Attempt, BounceQueued, DeliveryLog, Hex};
+use super::log::{Attempt, BounceQueued, DeliveryLog, Hex, Status};
 use super::stats::Totals;
 
 /// The daemon's [`Outcomes`].
@@ -56,7 +56,7 @@ impl Outcomes for Recorder {
             ip: r.host.as_ref().map(|h| h.addr.ip()),
             port: r.host.as_ref().map(|h| h.addr.port()),
             code: reply.code,
-            enhanced_code: reply.status.map(|s| s.to_string()),
+            enhanced_code: reply.status.map(Status),
             reply: reply.text(),
             class: r.class.as_str(),
             attempt: r.attempt,

@@ -2,7 +2,6 @@
 //! them, in UTC.
 
 use std::cell::RefCell;
-use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's
@@ -101,8 +100,10 @@ fn with_second<R>(t: SystemTime, f: impl FnOnce(&Second, u32) -> R) -> R {
 pub(crate) fn push_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     with_second(t, |second, millis| {
         out.extend_from_slice(second.rfc3339.as_bytes());
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "{millis:03}Z");
+        for unit in [100, 10, 1] {
+            out.push(b'0' + (millis / unit % 10) as u8);
+        }
+        out.push(b'Z');
     });
 }
 

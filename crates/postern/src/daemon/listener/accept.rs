@@ -129,6 +129,7 @@ pub(super) async fn accept(
             default_binding: place.default_binding.clone(),
             shared: shared.clone(),
             dns: dns.clone(),
+            peer_ip: None,
         };
         let settings = place.settings.clone();
         Totals::session();

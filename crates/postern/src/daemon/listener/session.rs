@@ -3,6 +3,7 @@
 //! bounded cache, backpressure at `MAIL`, and the message at `DATA`
 //! handed to reception.
 
+use std::net::IpAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +17,7 @@ use postern_smtp::xclient::Xclient;
 
 use super::{Shared, storage_full, try_later};
 use crate::daemon::inbound::{domain_of, prepare, unique};
+use crate::daemon::log::Hex;
 use crate::daemon::reception::{Client, Incoming, NotStored, Refused};
 use crate::daemon::stats::{Rejection, Totals};
 use crate::daemon::time::rfc5322;
@@ -30,6 +32,9 @@ pub(super) struct Inbound {
     pub(super) dns: Option<Arc<Dns>>,
     pub(super) relay_client: bool,
     pub(super) default_binding: String,
+    /// The client's address as `Received:` writes it, made once for the
+    /// session's messages (again if XCLIENT changes it).
+    pub(super) peer_ip: Option<(IpAddr, String)>,
 }
 
 impl Inbound {
@@ -74,7 +79,9 @@ impl Inbound {
                 return Some(reply.clone());
             }
         }
-        let reply = self.ask(domain, recipient, &eff).await;
+        // Boxed: a whole outbound session's future would otherwise make
+        // every RCPT's future that large, callout or not.
+        let reply = Box::pin(self.ask(domain, recipient, &eff)).await;
         if !matches!(reply.class(), postern_smtp::Class::Transient) {
             let mut cache = self
                 .shared
@@ -150,15 +157,34 @@ impl Inbound {
         }
     }
 
-    fn received(&self, envelope: &Envelope, id: &str) -> String {
-        let with = if envelope.tls { "ESMTPS" } else { "ESMTP" };
-        format!(
-            "Received: from {} ({})\r\n\tby {} (Postern) with {with} id {id};\r\n\t{}\r\n",
-            envelope.helo,
-            envelope.peer.ip(),
-            self.shared.hostname,
-            rfc5322(SystemTime::now())
-        )
+    /// The `Received:` header, put together without `fmt` (it is made
+    /// for every message).
+    fn received(&mut self, envelope: &Envelope, id: &str) -> String {
+        let ip = envelope.peer.ip();
+        let peer = match &mut self.peer_ip {
+            Some((known, text)) if *known == ip => text,
+            slot => &slot.insert((ip, ip.to_string())).1,
+        };
+        let hostname = &self.shared.hostname;
+        let mut h = String::with_capacity(96 + envelope.helo.len() + hostname.len() + id.len());
+        for part in [
+            "Received: from ",
+            &envelope.helo,
+            " (",
+            peer,
+            ")\r\n\tby ",
+            hostname,
+            " (Postern) with ",
+            if envelope.tls { "ESMTPS" } else { "ESMTP" },
+            " id ",
+            id,
+            ";\r\n\t",
+            &rfc5322(SystemTime::now()),
+            "\r\n",
+        ] {
+            h.push_str(part);
+        }
+        h
     }
 }
 
@@ -269,10 +295,8 @@ impl Handler for Inbound {
             Err(NotStored::Full) => return DataReply::One(storage_full()),
             Err(NotStored::Failed(why)) => return DataReply::One(try_later(&why)),
         };
-        DataReply::One(Reply::with_status(
-            250,
-            (2, 0, 0),
-            format!("queued as {:x}", stored.message),
-        ))
+        let mut text = String::from("queued as ");
+        Hex(stored.message).push_to(&mut text);
+        DataReply::One(Reply::with_status(250, (2, 0, 0), text))
     }
 }
