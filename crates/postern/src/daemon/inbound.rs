@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::log::Hex;
+use super::time::push_rfc5322;
 
 /// A message ready to spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,33 @@ pub(crate) fn domain_of(address: &str) -> Option<String> {
         .rsplit_once('@')
         .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
         .filter(|d| !d.is_empty())
+}
+
+/// The `Received:` header of a message taken now: `from` is what the
+/// client said of itself (its parts in a row), then this host, the
+/// protocol and the message's id. Put together without `fmt`, as it is
+/// made for every message.
+pub(crate) fn received(from: &[&str], hostname: &str, with: &str, id: &str) -> String {
+    let from_len: usize = from.iter().map(|p| p.len()).sum();
+    let mut h = String::with_capacity(96 + from_len + hostname.len() + id.len());
+    h.push_str("Received: from ");
+    for part in from {
+        h.push_str(part);
+    }
+    for part in [
+        "by ",
+        hostname,
+        " (Postern) with ",
+        with,
+        " id ",
+        id,
+        ";\r\n\t",
+    ] {
+        h.push_str(part);
+    }
+    push_rfc5322(SystemTime::now(), &mut h);
+    h.push_str("\r\n");
+    h
 }
 
 /// A unique token for added Message-IDs and Received ids.
@@ -154,6 +182,29 @@ mod tests {
     use super::*;
 
     const RECEIVED: &str = "Received: from c (127.0.0.1) by mx.test; now\r\n";
+
+    #[test]
+    fn received_headers_of_smtp_and_http_clients() {
+        let smtp = received(
+            &["client.test", " (", "127.0.0.1", ")\r\n\t"],
+            "mx.test",
+            "ESMTPS",
+            "ab.1",
+        );
+        let (head, date) = smtp.split_once(";\r\n\t").expect("a date line");
+        assert_eq!(
+            head,
+            "Received: from client.test (127.0.0.1)\r\n\tby mx.test (Postern) with ESMTPS id ab.1"
+        );
+        assert!(date.ends_with(" +0000\r\n"), "{date:?}");
+        let http = received(&["127.0.0.1", " "], "mx.test", "HTTP", "cd.2");
+        assert!(
+            http.starts_with(
+                "Received: from 127.0.0.1 by mx.test (Postern) with HTTP id cd.2;\r\n\t"
+            ),
+            "{http}"
+        );
+    }
 
     #[test]
     fn x_binding_is_read_and_removed_and_a_message_id_added() {

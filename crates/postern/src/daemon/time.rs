@@ -115,9 +115,17 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Appends `t` as `Sat, 21 Nov 2026 07:56:40 +0000`.
+pub(crate) fn push_rfc5322(t: SystemTime, out: &mut String) {
+    with_second(t, |second, _| out.push_str(&second.rfc5322));
+}
+
 /// `Sat, 21 Nov 2026 07:56:40 +0000`.
+#[cfg(test)]
 pub(crate) fn rfc5322(t: SystemTime) -> String {
-    with_second(t, |second, _| second.rfc5322.clone())
+    let mut out = String::new();
+    push_rfc5322(t, &mut out);
+    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ mod inject;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,11 +22,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use self::inject::{BadRequest, Request};
-use super::inbound::{prepare, unique};
+use super::inbound::{prepare, received, unique};
 use super::listener::Shared;
 use super::reception::{Client, Incoming, NotStored, Refused};
 use super::stats::{Rejection, Totals};
-use super::time::rfc5322;
 
 /// One `Listen` address of the HTTP listener, bound.
 pub(crate) struct Bound {
@@ -212,6 +210,7 @@ async fn inject(
         Err(Refused::Full) => return unavailable("insufficient system storage, try again later"),
     }
     let shared = &place.shared;
+    let peer_ip = peer.ip().to_string();
     let mut messages = Vec::with_capacity(request.recipients.len());
     let mut failed_recipients = Vec::new();
     let mut errors = Vec::new();
@@ -227,12 +226,7 @@ async fn inject(
                 continue;
             }
         };
-        let received = format!(
-            "Received: from {} by {} (Postern) with HTTP id {id};\r\n\t{}\r\n",
-            peer.ip(),
-            shared.hostname,
-            rfc5322(SystemTime::now())
-        );
+        let received = received(&[&peer_ip, " "], &shared.hostname, "HTTP", &id);
         let prepared = prepare(&rendered, &received, &shared.hostname);
         let binding = request
             .binding

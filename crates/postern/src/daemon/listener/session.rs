@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use postern_conf::{Directive, DomainVerification, RecipientVerification, Value};
 use postern_dns::Dns;
@@ -16,11 +16,10 @@ use postern_smtp::server::{DataReply, Envelope, Handler};
 use postern_smtp::xclient::Xclient;
 
 use super::{Shared, storage_full, try_later};
-use crate::daemon::inbound::{domain_of, prepare, unique};
+use crate::daemon::inbound::{domain_of, prepare, received, unique};
 use crate::daemon::log::Hex;
 use crate::daemon::reception::{Client, Incoming, NotStored, Refused};
 use crate::daemon::stats::{Rejection, Totals};
-use crate::daemon::time::rfc5322;
 
 /// Callout answers kept at most; past it, expired ones are dropped, and
 /// if none has expired the cache starts again.
@@ -157,34 +156,21 @@ impl Inbound {
         }
     }
 
-    /// The `Received:` header, put together without `fmt` (it is made
-    /// for every message).
+    /// The `Received:` header: the client's HELO name and address (made
+    /// into text once per session).
     fn received(&mut self, envelope: &Envelope, id: &str) -> String {
         let ip = envelope.peer.ip();
         let peer = match &mut self.peer_ip {
             Some((known, text)) if *known == ip => text,
             slot => &slot.insert((ip, ip.to_string())).1,
         };
-        let hostname = &self.shared.hostname;
-        let mut h = String::with_capacity(96 + envelope.helo.len() + hostname.len() + id.len());
-        for part in [
-            "Received: from ",
-            &envelope.helo,
-            " (",
-            peer,
-            ")\r\n\tby ",
-            hostname,
-            " (Postern) with ",
-            if envelope.tls { "ESMTPS" } else { "ESMTP" },
-            " id ",
+        let with = if envelope.tls { "ESMTPS" } else { "ESMTP" };
+        received(
+            &[&envelope.helo, " (", peer, ")\r\n\t"],
+            &self.shared.hostname,
+            with,
             id,
-            ";\r\n\t",
-            &rfc5322(SystemTime::now()),
-            "\r\n",
-        ] {
-            h.push_str(part);
-        }
-        h
+        )
     }
 }
 
