@@ -1,6 +1,8 @@
 //! The spool: messages made durable per second with concurrent writers
 //! (group commit), against one fsync per message, and against redb
-//! committing a transaction per batch of the same size.
+//! committing a transaction per batch of the same size; each with
+//! segments that grow by appending and with segments zero-filled ahead
+//! (`Spool_Zero_Fill`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -54,26 +56,36 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(MESSAGES as u64));
     for writers in [1, 50] {
-        let path = dir.path().join(format!("w{writers}"));
-        let Ok(opened) = Spool::open(&path, Options::default()) else {
-            return;
-        };
-        let spool = opened.spool;
-        group.bench_function(format!("store_1k_messages_{writers}_writers"), |b| {
-            b.iter(|| store_all(&spool, writers));
-        });
-        let s = spool.stats();
-        let fsyncs = s.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
-        let records = s.records.load(std::sync::atomic::Ordering::Relaxed);
-        let bytes = s.bytes.load(std::sync::atomic::Ordering::Relaxed);
-        if records > 0 && fsyncs > 0 {
-            println!(
-                "spool {writers} writers: {:.1} messages per fsync, {} bytes per message",
-                records as f64 / fsyncs as f64,
-                bytes / records
-            );
+        for (zero_fill, segments) in [(false, "appended"), (true, "zero_filled")] {
+            let path = dir.path().join(format!("w{writers}-{segments}"));
+            // Small segments, so that the zero-filled ones are in use
+            // after the warm-up.
+            let options = Options {
+                segment_size: 16 << 20,
+                zero_fill,
+                ..Options::default()
+            };
+            let Ok(opened) = Spool::open(&path, options) else {
+                return;
+            };
+            let spool = opened.spool;
+            let name = format!("store_1k_messages_{writers}_writers_{segments}");
+            group.bench_function(&name, |b| {
+                b.iter(|| store_all(&spool, writers));
+            });
+            let s = spool.stats();
+            let fsyncs = s.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+            let records = s.records.load(std::sync::atomic::Ordering::Relaxed);
+            let bytes = s.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            if records > 0 && fsyncs > 0 {
+                println!(
+                    "{name}: {:.1} messages per fsync, {} bytes per message",
+                    records as f64 / fsyncs as f64,
+                    bytes / records
+                );
+            }
+            spool.close();
         }
-        spool.close();
     }
     // redb with the same batching the spool reaches with 50 writers:
     // one durable transaction per batch of messages.

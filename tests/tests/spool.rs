@@ -56,6 +56,13 @@ fn a_full_disk_refuses_new_mail_loses_nothing_and_takes_mail_again_by_itself() {
     assert!(codes(&first).contains(&452), "the disk never filled");
     assert!(acked.len() > 100, "{} accepted", acked.len());
     assert_eq!(summary(&setup)["spool"]["healthy"], false);
+    // Segments were zero-filled ahead while there was room for them.
+    let (_, metrics) = get(setup.metrics, "/metrics").unwrap();
+    let zero_filled = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("postern_spool_segments_started_total{zero_filled=\"true\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(zero_filled.is_some_and(|n| n >= 1), "{metrics}");
 
     // The destination comes up: every accepted message arrives once.
     let sink = Sink::builder().port(sink_addr.port()).start().unwrap();

@@ -98,11 +98,13 @@ catalogue! {
     SPOOL_SEGMENTS "postern_spool_segments" Gauge [] []
         "Segment files in the spool.";
     SPOOL_DISK_BYTES "postern_spool_disk_bytes" Gauge [] []
-        "Bytes in the spool's segment files.";
+        "Bytes of records in the spool's segment files (zero-filled room not yet written is not counted).";
     SPOOL_CACHED_BYTES "postern_spool_cached_body_bytes" Gauge [] []
         "Bytes of message bodies held in memory for delivery.";
     SPOOL_BODY_READS "postern_spool_body_reads_total" Counter ["source"] []
         "Bodies fetched for delivery, by source: cache or disk.";
+    SPOOL_SEGMENTS_STARTED "postern_spool_segments_started_total" Counter ["zero_filled"] []
+        "Segments started, by whether they were zero-filled ahead (`true`) or began empty (`false`: `Spool_Zero_Fill` is off, the zero-filled one was not ready yet, or the disk had no room for it).";
     SPOOL_RECLAIMED "postern_spool_segments_reclaimed_total" Counter [] []
         "Segments deleted after their live messages were copied forward.";
     SPOOL_COPIED_BYTES "postern_spool_reclaim_copied_bytes_total" Counter [] []

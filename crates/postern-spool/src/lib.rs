@@ -19,6 +19,7 @@
 mod bodies;
 mod live;
 mod log;
+mod prepare;
 mod reclaim;
 mod record;
 mod writer;
@@ -160,6 +161,8 @@ pub struct Options {
     pub reserve: u64,
     /// Bytes of bodies kept in memory for delivery.
     pub body_cache: u64,
+    /// Segments are zero-filled ahead by a thread of their own.
+    pub zero_fill: bool,
 }
 
 impl Default for Options {
@@ -168,6 +171,7 @@ impl Default for Options {
             segment_size: 64 * 1024 * 1024,
             reserve: 1024 * 1024,
             body_cache: 64 * 1024 * 1024,
+            zero_fill: true,
         }
     }
 }
@@ -238,6 +242,11 @@ pub struct Opened {
     pub damage: Vec<String>,
 }
 
+/// Free bytes beside `dir` (for an unprivileged user).
+pub(crate) fn free_space(dir: &Path) -> u64 {
+    rustix::fs::statvfs(dir).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 pub(crate) fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -247,7 +256,7 @@ impl Spool {
     /// Opens (or creates) the store in `dir` and reads it back.
     pub fn open(dir: &Path, options: Options) -> io::Result<Opened> {
         let mut live = Live::recovering();
-        let (log, found) = Log::open(dir, options.segment_size, &mut live)?;
+        let (log, found) = Log::open(dir, &options, &mut live)?;
         metrics::counter!(postern_metrics::SPOOL_DAMAGED).increment(found.damaged);
         let recovered = live.recovered();
         // Ids go on from the largest seen, or from the clock if later, so

@@ -1,14 +1,17 @@
 //! Segment files: reading them back at start, appending with one fsync
-//! per batch, rolling to a new segment, reading one record back, and
-//! deleting a segment. Also the reserve file, the space kept back so that
-//! outcomes can still be recorded when the disk fills up.
+//! per batch, rolling to a new segment (a zero-filled one when it is
+//! ready), reading one record back, and deleting a segment. Also the
+//! reserve file, the space kept back so that outcomes can still be
+//! recorded when the disk fills up.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::Options;
 use crate::live::{Live, Loc};
+use crate::prepare::{NEXT, Preparer};
 use crate::record::{Found, scan};
 
 /// A segment's file name: its number, zero-padded so names sort in order.
@@ -43,25 +46,41 @@ pub(crate) struct Log {
     dir: PathBuf,
     current: File,
     number: u32,
+    /// Bytes written to the current segment: where the next batch goes.
     size: u64,
+    /// The current segment was zero-filled ahead: batches overwrite its
+    /// zeros.
+    zero_filled: bool,
     segment_size: u64,
+    /// Makes zero-filled segments, unless `Spool_Zero_Fill` is off.
+    preparer: Option<Preparer>,
+    /// The segment during which the next one was asked for.
+    asked_in: Option<u32>,
     /// The reserve file is in place.
     reserve: bool,
 }
 
-/// Reads one segment into `live`; returns where its last intact record
-/// ends, and the file's length.
+/// What reading one segment back found.
+struct Segment {
+    /// Where its last intact record ends.
+    end: u64,
+    /// The file's length.
+    len: u64,
+    /// Everything after `end` is zeros: room zero-filled ahead, unused.
+    zeros_after: bool,
+}
+
+/// Reads one segment into `live`.
 fn recover_segment(
     path: &Path,
     n: u32,
     live: &mut Live,
     found: &mut Recovery,
     newest: bool,
-) -> io::Result<(u64, u64)> {
+) -> io::Result<Segment> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     live.open_segment(n);
-    live.grew(n, bytes.len() as u64);
     let mut end = 0usize;
     let mut damaged = Vec::new();
     for (at, f) in scan(&bytes) {
@@ -78,7 +97,12 @@ fn recover_segment(
             Found::Damaged(len) => damaged.push((at, len)),
         }
     }
+    let tail = bytes.get(end..).unwrap_or_default();
+    let zeros_after = !tail.is_empty() && tail.iter().all(|&b| b == 0);
     for (at, len) in damaged {
+        if zeros_after && at >= end {
+            continue;
+        }
         if newest && at >= end {
             found.damage.push(format!(
                 "{}: {len} bytes after offset {at} are not a whole record (a write cut short); cut off, everything before kept",
@@ -92,18 +116,32 @@ fn recover_segment(
             ));
         }
     }
-    Ok((end as u64, bytes.len() as u64))
+    // Unused zero-filled room is not the segment's size: reclaiming
+    // weighs live bytes against what was written.
+    let len = bytes.len() as u64;
+    let end = end as u64;
+    live.grew(n, if zeros_after { end } else { len });
+    Ok(Segment {
+        end,
+        len,
+        zeros_after,
+    })
 }
 
 impl Log {
     /// Reads every segment into `live`, cuts a torn tail off the newest,
-    /// and opens it for appending.
+    /// and opens it for appending (over its zeros, if it was zero-filled).
     pub(crate) fn open(
         dir: &Path,
-        segment_size: u64,
+        options: &Options,
         live: &mut Live,
     ) -> io::Result<(Log, Recovery)> {
         fs::create_dir_all(dir)?;
+        let preparer = if options.zero_fill {
+            Some(Preparer::start(dir)?)
+        } else {
+            None
+        };
         let mut numbers = Vec::new();
         for e in fs::read_dir(dir)? {
             let path = e?.path();
@@ -118,21 +156,34 @@ impl Log {
         numbers.sort_unstable();
         let mut found = Recovery::default();
         let last = numbers.last().copied();
+        let mut size = 0;
+        let mut zero_filled = false;
         for &n in &numbers {
             let path = dir.join(name(n));
             let newest = Some(n) == last;
-            let (end, len) = recover_segment(&path, n, live, &mut found, newest)?;
-            if newest && len > end {
-                OpenOptions::new().write(true).open(&path)?.set_len(end)?;
+            let segment = recover_segment(&path, n, live, &mut found, newest)?;
+            if !newest {
+                continue;
+            }
+            size = segment.end;
+            zero_filled = segment.zeros_after;
+            if segment.len > segment.end && !segment.zeros_after {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(segment.end)?;
                 if let Some(s) = live.segments.get_mut(&n) {
-                    s.size = end;
+                    s.size = segment.end;
                 }
             }
         }
         let number = last.unwrap_or(1);
         let path = dir.join(name(number));
-        let mut current = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = current.seek(SeekFrom::End(0))?;
+        let current = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
         current.sync_all()?;
         live.open_segment(number);
         sync_dir(dir)?;
@@ -142,7 +193,10 @@ impl Log {
                 current,
                 number,
                 size,
-                segment_size,
+                zero_filled,
+                segment_size: options.segment_size,
+                preparer,
+                asked_in: None,
                 reserve: dir.join(RESERVE).exists(),
             },
             found,
@@ -154,15 +208,15 @@ impl Log {
         (self.number, self.size)
     }
 
-    /// Appends `bytes` and makes them durable. On failure nothing of them
-    /// stays in the file.
+    /// Writes `bytes` after the last batch and makes them durable. On
+    /// failure nothing of them stays in the file.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
         let result = self
             .current
-            .write_all(bytes)
+            .write_all_at(bytes, self.size)
             .and_then(|()| self.current.sync_data());
         match result {
             Ok(()) => {
@@ -170,30 +224,72 @@ impl Log {
                 Ok(())
             }
             Err(e) => {
-                // Cutting back frees what was written; if even that fails
-                // the half-written tail is a torn tail at the next start.
+                // Cutting back frees what was written (and the zeros
+                // after it); if even that fails the half-written tail is
+                // a torn tail at the next start.
                 let _ = self.current.set_len(self.size);
                 let _ = self.current.sync_data();
+                self.zero_filled = false;
                 Err(e)
             }
         }
     }
 
-    /// Starts a new segment when the current one is full.
+    /// Asks for the next segment to be zero-filled once the current one
+    /// is a sixteenth full (an idle spool makes none); starts a new
+    /// segment when the current one is full, or as soon as a zero-filled
+    /// one is ready if the current one was not zero-filled.
     pub(crate) fn roll_if_full(&mut self, live: &mut Live) -> io::Result<()> {
-        if self.size < self.segment_size {
+        let Some(preparer) = self.preparer.as_mut() else {
+            return self.roll(None, live);
+        };
+        if self.size >= self.segment_size / 16
+            && self.asked_in != Some(self.number)
+            && preparer.ask(self.segment_size)
+        {
+            self.asked_in = Some(self.number);
+        }
+        if self.size < self.segment_size && self.zero_filled {
+            return Ok(());
+        }
+        let made = preparer.take();
+        if made.is_none() && self.size < self.segment_size {
+            return Ok(());
+        }
+        self.roll(made, live)
+    }
+
+    /// Starts segment `number + 1`: the zero-filled file `made`, or an
+    /// empty one. Without `made`, only once the current one is full.
+    fn roll(&mut self, made: Option<File>, live: &mut Live) -> io::Result<()> {
+        let zero_filled = made.is_some();
+        if !zero_filled && self.size < self.segment_size {
             return Ok(());
         }
         let number = self.number + 1;
-        let current = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(name(number)))?;
+        let path = self.dir.join(name(number));
+        let current = match made {
+            Some(file) => {
+                fs::rename(self.dir.join(NEXT), &path)?;
+                file
+            }
+            None => OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?,
+        };
         sync_dir(&self.dir)?;
         self.current = current;
         self.number = number;
         self.size = 0;
+        self.zero_filled = zero_filled;
         live.open_segment(number);
+        metrics::counter!(
+            postern_metrics::SPOOL_SEGMENTS_STARTED,
+            "zero_filled" => if zero_filled { "true" } else { "false" }
+        )
+        .increment(1);
         Ok(())
     }
 

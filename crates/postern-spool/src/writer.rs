@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::live::Loc;
 use crate::log::Log;
 use crate::record::{EntryRecord, Envelope, Record};
-use crate::{NewMessage, Options, Request, Shared, SpoolError, Stored, Waiter, millis};
+use crate::{NewMessage, Options, Request, Shared, SpoolError, Stored, Waiter, free_space, millis};
 
 /// Requests taken into one batch at most.
 const MAX_BATCH: usize = 8192;
@@ -375,8 +375,7 @@ impl Writer {
             let held = self.take_held();
             self.write_outcomes(held);
         }
-        let free = rustix::fs::statvfs(self.log.dir())
-            .map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize));
+        let free = free_space(self.log.dir());
         let healthy = self.pending.is_empty()
             && self.held.is_empty()
             && !self.failing

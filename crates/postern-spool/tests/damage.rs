@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{new_message, open, recovered, segment_paths, store, sync};
+use common::{new_message, open, open_with, recovered, segment_paths, store, sync};
 use postern_spool::SpoolError;
 use postern_testkit::tmpfs::Tmpfs;
 
@@ -92,11 +92,20 @@ fn wait_for(what: &str, f: impl FnMut() -> bool) {
 
 #[test]
 fn a_full_disk_fails_new_mail_keeps_every_outcome_and_recovers() {
+    full_disk(false);
+}
+
+#[test]
+fn a_full_disk_with_zero_filled_segments_loses_nothing_either() {
+    full_disk(true);
+}
+
+fn full_disk(zero_fill: bool) {
     let Some(fs) = Tmpfs::mount("2m") else {
         return;
     };
     let dir = fs.path().join("spool");
-    let o = open(&dir, 256 * 1024);
+    let o = open_with(&dir, 256 * 1024, zero_fill);
     let mut stored = Vec::new();
     let full = loop {
         let mut m = new_message(stored.len(), &[("a.example", &["x@a.example"])]);
@@ -129,7 +138,7 @@ fn a_full_disk_fails_new_mail_keeps_every_outcome_and_recovers() {
     );
     assert_eq!(o.spool.close(), 0, "no outcome left unwritten");
 
-    let o = open(&dir, 256 * 1024);
+    let o = open_with(&dir, 256 * 1024, zero_fill);
     let ids: Vec<u64> = recovered(&o).iter().map(|m| m.id).collect();
     assert_eq!(ids, [again.message], "nothing done comes back");
 }

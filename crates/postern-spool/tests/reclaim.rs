@@ -13,7 +13,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{new_message, open, recovered, segment_bytes, segment_paths, segments, store, sync};
+use common::{
+    new_message, open, open_with, recovered, segment_bytes, segment_paths, segments, store, sync,
+};
 use postern_spool::{Opened, Spool};
 
 #[test]
@@ -92,14 +94,14 @@ fn check(
     }
 }
 
-fn run(seed: u64) {
+fn run(seed: u64, zero_fill: bool) {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let segment = 8 * 1024;
     let mut rng = Rng(seed);
-    let mut o = open(dir.path(), segment);
+    let mut o = open_with(dir.path(), segment, zero_fill);
     let mut model = Model::new();
     let mut bodies = BTreeMap::new();
     let live = |model: &Model, rng: &mut Rng| -> Option<(u64, u64, String)> {
@@ -171,7 +173,7 @@ fn run(seed: u64) {
             _ => {
                 sync(&o.spool);
                 Spool::close(o.spool);
-                o = open(dir.path(), segment);
+                o = open_with(dir.path(), segment, zero_fill);
                 assert!(o.damage.is_empty(), "{:?}", o.damage);
                 check(&o, &model, &bodies, &runtime);
             }
@@ -179,7 +181,7 @@ fn run(seed: u64) {
     }
     sync(&o.spool);
     o.spool.close();
-    let o = open(dir.path(), segment);
+    let o = open_with(dir.path(), segment, zero_fill);
     check(&o, &model, &bodies, &runtime);
     let newest: usize = segment_paths(dir.path())
         .last()
@@ -195,6 +197,13 @@ fn run(seed: u64) {
 #[test]
 fn whatever_is_reclaimed_a_restart_reads_back_what_is_left() {
     for seed in [0x9e37_79b9_7f4a_7c15, 0x1234_5678_9abc_def1, 42] {
-        run(seed);
+        run(seed, false);
+    }
+}
+
+#[test]
+fn with_zero_filled_segments_a_restart_reads_back_what_is_left() {
+    for seed in [0x9e37_79b9_7f4a_7c15, 0x1234_5678_9abc_def1, 42] {
+        run(seed, true);
     }
 }

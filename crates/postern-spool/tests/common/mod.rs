@@ -33,14 +33,22 @@ pub(crate) fn new_message(n: usize, domains: &[(&str, &[&str])]) -> NewMessage {
     }
 }
 
-/// Opens with this segment size and small other options.
+/// Opens with this segment size and small other options; segments grow
+/// by appending.
 pub(crate) fn open(dir: &Path, segment_size: u64) -> Opened {
+    open_with(dir, segment_size, false)
+}
+
+/// Opens with this segment size, zero-filled segments or not, and small
+/// other options.
+pub(crate) fn open_with(dir: &Path, segment_size: u64, zero_fill: bool) -> Opened {
     Spool::open(
         dir,
         Options {
             segment_size,
             reserve: 64 * 1024,
             body_cache: 1 << 20,
+            zero_fill,
         },
     )
     .unwrap()

@@ -31,13 +31,18 @@ fn size(config: &Config, d: Directive, default: u64) -> u64 {
     }
 }
 
-/// `Spool_Segment_Size`, `Spool_Reserve`, `Spool_Body_Cache`.
+/// `Spool_Segment_Size`, `Spool_Reserve`, `Spool_Body_Cache`,
+/// `Spool_Zero_Fill`.
 pub(crate) fn options(config: &Config) -> Options {
     let d = Options::default();
     Options {
         segment_size: size(config, Directive::SpoolSegmentSize, d.segment_size),
         reserve: size(config, Directive::SpoolReserve, d.reserve),
         body_cache: size(config, Directive::SpoolBodyCache, d.body_cache),
+        zero_fill: !matches!(
+            config.global.value_or_default(Directive::SpoolZeroFill),
+            Some(Value::Bool(false))
+        ),
     }
 }
 

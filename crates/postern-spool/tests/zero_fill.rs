@@ -1,0 +1,136 @@
+//! Zero-filled segments: once the spool is busy, the next segment is
+//! written full of zeros ahead; commits then overwrite the zeros instead
+//! of growing the file, a restart finds every message and keeps the
+//! unused room, and a write cut short inside that room is cut off like
+//! any torn tail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{new_message, open_with, recovered, segment_paths, store};
+
+const SEGMENT: u64 = 64 * 1024;
+
+fn len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// Where a segment's whole records end: frames followed one by one
+/// (four bytes of magic, the payload's length, a checksum, the payload).
+fn written(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let mut at = 0;
+    while bytes.len() >= at + 12 && bytes[at..at + 4] == *b"PST\x02" {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+        at += 12 + len as usize;
+    }
+    at as u64
+}
+
+fn message(n: usize) -> postern_spool::NewMessage {
+    new_message(n, &[("a.example", &["x@a.example"])])
+}
+
+#[test]
+fn commits_overwrite_zero_filled_room_and_a_restart_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with(dir.path(), SEGMENT, true);
+    // A sixteenth of a segment written: the next one is asked for, and
+    // the spool moves to it as soon as it is ready (the first segment
+    // grew by appending).
+    for n in 0..40 {
+        store(&o.spool, message(n));
+    }
+    postern_testkit::wait_until(
+        Duration::from_secs(30),
+        "a zero-filled second segment",
+        || {
+            let paths = segment_paths(dir.path());
+            paths.len() == 2 && len(&paths[1]) == SEGMENT
+        },
+    );
+    let second = segment_paths(dir.path()).pop().unwrap();
+    for n in 40..50 {
+        store(&o.spool, message(n));
+    }
+    let used = written(&second);
+    assert!(used > 0, "the new messages went to the zero-filled segment");
+    assert_eq!(len(&second), SEGMENT, "commits overwrote zeros");
+    o.spool.close();
+
+    let o = open_with(dir.path(), SEGMENT, true);
+    assert!(
+        o.damage.is_empty(),
+        "unused room is not damage: {:?}",
+        o.damage
+    );
+    assert_eq!(recovered(&o).len(), 50);
+    assert_eq!(len(&second), SEGMENT, "the unused room is kept");
+    // The next batch goes right after the last one, not after the zeros.
+    store(&o.spool, message(50));
+    assert!(written(&second) > used);
+    assert_eq!(len(&second), SEGMENT);
+    o.spool.close();
+
+    // A crash in the middle of writing the next record, inside the room.
+    let end = written(&second);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&second)
+        .unwrap();
+    file.write_all_at(b"PST\x02\xc8\0\0\0\x01\x02\x03", end)
+        .unwrap();
+    drop(file);
+    let o = open_with(dir.path(), SEGMENT, true);
+    assert_eq!(recovered(&o).len(), 51);
+    assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
+    assert!(o.damage[0].contains("a write cut short"), "{:?}", o.damage);
+    assert_eq!(len(&second), end, "the torn tail is cut off with the room");
+    store(&o.spool, message(51));
+    o.spool.close();
+    let o = open_with(dir.path(), SEGMENT, true);
+    assert_eq!(recovered(&o).len(), 52);
+    assert!(o.damage.is_empty(), "{:?}", o.damage);
+}
+
+#[test]
+fn an_idle_spool_makes_no_segment_ahead_and_a_half_made_one_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    // One left by a crash while it was being made.
+    std::fs::write(dir.path().join("next.prepared"), [0u8; 100]).unwrap();
+    let o = open_with(dir.path(), SEGMENT, true);
+    assert!(!dir.path().join("next.prepared").exists());
+    for n in 0..2 {
+        store(&o.spool, message(n));
+    }
+    o.spool.close();
+    let paths = segment_paths(dir.path());
+    assert_eq!(paths.len(), 1);
+    assert_eq!(len(&paths[0]), written(&paths[0]), "no zeros written");
+    assert!(!dir.path().join("next.prepared").exists());
+}
+
+#[test]
+fn with_zero_fill_off_segments_only_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with(dir.path(), 4096, false);
+    for n in 0..100 {
+        store(&o.spool, message(n));
+    }
+    o.spool.close();
+    let paths = segment_paths(dir.path());
+    assert!(paths.len() >= 2, "{paths:?}");
+    for p in &paths {
+        assert_eq!(len(p), written(p), "{} holds zeros", p.display());
+    }
+    assert!(!dir.path().join("next.prepared").exists());
+}
