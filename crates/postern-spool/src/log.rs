@@ -97,8 +97,14 @@ fn recover_segment(
             Found::Damaged(len) => damaged.push((at, len)),
         }
     }
-    let tail = bytes.get(end..).unwrap_or_default();
-    let zeros_after = !tail.is_empty() && tail.iter().all(|&b| b == 0);
+    let zeros = |from: usize, to: usize| {
+        bytes
+            .get(from..to)
+            .is_some_and(|b| !b.is_empty() && b.iter().all(|&b| b == 0))
+    };
+    // Only the newest segment has room zero-filled ahead and not yet
+    // used: an older one was full before the next began.
+    let zeros_after = newest && zeros(end, bytes.len());
     for (at, len) in damaged {
         if zeros_after && at >= end {
             continue;
@@ -106,6 +112,14 @@ fn recover_segment(
         if newest && at >= end {
             found.damage.push(format!(
                 "{}: {len} bytes after offset {at} are not a whole record (a write cut short); cut off, everything before kept",
+                path.display()
+            ));
+        } else if newest && zeros(at, at + len) {
+            // Batches are made durable one after another, so only the
+            // last one, never acknowledged, can have reached the disk
+            // in part: a page of it still zeros, a later one written.
+            found.damage.push(format!(
+                "{}: {len} bytes of zeros at offset {at}: part of the last write did not reach the disk before a crash; the intact records after them kept",
                 path.display()
             ));
         } else {
@@ -138,7 +152,7 @@ impl Log {
     ) -> io::Result<(Log, Recovery)> {
         fs::create_dir_all(dir)?;
         let preparer = if options.zero_fill {
-            Some(Preparer::start(dir)?)
+            Some(Preparer::start(dir, options.reserve)?)
         } else {
             None
         };
@@ -279,6 +293,10 @@ impl Log {
                 .write(true)
                 .open(&path)?,
         };
+        // A file already there is what an earlier roll left when its
+        // directory sync failed: nothing was written to it, and it is
+        // zeros if it was zero-filled.
+        let zero_filled = zero_filled || current.metadata()?.len() > 0;
         sync_dir(&self.dir)?;
         self.current = current;
         self.number = number;

@@ -40,8 +40,9 @@ pub(crate) struct Preparer {
 }
 
 impl Preparer {
-    /// Deletes a segment left half made, and starts the thread.
-    pub(crate) fn start(dir: &Path) -> io::Result<Self> {
+    /// Deletes a segment left half made, and starts the thread, which
+    /// leaves `reserve` bytes and a segment more free beside the spool.
+    pub(crate) fn start(dir: &Path, reserve: u64) -> io::Result<Self> {
         match fs::remove_file(dir.join(NEXT)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -56,7 +57,7 @@ impl Preparer {
                 let stop = stop.clone();
                 move || {
                     for size in asked {
-                        if done.send(make(&dir, size, &stop)).is_err() {
+                        if done.send(make(&dir, size, reserve, &stop)).is_err() {
                             return;
                         }
                     }
@@ -106,13 +107,12 @@ impl Drop for Preparer {
     }
 }
 
-/// Writes [`NEXT`] full of zeros and makes it durable. Only with twice
-/// its size free, so that making ahead never takes the disk's last room
-/// from commits; nothing half made stays behind.
-fn make(dir: &Path, size: u64, stop: &AtomicBool) -> io::Result<File> {
-    if free_space(dir) < size.saturating_mul(2) {
-        return Err(io::ErrorKind::StorageFull.into());
-    }
+/// Writes [`NEXT`] full of zeros and makes it durable. Only while what
+/// is left to write, another segment and `reserve` are free (checked
+/// before every chunk, as commits take space meanwhile), so that making
+/// ahead never takes the disk's last room from commits nor the reserve's
+/// place; nothing half made stays behind.
+fn make(dir: &Path, size: u64, reserve: u64, stop: &AtomicBool) -> io::Result<File> {
     let path: PathBuf = dir.join(NEXT);
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -125,6 +125,12 @@ fn make(dir: &Path, size: u64, stop: &AtomicBool) -> io::Result<File> {
         while written < size {
             if stop.load(Ordering::Relaxed) {
                 return Err(io::Error::other("the spool is closing"));
+            }
+            let needed = (size - written)
+                .saturating_add(size)
+                .saturating_add(reserve);
+            if free_space(dir) < needed {
+                return Err(io::ErrorKind::StorageFull.into());
             }
             let n = usize::try_from(size - written).map_or(CHUNK, |left| left.min(CHUNK));
             file.write_all(zeros.get(..n).unwrap_or_default())?;

@@ -14,15 +14,24 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    new_message, open, open_with, recovered, segment_bytes, segment_paths, segments, store, sync,
+    new_message, open_with, recovered, segment_bytes, segment_paths, segments, store, sync,
 };
 use postern_spool::{Opened, Spool};
 
 #[test]
 fn a_long_delayed_message_never_pins_more_than_its_own_size() {
+    long_delayed(false);
+}
+
+#[test]
+fn with_zero_filled_segments_a_long_delayed_message_pins_no_more_either() {
+    long_delayed(true);
+}
+
+fn long_delayed(zero_fill: bool) {
     let dir = tempfile::tempdir().unwrap();
     let segment = 16 * 1024;
-    let o = open(dir.path(), segment);
+    let o = open_with(dir.path(), segment, zero_fill);
     let slow = store(
         &o.spool,
         new_message(0, &[("slow.example", &["k@slow.example"])]),
@@ -48,7 +57,7 @@ fn a_long_delayed_message_never_pins_more_than_its_own_size() {
         segments(dir.path())
     );
     o.spool.close();
-    let o = open(dir.path(), segment);
+    let o = open_with(dir.path(), segment, zero_fill);
     assert_eq!(recovered(&o).len(), 1);
     assert_eq!(recovered(&o)[0].id, slow.message);
     assert_eq!(recovered(&o)[0].entries[0].attempts, 59);

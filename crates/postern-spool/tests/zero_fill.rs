@@ -24,16 +24,30 @@ fn len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
-/// Where a segment's whole records end: frames followed one by one
-/// (four bytes of magic, the payload's length, a checksum, the payload).
-fn written(path: &Path) -> u64 {
+/// Where a segment's whole records start and end: frames followed one by
+/// one (four bytes of magic, the payload's length, a checksum, the
+/// payload).
+fn frames(path: &Path) -> Vec<(usize, usize)> {
     let bytes = std::fs::read(path).unwrap();
+    let mut found = Vec::new();
     let mut at = 0;
     while bytes.len() >= at + 12 && bytes[at..at + 4] == *b"PST\x02" {
         let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+        found.push((at, at + 12 + len as usize));
         at += 12 + len as usize;
     }
-    at as u64
+    found
+}
+
+/// Writes `bytes` over a segment at `at`, as a crash or a fault would.
+fn overwrite(path: &Path, at: u64, bytes: &[u8]) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, at).unwrap();
+}
+
+/// Where a segment's whole records end.
+fn written(path: &Path) -> u64 {
+    frames(path).last().map_or(0, |&(_, end)| end as u64)
 }
 
 fn message(n: usize) -> postern_spool::NewMessage {
@@ -43,25 +57,7 @@ fn message(n: usize) -> postern_spool::NewMessage {
 #[test]
 fn commits_overwrite_zero_filled_room_and_a_restart_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
-    let o = open_with(dir.path(), SEGMENT, true);
-    // A sixteenth of a segment written: the next one is asked for, and
-    // the spool moves to it as soon as it is ready (the first segment
-    // grew by appending).
-    for n in 0..40 {
-        store(&o.spool, message(n));
-    }
-    postern_testkit::wait_until(
-        Duration::from_secs(30),
-        "a zero-filled second segment",
-        || {
-            let paths = segment_paths(dir.path());
-            paths.len() == 2 && len(&paths[1]) == SEGMENT
-        },
-    );
-    let second = segment_paths(dir.path()).pop().unwrap();
-    for n in 40..50 {
-        store(&o.spool, message(n));
-    }
+    let (o, second) = zero_filled_second_segment(dir.path());
     let used = written(&second);
     assert!(used > 0, "the new messages went to the zero-filled segment");
     assert_eq!(len(&second), SEGMENT, "commits overwrote zeros");
@@ -83,13 +79,7 @@ fn commits_overwrite_zero_filled_room_and_a_restart_keeps_it() {
 
     // A crash in the middle of writing the next record, inside the room.
     let end = written(&second);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&second)
-        .unwrap();
-    file.write_all_at(b"PST\x02\xc8\0\0\0\x01\x02\x03", end)
-        .unwrap();
-    drop(file);
+    overwrite(&second, end, b"PST\x02\xc8\0\0\0\x01\x02\x03");
     let o = open_with(dir.path(), SEGMENT, true);
     assert_eq!(recovered(&o).len(), 51);
     assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
@@ -100,6 +90,71 @@ fn commits_overwrite_zero_filled_room_and_a_restart_keeps_it() {
     let o = open_with(dir.path(), SEGMENT, true);
     assert_eq!(recovered(&o).len(), 52);
     assert!(o.damage.is_empty(), "{:?}", o.damage);
+}
+
+/// A spool whose first segment grew by appending and whose second, the
+/// current one, was zero-filled; 50 messages stored, the last ten in the
+/// second segment.
+fn zero_filled_second_segment(dir: &Path) -> (postern_spool::Opened, std::path::PathBuf) {
+    let o = open_with(dir, SEGMENT, true);
+    // A sixteenth of a segment written: the next one is asked for, and
+    // the spool moves to it as soon as it is ready (the first segment
+    // grew by appending).
+    for n in 0..40 {
+        store(&o.spool, message(n));
+    }
+    postern_testkit::wait_until(
+        Duration::from_secs(30),
+        "a zero-filled second segment",
+        || {
+            let paths = segment_paths(dir);
+            paths.len() == 2 && len(&paths[1]) == SEGMENT
+        },
+    );
+    let second = segment_paths(dir).pop().unwrap();
+    for n in 40..50 {
+        store(&o.spool, message(n));
+    }
+    (o, second)
+}
+
+#[test]
+fn part_of_a_last_write_that_never_reached_the_disk_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, second) = zero_filled_second_segment(dir.path());
+    o.spool.close();
+    // A crash during the last write's fsync: its first page stayed zeros,
+    // a later one reached the disk.
+    let records = frames(&second);
+    let (start, end) = records[records.len() - 3];
+    overwrite(&second, start as u64, &vec![0; end - start]);
+    for _ in 0..2 {
+        let o = open_with(dir.path(), SEGMENT, true);
+        assert_eq!(recovered(&o).len(), 49);
+        assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
+        assert!(
+            o.damage[0].contains("did not reach the disk before a crash"),
+            "{:?}",
+            o.damage
+        );
+        o.spool.close();
+    }
+}
+
+#[test]
+fn zeros_at_the_end_of_an_older_segment_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (o, _) = zero_filled_second_segment(dir.path());
+    o.spool.close();
+    // The first segment was full before the second began: zeros after its
+    // records are a write that was lost, not room.
+    let first = segment_paths(dir.path()).remove(0);
+    let records = frames(&first);
+    let (start, end) = *records.last().unwrap();
+    overwrite(&first, start as u64, &vec![0; end - start]);
+    let o = open_with(dir.path(), SEGMENT, true);
+    assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
+    assert!(o.damage[0].contains("damaged bytes"), "{:?}", o.damage);
 }
 
 #[test]
