@@ -15,7 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Setup, codes, free_addr, inject, received_ids, script, wait_until};
+use common::{
+    Setup, codes, free_addr, inject, received_ids, script, wait_until, zero_filled_segments,
+};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use serde_json::{Value, json};
@@ -99,9 +101,20 @@ fn mail_is_delivered_by_the_seed_routing_and_logged() {
 
 #[test]
 fn kill_9_during_injection_loses_no_accepted_message() {
+    kill_9_during_injection("");
+}
+
+#[test]
+fn kill_9_while_commits_overwrite_zero_filled_segments_loses_nothing() {
+    // Small segments: the spool moves to zero-filled ones after a few
+    // kilobytes, and the kill finds it writing into one.
+    kill_9_during_injection("\nSpool_Segment_Size = 65536");
+}
+
+fn kill_9_during_injection(spool: &str) {
     let dns = DnsServer::builder().start().unwrap();
     let sink_addr = free_addr("127.0.0.1");
-    let setup = Setup::new(&dns, &format!("Gateway = \"{sink_addr}\""));
+    let setup = Setup::new(&dns, &format!("Gateway = \"{sink_addr}\"{spool}"));
     let daemon = setup.start();
     let mut injector = Command::new("python3")
         .arg(script())
@@ -131,6 +144,9 @@ fn kill_9_during_injection_loses_no_accepted_message() {
     wait_until(Duration::from_secs(60), "500 accepted messages", || {
         acked.lock().unwrap().len() >= 500
     });
+    if !spool.is_empty() {
+        assert!(zero_filled_segments(&setup) >= 1);
+    }
     daemon.kill_9();
     let _ = injector.wait();
     reader.join().unwrap();

@@ -12,7 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Setup, codes, free_addr, get, inject, received_ids, wait_until};
+use common::{
+    Setup, codes, free_addr, get, inject, received_ids, wait_until, zero_filled_segments,
+};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use postern_testkit::tmpfs::Tmpfs;
@@ -57,12 +59,7 @@ fn a_full_disk_refuses_new_mail_loses_nothing_and_takes_mail_again_by_itself() {
     assert!(acked.len() > 100, "{} accepted", acked.len());
     assert_eq!(summary(&setup)["spool"]["healthy"], false);
     // Segments were zero-filled ahead while there was room for them.
-    let (_, metrics) = get(setup.metrics, "/metrics").unwrap();
-    let zero_filled = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("postern_spool_segments_started_total{zero_filled=\"true\"} "))
-        .and_then(|n| n.parse::<u64>().ok());
-    assert!(zero_filled.is_some_and(|n| n >= 1), "{metrics}");
+    assert!(zero_filled_segments(&setup) >= 1);
 
     // The destination comes up: every accepted message arrives once.
     let sink = Sink::builder().port(sink_addr.port()).start().unwrap();

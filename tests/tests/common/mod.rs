@@ -139,6 +139,16 @@ pub(crate) fn received_ids(sink: &Sink) -> HashMap<String, usize> {
     ids
 }
 
+/// Segments the daemon's spool started zero-filled, from its `/metrics`.
+pub(crate) fn zero_filled_segments(setup: &Setup) -> u64 {
+    let (_, metrics) = get(setup.metrics, "/metrics").unwrap_or_default();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("postern_spool_segments_started_total{zero_filled=\"true\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `GET path` over HTTP/1.0 (so that the answer is not chunked).
 pub(crate) fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
