@@ -7,7 +7,10 @@
 //! attempt made. The thread takes every request waiting, writes them, and
 //! makes them durable with one fsync (group commit). Only then does it
 //! answer: a stored message's sender learns that it is durable, and may
-//! answer 250. No event loop ever waits on the disk.
+//! answer 250. No event loop ever waits on the disk. Segments are
+//! zero-filled ahead by a thread of their own, so that a commit
+//! overwrites written blocks and its fsync has no metadata to journal
+//! (`docs/adr/0012-zero-filled-segments.md`).
 //!
 //! Memory holds envelopes and where each message lies, not bodies:
 //! [`Bodies`] reads them back for delivery. Any segment that is mostly
