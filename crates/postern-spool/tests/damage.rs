@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{new_message, open, open_with, recovered, segment_paths, store, sync};
+use common::{frames_in, new_message, open, open_with, recovered, segment_paths, store, sync};
 use postern_spool::SpoolError;
 use postern_testkit::tmpfs::Tmpfs;
 
@@ -107,6 +107,8 @@ fn full_disk(zero_fill: bool) {
     let dir = fs.path().join("spool");
     let o = open_with(&dir, 256 * 1024, zero_fill);
     let mut stored = Vec::new();
+    // Whether a segment had zero-filled room not yet written.
+    let mut zero_room = false;
     let full = loop {
         let mut m = new_message(stored.len(), &[("a.example", &["x@a.example"])]);
         let mut body = m.body.to_vec();
@@ -116,9 +118,14 @@ fn full_disk(zero_fill: bool) {
             Ok(s) => stored.push(s),
             Err(e) => break e,
         }
+        // (A segment reclaimed meanwhile cannot be read.)
+        zero_room |= segment_paths(&dir).iter().any(|p| {
+            std::fs::read(p).is_ok_and(|b| frames_in(&b).last().is_some_and(|f| f.1 < b.len()))
+        });
         assert!(stored.len() < 1000, "the disk never filled");
     };
     assert!(matches!(full, SpoolError::Full(_)), "{full:?}");
+    assert_eq!(zero_room, zero_fill, "zero-filled segments were in use");
     wait_for("the spool to report itself unhealthy", || {
         !o.spool.health().healthy
     });

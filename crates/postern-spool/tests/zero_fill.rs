@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{new_message, open_with, recovered, segment_paths, store};
+use common::{frames, new_message, open_with, recovered, segment_paths, store, written};
 
 const SEGMENT: u64 = 64 * 1024;
 
@@ -24,30 +24,10 @@ fn len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
-/// Where a segment's whole records start and end: frames followed one by
-/// one (four bytes of magic, the payload's length, a checksum, the
-/// payload).
-fn frames(path: &Path) -> Vec<(usize, usize)> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut found = Vec::new();
-    let mut at = 0;
-    while bytes.len() >= at + 12 && bytes[at..at + 4] == *b"PST\x02" {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        found.push((at, at + 12 + len as usize));
-        at += 12 + len as usize;
-    }
-    found
-}
-
 /// Writes `bytes` over a segment at `at`, as a crash or a fault would.
 fn overwrite(path: &Path, at: u64, bytes: &[u8]) {
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     file.write_all_at(bytes, at).unwrap();
-}
-
-/// Where a segment's whole records end.
-fn written(path: &Path) -> u64 {
-    frames(path).last().map_or(0, |&(_, end)| end as u64)
 }
 
 fn message(n: usize) -> postern_spool::NewMessage {

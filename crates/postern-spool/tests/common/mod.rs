@@ -84,7 +84,9 @@ pub(crate) fn segment_bytes(dir: &Path) -> u64 {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "spool"))
-        .map(|p| std::fs::metadata(p).unwrap().len())
+        // A segment reclaimed meanwhile counts for nothing.
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
         .sum()
 }
 
@@ -107,4 +109,28 @@ pub(crate) fn recovered(o: &Opened) -> Vec<Envelope> {
     ids.iter()
         .map(|id| o.spool.envelope(*id).unwrap())
         .collect()
+}
+
+/// Where a segment's whole records start and end.
+pub(crate) fn frames(path: &Path) -> Vec<(usize, usize)> {
+    frames_in(&std::fs::read(path).unwrap())
+}
+
+/// Where whole records start and end in a segment's bytes: frames
+/// followed one by one (four bytes of magic, the payload's length, a
+/// checksum, the payload).
+pub(crate) fn frames_in(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut at = 0;
+    while bytes.len() >= at + 12 && bytes[at..at + 4] == *b"PST\x02" {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+        found.push((at, at + 12 + len as usize));
+        at += 12 + len as usize;
+    }
+    found
+}
+
+/// Where a segment's whole records end.
+pub(crate) fn written(path: &Path) -> u64 {
+    frames(path).last().map_or(0, |&(_, end)| end as u64)
 }
