@@ -9,11 +9,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{block_on, delivered, engine, message, wait_reports};
 use mail_parser::{MessageParser, MimeHeaders};
-use postern_engine::Bounce;
+use postern_engine::{Bounce, Report};
 use postern_smtp::client::Outcome;
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
@@ -26,6 +26,35 @@ fn bounce(e: &common::TestEngine, within: Duration) -> Bounce {
     e.bounces().recv_timeout(within).expect("a bounce")
 }
 
+/// Reports up to the first that is `last`, each with when it came.
+fn reports_until(
+    e: &common::TestEngine,
+    last: impl Fn(&Report) -> bool,
+) -> Vec<(Report, SystemTime)> {
+    let mut got = Vec::new();
+    loop {
+        let r = e
+            .reports()
+            .recv_timeout(Duration::from_secs(15))
+            .unwrap_or_else(|_| panic!("no report after {got:?}"));
+        let end = last(&r);
+        got.push((r, SystemTime::now()));
+        if end {
+            return got;
+        }
+    }
+}
+
+/// `a - b`, which must not be negative.
+fn since(a: SystemTime, b: SystemTime) -> Duration {
+    a.duration_since(b)
+        .unwrap_or_else(|_| panic!("{a:?} is before {b:?}"))
+}
+
+/// Clocks read a few steps apart inside the engine (the scheduler's
+/// instant and the report's wall-clock time) differ by this much at most.
+const SKEW: Duration = Duration::from_millis(50);
+
 #[test]
 fn two_tempfails_then_delivery_on_the_third_attempt_on_schedule() {
     let sink = Sink::builder().tempfail_first(2).start().unwrap();
@@ -34,18 +63,27 @@ fn two_tempfails_then_delivery_on_the_third_attempt_on_schedule() {
         &dns,
         &format!("Retry_Interval = 1\nGateway = \"{}\"", sink.addr()),
     );
-    let t0 = Instant::now();
+    let t0 = SystemTime::now();
     e.submit(message(1, "default", "retry.example", &["a@retry.example"]));
-    let mut times = Vec::new();
-    let reports = wait_reports(&e, 1, Duration::from_secs(15), delivered);
-    for r in &reports {
-        times.push((r.attempt, matches!(r.outcome, Outcome::Delivered(_))));
-    }
-    let elapsed = t0.elapsed();
+    let reports = reports_until(&e, delivered);
+    let times: Vec<_> = reports
+        .iter()
+        .map(|(r, _)| (r.attempt, delivered(r)))
+        .collect();
     assert_eq!(times, [(1, false), (2, false), (3, true)]);
-    // Retry 1 waits Retry_Interval (1 s), retry 2 twice that (2 s).
-    assert!(elapsed >= Duration::from_millis(2900), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(4500), "{elapsed:?}");
+    // Retry 1 is due Retry_Interval (1 s) after attempt 1, retry 2 twice
+    // that after attempt 2: each due time is at most its delay after its
+    // report came, at least its delay after what came before, and no
+    // attempt is made before it is due.
+    let due: Vec<SystemTime> = reports[..2]
+        .iter()
+        .map(|(r, _)| r.retry_at.unwrap())
+        .collect();
+    assert!(since(due[0], t0) + SKEW >= Duration::from_secs(1));
+    assert!(since(due[0], reports[0].1) <= Duration::from_secs(1));
+    assert!(since(due[1], due[0]) + SKEW >= Duration::from_secs(2));
+    assert!(since(due[1], reports[1].1) <= Duration::from_secs(2));
+    assert!(reports[1].1 + SKEW >= due[0] && reports[2].1 + SKEW >= due[1]);
     assert_eq!(sink.message_count(), 1);
     assert!(e.bounces().try_recv().is_err());
 }
@@ -98,21 +136,22 @@ fn an_expired_message_bounces() {
             sink.addr()
         ),
     );
-    let t0 = Instant::now();
-    e.submit(message(3, "default", "x.example", &["slow@x.example"]));
-    let reports = wait_reports(&e, 1, Duration::from_secs(15), |r| r.is_final());
-    let last = reports.last().unwrap();
+    let m = message(3, "default", "x.example", &["slow@x.example"]);
+    let expires = m.received + Duration::from_secs(2);
+    e.submit(m);
+    let reports = reports_until(&e, Report::is_final);
+    let (last, failed) = reports.last().unwrap();
     assert!(
         matches!(&last.outcome, Outcome::Permanent(r) if r.text().contains("expired") && r.code == 554),
         "{last:?}"
     );
-    // Attempts at 0 s and 1 s; the retry after 2 s more would pass the
-    // expiry, so the message fails at 2 s.
-    let at = t0.elapsed();
-    assert!(
-        at >= Duration::from_millis(1900) && at < Duration::from_millis(3500),
-        "{at:?}"
-    );
+    // Attempts at 0 s and 1 s; the retry 2 s after the second would pass
+    // the expiry, so the last retry is due at the expiry itself, and the
+    // message fails then (that attempt's 451 ending it), not before.
+    let second = reports.iter().find(|(r, _)| r.attempt == 2).unwrap();
+    let due = second.0.retry_at.unwrap();
+    assert!(due <= expires + SKEW && due + SKEW >= expires, "{due:?}");
+    assert!(*failed + SKEW >= expires);
     let b = bounce(&e, Duration::from_secs(2));
     assert_eq!(b.recipient, "sender@example.org");
 }
