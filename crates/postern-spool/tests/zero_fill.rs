@@ -17,6 +17,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{frames, new_message, open_with, recovered, segment_paths, store, written};
+use postern_spool::SpoolError;
+use postern_testkit::tmpfs::Tmpfs;
 
 const SEGMENT: u64 = 64 * 1024;
 
@@ -168,4 +170,76 @@ fn with_zero_fill_off_segments_only_grow() {
         assert_eq!(len(p), written(p), "{} holds zeros", p.display());
     }
     assert!(!dir.path().join("next.prepared").exists());
+}
+
+#[test]
+fn on_a_full_disk_zero_filled_room_takes_mail_and_a_failed_write_past_it_is_cut_back() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let dir = fs.path().join("spool");
+    let segment = 256 * 1024;
+    let o = open_with(&dir, segment, true);
+    let mut stored = 0;
+    let store_one = |n: usize, size: usize| {
+        let mut m = message(n);
+        let mut body = m.body.to_vec();
+        body.resize(size, b'x');
+        m.body = body.into();
+        o.spool.store(m).blocking_recv().unwrap()
+    };
+    // A zero-filled current segment, and the next one made.
+    let zero_filled = |p: &Path| len(p) == segment && written(p) < segment;
+    while !segment_paths(&dir).iter().skip(1).any(|p| zero_filled(p)) {
+        store_one(stored, 1024).unwrap();
+        stored += 1;
+        assert!(stored < 1000, "no zero-filled segment");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while written(segment_paths(&dir).last().unwrap()) < segment / 8 {
+        store_one(stored, 1024).unwrap();
+        stored += 1;
+    }
+    let next = dir.join("next.prepared");
+    postern_testkit::wait_until(Duration::from_secs(30), "the next segment made", || {
+        std::fs::metadata(&next).is_ok_and(|m| m.len() == segment)
+    });
+    let current = segment_paths(&dir).pop().unwrap();
+
+    // The disk fills up.
+    let mut filler = std::fs::File::create(fs.path().join("filler")).unwrap();
+    for chunk in [64 * 1024, 4096] {
+        while std::io::Write::write_all(&mut filler, &vec![1u8; chunk]).is_ok() {}
+    }
+
+    // The zero-filled room still takes mail; the write that would grow
+    // the file fails and leaves nothing of itself.
+    let mut in_room = 0;
+    let full = loop {
+        match store_one(stored, 16 * 1024) {
+            Ok(_) => {
+                stored += 1;
+                in_room += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(in_room < 100, "the room never ran out");
+    };
+    assert!(matches!(full, SpoolError::Full(_)), "{full:?}");
+    assert!(in_room >= 1, "zero-filled room took no mail on a full disk");
+    assert_eq!(
+        len(&current),
+        written(&current),
+        "cut back to its last record"
+    );
+
+    // Room again: mail is taken, and everything answered comes back.
+    drop(filler);
+    std::fs::remove_file(fs.path().join("filler")).unwrap();
+    store_one(stored, 1024).unwrap();
+    stored += 1;
+    o.spool.close();
+    let o = open_with(&dir, segment, true);
+    assert!(o.damage.is_empty(), "{:?}", o.damage);
+    assert_eq!(recovered(&o).len(), stored);
 }
