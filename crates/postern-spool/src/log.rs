@@ -5,13 +5,13 @@
 //! recorded when the disk fills up.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::Options;
 use crate::live::{Live, Loc};
-use crate::prepare::{NEXT, Preparer};
+use crate::prepare::{NEXT, Preparer, write_zeros};
 use crate::record::{Found, scan};
 
 /// A segment's file name: its number, zero-padded so names sort in order.
@@ -254,32 +254,32 @@ impl Log {
     /// segment when the current one is full, or as soon as a zero-filled
     /// one is ready if the current one was not zero-filled.
     pub(crate) fn roll_if_full(&mut self, live: &mut Live) -> io::Result<()> {
-        let Some(preparer) = self.preparer.as_mut() else {
-            return self.roll(None, live);
+        let full = self.size >= self.segment_size;
+        let made = match self.preparer.as_mut() {
+            Some(preparer) => {
+                if self.size >= self.segment_size / 16
+                    && self.asked_in != Some(self.number)
+                    && preparer.ask(self.segment_size)
+                {
+                    self.asked_in = Some(self.number);
+                }
+                if self.zero_filled && !full {
+                    return Ok(());
+                }
+                preparer.take()
+            }
+            None => None,
         };
-        if self.size >= self.segment_size / 16
-            && self.asked_in != Some(self.number)
-            && preparer.ask(self.segment_size)
-        {
-            self.asked_in = Some(self.number);
-        }
-        if self.size < self.segment_size && self.zero_filled {
-            return Ok(());
-        }
-        let made = preparer.take();
-        if made.is_none() && self.size < self.segment_size {
+        if made.is_none() && !full {
             return Ok(());
         }
         self.roll(made, live)
     }
 
     /// Starts segment `number + 1`: the zero-filled file `made`, or an
-    /// empty one. Without `made`, only once the current one is full.
+    /// empty one.
     fn roll(&mut self, made: Option<File>, live: &mut Live) -> io::Result<()> {
         let zero_filled = made.is_some();
-        if !zero_filled && self.size < self.segment_size {
-            return Ok(());
-        }
         let number = self.number + 1;
         let path = self.dir.join(name(number));
         let current = match made {
@@ -332,19 +332,10 @@ impl Log {
     pub(crate) fn make_reserve(&mut self, size: u64) -> io::Result<()> {
         let path = self.dir.join(RESERVE);
         let tmp = self.dir.join("reserve.tmp");
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            let block = vec![0u8; 64 * 1024];
-            let mut left = size;
-            while left > 0 {
-                let n = usize::try_from(left.min(block.len() as u64)).unwrap_or(block.len());
-                f.write_all(block.get(..n).unwrap_or_default())?;
-                left -= n as u64;
-            }
-            f.sync_all()?;
+        let result = write_zeros(&tmp, size, |_, _| Ok(())).and_then(|_| {
             fs::rename(&tmp, &path)?;
             sync_dir(&self.dir)
-        })();
+        });
         match result {
             Ok(()) => self.reserve = true,
             // Nothing half-made stays behind.

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -113,37 +113,51 @@ impl Drop for Preparer {
 /// ahead never takes the disk's last room from commits nor the reserve's
 /// place; nothing half made stays behind.
 fn make(dir: &Path, size: u64, reserve: u64, stop: &AtomicBool) -> io::Result<File> {
-    let path: PathBuf = dir.join(NEXT);
+    write_zeros(&dir.join(NEXT), size, |file, written| {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the spool is closing"));
+        }
+        let needed = (size - written)
+            .saturating_add(size)
+            .saturating_add(reserve);
+        if free_space(dir) < needed {
+            return Err(io::ErrorKind::StorageFull.into());
+        }
+        if written > 0 && written % SYNC_EVERY == 0 {
+            file.sync_data()?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes a new file at `path` of `size` zeros (real blocks, not a sparse
+/// file) and makes it durable; `before` runs before each chunk with the
+/// bytes written so far, and its error ends the writing. A failure leaves
+/// no file behind.
+pub(crate) fn write_zeros(
+    path: &Path,
+    size: u64,
+    mut before: impl FnMut(&File, u64) -> io::Result<()>,
+) -> io::Result<File> {
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)?;
+            .open(path)?;
         let zeros = vec![0u8; CHUNK];
         let mut written = 0u64;
         while written < size {
-            if stop.load(Ordering::Relaxed) {
-                return Err(io::Error::other("the spool is closing"));
-            }
-            let needed = (size - written)
-                .saturating_add(size)
-                .saturating_add(reserve);
-            if free_space(dir) < needed {
-                return Err(io::ErrorKind::StorageFull.into());
-            }
+            before(&file, written)?;
             let n = usize::try_from(size - written).map_or(CHUNK, |left| left.min(CHUNK));
             file.write_all(zeros.get(..n).unwrap_or_default())?;
             written += n as u64;
-            if written % SYNC_EVERY == 0 {
-                file.sync_data()?;
-            }
         }
         file.sync_all()?;
         Ok(file)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&path);
+        let _ = fs::remove_file(path);
     }
     result
 }
