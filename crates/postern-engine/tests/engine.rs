@@ -125,9 +125,15 @@ fn equal_hosts_share_connections_evenly() {
     }
 }
 
-/// Five messages for a domain whose better MX refuses connections, with
-/// its backup up: every one is delivered through the backup.
-fn fail_over(e: &TestEngine, backup: &Sink) {
+/// A domain whose better MX (`down`) refuses connections and whose
+/// backup (`up`) takes mail, and an engine with `conf` (`Remote_SMTP_Port`
+/// is added). Five messages are delivered through the backup, at their
+/// first attempt. Returns the common port too.
+fn failed_over(down: &str, up: &str, conf: &str) -> (u16, Sink, DnsServer, TestEngine) {
+    let port = dead_port(down);
+    let backup = Sink::builder().ip(ip(up)).port(port).start().unwrap();
+    let dns = two_mx("flaky.example", down, up);
+    let e = engine(&dns, &format!("Remote_SMTP_Port = {port}\n{conf}"));
     for id in 0..5 {
         e.submit(message(
             id,
@@ -136,31 +142,24 @@ fn fail_over(e: &TestEngine, backup: &Sink) {
             &["r@flaky.example"],
         ));
     }
-    let reports = wait_reports(e, 5, Duration::from_secs(30), delivered);
+    let reports = wait_reports(&e, 5, Duration::from_secs(30), delivered);
     assert!(
         reports.iter().all(|r| delivered(r) && r.attempt == 1),
         "failing over cost no attempt: {reports:?}"
     );
     assert_eq!(backup.message_count(), 5);
+    (port, backup, dns, e)
 }
 
 #[test]
 fn a_stopped_host_is_skipped_at_once() {
-    let down = "127.0.0.43";
-    let port = dead_port(down);
-    let backup = Sink::builder()
-        .ip(ip("127.0.0.44"))
-        .port(port)
-        .start()
-        .unwrap();
-    let dns = two_mx("flaky.example", down, "127.0.0.44");
     // Waiting for the stopped host (its retry time) or for the domain's
     // retry would take ten minutes: far beyond the wait for the reports.
-    let e = engine(
-        &dns,
-        &format!("Remote_SMTP_Port = {port}\nHost_Failure_Retry = 600\nRetry_Interval = 600"),
+    let (_port, _backup, _dns, e) = failed_over(
+        "127.0.0.43",
+        "127.0.0.44",
+        "Host_Failure_Retry = 600\nRetry_Interval = 600",
     );
-    fail_over(&e, &backup);
     let view = block_on(e.queue("default", "flaky.example")).unwrap();
     let host = view.hosts.iter().find(|h| h.level == 0).unwrap();
     assert!(
@@ -172,18 +171,11 @@ fn a_stopped_host_is_skipped_at_once() {
 #[test]
 fn a_stopped_host_is_used_again_after_the_retry_time() {
     let down = "127.0.0.41";
-    let port = dead_port(down);
-    let backup = Sink::builder()
-        .ip(ip("127.0.0.42"))
-        .port(port)
-        .start()
-        .unwrap();
-    let dns = two_mx("flaky.example", down, "127.0.0.42");
-    let e = engine(
-        &dns,
-        &format!("Remote_SMTP_Port = {port}\nHost_Failure_Retry = 1\nIdle_Timeout = 30"),
+    let (port, backup, _dns, e) = failed_over(
+        down,
+        "127.0.0.42",
+        "Host_Failure_Retry = 1\nIdle_Timeout = 30",
     );
-    fail_over(&e, &backup);
 
     // Once the retry time has passed, mail makes a probe go to the better
     // host; only its success opens the host again.
