@@ -29,22 +29,27 @@ pub(crate) struct DeliveryLog {
 pub(crate) struct Hex(pub(crate) u64);
 
 impl Hex {
-    /// Appends the digits: lower-case, without leading zeros. Ids are
-    /// written for every message, so without `fmt`'s machinery.
-    pub(crate) fn push_to(self, out: &mut String) {
-        let digits = (u64::BITS - self.0.leading_zeros()).div_ceil(4).max(1);
-        for i in (0..digits).rev() {
-            let nibble = (self.0 >> (4 * i)) & 0xf;
-            out.push(char::from_digit(nibble as u32, 16).unwrap_or('0'));
+    /// The digits, written into `buf`: lower-case, without leading zeros.
+    /// Ids are written for every message, so without `fmt`'s machinery
+    /// or an allocation.
+    fn digits(self, buf: &mut [u8; 16]) -> &str {
+        let n = (u64::BITS - self.0.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, b) in buf.iter_mut().take(n).enumerate() {
+            let nibble = (self.0 >> (4 * (n - 1 - i))) & 0xf;
+            *b = char::from_digit(nibble as u32, 16).map_or(b'0', |c| c as u8);
         }
+        std::str::from_utf8(buf.get(..n).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// Appends the digits.
+    pub(crate) fn push_to(self, out: &mut String) {
+        out.push_str(self.digits(&mut [0; 16]));
     }
 }
 
 impl Serialize for Hex {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::with_capacity(16);
-        self.push_to(&mut text);
-        s.serialize_str(&text)
+        s.serialize_str(self.digits(&mut [0; 16]))
     }
 }
 
