@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{block_on, delivered, engine, message, wait_reports};
+use common::{block_on, delivered, engine, message, wait_reports, wait_reports_timed};
 use mail_parser::{MessageParser, MimeHeaders};
 use postern_engine::{Bounce, Report};
 use postern_smtp::client::Outcome;
@@ -24,25 +24,6 @@ fn no_dns() -> DnsServer {
 
 fn bounce(e: &common::TestEngine, within: Duration) -> Bounce {
     e.bounces().recv_timeout(within).expect("a bounce")
-}
-
-/// Reports up to the first that is `last`, each with when it came.
-fn reports_until(
-    e: &common::TestEngine,
-    last: impl Fn(&Report) -> bool,
-) -> Vec<(Report, SystemTime)> {
-    let mut got = Vec::new();
-    loop {
-        let r = e
-            .reports()
-            .recv_timeout(Duration::from_secs(15))
-            .unwrap_or_else(|_| panic!("no report after {got:?}"));
-        let end = last(&r);
-        got.push((r, SystemTime::now()));
-        if end {
-            return got;
-        }
-    }
 }
 
 /// `a - b`, which must not be negative.
@@ -65,7 +46,7 @@ fn two_tempfails_then_delivery_on_the_third_attempt_on_schedule() {
     );
     let t0 = SystemTime::now();
     e.submit(message(1, "default", "retry.example", &["a@retry.example"]));
-    let reports = reports_until(&e, delivered);
+    let reports = wait_reports_timed(&e, 1, Duration::from_secs(15), delivered);
     let times: Vec<_> = reports
         .iter()
         .map(|(r, _)| (r.attempt, delivered(r)))
@@ -139,7 +120,7 @@ fn an_expired_message_bounces() {
     let m = message(3, "default", "x.example", &["slow@x.example"]);
     let expires = m.received + Duration::from_secs(2);
     e.submit(m);
-    let reports = reports_until(&e, Report::is_final);
+    let reports = wait_reports_timed(&e, 1, Duration::from_secs(15), Report::is_final);
     let (last, failed) = reports.last().unwrap();
     assert!(
         matches!(&last.outcome, Outcome::Permanent(r) if r.text().contains("expired") && r.code == 554),

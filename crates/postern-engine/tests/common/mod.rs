@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
 use postern_conf::Config;
@@ -104,7 +104,7 @@ pub(crate) fn message(id: u64, binding: &str, domain: &str, recipients: &[&str])
         eight_bit: false,
         smtputf8: false,
         attempts: 0,
-        received: std::time::SystemTime::now(),
+        received: SystemTime::now(),
         not_before: None,
         client: None,
     }
@@ -117,12 +117,25 @@ pub(crate) fn wait_reports(
     limit: Duration,
     done: impl Fn(&Report) -> bool,
 ) -> Vec<Report> {
+    wait_reports_timed(engine, n, limit, done)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// [`wait_reports`], each report with when it came.
+pub(crate) fn wait_reports_timed(
+    engine: &TestEngine,
+    n: usize,
+    limit: Duration,
+    done: impl Fn(&Report) -> bool,
+) -> Vec<(Report, SystemTime)> {
     let until = Instant::now() + limit;
-    let mut got = Vec::new();
-    while got.iter().filter(|r| done(r)).count() < n {
+    let mut got: Vec<(Report, SystemTime)> = Vec::new();
+    while got.iter().filter(|(r, _)| done(r)).count() < n {
         let left = until.saturating_duration_since(Instant::now());
         match engine.reports().recv_timeout(left) {
-            Ok(r) => got.push(r),
+            Ok(r) => got.push((r, SystemTime::now())),
             Err(_) => panic!("only {} of {n} reports in {limit:?}: {got:?}", got.len()),
         }
     }
