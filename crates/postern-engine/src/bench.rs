@@ -37,7 +37,7 @@ pub struct Plane {
 #[derive(Debug)]
 pub struct Message(QueuedMessage);
 
-type Waiting = tokio::sync::oneshot::Receiver<Option<Batch>>;
+type Waiting = tokio::sync::oneshot::Receiver<Vec<Batch>>;
 
 impl std::fmt::Debug for Plane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,13 +123,13 @@ impl Plane {
     pub fn closed(&mut self) -> usize {
         let mut closed = Vec::new();
         for (conn, waiting) in &mut self.waiting {
-            if matches!(waiting.try_recv(), Ok(None)) {
+            if matches!(waiting.try_recv(), Ok(b) if b.is_empty()) {
                 closed.push(*conn);
             }
         }
         for conn in &closed {
             self.waiting.remove(conn);
-            self.core.ended(*conn, End::Closed);
+            self.core.ended(*conn, End::Closed, Vec::new());
         }
         closed.len()
     }
@@ -147,16 +147,14 @@ impl Plane {
                 match action {
                     Action::Open { conn, .. } => {
                         self.core.connected(conn);
-                        self.want(conn, None);
+                        self.want(conn, Vec::new());
                     }
-                    Action::Answer {
-                        conn,
-                        batch: Some(b),
-                        ..
-                    } => carrying.push((conn, b)),
-                    Action::Answer { conn, .. } => {
+                    Action::Answer { conn, batches, .. } if batches.is_empty() => {
                         self.waiting.remove(&conn);
-                        self.core.ended(conn, End::Closed);
+                        self.core.ended(conn, End::Closed, Vec::new());
+                    }
+                    Action::Answer { conn, batches, .. } => {
+                        carrying.extend(batches.into_iter().map(|b| (conn, b)));
                     }
                     _ => {}
                 }
@@ -175,20 +173,21 @@ impl Plane {
                 outcomes,
                 tls_problem: None,
             };
-            self.want(conn, Some(finished));
+            self.want(conn, vec![finished]);
         }
         self.core.fire(Instant::now());
         self.reports.try_iter().for_each(drop);
         delivered
     }
 
-    fn want(&mut self, conn: ConnId, finished: Option<Finished>) {
+    fn want(&mut self, conn: ConnId, finished: Vec<Finished>) {
         let (answer, waiting) = tokio::sync::oneshot::channel();
         self.waiting.insert(conn, waiting);
         self.core.want_work(WantWork {
             id: conn,
             finished,
             closing: false,
+            room: 1,
             answer,
         });
     }

@@ -28,19 +28,23 @@ pub(crate) struct Finished {
     pub(crate) tls_problem: Option<Arc<str>>,
 }
 
-/// Where a connection's next batch goes: `None` means close.
-pub(crate) type AnswerTo = oneshot::Sender<Option<Batch>>;
+/// Where a connection's next batches go: none means close.
+pub(crate) type AnswerTo = oneshot::Sender<Vec<Batch>>;
 
-/// An answer on its way: where it goes, and the batch (`None`: close).
-pub(crate) type Answer = (AnswerTo, Option<Batch>);
+/// An answer on its way: where it goes, and the batches (none: close).
+pub(crate) type Answer = (AnswerTo, Vec<Batch>);
 
-/// "These are my outcomes (if any); give me the next batch."
+/// "These are my outcomes (if any); give me the next batches."
 #[derive(Debug)]
 pub(crate) struct WantWork {
     pub(crate) id: ConnId,
-    pub(crate) finished: Option<Finished>,
+    /// The last batches' outcomes, in the order they were sent.
+    pub(crate) finished: Vec<Finished>,
     /// The connection closes after this: no batch may be given.
     pub(crate) closing: bool,
+    /// How many batches it may take at once (at least one): they go in
+    /// one write (`Outbound_Messages_Per_Write`).
+    pub(crate) room: usize,
     pub(crate) answer: AnswerTo,
 }
 
@@ -86,9 +90,18 @@ pub(crate) enum End {
         after_dot: bool,
         host_down: bool,
     },
-    /// The actor stopped without saying how (a panic): its batch, if one
-    /// was out, comes back from its guard.
-    Lost(Option<Batch>),
+    /// The actor stopped without saying how (a panic): the batches it
+    /// carried come back from its guard.
+    Lost(Vec<Batch>),
+}
+
+/// A batch that went in the same write as the one whose session broke,
+/// and behind it: it has no outcome.
+#[derive(Debug)]
+pub(crate) struct Behind {
+    pub(crate) batch: Batch,
+    /// Its whole message reached the server, which may have delivered it.
+    pub(crate) written: bool,
 }
 
 /// What a connection tells its MX host, in order, through the relay of
@@ -100,8 +113,8 @@ pub(crate) enum Report {
     Connected(ConnId),
     Want(WantWork),
     /// The connection is gone; sent exactly once per connection, by its
-    /// guard.
-    Ended(ConnId, End),
+    /// guard, with the batches behind the one it ended with.
+    Ended(ConnId, End, Vec<Behind>),
 }
 
 /// The reports a delivery loop's relay gathered over one turn of the

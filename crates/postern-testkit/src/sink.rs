@@ -45,6 +45,8 @@ pub struct Received {
     pub xclient: Vec<(String, String)>,
     /// The body came with BDAT, not DATA.
     pub chunked: bool,
+    /// It came in the same write as the message before it on its session.
+    pub pipelined: bool,
 }
 
 /// The `Message-ID` header's value, from the header block.
@@ -505,6 +507,7 @@ impl Handler for SinkHandler {
                 eight_bit: envelope.eight_bit,
                 xclient: self.xclient.clone(),
                 chunked: envelope.chunked,
+                pipelined: envelope.pipelined,
             });
         }
         if b.lmtp {

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use self::failure::{broken, refused};
 use crate::ids::ConnId;
 use crate::message::{Batch, BodyError};
-use crate::messages::{End, Finished, Report, WantWork};
+use crate::messages::{Behind, End, Finished, Report, WantWork};
 
 /// One outbound session.
 pub(crate) struct Connection {
@@ -38,6 +38,8 @@ pub(crate) struct Connection {
     pub(crate) relay: Recipient<Report>,
     /// `Max_Deliveries_Per_Connection`; 0 is unlimited.
     pub(crate) max_deliveries: u64,
+    /// `Outbound_Messages_Per_Write`: batches asked for at once.
+    pub(crate) per_write: usize,
     /// Test hook: panic on a batch for this recipient.
     pub(crate) panic_on: Option<Arc<str>>,
 }
@@ -49,43 +51,43 @@ impl Actor for Connection {
         let guard = Guard {
             id: self.id,
             relay: self.relay.clone(),
-            batch: None,
+            carried: Vec::new(),
             end: None,
         };
         let run = run(
             guard,
             self.addr,
             self.settings.clone(),
-            self.max_deliveries,
+            (self.max_deliveries, self.per_write),
             self.panic_on.clone(),
         );
         ctx.spawn(run.into_actor(self).map(|(), _, ctx| ctx.stop()));
     }
 }
 
-/// Gives the slot and the batch back, whatever ends the connection.
+/// Gives the slot and the batches back, whatever ends the connection.
 struct Guard {
     id: ConnId,
     relay: Recipient<Report>,
-    /// The batch being carried.
-    batch: Option<Batch>,
-    /// How it ended, when it ended as planned.
-    end: Option<End>,
+    /// The batches being carried, in the order they go.
+    carried: Vec<Batch>,
+    /// How it ended, when it ended as planned, and the batches behind.
+    end: Option<(End, Vec<Behind>)>,
 }
 
 impl Guard {
     fn end(mut self, end: End) {
-        self.end = Some(end);
+        self.end = Some((end, Vec::new()));
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let end = self
+        let (end, behind) = self
             .end
             .take()
-            .unwrap_or_else(|| End::Lost(self.batch.take()));
-        self.relay.do_send(Report::Ended(self.id, end));
+            .unwrap_or_else(|| (End::Lost(std::mem::take(&mut self.carried)), Vec::new()));
+        self.relay.do_send(Report::Ended(self.id, end, behind));
     }
 }
 
@@ -93,7 +95,7 @@ async fn run(
     mut guard: Guard,
     addr: SocketAddr,
     settings: Arc<ClientSettings>,
-    max_deliveries: u64,
+    (max_deliveries, per_write): (u64, usize),
     panic_on: Option<Arc<str>>,
 ) {
     let mut session = match Session::connect(addr, &settings).await {
@@ -107,61 +109,112 @@ async fn run(
         Arc::from(why)
     });
     let mut sent = 0u64;
-    let mut finished = None;
+    let mut finished = Vec::new();
     loop {
-        let closing = max_deliveries != 0 && sent >= max_deliveries;
+        let left = match max_deliveries {
+            0 => u64::MAX,
+            max => max.saturating_sub(sent),
+        };
         let (answer, next) = oneshot::channel();
         guard.relay.do_send(Report::Want(WantWork {
             id: guard.id,
-            finished: finished.take(),
-            closing,
+            finished: std::mem::take(&mut finished),
+            closing: left == 0,
+            room: usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .clamp(1, per_write.max(1)),
             answer,
         }));
-        let (Ok(Some(batch)), false) = (next.await, closing) else {
-            break;
+        guard.carried = match next.await {
+            Ok(batches) if !batches.is_empty() && left > 0 => batches,
+            _ => break,
         };
         if let Some(r) = &panic_on
-            && batch.recipients.iter().any(|x| **x == **r)
+            && guard
+                .carried
+                .iter()
+                .flat_map(|b| &b.recipients)
+                .any(|x| **x == **r)
         {
-            guard.batch = Some(batch);
             #[allow(clippy::panic)]
             {
                 panic!("test hook: a connection panics while carrying a batch");
             }
         }
-        let body = match batch.message.body.load(batch.message.queue_id).await {
-            Ok(body) => body,
-            Err(e) => {
-                finished = Some(unreadable(batch, &e));
-                continue;
-            }
-        };
-        let batch = guard.batch.insert(batch);
-        let tx = Transaction {
-            sender: &batch.message.sender,
-            recipients: &batch.recipients,
-            body: &body,
-            eight_bit: batch.message.eight_bit,
-            smtputf8: batch.message.smtputf8,
-            xclient: batch.message.client.as_deref(),
-        };
-        let started = std::time::Instant::now();
-        let result = session.send(&tx).await;
-        metrics::histogram!(postern_metrics::TRANSACTION).record(started.elapsed().as_secs_f64());
-        let Some(batch) = guard.batch.take() else {
-            return;
-        };
-        match result {
-            Ok(outcomes) => {
-                finished = Some(Finished {
-                    batch,
-                    outcomes,
-                    tls_problem: tls_problem.clone(),
-                });
-            }
-            Err(e) => return guard.end(broken(e, batch, sent > 0)),
+        let mut bodies = Vec::with_capacity(guard.carried.len());
+        for batch in &guard.carried {
+            bodies.push(batch.message.body.load(batch.message.queue_id).await);
         }
-        sent += 1;
+        let mut batches = Vec::with_capacity(bodies.len());
+        let mut loaded = Vec::with_capacity(bodies.len());
+        for (batch, body) in std::mem::take(&mut guard.carried).into_iter().zip(bodies) {
+            match body {
+                Ok(body) => {
+                    batches.push(batch);
+                    loaded.push(body);
+                }
+                Err(e) => finished.push(unreadable(batch, &e)),
+            }
+        }
+        if batches.is_empty() {
+            continue;
+        }
+        guard.carried = batches;
+        let txs: Vec<Transaction<'_>> = guard
+            .carried
+            .iter()
+            .zip(&loaded)
+            .map(|(batch, body)| Transaction {
+                sender: &batch.message.sender,
+                recipients: &batch.recipients,
+                body,
+                eight_bit: batch.message.eight_bit,
+                smtputf8: batch.message.smtputf8,
+                xclient: batch.message.client.as_deref(),
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let result = session.send_many(&txs).await;
+        drop(txs);
+        metrics::histogram!(postern_metrics::TRANSACTION).record(started.elapsed().as_secs_f64());
+        let done = result.outcomes.len();
+        sent += done as u64;
+        let mut completed = std::mem::take(&mut guard.carried);
+        let mut rest = completed.split_off(done.min(completed.len())).into_iter();
+        for (batch, outcomes) in completed.into_iter().zip(result.outcomes) {
+            finished.push(Finished {
+                batch,
+                outcomes,
+                tls_problem: tls_problem.clone(),
+            });
+        }
+        let Some(e) = result.broke else {
+            continue;
+        };
+        // What completed is reported first; then the session's end.
+        if !finished.is_empty() {
+            let (answer, _) = oneshot::channel();
+            guard.relay.do_send(Report::Want(WantWork {
+                id: guard.id,
+                finished,
+                closing: true,
+                room: 1,
+                answer,
+            }));
+        }
+        let Some(batch) = rest.next() else {
+            return guard.end(End::Closed);
+        };
+        let end = broken(e, batch, sent > 0);
+        let behind = rest
+            .enumerate()
+            .map(|(i, batch)| Behind {
+                batch,
+                written: done + 1 + i < result.written,
+            })
+            .collect();
+        guard.end = Some((end, behind));
+        return;
     }
     let _ = session.quit().await;
     guard.end(End::Closed);

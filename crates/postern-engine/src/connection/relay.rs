@@ -59,7 +59,8 @@ impl Handler<Answers> for Relay {
     fn handle(&mut self, Answers(answers): Answers, _: &mut Context<Self>) {
         let returned: Vec<Batch> = answers
             .into_iter()
-            .filter_map(|(to, batch)| to.send(batch).err().flatten())
+            .filter_map(|(to, batches)| to.send(batches).err())
+            .flatten()
             .collect();
         if !returned.is_empty() {
             self.returned.do_send(Returned(returned));
@@ -93,7 +94,7 @@ mod tests {
                 .map(|r| match r {
                     Report::Connected(id) => format!("connected {id}"),
                     Report::Want(w) => format!("want {}", w.id),
-                    Report::Ended(id, _) => format!("ended {id}"),
+                    Report::Ended(id, _, _) => format!("ended {id}"),
                 })
                 .collect();
             let _ = self.0.send(kinds.join(", "));
@@ -124,7 +125,7 @@ mod tests {
     }
 
     #[actix::test]
-    async fn a_turns_reports_go_as_one_message_and_an_unclaimed_batch_comes_back() {
+    async fn a_turns_reports_go_as_one_message_and_unclaimed_batches_come_back() {
         let (seen, mut heard) = mpsc::unbounded_channel();
         let scheduler = Scheduler(seen).start();
         let relay = Relay::new(scheduler.clone().recipient(), scheduler.recipient()).start();
@@ -132,11 +133,12 @@ mod tests {
         relay.do_send(Report::Connected(7));
         relay.do_send(Report::Want(WantWork {
             id: 7,
-            finished: None,
+            finished: Vec::new(),
             closing: false,
+            room: 2,
             answer,
         }));
-        relay.do_send(Report::Ended(8, End::Closed));
+        relay.do_send(Report::Ended(8, End::Closed, Vec::new()));
         assert_eq!(
             heard.recv().await.as_deref(),
             Some("connected 7, want 7, ended 8")
@@ -146,11 +148,15 @@ mod tests {
         let (gone, dropped) = oneshot::channel();
         drop(dropped);
         relay.do_send(Answers(vec![
-            (waiting, Some(batch("a@x.test"))),
-            (gone, Some(batch("b@x.test"))),
+            (waiting, vec![batch("a@x.test")]),
+            (gone, vec![batch("b@x.test"), batch("c@x.test")]),
         ]));
-        let given = next.await.expect("answered").expect("a batch");
-        assert_eq!(given.recipients, ["a@x.test"]);
-        assert_eq!(heard.recv().await.as_deref(), Some("returned b@x.test"));
+        let given = next.await.expect("answered");
+        assert_eq!(given.len(), 1);
+        assert_eq!(given[0].recipients, ["a@x.test"]);
+        assert_eq!(
+            heard.recv().await.as_deref(),
+            Some("returned b@x.test, c@x.test")
+        );
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct Limits {
     /// `Max_Queued_In_Memory`: ready and delayed batches held in memory.
     pub(crate) in_memory: usize,
     pub(crate) max_deliveries: u64,
+    /// `Outbound_Messages_Per_Write`.
+    pub(crate) per_write: usize,
     pub(crate) idle: Duration,
     pub(crate) host_failure_retry: Duration,
     pub(crate) failures_to_delay: u32,
@@ -74,6 +76,7 @@ impl Limits {
             max_deliveries: eff
                 .count(Directive::MaxDeliveriesPerConnection)
                 .unwrap_or(0),
+            per_write: size(eff.count(Directive::OutboundMessagesPerWrite).unwrap_or(4)),
             idle: eff
                 .seconds(Directive::IdleTimeout)
                 .unwrap_or(Duration::from_secs(5)),

@@ -51,7 +51,9 @@ pub(crate) enum Reach {
 pub(crate) struct Idle {
     pub(crate) conn: ConnId,
     pub(crate) since: Instant,
-    pub(crate) reply: oneshot::Sender<Option<Batch>>,
+    pub(crate) reply: oneshot::Sender<Vec<Batch>>,
+    /// How many batches it may take at once.
+    pub(crate) room: usize,
 }
 
 /// One MX host.
@@ -65,6 +67,8 @@ pub(crate) struct MxHost {
     /// `Max_Deliveries_Per_Connection`, `Idle_Timeout`, `Host_Failure_Retry`
     /// of the first domain routed here.
     pub(crate) max_deliveries: u64,
+    /// `Outbound_Messages_Per_Write`.
+    pub(crate) per_write: usize,
     pub(crate) idle_timeout: Duration,
     pub(crate) failure_retry: Duration,
     pub(crate) reach: Reach,
@@ -108,6 +112,7 @@ impl MxHost {
             settings,
             limit,
             max_deliveries: 0,
+            per_write: 1,
             idle_timeout: Duration::from_secs(5),
             failure_retry: Duration::from_secs(120),
             reach: Reach::New,

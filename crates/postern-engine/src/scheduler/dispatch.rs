@@ -106,7 +106,8 @@ impl Core {
                 self.back(batch);
                 break;
             };
-            self.hand(idle.conn, batch, idle.reply);
+            let batches = self.fill(h, batch, idle.room, now);
+            self.hand(idle.conn, batches, idle.reply);
         }
         loop {
             let Some(host) = self.host(h) else {
@@ -178,6 +179,43 @@ impl Core {
             return Some(batch);
         }
         None
+    }
+
+    /// Up to `room` batches for one write: after `first`, more of its
+    /// domain's ready mail, as far as the domain's throttle and the host's
+    /// rate allow. They come from one domain, so that the connection
+    /// counts once against that domain's `Max_Outbound_Connections`.
+    pub(super) fn fill(
+        &mut self,
+        h: HostId,
+        first: Batch,
+        room: usize,
+        now: Instant,
+    ) -> Vec<Batch> {
+        let d = first.queue;
+        let mut batches = Vec::with_capacity(room);
+        batches.push(first);
+        while batches.len() < room && self.domain(d).is_some_and(|dom| dom.has_work()) {
+            if self
+                .host_mut(h)
+                .is_none_or(|x| x.adaptive.take(now).is_err())
+            {
+                break;
+            }
+            let batch = match self.paced(d, Pace::Messages, now) {
+                true => self.domain_mut(d).and_then(|dom| dom.active.pop_front()),
+                false => None,
+            };
+            let Some(batch) = batch else {
+                if let Some(host) = self.host_mut(h) {
+                    host.adaptive.refund();
+                }
+                break;
+            };
+            self.read_back(d);
+            batches.push(batch);
+        }
+        batches
     }
 
     /// Sets the host's one retry timer for `at`, unless an earlier one is
@@ -260,15 +298,18 @@ impl Core {
         });
     }
 
-    /// Gives a batch to a connection, which now carries mail of the
-    /// domain and no longer waits; the batch goes back to its domain if
-    /// the connection is gone (then, or when the answer reaches it).
-    pub(super) fn hand(&mut self, conn: ConnId, batch: Batch, to: AnswerTo) {
-        let d = batch.queue;
+    /// Gives batches of one domain to a connection, which now carries
+    /// mail of the domain and no longer waits; they go back to their
+    /// domain if the connection is gone (then, or when the answer reaches
+    /// it).
+    pub(super) fn hand(&mut self, conn: ConnId, batches: Vec<Batch>, to: AnswerTo) {
+        let Some(d) = batches.first().map(|b| b.queue) else {
+            return self.answer(conn, to, batches);
+        };
         let lease = self.domain(d).map(|dom| dom.carrying.lease());
         let (Some(c), Some(lease), false) = (self.conns.get_mut(&conn), lease, to.is_closed())
         else {
-            return self.back(batch);
+            return batches.into_iter().rev().for_each(|b| self.back(b));
         };
         c.carrying = Some((d, lease));
         c.idle_since = None;
@@ -277,34 +318,36 @@ impl Core {
             conn,
             event_loop,
             to,
-            batch: Some(batch),
+            batches,
         });
     }
 
     /// Answers a connection's request for work through its delivery
     /// loop's relay, with the other answers of this turn for that loop.
-    pub(super) fn answer(&mut self, conn: ConnId, to: AnswerTo, batch: Option<Batch>) {
+    pub(super) fn answer(&mut self, conn: ConnId, to: AnswerTo, batches: Vec<Batch>) {
         let Some(event_loop) = self.conns.get(&conn).map(|c| c.event_loop) else {
-            let _ = to.send(batch);
+            let _ = to.send(batches);
             return;
         };
         self.actions.push(Action::Answer {
             conn,
             event_loop,
             to,
-            batch,
+            batches,
         });
     }
 
     /// A connection with nothing to carry waits in its host's pool.
-    pub(super) fn park(&mut self, conn: ConnId, h: HostId, now: Instant, reply: AnswerTo) {
+    pub(super) fn park(&mut self, conn: ConnId, h: HostId, now: Instant, want: (AnswerTo, usize)) {
+        let (reply, room) = want;
         let Some(host) = self.host_mut(h) else {
-            return self.answer(conn, reply, None);
+            return self.answer(conn, reply, Vec::new());
         };
         host.idle.push_back(Idle {
             conn,
             since: now,
             reply,
+            room,
         });
         let arm = !host.idle_timer;
         host.idle_timer = true;
@@ -323,7 +366,7 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&idle.conn) {
             c.idle_since = None;
         }
-        let _ = idle.reply.send(None);
+        let _ = idle.reply.send(Vec::new());
     }
 
     /// Lets go of the host's connections that waited `Idle_Timeout`.

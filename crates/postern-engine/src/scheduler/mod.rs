@@ -77,12 +77,12 @@ pub(crate) enum Action {
     Signal(HostId, ReplyClass, String),
     /// Read the domain's entries back from the spool.
     ReadBack(DomainId, Vec<Spooled>),
-    /// Answer a connection's request for work (`None`: close).
+    /// Answer a connection's request for work (no batch: close).
     Answer {
         conn: ConnId,
         event_loop: usize,
         to: AnswerTo,
-        batch: Option<Batch>,
+        batches: Vec<Batch>,
     },
 }
 
@@ -399,9 +399,9 @@ impl Scheduler {
                 Action::Answer {
                     event_loop,
                     to,
-                    batch,
+                    batches,
                     ..
-                } => self.post(event_loop, to, batch),
+                } => self.post(event_loop, to, batches),
             }
         }
         self.send_answers();
@@ -410,11 +410,11 @@ impl Scheduler {
 
     /// Queues an answer for its loop's relay, to go with the others this
     /// message (a relay's reports, a submission) gave rise to.
-    fn post(&mut self, event_loop: usize, to: AnswerTo, batch: Option<Batch>) {
+    fn post(&mut self, event_loop: usize, to: AnswerTo, batches: Vec<Batch>) {
         match self.relays.get_mut(event_loop) {
-            Some((_, outbox)) => outbox.push((to, batch)),
+            Some((_, outbox)) => outbox.push((to, batches)),
             None => {
-                let _ = to.send(batch);
+                let _ = to.send(batches);
             }
         }
     }
@@ -438,6 +438,7 @@ impl Scheduler {
         let addr = h.key.addr;
         let settings = h.settings.clone();
         let max_deliveries = h.max_deliveries;
+        let per_write = h.per_write;
         let panic_on = self.core.panic_on.clone();
         let Some((relay, _)) = self.relays.get(event_loop) else {
             return;
@@ -449,6 +450,7 @@ impl Scheduler {
             settings,
             relay,
             max_deliveries,
+            per_write,
             panic_on,
         });
     }
@@ -515,7 +517,7 @@ impl Handler<Reports> for Scheduler {
             match report {
                 Report::Connected(id) => self.core.connected(id),
                 Report::Want(want) => self.core.want_work(want),
-                Report::Ended(id, end) => self.core.ended(id, end),
+                Report::Ended(id, end, behind) => self.core.ended(id, end, behind),
             }
         }
         self.sync(ctx);

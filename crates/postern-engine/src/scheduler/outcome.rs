@@ -14,7 +14,7 @@ use crate::ids::ConnId;
 use crate::ids::DomainId;
 use crate::ids::HostId;
 use crate::message::{Batch, HostInfo};
-use crate::messages::{AnswerTo, Blame, End, Finished, WantWork};
+use crate::messages::{AnswerTo, Behind, Blame, End, Finished, WantWork};
 use crate::mx_host::MxHost;
 
 impl Core {
@@ -55,11 +55,12 @@ impl Core {
             id: conn,
             finished,
             closing,
+            room,
             answer,
         } = want;
         let now = Instant::now();
         let Some(c) = self.conns.get_mut(&conn) else {
-            let _ = answer.send(None);
+            let _ = answer.send(Vec::new());
             return;
         };
         let h = c.host;
@@ -71,30 +72,37 @@ impl Core {
         } else {
             c.carrying.take().map(|(d, _lease)| d)
         };
-        if let Some(f) = finished {
+        for f in finished {
             self.finished(h, conn, f, now);
         }
-        self.next_for(conn, h, closing, now, answer);
+        self.next_for(conn, h, closing, now, (answer, room));
         if let (Some(d), false) = (carried, closing) {
             self.offer(d);
         }
     }
 
-    fn next_for(&mut self, conn: ConnId, h: HostId, closing: bool, now: Instant, to: AnswerTo) {
+    fn next_for(
+        &mut self,
+        conn: ConnId,
+        h: HostId,
+        closing: bool,
+        now: Instant,
+        (to, room): (AnswerTo, usize),
+    ) {
         let over_cap = self
             .host(h)
             .is_none_or(|x| x.limit_now().is_some_and(|l| x.open.get() > l));
         if closing || self.draining || over_cap || self.over_share(h) {
-            return self.answer(conn, to, None);
+            return self.answer(conn, to, Vec::new());
         }
         if let Some(batch) = self.next_batch(h, now) {
-            return self.hand(conn, batch, to);
+            let batches = self.fill(h, batch, room, now);
+            return self.hand(conn, batches, to);
         }
         if !self.starved.is_empty() {
-            // Nothing here while another host waits for a slot.
-            return self.answer(conn, to, None);
+            return self.answer(conn, to, Vec::new());
         }
-        self.park(conn, h, now, to);
+        self.park(conn, h, now, (to, room));
     }
 
     /// A batch returned because its connection was gone when the answer
@@ -264,7 +272,7 @@ impl Core {
 
     /// A connection is gone: its slots come back with its record; then
     /// what its end means for the host, the batch and the domain.
-    pub(crate) fn ended(&mut self, conn: ConnId, end: End) {
+    pub(crate) fn ended(&mut self, conn: ConnId, end: End, behind: Vec<Behind>) {
         let now = Instant::now();
         let Some(c) = self.conns.remove(&conn) else {
             return;
@@ -278,6 +286,12 @@ impl Core {
             metrics::counter!(postern_metrics::CONNECTION_FAILURES).increment(1);
         }
         let owner = carried.or(opened_for);
+        // Batches behind the broken one whose message reached the server
+        // share its fate: they may have arrived.
+        let broke_with = match &end {
+            End::Broken { reply, .. } => Some(reply.clone()),
+            _ => None,
+        };
         match end {
             End::Closed => {}
             End::Refused {
@@ -340,24 +354,41 @@ impl Core {
                     self.host_failed(h, Blame::Address, &reply, None, now);
                 }
             }
-            End::Lost(batch) => {
+            End::Lost(batches) => {
                 self.panic_on = None;
-                if let Some(b) = batch {
-                    let reply = Reply::with_status(
-                        451,
-                        (4, 4, 2),
-                        "delivery interrupted: the connection ended unexpectedly",
-                    );
+                let reply = Reply::with_status(
+                    451,
+                    (4, 4, 2),
+                    "delivery interrupted: the connection ended unexpectedly",
+                );
+                for b in batches {
                     let failed = self.transient(b.clone(), &reply, self.host_info(h), None);
                     self.settle(&b, failed);
                 }
             }
         }
+        self.behind(h, broke_with.as_ref(), behind);
         self.dispatch(h, now);
         if let Some(d) = owner {
             self.offer(d);
         }
         self.feed_starved(now);
+    }
+
+    /// The batches that went behind the one a session ended with: those
+    /// whose message reached a server that then broke off wait for their
+    /// retry (they may have arrived); the others were not attempted and go
+    /// back to the head of their queue, in order.
+    fn behind(&mut self, h: HostId, broke_with: Option<&Reply>, behind: Vec<Behind>) {
+        for b in behind.into_iter().rev() {
+            match broke_with.filter(|_| b.written) {
+                Some(reply) => {
+                    let failed = self.transient(b.batch.clone(), reply, self.host_info(h), None);
+                    self.settle(&b.batch, failed);
+                }
+                None => self.back(b.batch),
+            }
+        }
     }
 
     /// An ended connection leaves its host's pool (its record is gone, so

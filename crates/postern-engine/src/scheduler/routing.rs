@@ -152,6 +152,7 @@ impl Core {
             &binding,
         );
         host.max_deliveries = limits.max_deliveries;
+        host.per_write = limits.per_write;
         host.idle_timeout = limits.idle;
         host.failure_retry = limits.host_failure_retry;
         let h = HostId(u32::try_from(self.hosts.len()).unwrap_or(u32::MAX));

@@ -4,10 +4,12 @@
 //! [`Session::connect`] runs connect, implicit TLS, greeting, EHLO (HELO
 //! fallback; HELO for plain SMTP; LHLO for LMTP), STARTTLS under the TLS
 //! policy, and AUTH. [`Session::send`] runs one transaction (pipelined when
-//! the server offers PIPELINING) and gives each recipient's [`Outcome`].
+//! the server offers PIPELINING) and gives each recipient's [`Outcome`];
+//! [`Session::send_many`] sends several in one write where it can.
 //! Every wait has the deadline of its phase.
 
 mod error;
+mod pipeline;
 mod session;
 mod transaction;
 
@@ -18,6 +20,7 @@ use std::time::Duration;
 use postern_conf::{AuthMech, TlsMode};
 
 pub use self::error::{Phase, SessionError};
+pub use self::pipeline::Sent;
 pub use self::session::Session;
 pub use self::transaction::Transaction;
 use crate::reply::Reply;

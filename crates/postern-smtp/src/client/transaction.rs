@@ -29,7 +29,7 @@ pub struct Transaction<'a> {
 }
 
 /// Bytes of body encoded per write.
-const BODY_CHUNK: usize = 64 * 1024;
+pub(super) const BODY_CHUNK: usize = 64 * 1024;
 
 fn all(n: usize, reply: &Reply) -> Vec<Outcome> {
     vec![Outcome::from_reply(reply.clone()); n]
@@ -44,11 +44,7 @@ impl Session {
         if let Some(refusal) = self.refusal(tx) {
             return Ok(all(n, &refusal));
         }
-        let params = MailParams {
-            size: self.caps.size.map(|_| tx.body.len() as u64),
-            eight_bit: tx.eight_bit && self.caps.eight_bit_mime,
-            smtputf8: tx.smtputf8,
-        };
+        let params = self.params(tx);
         let mut rset = std::mem::replace(&mut self.used, true);
         if let (Some(x), true) = (tx.xclient, self.settings.xclient)
             && self.xclient(x).await?
@@ -102,24 +98,48 @@ impl Session {
         &mut self,
         tx: &Transaction<'_>,
         rset: bool,
-        mut params: MailParams,
+        params: MailParams,
     ) -> Result<Vec<Outcome>, SessionError> {
-        let n = tx.recipients.len();
         let body = canonical(tx.body);
-        params.size = self.caps.size.map(|_| body.len() as u64);
         let inline = body.len() <= BODY_CHUNK;
-        let mut batch = Vec::with_capacity(96 + 64 * n + if inline { body.len() } else { 0 });
-        envelope(tx, rset, params, &mut batch)?;
-        batch.extend_from_slice(b"BDAT ");
-        batch.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-        batch.extend_from_slice(b" LAST\r\n");
+        let mut wire = Vec::with_capacity(96 + 64 * tx.recipients.len());
+        self.chunked(tx, body.len(), rset, params, &mut wire)?;
         if inline {
-            batch.extend_from_slice(&body);
-            self.write(&batch, Phase::Data).await?;
+            wire.extend_from_slice(&body);
+            self.write(&wire, Phase::Data).await?;
         } else {
-            self.write(&batch, Phase::Data).await?;
+            self.write(&wire, Phase::Data).await?;
             self.write(&body, Phase::Data).await?;
         }
+        self.chunked_replies(tx.recipients.len(), rset).await
+    }
+
+    /// Appends the commands of a chunked transaction to `wire`: RSET
+    /// when asked, MAIL, every RCPT and `BDAT size LAST`; the body of
+    /// `size` bytes (canonical) follows.
+    pub(super) fn chunked(
+        &self,
+        tx: &Transaction<'_>,
+        size: usize,
+        rset: bool,
+        mut params: MailParams,
+        wire: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        params.size = self.caps.size.map(|_| size as u64);
+        envelope(tx, rset, params, wire)?;
+        wire.extend_from_slice(b"BDAT ");
+        wire.extend_from_slice(itoa::Buffer::new().format(size).as_bytes());
+        wire.extend_from_slice(b" LAST\r\n");
+        Ok(())
+    }
+
+    /// The replies to a chunked transaction of `n` recipients, and each
+    /// recipient's outcome.
+    pub(super) async fn chunked_replies(
+        &mut self,
+        n: usize,
+        rset: bool,
+    ) -> Result<Vec<Outcome>, SessionError> {
         let (mail, rcpt) = self.envelope_replies(n, rset, true).await?;
         let accepted = match mail.is_positive() {
             true => rcpt.iter().filter(|r| r.is_positive()).count(),
@@ -191,8 +211,17 @@ impl Session {
         self.command(&line, Phase::RcptTo).await
     }
 
+    /// MAIL's parameters for the message, as far as the server offers them.
+    pub(super) fn params(&self, tx: &Transaction<'_>) -> MailParams {
+        MailParams {
+            size: self.caps.size.map(|_| tx.body.len() as u64),
+            eight_bit: tx.eight_bit && self.caps.eight_bit_mime,
+            smtputf8: tx.smtputf8,
+        }
+    }
+
     /// A reason not to start the transaction at all.
-    fn refusal(&self, tx: &Transaction<'_>) -> Option<Reply> {
+    pub(super) fn refusal(&self, tx: &Transaction<'_>) -> Option<Reply> {
         if let Some(limit) = self.caps.size
             && limit > 0
             && tx.body.len() as u64 > limit

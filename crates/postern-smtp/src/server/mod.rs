@@ -118,6 +118,9 @@ pub struct Envelope {
     pub rcpt_to: Vec<String>,
     /// The body came with BDAT (RFC 3030), not DATA.
     pub chunked: bool,
+    /// MAIL came in the same read as the end of the session's previous
+    /// message: the client sent both in one write (RFC 2920).
+    pub pipelined: bool,
 }
 
 /// The answer to the end of DATA.

@@ -44,6 +44,10 @@ struct Session<'h, H: Handler> {
     chunks: Option<Chunks>,
     idle_commands: usize,
     errors: usize,
+    /// Reads from the client so far, and the count when the last message
+    /// ended: a MAIL read with no read since came in the same write.
+    reads: u64,
+    ended_at: Option<u64>,
 }
 
 fn reply(code: u16, status: (u8, u8, u8), text: &str) -> Reply {
@@ -76,6 +80,8 @@ pub async fn serve<H: Handler>(
         chunks: None,
         idle_commands: 0,
         errors: 0,
+        reads: 0,
+        ended_at: None,
     };
     let refused = greeting.code != 220;
     s.push(&greeting);
@@ -145,7 +151,10 @@ impl<H: Handler> Session<'_, H> {
             }
         };
         tokio::select! {
-            n = self.conn.read_more(limit) => Ok(n? > 0),
+            n = self.conn.read_more(limit) => {
+                self.reads += 1;
+                Ok(n? > 0)
+            }
             () = stopping => {
                 self.push(&reply(421, (4, 3, 2), "shutting down, try again later"));
                 self.flush().await?;
@@ -396,6 +405,7 @@ impl<H: Handler> Session<'_, H> {
             smtputf8,
             rcpt_to: Vec::new(),
             chunked: false,
+            pipelined: self.ended_at == Some(self.reads),
         };
         let r = self.handler.mail_from(&envelope).await;
         if r.is_positive() {

@@ -121,6 +121,7 @@ impl<H: Handler> Session<'_, H> {
         body: Vec<u8>,
         too_big: bool,
     ) -> io::Result<Option<End>> {
+        self.ended_at = Some(self.reads);
         self.idle_commands = 0;
         if too_big {
             self.push(&reply(

@@ -1,0 +1,107 @@
+//! Several messages in one write (`Outbound_Messages_Per_Write`) over real
+//! TCP: queued mail of a domain goes to a sink that offers PIPELINING and
+//! CHUNKING a few messages a write, each with its own outcome, and a
+//! session that breaks inside a write leaves no message without a fate.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use common::{TestEngine, delivered, engine, message, sinks, wait_reports};
+use postern_smtp::client::Outcome;
+use postern_testkit::dns::DnsServer;
+use postern_testkit::sink::{Sink, SinkBuilder};
+
+fn start(addr: &str, sink: SinkBuilder, conf: &str) -> (Sink, DnsServer, TestEngine) {
+    let (port, mut s) = sinks(vec![(addr, sink)]);
+    let dns = DnsServer::builder()
+        .mx("pipe.test", 10, "mx.pipe.test")
+        .a("mx.pipe.test", addr.parse().unwrap())
+        .start()
+        .unwrap();
+    // One connection, so that the mail queues behind it.
+    let e = engine(
+        &dns,
+        &format!(
+            "Remote_SMTP_Port = {port}\nRetry_Interval = 600\nAdaptive_Delivery = false\n\
+             Domain \"pipe.test\" {{ Max_Outbound_Connections = 1 }}\n{conf}"
+        ),
+    );
+    (s.remove(0), dns, e)
+}
+
+fn submit(e: &TestEngine, n: u64) {
+    for id in 0..n {
+        let to = format!("r{id}@pipe.test");
+        e.submit(message(id, "default", "pipe.test", &[&to]));
+    }
+}
+
+#[test]
+fn queued_mail_goes_several_messages_a_write_each_with_its_own_outcome() {
+    for per_write in [4, 1] {
+        let (sink, _dns, e) = start(
+            "127.0.3.1",
+            Sink::builder().tempfail_every(3),
+            &format!("Outbound_Messages_Per_Write = {per_write}"),
+        );
+        submit(&e, 24);
+        let reports = wait_reports(&e, 24, Duration::from_secs(60), |_| true);
+        let received = sink.messages();
+        // The sink refused every third message it read; each report says
+        // what the sink did with that very message.
+        let taken: BTreeSet<String> = received.iter().map(|m| m.rcpt_to[0].clone()).collect();
+        let reported: BTreeSet<String> = reports
+            .iter()
+            .filter(|r| delivered(r))
+            .map(|r| r.recipient.clone())
+            .collect();
+        assert_eq!(taken.len(), 16, "per write {per_write}");
+        assert_eq!(reported, taken, "per write {per_write}");
+        assert!(reports.iter().all(|r| r.attempt == 1));
+        let later = reports.iter().filter(|r| !delivered(r));
+        assert!(
+            later
+                .clone()
+                .all(|r| matches!(&r.outcome, Outcome::Transient(x) if x.code == 451)),
+            "{reports:?}"
+        );
+        assert_eq!(later.count(), 8);
+        let pipelined = received.iter().filter(|m| m.pipelined).count();
+        match per_write {
+            1 => assert_eq!(pipelined, 0, "one message a write"),
+            _ => assert!(pipelined >= 12, "only {pipelined} of 24 behind another"),
+        }
+        assert_eq!(sink.connections(), 1);
+    }
+}
+
+#[test]
+fn messages_written_behind_a_broken_one_wait_for_their_retry() {
+    // The sink reads the first message, then drops the session without a
+    // reply: it may have taken it, and the three written behind it too.
+    let (sink, _dns, e) = start(
+        "127.0.3.2",
+        Sink::builder().drop_after_data(),
+        "Outbound_Messages_Per_Write = 4",
+    );
+    submit(&e, 4);
+    let reports = wait_reports(&e, 4, Duration::from_secs(60), |_| true);
+    let soon = SystemTime::now() + Duration::from_secs(300);
+    for r in &reports {
+        assert!(matches!(r.outcome, Outcome::Transient(_)), "{r:?}");
+        assert_eq!(r.attempt, 1);
+        assert!(
+            r.retry_at.is_some_and(|t| t > soon),
+            "retried at once: {r:?}"
+        );
+    }
+    assert_eq!(sink.connections(), 1);
+}

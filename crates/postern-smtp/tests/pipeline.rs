@@ -1,0 +1,151 @@
+//! Several transactions in one write (`Session::send_many`), against the
+//! testkit's sink and against scripted servers for where a session breaks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod scripted;
+
+use std::time::Duration;
+
+use postern_smtp::client::{ClientSettings, Outcome, Phase, Session, SessionError, Transaction};
+use postern_testkit::sink::Sink;
+
+fn settings() -> ClientSettings {
+    let mut s = ClientSettings::new("postern.test", "x");
+    s.timeouts.ehlo = Duration::from_secs(5);
+    s.timeouts.mail_from = Duration::from_secs(5);
+    s.timeouts.rcpt_to = Duration::from_secs(5);
+    s.timeouts.data = Duration::from_secs(5);
+    s
+}
+
+fn tx<'a>(to: &'a [String], body: &'a [u8]) -> Transaction<'a> {
+    Transaction {
+        sender: "s@example.org",
+        recipients: to,
+        body,
+        eight_bit: false,
+        smtputf8: false,
+        xclient: None,
+    }
+}
+
+fn codes(outcomes: &[Vec<Outcome>]) -> Vec<Vec<u16>> {
+    outcomes
+        .iter()
+        .map(|o| o.iter().map(|x| x.reply().code).collect())
+        .collect()
+}
+
+const EHLO: (&str, &str) = ("EHLO", "250-x\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+
+#[tokio::test]
+async fn messages_go_together_and_each_keeps_its_outcomes() {
+    let sink = Sink::builder()
+        .permfail_rcpt("bad@example.com")
+        .start()
+        .unwrap();
+    let mut s = Session::connect(sink.addr(), &settings()).await.unwrap();
+    let (a, bad, c) = (
+        vec!["a@example.com".to_owned()],
+        vec!["bad@example.com".to_owned()],
+        vec!["c@example.com".to_owned(), "bad@example.com".to_owned()],
+    );
+    let sent = s
+        .send_many(&[tx(&a, b"one\r\n"), tx(&bad, b"two\r\n"), tx(&c, b"three\n")])
+        .await;
+    assert!(sent.broke.is_none(), "{:?}", sent.broke);
+    assert_eq!(sent.written, 3);
+    assert_eq!(
+        codes(&sent.outcomes),
+        [vec![250], vec![550], vec![250, 550]]
+    );
+    // A large body goes on its own write.
+    let big = vec![b'x'; 70 * 1024];
+    let sent = s.send_many(&[tx(&a, b"four"), tx(&a, &big)]).await;
+    assert_eq!(codes(&sent.outcomes), [vec![250], vec![250]]);
+    s.quit().await.unwrap();
+    let got = sink.messages();
+    let pipelined: Vec<bool> = got.iter().map(|m| m.pipelined).collect();
+    // The first of each write follows a read of the replies before it.
+    assert_eq!(pipelined, [false, true, false, false]);
+    assert_eq!(got[1].body, b"three\r\n");
+    assert_eq!(got[1].rcpt_to, ["c@example.com"]);
+}
+
+#[tokio::test]
+async fn every_message_is_written_before_any_reply_is_read() {
+    // The server answers nothing until it has read both messages: a
+    // client that waited for the first one's replies would time out.
+    let server = scripted::start(&[
+        ("", "220 x\r\n"),
+        EHLO,
+        ("MAIL", ""),
+        ("RCPT", ""),
+        ("BDAT 3 LAST", ""),
+        ("x", ""),
+        ("RSET", ""),
+        ("MAIL", ""),
+        ("RCPT", ""),
+        ("BDAT 3 LAST", ""),
+        (
+            "y",
+            "250 ok\r\n250 ok\r\n250 queued 1\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 queued 2\r\n",
+        ),
+    ]);
+    let mut s = Session::connect(server, &settings()).await.unwrap();
+    let to = vec!["a@example.com".to_owned()];
+    let sent = s.send_many(&[tx(&to, b"x"), tx(&to, b"y")]).await;
+    assert!(sent.broke.is_none(), "{:?}", sent.broke);
+    let finals: Vec<String> = sent
+        .outcomes
+        .iter()
+        .map(|o| o[0].reply().to_string())
+        .collect();
+    assert_eq!(finals, ["250 queued 1", "250 queued 2"]);
+}
+
+/// Two messages in one write to a server that follows `second` after
+/// answering the first: what completed, and where the session broke.
+async fn break_at_second(second: &[(&str, &str)]) -> (usize, SessionError, usize) {
+    let mut script = vec![
+        ("", "220 x\r\n"),
+        EHLO,
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT 3 LAST", "250 queued\r\n"),
+        ("x", ""),
+    ];
+    script.extend_from_slice(second);
+    let server = scripted::start(&script);
+    let mut s = Session::connect(server, &settings()).await.unwrap();
+    let to = vec!["a@example.com".to_owned()];
+    let sent = s
+        .send_many(&[tx(&to, b"x"), tx(&to, b"x"), tx(&to, b"x")])
+        .await;
+    (sent.outcomes.len(), sent.broke.unwrap(), sent.written)
+}
+
+#[tokio::test]
+async fn where_the_session_breaks_decides_the_fate_of_the_messages_behind() {
+    // Closed before RSET was answered: the second message was not read.
+    let (done, e, written) = break_at_second(&[("QUIT", "")]).await;
+    assert_eq!((done, e.phase(), written), (1, Some(Phase::Rset), 3));
+    // 421 to MAIL: the server refused and closes.
+    let (done, e, _) =
+        break_at_second(&[("RSET", "250 ok\r\n"), ("MAIL", "421 4.7.0 slow down\r\n")]).await;
+    assert_eq!(done, 1);
+    assert!(
+        matches!(&e, SessionError::Rejected { reply, .. } if reply.code == 421),
+        "{e:?}"
+    );
+    // Lost after MAIL was answered: the message was sent, it may have
+    // arrived.
+    let (done, e, written) =
+        break_at_second(&[("RSET", "250 ok\r\n"), ("MAIL", "250 ok\r\n"), ("QUIT", "")]).await;
+    assert_eq!((done, e.phase(), written), (1, Some(Phase::DataEnd), 3));
+}
