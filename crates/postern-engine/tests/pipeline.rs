@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use common::{TestEngine, delivered, engine, message, sinks, wait_reports};
+use postern_engine::QueuedMessage;
 use postern_smtp::client::Outcome;
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::{Sink, SinkBuilder};
@@ -103,5 +104,64 @@ fn messages_written_behind_a_broken_one_wait_for_their_retry() {
             "retried at once: {r:?}"
         );
     }
+    assert_eq!(sink.connections(), 1);
+}
+
+#[test]
+fn domains_that_share_a_host_share_its_writes() {
+    let addr = "127.0.3.3";
+    let (port, mut s) = sinks(vec![(addr, Sink::builder())]);
+    let sink = s.remove(0);
+    let dns = DnsServer::builder()
+        .mx("x.pipe.test", 10, "mx.pipe.test")
+        .mx("y.pipe.test", 10, "mx.pipe.test")
+        .a("mx.pipe.test", addr.parse().unwrap())
+        .start()
+        .unwrap();
+    let e = engine(
+        &dns,
+        &format!(
+            "Remote_SMTP_Port = {port}\nIdle_Timeout = 600\nOutbound_Messages_Per_Write = 4\n\
+             Host \"mx.pipe.test\" {{ Max_Outbound_Connections = 1 }}"
+        ),
+    );
+    let mail = |id: u64, domain: &str| -> QueuedMessage {
+        let to = format!("r{id}@{domain}");
+        message(id, "default", domain, &[&to])
+    };
+    // A message each: the domains have their routes, and the host's one
+    // connection is open and waits.
+    e.submit(mail(0, "x.pipe.test"));
+    e.submit(mail(10, "y.pipe.test"));
+    wait_reports(&e, 2, Duration::from_secs(30), delivered);
+    // Both domains' mail comes in one submission: the waiting connection
+    // takes both domains' batches for its next write.
+    let both: Vec<QueuedMessage> = (1..9)
+        .map(|id| {
+            mail(
+                id,
+                if id % 2 == 0 {
+                    "y.pipe.test"
+                } else {
+                    "x.pipe.test"
+                },
+            )
+        })
+        .collect();
+    e.submit_all(both);
+    let reports = wait_reports(&e, 8, Duration::from_secs(30), |_| true);
+    assert!(reports.iter().all(delivered), "{reports:?}");
+    let got = sink.messages();
+    assert_eq!(got.len(), 10);
+    let first_write: Vec<&str> = got[2..6]
+        .iter()
+        .map(|m| m.rcpt_to[0].split('@').nth(1).unwrap())
+        .collect();
+    let pipelined: Vec<bool> = got[2..6].iter().map(|m| m.pipelined).collect();
+    assert_eq!(pipelined, [false, true, true, true], "{first_write:?}");
+    assert!(
+        first_write.contains(&"x.pipe.test") && first_write.contains(&"y.pipe.test"),
+        "{first_write:?}"
+    );
     assert_eq!(sink.connections(), 1);
 }

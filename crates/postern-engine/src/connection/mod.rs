@@ -1,15 +1,16 @@
 //! The connection actor: one outbound SMTP/LMTP session on a delivery
 //! event loop, in its MX host's pool. It connects, then asks its host for
-//! work (with the outcomes of the last batch) and delivers what it gets,
-//! of any domain routed to the host, until the host has nothing for it,
-//! the session has made `Max_Deliveries_Per_Connection` deliveries, or the
-//! session breaks.
+//! work (with the outcomes of its last write) and delivers what it gets,
+//! of any domain routed to the host, up to `Outbound_Messages_Per_Write`
+//! batches a write, until the host has nothing for it, the session has
+//! made `Max_Deliveries_Per_Connection` deliveries, or the session breaks.
 //!
 //! It reports to its host through its loop's [`Relay`], in order: the
-//! session opened, each request for work (with the last batch's
-//! outcomes), and its end. A [`Guard`] holds the connection's batch while
-//! it is out and sends the one end report when dropped, so that whatever
-//! ends the actor (a panic included) gives its slot and its batch back.
+//! session opened, each request for work (with the last write's
+//! outcomes), and its end (with the batches behind the one it broke on).
+//! A [`Guard`] holds the connection's batches while they are out and
+//! sends the one end report when dropped, so that whatever ends the actor
+//! (a panic included) gives its slot and its batches back.
 
 mod failure;
 mod relay;

@@ -11,6 +11,8 @@
 
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use super::cluster::Slot;
 use super::control::Pace;
 use super::timers::Timer;
@@ -27,36 +29,18 @@ impl Core {
     /// the first usable level, and those hosts (and any probe due at a
     /// better level) dispatch.
     pub(super) fn offer(&mut self, d: DomainId) {
-        self.read_back(d);
+        self.offer_all(std::slice::from_ref(&d));
+    }
+
+    /// [`Core::offer`] for several domains: each joins its rings first,
+    /// then the hosts dispatch, so that a host sees all of its new mail
+    /// at once (and a connection may take several domains' batches for
+    /// one write).
+    pub(super) fn offer_all(&mut self, domains: &[DomainId]) {
         let now = Instant::now();
-        let Some(dom) = self.domain(d) else {
-            return;
-        };
-        if !dom.has_work() || self.draining {
-            return;
-        }
-        if dom.table.stale(now) {
-            self.request_table(d);
-        }
         let (mut enlist, mut to_dispatch) = std::mem::take(&mut self.scratch);
-        let Some(dom) = self.domain(d) else {
-            return;
-        };
-        let first = dom.first_usable_level(&self.hosts);
-        for (level, h) in &dom.levels {
-            if first.is_some_and(|f| *level > f) {
-                break;
-            }
-            enlist.push(*h);
-            if self
-                .host(*h)
-                .is_some_and(|x| x.usable() || x.reach == Reach::Probing)
-            {
-                to_dispatch.push(*h);
-            }
-        }
-        for h in enlist.drain(..) {
-            self.enlist(d, h);
+        for d in domains {
+            self.enlist_levels(*d, now, &mut enlist, &mut to_dispatch);
         }
         // Rounds over the hosts, so that equal hosts open in turn.
         loop {
@@ -70,6 +54,48 @@ impl Core {
         }
         to_dispatch.clear();
         self.scratch = (enlist, to_dispatch);
+    }
+
+    /// The domain, if it has work, joins the rings of its hosts down to
+    /// the first usable level; the usable ones (and a probe) are added to
+    /// `to_dispatch`.
+    fn enlist_levels(
+        &mut self,
+        d: DomainId,
+        now: Instant,
+        enlist: &mut Vec<HostId>,
+        to_dispatch: &mut Vec<HostId>,
+    ) {
+        self.read_back(d);
+        let Some(dom) = self.domain(d) else {
+            return;
+        };
+        if !dom.has_work() || self.draining {
+            return;
+        }
+        if dom.table.stale(now) {
+            self.request_table(d);
+        }
+        let Some(dom) = self.domain(d) else {
+            return;
+        };
+        let first = dom.first_usable_level(&self.hosts);
+        for (level, h) in &dom.levels {
+            if first.is_some_and(|f| *level > f) {
+                break;
+            }
+            enlist.push(*h);
+            if !to_dispatch.contains(h)
+                && self
+                    .host(*h)
+                    .is_some_and(|x| x.usable() || x.reach == Reach::Probing)
+            {
+                to_dispatch.push(*h);
+            }
+        }
+        for h in enlist.drain(..) {
+            self.enlist(d, h);
+        }
     }
 
     fn enlist(&mut self, d: DomainId, h: HostId) {
@@ -181,10 +207,9 @@ impl Core {
         None
     }
 
-    /// Up to `room` batches for one write: after `first`, more of its
-    /// domain's ready mail, as far as the domain's throttle and the host's
-    /// rate allow. They come from one domain, so that the connection
-    /// counts once against that domain's `Max_Outbound_Connections`.
+    /// Up to `room` batches for one write: after `first`, the next ones
+    /// the host would hand out anyway (its ring's next domains, each
+    /// within its limits and throttle, at the host's rate).
     pub(super) fn fill(
         &mut self,
         h: HostId,
@@ -192,27 +217,12 @@ impl Core {
         room: usize,
         now: Instant,
     ) -> Vec<Batch> {
-        let d = first.queue;
         let mut batches = Vec::with_capacity(room);
         batches.push(first);
-        while batches.len() < room && self.domain(d).is_some_and(|dom| dom.has_work()) {
-            if self
-                .host_mut(h)
-                .is_none_or(|x| x.adaptive.take(now).is_err())
-            {
-                break;
-            }
-            let batch = match self.paced(d, Pace::Messages, now) {
-                true => self.domain_mut(d).and_then(|dom| dom.active.pop_front()),
-                false => None,
-            };
-            let Some(batch) = batch else {
-                if let Some(host) = self.host_mut(h) {
-                    host.adaptive.refund();
-                }
+        while batches.len() < room {
+            let Some(batch) = self.next_batch(h, now) else {
                 break;
             };
-            self.read_back(d);
             batches.push(batch);
         }
         batches
@@ -282,7 +292,7 @@ impl Core {
                 _host: host.opening.lease(),
                 _domain: dom.opening.lease(),
             }),
-            carrying: None,
+            carrying: SmallVec::new(),
             idle_since: None,
         };
         let id = self.next_conn;
@@ -298,20 +308,27 @@ impl Core {
         });
     }
 
-    /// Gives batches of one domain to a connection, which now carries
-    /// mail of the domain and no longer waits; they go back to their
-    /// domain if the connection is gone (then, or when the answer reaches
-    /// it).
+    /// Gives batches to a connection, which now carries mail of their
+    /// domains (counted once each) and no longer waits; they go back to
+    /// their domains if the connection is gone (then, or when the answer
+    /// reaches it).
     pub(super) fn hand(&mut self, conn: ConnId, batches: Vec<Batch>, to: AnswerTo) {
-        let Some(d) = batches.first().map(|b| b.queue) else {
-            return self.answer(conn, to, batches);
-        };
-        let lease = self.domain(d).map(|dom| dom.carrying.lease());
-        let (Some(c), Some(lease), false) = (self.conns.get_mut(&conn), lease, to.is_closed())
-        else {
+        if to.is_closed() || !self.conns.contains_key(&conn) {
             return batches.into_iter().rev().for_each(|b| self.back(b));
+        }
+        let mut carrying = SmallVec::new();
+        for b in &batches {
+            let d = b.queue;
+            if carrying.iter().all(|(x, _)| *x != d)
+                && let Some(dom) = self.domain(d)
+            {
+                carrying.push((d, dom.carrying.lease()));
+            }
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
         };
-        c.carrying = Some((d, lease));
+        c.carrying = carrying;
         c.idle_since = None;
         let event_loop = c.event_loop;
         self.actions.push(Action::Answer {

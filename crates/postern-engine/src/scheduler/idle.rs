@@ -109,7 +109,7 @@ mod tests {
             event_loop: 0,
             _cluster: None,
             opening: None,
-            carrying: None,
+            carrying: smallvec::SmallVec::new(),
             idle_since: None,
         }
     }

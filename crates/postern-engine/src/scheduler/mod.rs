@@ -14,6 +14,7 @@ mod cluster;
 mod control;
 mod dispatch;
 mod idle;
+mod intake;
 mod outcome;
 mod query;
 mod retry;
@@ -23,11 +24,12 @@ mod timers;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use actix::prelude::*;
 use postern_conf::{Config, Directive, ReplyClass, Value};
 use postern_dns::Dns;
+use smallvec::SmallVec;
 
 pub(crate) use self::backlog::SubmitSpooled;
 pub(crate) use self::callout::{EndCallout, ReserveCallout};
@@ -45,7 +47,7 @@ use crate::connection::{Connection, Relay};
 use crate::domain::{Domain, Limits, QueueKey};
 use crate::ids::{ConnId, DomainId, HostId, IdMap};
 use crate::lease::{Gauge, Lease};
-use crate::message::{Backlog, Batch, Failure, QueuedMessage, Spooled};
+use crate::message::{Backlog, Batch, Failure, Spooled};
 use crate::messages::{Answer, AnswerTo, Answers, Report, Reports, Returned, Submit};
 use crate::mx_host::{HostKey, MxHost, Peer};
 use crate::outbound::TlsCache;
@@ -107,8 +109,8 @@ struct Conn {
     /// Its slot in the cluster's count of the host's connections.
     _cluster: Option<postern_cluster::Lease>,
     opening: Option<Opening>,
-    /// The domain whose batch it carries now.
-    carrying: Option<(DomainId, Lease)>,
+    /// The domains whose batches it carries now, each counted once.
+    carrying: SmallVec<[(DomainId, Lease); 2]>,
     /// Waiting in its host's pool since then.
     idle_since: Option<Instant>,
 }
@@ -168,6 +170,10 @@ pub(crate) struct Core {
     actions: Vec<Action>,
     /// Reused lists of hosts for [`Core::offer`].
     scratch: (Vec<HostId>, Vec<HostId>),
+    /// Offers wait while a submission is queued ([`Core::submit_all`]),
+    /// one for each domain.
+    holding_offers: bool,
+    held_offers: Vec<DomainId>,
     /// Test hook: a connection given a batch for this recipient panics.
     panic_on: Option<Arc<str>>,
     /// Reply classes and rules.
@@ -234,6 +240,8 @@ impl Core {
             lookup_queue: VecDeque::new(),
             actions: Vec::new(),
             scratch: (Vec::new(), Vec::new()),
+            holding_offers: false,
+            held_offers: Vec::new(),
             panic_on: None,
             classifier: Classifier::new(&config_for_rules),
             replies: ReplyClass::ALL
@@ -297,49 +305,6 @@ impl Core {
 
     fn host_mut(&mut self, id: HostId) -> Option<&mut MxHost> {
         self.hosts.get_mut(id.0 as usize)
-    }
-
-    /// Queues a message: its batches join the domain's ready mail, or it
-    /// waits in the spool behind the domain's mail there.
-    pub(crate) fn submit(&mut self, message: QueuedMessage) {
-        let d = match self.find_domain(&message.binding, &message.domain) {
-            Some(d) => d,
-            None => self.domain_id(&QueueKey {
-                binding: message.binding.clone(),
-                domain: message.domain.clone(),
-            }),
-        };
-        if self.spill(d, &message) {
-            return;
-        }
-        self.queue(d, message);
-    }
-
-    /// Queues a message in memory: its batches join the domain's ready
-    /// mail (or its delayed mail, until a stored next attempt).
-    fn queue(&mut self, d: DomainId, mut message: QueuedMessage) {
-        let Some(dom) = self.domain(d) else {
-            return;
-        };
-        // The queue's copies of the names, not one pair per message.
-        message.binding = dom.key.binding.clone();
-        message.domain = dom.key.domain.clone();
-        let size = dom.limits.batch_size;
-        // A stored schedule (after a restart) holds the message until then.
-        let wait = message
-            .not_before
-            .and_then(|t| t.duration_since(SystemTime::now()).ok());
-        for batch in Batch::split(message, size, d) {
-            if let Some(wait) = wait {
-                self.delay(batch, Instant::now() + wait);
-                continue;
-            }
-            self.enter(&batch);
-            if let Some(dom) = self.domain_mut(d) {
-                dom.active.push_back(batch);
-            }
-        }
-        self.offer(d);
     }
 
     /// What the actor must do now.
@@ -502,9 +467,7 @@ impl Handler<Submit> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, Submit(messages): Submit, ctx: &mut Context<Self>) {
-        for message in messages {
-            self.core.submit(message);
-        }
+        self.core.submit_all(messages);
         self.sync(ctx);
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use postern_conf::ReplyClass;
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
+use smallvec::SmallVec;
 
 use super::Core;
 use super::timers::Timer;
@@ -67,17 +68,18 @@ impl Core {
         c.opening = None;
         // A closing connection still counts for its domain until it is
         // gone, so that no other opens for the same mail meanwhile.
-        let carried = if closing {
-            c.carrying.as_ref().map(|(d, _)| *d)
-        } else {
-            c.carrying.take().map(|(d, _lease)| d)
-        };
+        let carried: SmallVec<[DomainId; 2]> = c.carrying.iter().map(|(d, _)| *d).collect();
+        if !closing {
+            c.carrying.clear();
+        }
         for f in finished {
             self.finished(h, conn, f, now);
         }
         self.next_for(conn, h, closing, now, (answer, room));
-        if let (Some(d), false) = (carried, closing) {
-            self.offer(d);
+        if !closing {
+            for d in carried {
+                self.offer(d);
+            }
         }
     }
 
@@ -279,13 +281,15 @@ impl Core {
         };
         let h = c.host;
         let opened_for = c.opening.as_ref().map(|o| o.domain);
-        let carried = c.carrying.as_ref().map(|(d, _)| *d);
+        let mut owners: SmallVec<[DomainId; 2]> = c.carrying.iter().map(|(d, _)| *d).collect();
+        if owners.is_empty() {
+            owners.extend(opened_for);
+        }
         drop(c);
         self.forget_idle(h, conn);
         if !matches!(end, End::Closed) {
             metrics::counter!(postern_metrics::CONNECTION_FAILURES).increment(1);
         }
-        let owner = carried.or(opened_for);
         // Batches behind the broken one whose message reached the server
         // share its fate: they may have arrived.
         let broke_with = match &end {
@@ -369,7 +373,7 @@ impl Core {
         }
         self.behind(h, broke_with.as_ref(), behind);
         self.dispatch(h, now);
-        if let Some(d) = owner {
+        for d in owners {
             self.offer(d);
         }
         self.feed_starved(now);
