@@ -20,22 +20,31 @@ use postern_smtp::client::Outcome;
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::{Sink, SinkBuilder};
 
-fn start(addr: &str, sink: SinkBuilder, conf: &str) -> (Sink, DnsServer, TestEngine) {
+/// A sink at `addr`, the MX host `mx.pipe.test` of every domain, and an
+/// engine with `conf`.
+fn setup(
+    addr: &str,
+    sink: SinkBuilder,
+    domains: &[&str],
+    conf: &str,
+) -> (Sink, DnsServer, TestEngine) {
     let (port, mut s) = sinks(vec![(addr, sink)]);
-    let dns = DnsServer::builder()
-        .mx("pipe.test", 10, "mx.pipe.test")
-        .a("mx.pipe.test", addr.parse().unwrap())
-        .start()
-        .unwrap();
-    // One connection, so that the mail queues behind it.
-    let e = engine(
-        &dns,
-        &format!(
-            "Remote_SMTP_Port = {port}\nRetry_Interval = 600\nAdaptive_Delivery = false\n\
-             Domain \"pipe.test\" {{ Max_Outbound_Connections = 1 }}\n{conf}"
-        ),
-    );
+    let mut dns = DnsServer::builder().a("mx.pipe.test", addr.parse().unwrap());
+    for d in domains {
+        dns = dns.mx(d, 10, "mx.pipe.test");
+    }
+    let dns = dns.start().unwrap();
+    let e = engine(&dns, &format!("Remote_SMTP_Port = {port}\n{conf}"));
     (s.remove(0), dns, e)
+}
+
+fn start(addr: &str, sink: SinkBuilder, conf: &str) -> (Sink, DnsServer, TestEngine) {
+    // One connection, so that the mail queues behind it.
+    let conf = format!(
+        "Retry_Interval = 600\nAdaptive_Delivery = false\n\
+         Domain \"pipe.test\" {{ Max_Outbound_Connections = 1 }}\n{conf}"
+    );
+    setup(addr, sink, &["pipe.test"], &conf)
 }
 
 fn submit(e: &TestEngine, n: u64) {
@@ -109,21 +118,12 @@ fn messages_written_behind_a_broken_one_wait_for_their_retry() {
 
 #[test]
 fn domains_that_share_a_host_share_its_writes() {
-    let addr = "127.0.3.3";
-    let (port, mut s) = sinks(vec![(addr, Sink::builder())]);
-    let sink = s.remove(0);
-    let dns = DnsServer::builder()
-        .mx("x.pipe.test", 10, "mx.pipe.test")
-        .mx("y.pipe.test", 10, "mx.pipe.test")
-        .a("mx.pipe.test", addr.parse().unwrap())
-        .start()
-        .unwrap();
-    let e = engine(
-        &dns,
-        &format!(
-            "Remote_SMTP_Port = {port}\nIdle_Timeout = 600\nOutbound_Messages_Per_Write = 4\n\
-             Host \"mx.pipe.test\" {{ Max_Outbound_Connections = 1 }}"
-        ),
+    let (sink, _dns, e) = setup(
+        "127.0.3.3",
+        Sink::builder(),
+        &["x.pipe.test", "y.pipe.test"],
+        "Idle_Timeout = 600\nOutbound_Messages_Per_Write = 4\n\
+         Host \"mx.pipe.test\" { Max_Outbound_Connections = 1 }",
     );
     let mail = |id: u64, domain: &str| -> QueuedMessage {
         let to = format!("r{id}@{domain}");

@@ -141,14 +141,21 @@ impl Adaptive {
         self.last_signal.is_none_or(|t| now >= t + self.quiet)
     }
 
-    /// A transaction went through.
-    pub(crate) fn success(&mut self, now: Instant) {
+    /// A transaction went through; `in_use` connections of the host are
+    /// past their setup. Above the ceiling the limit grows only while the
+    /// host uses it: a limit one past the connections that carry mail has
+    /// not been tried yet, and must not grow on the others' successes
+    /// (a write's several outcomes at once would raise it past the probe
+    /// before the probe is answered).
+    pub(crate) fn success(&mut self, now: Instant, in_use: usize) {
         self.count_delivery(now);
         if !self.enabled {
             return;
         }
         let below = self.ceiling.is_none_or(|c| self.limit + 1.0 <= c);
-        if below || self.quiet_passed(now) {
+        #[allow(clippy::cast_precision_loss)]
+        let untried = (in_use as f64) < self.limit.floor();
+        if below || (self.quiet_passed(now) && !untried) {
             let top = self.max.map_or(f64::MAX, |m| m as f64);
             self.limit = (self.limit + 1.0 / self.limit).min(top);
             if self.ceiling.is_some_and(|c| self.limit >= c + 1.0) {
@@ -297,7 +304,7 @@ mod tests {
         let now = Instant::now();
         let mut a = Adaptive::new(true, Some(20), now);
         for _ in 0..40 {
-            a.success(now);
+            a.success(now, 4);
         }
         let before = a.limit().unwrap_or(0);
         assert!(before >= 6, "slow start grows: {before}");
@@ -308,7 +315,7 @@ mod tests {
         assert_eq!(a.limit(), Some(3));
         let mut seen = vec![3];
         for _ in 0..20 {
-            a.success(now);
+            a.success(now, 3);
             seen.push(a.limit().unwrap_or(0));
         }
         // Refused at 4: it climbs back to 3 and waits there.
@@ -316,9 +323,22 @@ mod tests {
         assert!(a.next_probe().is_some(), "waits below the ceiling");
         let later = now + Duration::from_secs(6);
         for _ in 0..10 {
-            a.success(later);
+            a.success(later, 3);
         }
-        assert!(a.limit() >= Some(4), "above the ceiling once it was quiet");
+        assert_eq!(a.limit(), Some(4), "above the ceiling once it was quiet");
+        // The fourth connection is not in use yet: the others' successes
+        // do not take the limit past it.
+        for _ in 0..10 {
+            a.success(later, 3);
+        }
+        assert_eq!(a.limit(), Some(4), "grew past a limit not yet tried");
+        assert!(a.next_probe().is_some(), "the ceiling still stands");
+        // Once it carries mail without a refusal, the host allows more.
+        for _ in 0..10 {
+            a.success(later, 4);
+        }
+        assert!(a.limit() >= Some(5));
+        assert!(a.next_probe().is_none(), "the ceiling is gone");
     }
 
     #[test]
@@ -326,7 +346,7 @@ mod tests {
         let start = Instant::now();
         let mut a = Adaptive::new(true, None, start);
         for i in 0..100u32 {
-            a.success(start + Duration::from_millis(u64::from(i) * 10));
+            a.success(start + Duration::from_millis(u64::from(i) * 10), 1);
         }
         let t = start + Duration::from_millis(995);
         a.signal(ReplyClass::RateLimited, "451 4.7.28".into(), 1, 1, 2, t);
@@ -336,7 +356,7 @@ mod tests {
         let mut rates = Vec::new();
         for _ in 0..5 {
             t += Duration::from_millis(1001);
-            a.success(t);
+            a.success(t, 1);
             rates.push(a.rate().unwrap_or(0.0));
         }
         // Up to just below where it was refused, a wait there, then a probe.

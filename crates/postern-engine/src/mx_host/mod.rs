@@ -242,6 +242,7 @@ impl MxHost {
 
     /// A transaction went through.
     pub(crate) fn success(&mut self, now: Instant) {
-        self.adaptive.success(now);
+        let in_use = self.open.get().saturating_sub(self.opening.get());
+        self.adaptive.success(now, in_use);
     }
 }
