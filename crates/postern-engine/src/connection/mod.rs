@@ -53,6 +53,7 @@ impl Actor for Connection {
             id: self.id,
             relay: self.relay.clone(),
             carried: Vec::new(),
+            finished: Vec::new(),
             end: None,
         };
         let run = run(
@@ -72,6 +73,8 @@ struct Guard {
     relay: Recipient<Report>,
     /// The batches being carried, in the order they go.
     carried: Vec<Batch>,
+    /// Outcomes not reported yet.
+    finished: Vec<Finished>,
     /// How it ended, when it ended as planned, and the batches behind.
     end: Option<(End, Vec<Behind>)>,
 }
@@ -82,8 +85,26 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// Reports the outcomes not reported yet, with the connection closing.
+    fn report_finished(&mut self) {
+        if self.finished.is_empty() {
+            return;
+        }
+        let (answer, _) = oneshot::channel();
+        self.relay.do_send(Report::Want(WantWork {
+            id: self.id,
+            finished: std::mem::take(&mut self.finished),
+            closing: true,
+            room: 1,
+            answer,
+        }));
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
+        self.report_finished();
         let (end, behind) = self
             .end
             .take()
@@ -110,7 +131,6 @@ async fn run(
         Arc::from(why)
     });
     let mut sent = 0u64;
-    let mut finished = Vec::new();
     loop {
         let left = match max_deliveries {
             0 => u64::MAX,
@@ -119,7 +139,7 @@ async fn run(
         let (answer, next) = oneshot::channel();
         guard.relay.do_send(Report::Want(WantWork {
             id: guard.id,
-            finished: std::mem::take(&mut finished),
+            finished: std::mem::take(&mut guard.finished),
             closing: left == 0,
             room: usize::try_from(left)
                 .unwrap_or(usize::MAX)
@@ -154,7 +174,7 @@ async fn run(
                     batches.push(batch);
                     loaded.push(body);
                 }
-                Err(e) => finished.push(unreadable(batch, &e)),
+                Err(e) => guard.finished.push(unreadable(batch, &e)),
             }
         }
         if batches.is_empty() {
@@ -183,7 +203,7 @@ async fn run(
         let mut completed = std::mem::take(&mut guard.carried);
         let mut rest = completed.split_off(done.min(completed.len())).into_iter();
         for (batch, outcomes) in completed.into_iter().zip(result.outcomes) {
-            finished.push(Finished {
+            guard.finished.push(Finished {
                 batch,
                 outcomes,
                 tls_problem: tls_problem.clone(),
@@ -192,17 +212,8 @@ async fn run(
         let Some(e) = result.broke else {
             continue;
         };
-        // What completed is reported first; then the session's end.
-        if !finished.is_empty() {
-            let (answer, _) = oneshot::channel();
-            guard.relay.do_send(Report::Want(WantWork {
-                id: guard.id,
-                finished,
-                closing: true,
-                room: 1,
-                answer,
-            }));
-        }
+        // What completed is reported first (as the guard drops); then
+        // the session's end.
         let Some(batch) = rest.next() else {
             return guard.end(End::Closed);
         };

@@ -217,7 +217,7 @@ impl Core {
         room: usize,
         now: Instant,
     ) -> Vec<Batch> {
-        let mut batches = Vec::with_capacity(room);
+        let mut batches = Vec::with_capacity(room.min(8));
         batches.push(first);
         while batches.len() < room {
             let Some(batch) = self.next_batch(h, now) else {

@@ -491,7 +491,8 @@ impl Handler<Returned> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, Returned(batches): Returned, ctx: &mut Context<Self>) {
-        for batch in batches {
+        // Last first: each goes back to the head of its queue.
+        for batch in batches.into_iter().rev() {
             self.core.returned(batch);
         }
         self.sync(ctx);

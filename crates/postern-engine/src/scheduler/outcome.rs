@@ -290,12 +290,16 @@ impl Core {
         if !matches!(end, End::Closed) {
             metrics::counter!(postern_metrics::CONNECTION_FAILURES).increment(1);
         }
-        // Batches behind the broken one whose message reached the server
-        // share its fate: they may have arrived.
-        let broke_with = match &end {
+        // Batches behind the one the session ended on: those the server
+        // may have read whole wait for their retry, unless it closed the
+        // session before them (421) or had closed it while idle; the
+        // others go back first, so that the ended one stays ahead of them.
+        let arrived = match &end {
             End::Broken { reply, .. } => Some(reply.clone()),
+            End::Rejected { reply, .. } if reply.code != 421 => Some(reply.clone()),
             _ => None,
         };
+        self.behind(h, arrived.as_ref(), behind);
         match end {
             End::Closed => {}
             End::Refused {
@@ -371,7 +375,6 @@ impl Core {
                 }
             }
         }
-        self.behind(h, broke_with.as_ref(), behind);
         self.dispatch(h, now);
         for d in owners {
             self.offer(d);
@@ -380,12 +383,12 @@ impl Core {
     }
 
     /// The batches that went behind the one a session ended with: those
-    /// whose message reached a server that then broke off wait for their
-    /// retry (they may have arrived); the others were not attempted and go
-    /// back to the head of their queue, in order.
-    fn behind(&mut self, h: HostId, broke_with: Option<&Reply>, behind: Vec<Behind>) {
+    /// whose message the server may have read whole (`arrived` is the
+    /// reply that ended it) wait for their retry; the others were not
+    /// attempted and go back to the head of their queue, in order.
+    fn behind(&mut self, h: HostId, arrived: Option<&Reply>, behind: Vec<Behind>) {
         for b in behind.into_iter().rev() {
-            match broke_with.filter(|_| b.written) {
+            match arrived.filter(|_| b.written) {
                 Some(reply) => {
                     let failed = self.transient(b.batch.clone(), reply, self.host_info(h), None);
                     self.settle(&b.batch, failed);

@@ -8,7 +8,7 @@
 //! reached the server.
 
 use crate::body::canonical;
-use crate::client::transaction::BODY_CHUNK;
+use crate::client::transaction::{BODY_CHUNK, Rset};
 use crate::client::{Outcome, Phase, Session, SessionError, Transaction};
 
 /// What became of transactions sent together.
@@ -20,9 +20,10 @@ pub struct Sent {
     /// Why the session broke at the next transaction, when it did. The
     /// session must then be dropped.
     pub broke: Option<SessionError>,
-    /// How many transactions, from the first, had their whole message
-    /// written to the server. Those behind the broken one, within this
-    /// count, may have been delivered; the others were never started.
+    /// How many transactions, from the first, the server may have read
+    /// whole (every one of a write that failed part way). Those behind
+    /// the broken one, within this count, may have been delivered; the
+    /// others were never started.
     pub written: usize,
 }
 
@@ -85,21 +86,24 @@ impl Session {
             wire.extend_from_slice(body);
             ready += 1;
         }
+        // Whatever part of the write failed, the server may have read
+        // whole messages before it: all of them count as written, and the
+        // error as lost after the end of the data.
         let mut sent = Sent {
             outcomes: Vec::with_capacity(ready),
             broke: None,
-            written: 0,
+            written: ready,
         };
-        if let Err(e) = self.write(&wire, Phase::Data).await {
+        if let Err(e) = self.write(&wire, Phase::DataEnd).await {
             sent.broke = Some(e);
             return sent;
         }
-        sent.written = ready;
         for (i, tx) in txs.iter().take(ready).enumerate() {
-            match self
-                .chunked_replies(tx.recipients.len(), used || i > 0)
-                .await
-            {
+            let rset = match i {
+                0 => Rset::after(used),
+                _ => Rset::Behind,
+            };
+            match self.chunked_replies(tx.recipients.len(), rset).await {
                 Ok(o) => sent.outcomes.push(o),
                 Err(e) => {
                     sent.broke = Some(e);

@@ -67,7 +67,7 @@ impl Session {
         envelope(tx, rset, params, &mut batch)?;
         batch.extend_from_slice(b"DATA\r\n");
         self.write(&batch, Phase::MailFrom).await?;
-        let (mail, rcpt) = self.envelope_replies(n, rset, false).await?;
+        let (mail, rcpt) = self.envelope_replies(n, Rset::after(rset), false).await?;
         let data = self.read(Phase::RcptTo).await?;
         let accepted = rcpt.iter().filter(|r| r.is_positive()).count();
         if data.code == 354 && (!mail.is_positive() || accepted == 0) {
@@ -111,7 +111,8 @@ impl Session {
             self.write(&wire, Phase::Data).await?;
             self.write(&body, Phase::Data).await?;
         }
-        self.chunked_replies(tx.recipients.len(), rset).await
+        self.chunked_replies(tx.recipients.len(), Rset::after(rset))
+            .await
     }
 
     /// Appends the commands of a chunked transaction to `wire`: RSET
@@ -138,7 +139,7 @@ impl Session {
     pub(super) async fn chunked_replies(
         &mut self,
         n: usize,
-        rset: bool,
+        rset: Rset,
     ) -> Result<Vec<Outcome>, SessionError> {
         let (mail, rcpt) = self.envelope_replies(n, rset, true).await?;
         let accepted = match mail.is_positive() {
@@ -174,16 +175,20 @@ impl Session {
     async fn envelope_replies(
         &mut self,
         n: usize,
-        rset: bool,
+        rset: Rset,
         message_sent: bool,
     ) -> Result<(Reply, Vec<Reply>), SessionError> {
         let phase = |p| if message_sent { Phase::DataEnd } else { p };
-        if rset {
+        match rset {
+            Rset::No => {}
             // A reused session the server has closed ends here, at RSET,
             // before the server read anything else: the batch goes again
             // at once. A server that refuses RSET otherwise may still
             // have taken a message sent behind it.
-            check_rset(self.read(Phase::Rset).await?, phase(Phase::Rset))?;
+            Rset::Idle => check_rset(self.read(Phase::Rset).await?, phase(Phase::Rset))?,
+            // Behind another message of the same write: the server was
+            // reading on, so a session lost here may have taken this one.
+            Rset::Behind => check_rset(self.read(Phase::DataEnd).await?, Phase::DataEnd)?,
         }
         let mail = self.read(phase(Phase::MailFrom)).await?;
         let mut rcpt = Vec::with_capacity(n);
@@ -312,6 +317,26 @@ impl Session {
         }
         let end = self.read(Phase::DataEnd).await?;
         Ok(merge(rcpt, |_| Outcome::from_reply(end.clone())))
+    }
+}
+
+/// Whether a transaction's commands start with RSET, and what a session
+/// lost at its reply means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rset {
+    /// None: the session is fresh.
+    No,
+    /// The first transaction of a write on a reused session: a session
+    /// lost at RSET was closed while idle.
+    Idle,
+    /// Behind another transaction of the same write.
+    Behind,
+}
+
+impl Rset {
+    /// The first transaction of a write, on a session used before or not.
+    pub(super) fn after(used: bool) -> Self {
+        if used { Rset::Idle } else { Rset::No }
     }
 }
 
