@@ -83,28 +83,27 @@ impl Guard {
     fn end(mut self, end: End) {
         self.end = Some((end, Vec::new()));
     }
-}
 
-impl Guard {
-    /// Reports the outcomes not reported yet, with the connection closing.
-    fn report_finished(&mut self) {
-        if self.finished.is_empty() {
-            return;
-        }
-        let (answer, _) = oneshot::channel();
+    /// Asks for up to `room` batches (none when `closing`), with the
+    /// outcomes not reported yet.
+    fn want(&mut self, closing: bool, room: usize) -> oneshot::Receiver<Vec<Batch>> {
+        let (answer, next) = oneshot::channel();
         self.relay.do_send(Report::Want(WantWork {
             id: self.id,
             finished: std::mem::take(&mut self.finished),
-            closing: true,
-            room: 1,
+            closing,
+            room,
             answer,
         }));
+        next
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.report_finished();
+        if !self.finished.is_empty() {
+            self.want(true, 1);
+        }
         let (end, behind) = self
             .end
             .take()
@@ -136,16 +135,10 @@ async fn run(
             0 => u64::MAX,
             max => max.saturating_sub(sent),
         };
-        let (answer, next) = oneshot::channel();
-        guard.relay.do_send(Report::Want(WantWork {
-            id: guard.id,
-            finished: std::mem::take(&mut guard.finished),
-            closing: left == 0,
-            room: usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .clamp(1, per_write.max(1)),
-            answer,
-        }));
+        let room = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .clamp(1, per_write.max(1));
+        let next = guard.want(left == 0, room);
         guard.carried = match next.await {
             Ok(batches) if !batches.is_empty() && left > 0 => batches,
             _ => break,

@@ -114,8 +114,6 @@ pub(crate) struct Domain {
     pub(crate) held_until: Option<Instant>,
     /// Entries are being read back from the spool.
     pub(crate) reading: bool,
-    /// Its offer waits for the end of a submission.
-    pub(crate) offer_held: bool,
 }
 
 impl Domain {
@@ -137,7 +135,6 @@ impl Domain {
             throttle_wake: None,
             held_until: None,
             reading: false,
-            offer_held: false,
         }
     }
 

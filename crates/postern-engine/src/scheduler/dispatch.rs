@@ -313,8 +313,8 @@ impl Core {
     /// their domains if the connection is gone (then, or when the answer
     /// reaches it).
     pub(super) fn hand(&mut self, conn: ConnId, batches: Vec<Batch>, to: AnswerTo) {
-        if to.is_closed() || !self.conns.contains_key(&conn) {
-            return batches.into_iter().rev().for_each(|b| self.back(b));
+        if to.is_closed() {
+            return self.back_all(batches);
         }
         let mut carrying = SmallVec::new();
         for b in &batches {
@@ -326,7 +326,7 @@ impl Core {
             }
         }
         let Some(c) = self.conns.get_mut(&conn) else {
-            return;
+            return self.back_all(batches);
         };
         c.carrying = carrying;
         c.idle_since = None;
@@ -440,6 +440,14 @@ impl Core {
                 host.starved = false;
             }
             self.dispatch(h, now);
+        }
+    }
+
+    /// Batches that were not attempted go back to the heads of their
+    /// queues, in order.
+    pub(super) fn back_all(&mut self, batches: Vec<Batch>) {
+        for batch in batches.into_iter().rev() {
+            self.back(batch);
         }
     }
 

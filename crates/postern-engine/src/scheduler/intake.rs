@@ -30,17 +30,11 @@ impl Core {
     /// idle connection then finds them all waiting, and may take several
     /// for one write.
     pub(crate) fn submit_all(&mut self, messages: Vec<QueuedMessage>) {
-        self.holding_offers = true;
+        self.held_offers = Some(Vec::new());
         for message in messages {
             self.submit(message);
         }
-        self.holding_offers = false;
-        let held = std::mem::take(&mut self.held_offers);
-        for d in &held {
-            if let Some(dom) = self.domain_mut(*d) {
-                dom.offer_held = false;
-            }
-        }
+        let held = self.held_offers.take().unwrap_or_default();
         self.offer_all(&held);
     }
 
@@ -68,13 +62,11 @@ impl Core {
                 dom.active.push_back(batch);
             }
         }
-        if !self.holding_offers {
-            return self.offer(d);
-        }
-        if let Some(dom) = self.domain_mut(d)
-            && !std::mem::replace(&mut dom.offer_held, true)
-        {
-            self.held_offers.push(d);
+        match &mut self.held_offers {
+            // A domain's messages come in runs: one offer for each.
+            Some(held) if held.last() != Some(&d) => held.push(d),
+            Some(_) => {}
+            None => self.offer(d),
         }
     }
 }

@@ -170,10 +170,9 @@ pub(crate) struct Core {
     actions: Vec<Action>,
     /// Reused lists of hosts for [`Core::offer`].
     scratch: (Vec<HostId>, Vec<HostId>),
-    /// Offers wait while a submission is queued ([`Core::submit_all`]),
-    /// one for each domain.
-    holding_offers: bool,
-    held_offers: Vec<DomainId>,
+    /// While a submission is queued ([`Core::submit_all`]), the domains
+    /// to offer at its end.
+    held_offers: Option<Vec<DomainId>>,
     /// Test hook: a connection given a batch for this recipient panics.
     panic_on: Option<Arc<str>>,
     /// Reply classes and rules.
@@ -240,8 +239,7 @@ impl Core {
             lookup_queue: VecDeque::new(),
             actions: Vec::new(),
             scratch: (Vec::new(), Vec::new()),
-            holding_offers: false,
-            held_offers: Vec::new(),
+            held_offers: None,
             panic_on: None,
             classifier: Classifier::new(&config_for_rules),
             replies: ReplyClass::ALL
@@ -491,10 +489,7 @@ impl Handler<Returned> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, Returned(batches): Returned, ctx: &mut Context<Self>) {
-        // Last first: each goes back to the head of its queue.
-        for batch in batches.into_iter().rev() {
-            self.core.returned(batch);
-        }
+        self.core.returned(batches);
         self.sync(ctx);
     }
 }

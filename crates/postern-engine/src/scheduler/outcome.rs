@@ -77,9 +77,7 @@ impl Core {
         }
         self.next_for(conn, h, closing, now, (answer, room));
         if !closing {
-            for d in carried {
-                self.offer(d);
-            }
+            self.offer_all(&carried);
         }
     }
 
@@ -107,12 +105,17 @@ impl Core {
         self.park(conn, h, now, (to, room));
     }
 
-    /// A batch returned because its connection was gone when the answer
-    /// came: back to the head of its domain's queue.
-    pub(crate) fn returned(&mut self, batch: Batch) {
-        let d = batch.queue;
-        self.back(batch);
-        self.offer(d);
+    /// Batches returned because their connection was gone when the
+    /// answer came: back to the heads of their domains' queues.
+    pub(crate) fn returned(&mut self, batches: Vec<Batch>) {
+        let mut domains: SmallVec<[DomainId; 2]> = SmallVec::new();
+        for b in &batches {
+            if !domains.contains(&b.queue) {
+                domains.push(b.queue);
+            }
+        }
+        self.back_all(batches);
+        self.offer_all(&domains);
     }
 
     /// The class of a reply to mail of `batch` and what to do about it.
@@ -338,11 +341,7 @@ impl Core {
                         let failed = self.fail(&batch, &batch.recipients, &reply, host.as_ref());
                         self.settle(&batch, failed);
                     }
-                    Action::Default => {
-                        let host = self.host_info(h);
-                        let failed = self.transient(batch.clone(), &reply, host, Some(now));
-                        self.settle(&batch, failed);
-                    }
+                    Action::Default => self.retry(batch, &reply, h, Some(now)),
                 }
             }
             End::Stale(batch) => self.back(batch),
@@ -355,9 +354,7 @@ impl Core {
                 // Before the final dot another connection may take it at
                 // once; after it, the message may have arrived, so it
                 // waits for its retry like any transient failure.
-                let at = (!after_dot).then_some(now);
-                let failed = self.transient(batch.clone(), &reply, self.host_info(h), at);
-                self.settle(&batch, failed);
+                self.retry(batch, &reply, h, (!after_dot).then_some(now));
                 if host_down {
                     self.host_failed(h, Blame::Address, &reply, None, now);
                 }
@@ -370,15 +367,12 @@ impl Core {
                     "delivery interrupted: the connection ended unexpectedly",
                 );
                 for b in batches {
-                    let failed = self.transient(b.clone(), &reply, self.host_info(h), None);
-                    self.settle(&b, failed);
+                    self.retry(b, &reply, h, None);
                 }
             }
         }
         self.dispatch(h, now);
-        for d in owners {
-            self.offer(d);
-        }
+        self.offer_all(&owners);
         self.feed_starved(now);
     }
 
@@ -389,13 +383,18 @@ impl Core {
     fn behind(&mut self, h: HostId, arrived: Option<&Reply>, behind: Vec<Behind>) {
         for b in behind.into_iter().rev() {
             match arrived.filter(|_| b.written) {
-                Some(reply) => {
-                    let failed = self.transient(b.batch.clone(), reply, self.host_info(h), None);
-                    self.settle(&b.batch, failed);
-                }
+                Some(reply) => self.retry(b.batch, reply, h, None),
                 None => self.back(b.batch),
             }
         }
+    }
+
+    /// A batch attempted on host `h` failed for now with `reply`: it is
+    /// retried at `at` (on its backoff without one), or fails for good
+    /// when it has no attempts or time left.
+    fn retry(&mut self, batch: Batch, reply: &Reply, h: HostId, at: Option<Instant>) {
+        let failed = self.transient(batch.clone(), reply, self.host_info(h), at);
+        self.settle(&batch, failed);
     }
 
     /// An ended connection leaves its host's pool (its record is gone, so
