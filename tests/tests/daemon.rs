@@ -15,9 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
-    Setup, codes, free_addr, inject, received_ids, script, wait_until, zero_filled_segments,
-};
+use common::{Setup, codes, free_addr, inject, received_ids, script, segments_started, wait_until};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use serde_json::{Value, json};
@@ -99,32 +97,50 @@ fn mail_is_delivered_by_the_seed_routing_and_logged() {
     assert_eq!(delivery["code"], 250);
 }
 
+/// What the spool's segments are when the kill comes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Segments {
+    /// One large segment, appended to.
+    Appended,
+    /// Small segments, the destination down: the spool moves to
+    /// zero-filled segments after a few kilobytes.
+    ZeroFilled,
+    /// Small segments, the destination up: delivered mail is reclaimed
+    /// and its segments are overwritten as spares.
+    Reused,
+}
+
 #[test]
 fn kill_9_during_injection_loses_no_accepted_message() {
-    kill_9_during_injection(false);
+    kill_9_during_injection(Segments::Appended);
 }
 
 #[test]
 fn kill_9_while_commits_overwrite_zero_filled_segments_loses_nothing() {
-    kill_9_during_injection(true);
+    kill_9_during_injection(Segments::ZeroFilled);
 }
 
-/// With `small_segments` the spool moves to zero-filled segments after a
-/// few kilobytes, and the kill finds it writing into one.
-fn kill_9_during_injection(small_segments: bool) {
-    let spool = if small_segments {
-        "\nSpool_Segment_Size = 65536"
-    } else {
+#[test]
+fn kill_9_while_commits_overwrite_reused_segments_loses_nothing() {
+    kill_9_during_injection(Segments::Reused);
+}
+
+fn kill_9_during_injection(segments: Segments) {
+    let spool = if segments == Segments::Appended {
         ""
+    } else {
+        "\nSpool_Segment_Size = 65536"
     };
     let dns = DnsServer::builder().start().unwrap();
     let sink_addr = free_addr("127.0.0.1");
     let setup = Setup::new(&dns, &format!("Gateway = \"{sink_addr}\"{spool}"));
+    let early_sink = (segments == Segments::Reused)
+        .then(|| Sink::builder().port(sink_addr.port()).start().unwrap());
     let daemon = setup.start();
     let mut injector = Command::new("python3")
         .arg(script())
         .arg(
-            json!({"port": setup.listen.port(), "count": 2000, "rcpts": ["r@dest.example"]})
+            json!({"port": setup.listen.port(), "count": 4000, "rcpts": ["r@dest.example"]})
                 .to_string(),
         )
         .stdout(Stdio::piped())
@@ -146,19 +162,27 @@ fn kill_9_during_injection(small_segments: bool) {
             }
         })
     };
-    wait_until(Duration::from_secs(60), "500 accepted messages", || {
-        acked.lock().unwrap().len() >= 500
-    });
-    if small_segments {
-        assert!(zero_filled_segments(&setup) >= 1);
-    }
+    let wanted = match segments {
+        Segments::Appended => "",
+        Segments::ZeroFilled => "zero_filled",
+        Segments::Reused => "reused",
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "500 accepted messages and a segment started as wanted",
+        || {
+            acked.lock().unwrap().len() >= 500
+                && (wanted.is_empty() || segments_started(&setup, wanted) >= 1)
+        },
+    );
     daemon.kill_9();
     let _ = injector.wait();
     reader.join().unwrap();
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() < 2000, "the kill came during the injection");
+    assert!(acked.len() < 4000, "the kill came during the injection");
 
-    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    let sink =
+        early_sink.unwrap_or_else(|| Sink::builder().port(sink_addr.port()).start().unwrap());
     let daemon = setup.start();
     wait_until(Duration::from_secs(60), "every accepted message", || {
         let ids = received_ids(&sink);

@@ -12,9 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{
-    Setup, codes, free_addr, get, inject, received_ids, wait_until, zero_filled_segments,
-};
+use common::{Setup, codes, free_addr, get, inject, received_ids, segments_started, wait_until};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use postern_testkit::tmpfs::Tmpfs;
@@ -59,7 +57,7 @@ fn a_full_disk_refuses_new_mail_loses_nothing_and_takes_mail_again_by_itself() {
     assert!(acked.len() > 100, "{} accepted", acked.len());
     assert_eq!(summary(&setup)["spool"]["healthy"], false);
     // Segments were zero-filled ahead while there was room for them.
-    assert!(zero_filled_segments(&setup) >= 1);
+    assert!(segments_started(&setup, "zero_filled") >= 1);
 
     // The destination comes up: every accepted message arrives once.
     let sink = Sink::builder().port(sink_addr.port()).start().unwrap();

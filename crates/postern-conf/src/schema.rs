@@ -363,7 +363,9 @@ directives! {
     SpoolReserve "Spool_Reserve" Size [Global] V("1048576"), Daemon,
         "Postern. Space kept back in `Spool_Dir` (a file of this size) so that delivery outcomes are still recorded on a full disk. The listener refuses new mail while less than this is free beside it.";
     SpoolZeroFill "Spool_Zero_Fill" Bool [Global] V("true"), Daemon,
-        "Postern. The next spool segment is written full of zeros and made durable ahead of time, by a thread of its own, once the current one is a sixteenth full, and only while a segment more and `Spool_Reserve` stay free beside it. A commit then overwrites allocated blocks, and its fsync has no file size to journal: on ext4 it took 30 % less time. Turn it off on copy-on-write filesystems (btrfs, ZFS), where it only doubles the writes.";
+        "Postern. The next spool segment is written full of zeros and made durable ahead of time, by a thread of its own, once the current one is a sixteenth full, unless a spare is there to take (`Spool_Spare_Segments`), and only while a segment more and `Spool_Reserve` stay free beside it. A commit then overwrites allocated blocks, and its fsync has no file size to journal: on ext4 it took 30 % less time. Turn it off on copy-on-write filesystems (btrfs, ZFS), where it only doubles the writes.";
+    SpoolSpareSegments "Spool_Spare_Segments" Count [Global] V("2"), Daemon,
+        "Postern. Reclaimed spool segments kept (renamed, not deleted) for later segments to overwrite, at most. A commit into a spare overwrites blocks written before, as into a zero-filled segment, without writing the zeros first. Spares are kept only while a segment more and `Spool_Reserve` stay free beside the spool, and are deleted when the disk is short of space. 0 deletes every reclaimed segment.";
     SpoolBodyCache "Spool_Body_Cache" Size [Global] V("67108864"), Daemon,
         "Postern. Bytes of message bodies kept in memory for delivery; the rest are read back from the spool when a connection takes them.";
     MaxReadyBatches "Max_Ready_Batches" Count [Global] V("2000000"), Listener,

@@ -98,15 +98,15 @@ catalogue! {
     SPOOL_SEGMENTS "postern_spool_segments" Gauge [] []
         "Segment files in the spool.";
     SPOOL_DISK_BYTES "postern_spool_disk_bytes" Gauge [] []
-        "Bytes of records in the spool's segment files (zero-filled room not yet written is not counted).";
+        "Bytes of records in the spool's segment files (room written ahead and not yet used, and spares, are not counted).";
     SPOOL_CACHED_BYTES "postern_spool_cached_body_bytes" Gauge [] []
         "Bytes of message bodies held in memory for delivery.";
     SPOOL_BODY_READS "postern_spool_body_reads_total" Counter ["source"] []
         "Bodies fetched for delivery, by source: cache or disk.";
-    SPOOL_SEGMENTS_STARTED "postern_spool_segments_started_total" Counter ["zero_filled"] []
-        "Segments started, by whether they were zero-filled ahead (`true`) or began empty (`false`: `Spool_Zero_Fill` is off, the zero-filled one was not ready yet, or the disk had no room for it).";
+    SPOOL_SEGMENTS_STARTED "postern_spool_segments_started_total" Counter ["start"] []
+        "Segments started, by how: `reused` (a spare, a reclaimed segment kept for it: see `Spool_Spare_Segments`), `zero_filled` (made ahead: see `Spool_Zero_Fill`), or `empty` (neither was there: no reclaimed segment yet, the zero-filled one not ready, or the disk short of room).";
     SPOOL_RECLAIMED "postern_spool_segments_reclaimed_total" Counter [] []
-        "Segments deleted after their live messages were copied forward.";
+        "Segments retired (kept as spares or deleted) after their live messages were copied forward.";
     SPOOL_COPIED_BYTES "postern_spool_reclaim_copied_bytes_total" Counter [] []
         "Bytes copied forward (live messages and tombstones) to reclaim segments.";
     SPOOL_DAMAGED "postern_spool_damaged_records_total" Counter [] []

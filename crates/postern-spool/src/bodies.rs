@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
-use crate::record::{Envelope, Record, decode};
+use crate::record::{Envelope, Record, decode_in};
 use crate::{Shared, log};
 
 /// Why a body could not be read.
@@ -225,8 +225,9 @@ fn up_to_date(shared: &Shared, mut envelope: Envelope) -> Result<Envelope, BodyE
 /// The stored copy of a live message: its envelope as written, and its
 /// body.
 fn message(shared: &Shared, id: u64) -> Result<(Envelope, Arc<[u8]>), BodyError> {
-    // A copy moved forward while being read: its old segment may be gone;
-    // the second look finds the new one.
+    // A copy moved forward while being read: its old segment may be gone,
+    // or already reused and overwritten; the second look finds the new
+    // one.
     for _ in 0..3 {
         let loc = shared.live().locate(id).ok_or(BodyError::Gone(id))?;
         let bytes = match log::read(&shared.dir, loc) {
@@ -234,10 +235,11 @@ fn message(shared: &Shared, id: u64) -> Result<(Envelope, Arc<[u8]>), BodyError>
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(BodyError::Io(e.to_string())),
         };
-        return match decode(&bytes) {
+        return match decode_in(&bytes, loc.segment) {
             Some((Record::Message { envelope, body, .. }, _)) if envelope.id == id => {
                 Ok((envelope, Arc::from(body)))
             }
+            _ if shared.live().locate(id) != Some(loc) => continue,
             _ => Err(BodyError::Damaged(id)),
         };
     }

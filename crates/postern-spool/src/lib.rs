@@ -166,6 +166,8 @@ pub struct Options {
     pub body_cache: u64,
     /// Segments are zero-filled ahead by a thread of their own.
     pub zero_fill: bool,
+    /// Reclaimed segments kept for later segments to overwrite, at most.
+    pub spares: usize,
 }
 
 impl Default for Options {
@@ -175,6 +177,7 @@ impl Default for Options {
             reserve: 1024 * 1024,
             body_cache: 64 * 1024 * 1024,
             zero_fill: true,
+            spares: 2,
         }
     }
 }

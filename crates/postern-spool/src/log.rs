@@ -1,9 +1,11 @@
 //! Segment files: reading them back at start, appending with one fsync
-//! per batch, rolling to a new segment (a zero-filled one when it is
-//! ready), reading one record back, and deleting a segment. Also the
-//! reserve file, the space kept back so that outcomes can still be
-//! recorded when the disk fills up.
+//! per batch, rolling to a new segment (a spare or a zero-filled one when
+//! there is one), reading one record back, and retiring a reclaimed
+//! segment (kept as a spare for a later segment to overwrite, or
+//! deleted). Also the reserve file, the space kept back so that outcomes
+//! can still be recorded when the disk fills up.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -12,16 +14,25 @@ use std::path::{Path, PathBuf};
 use crate::Options;
 use crate::live::{Live, Loc};
 use crate::prepare::{NEXT, Preparer, write_zeros};
-use crate::record::{Found, scan};
+use crate::record::{Found, MAGIC, scan};
 
 /// A segment's file name: its number, zero-padded so names sort in order.
 fn name(number: u32) -> String {
     format!("{number:010}.spool")
 }
 
-fn number(path: &Path) -> Option<u32> {
-    let name = path.file_name()?.to_str()?;
-    name.strip_suffix(".spool")?.parse().ok()
+/// A spare's file name: the number it had as a segment.
+fn spare_name(number: u32) -> String {
+    format!("{number:010}.spare")
+}
+
+/// The number in a segment's or a spare's file name, if `path` is one of
+/// kind `ext`.
+fn number(path: &Path, ext: &str) -> Option<u32> {
+    if path.extension()? != ext {
+        return None;
+    }
+    path.file_stem()?.to_str()?.parse().ok()
 }
 
 /// The file kept back for a full disk.
@@ -29,6 +40,17 @@ const RESERVE: &str = "reserve";
 
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Cuts a spare down to `size`: a segment overwrites all of it before it
+/// is full, so that no older segment ends in records of an earlier use.
+/// A spare not cut is cut when taken.
+fn fit(path: &Path, size: u64) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() > size {
+        file.set_len(size)?;
+    }
+    Ok(())
 }
 
 /// What reading the log back found.
@@ -48,16 +70,33 @@ pub(crate) struct Log {
     number: u32,
     /// Bytes written to the current segment: where the next batch goes.
     size: u64,
-    /// The current segment was zero-filled ahead: batches overwrite its
-    /// zeros.
-    zero_filled: bool,
+    /// The current segment's room was written before (zeros made ahead,
+    /// or a spare's earlier records): batches overwrite it.
+    preallocated: bool,
     segment_size: u64,
     /// Makes zero-filled segments, unless `Spool_Zero_Fill` is off.
     preparer: Option<Preparer>,
     /// The segment during which the next one was asked for.
     asked_in: Option<u32>,
+    /// Spares, by the number they had as segments.
+    spares: Vec<u32>,
+    /// Spares kept at most (`Spool_Spare_Segments`).
+    max_spares: usize,
+    /// Segments holding records of format 2, never reused: those records
+    /// carry no segment number to tell them from a later use's.
+    legacy: BTreeSet<u32>,
     /// The reserve file is in place.
     reserve: bool,
+}
+
+/// How the next segment starts.
+enum Next {
+    /// A spare, by its number.
+    Spare(u32),
+    /// The zero-filled file made ahead.
+    Zeroed(File),
+    /// An empty file.
+    Empty,
 }
 
 /// What reading one segment back found.
@@ -66,8 +105,11 @@ struct Segment {
     end: u64,
     /// The file's length.
     len: u64,
-    /// Everything after `end` is zeros: room zero-filled ahead, unused.
-    zeros_after: bool,
+    /// Everything after `end` was written before and is unused: zeros made
+    /// ahead, or records of a spare's earlier use.
+    room: bool,
+    /// It holds records of format 2.
+    legacy: bool,
 }
 
 /// Reads one segment into `live`.
@@ -82,10 +124,13 @@ fn recover_segment(
     File::open(path)?.read_to_end(&mut bytes)?;
     live.open_segment(n);
     let mut end = 0usize;
-    let mut damaged = Vec::new();
-    for (at, f) in scan(&bytes) {
-        match f {
-            Found::Record(record, len) => {
+    let mut legacy = false;
+    // Stretches between intact records: where, how long, and whether they
+    // hold records of the file's earlier use.
+    let mut gaps: Vec<(usize, usize, bool)> = Vec::new();
+    for (at, f) in scan(&bytes, n) {
+        let (len, old) = match f {
+            Found::Record(record, len, unstamped) => {
                 let loc = Loc {
                     segment: n,
                     offset: at as u64,
@@ -93,20 +138,40 @@ fn recover_segment(
                 };
                 live.apply(&record, loc);
                 end = at + len;
+                legacy |= unstamped;
+                continue;
             }
-            Found::Damaged(len) => damaged.push((at, len)),
+            Found::Old(len) => (len, true),
+            Found::Damaged(len) => (len, false),
+        };
+        match gaps.last_mut() {
+            Some(gap) if gap.0 + gap.1 == at => {
+                gap.1 += len;
+                gap.2 |= old;
+            }
+            _ => gaps.push((at, len, old)),
         }
     }
-    let zeros = |from: usize, to: usize| {
-        bytes
-            .get(from..to)
-            .is_some_and(|b| !b.is_empty() && b.iter().all(|&b| b == 0))
+    // Written before this segment's records: zeros made ahead, or a
+    // spare's earlier records and the pieces of them that new ones cut.
+    let written_before = |&(at, len, old): &(usize, usize, bool)| {
+        old || bytes
+            .get(at..at + len)
+            .is_some_and(|b| b.iter().all(|&b| b == 0))
     };
-    // Only the newest segment has room zero-filled ahead and not yet
-    // used: an older one was full before the next began.
-    let zeros_after = newest && zeros(end, bytes.len());
-    for (at, len) in damaged {
-        if zeros_after && at >= end {
+    // Only the newest segment has room not yet used: an older one was
+    // full before the next began. A write cut short starts with a frame's
+    // marker where the last record ends; anything else there is as it
+    // was before (a spare's earlier record cut by the new ones).
+    let room = newest
+        && gaps.last().is_some_and(|g| {
+            g.0 >= end
+                && (written_before(g)
+                    || !bytes.get(g.0..).is_some_and(|b| b.starts_with(&MAGIC[..3])))
+        });
+    for gap in gaps {
+        let (at, len, _) = gap;
+        if room && at >= end {
             continue;
         }
         if newest && at >= end {
@@ -114,12 +179,12 @@ fn recover_segment(
                 "{}: {len} bytes after offset {at} are not a whole record (a write cut short); cut off, everything before kept",
                 path.display()
             ));
-        } else if newest && zeros(at, at + len) {
+        } else if newest && written_before(&gap) {
             // Batches are made durable one after another, so only the
             // last one, never acknowledged, can have reached the disk
-            // in part: a page of it still zeros, a later one written.
+            // in part: a page of it still as it was, a later one written.
             found.damage.push(format!(
-                "{}: {len} bytes of zeros at offset {at}: part of the last write did not reach the disk before a crash; the intact records after them kept",
+                "{}: {len} bytes at offset {at} are as they were before the last write (zeros, or records of the file's earlier use): part of it did not reach the disk before a crash; the intact records after them kept",
                 path.display()
             ));
         } else {
@@ -130,21 +195,24 @@ fn recover_segment(
             ));
         }
     }
-    // Unused zero-filled room is not the segment's size: reclaiming
-    // weighs live bytes against what was written.
+    // Unused room is not the segment's size: reclaiming weighs live bytes
+    // against what was written.
     let len = bytes.len() as u64;
     let end = end as u64;
-    live.grew(n, if zeros_after { end } else { len });
+    live.grew(n, if room { end } else { len });
     Ok(Segment {
         end,
         len,
-        zeros_after,
+        room,
+        legacy,
     })
 }
 
 impl Log {
     /// Reads every segment into `live`, cuts a torn tail off the newest,
-    /// and opens it for appending (over its zeros, if it was zero-filled).
+    /// and opens it for appending (over its room, if it has any). Spares
+    /// past `Spool_Spare_Segments`, and any not older than the newest
+    /// segment, are deleted.
     pub(crate) fn open(
         dir: &Path,
         options: &Options,
@@ -157,6 +225,7 @@ impl Log {
             None
         };
         let mut numbers = Vec::new();
+        let mut spares = Vec::new();
         for e in fs::read_dir(dir)? {
             let path = e?.path();
             if path.extension().is_some_and(|x| x == "seg") {
@@ -165,30 +234,49 @@ impl Log {
                     path.display()
                 )));
             }
-            numbers.extend(number(&path));
+            numbers.extend(number(&path, "spool"));
+            spares.extend(number(&path, "spare"));
         }
         numbers.sort_unstable();
         let mut found = Recovery::default();
         let last = numbers.last().copied();
         let mut size = 0;
-        let mut zero_filled = false;
+        let mut preallocated = false;
+        let mut legacy = BTreeSet::new();
         for &n in &numbers {
             let path = dir.join(name(n));
             let newest = Some(n) == last;
             let segment = recover_segment(&path, n, live, &mut found, newest)?;
+            if segment.legacy {
+                legacy.insert(n);
+            }
             if !newest {
                 continue;
             }
             size = segment.end;
-            zero_filled = segment.zeros_after;
-            if segment.len > segment.end && !segment.zeros_after {
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)?
-                    .set_len(segment.end)?;
+            preallocated = segment.room;
+            let keep = if segment.room {
+                segment.end.max(options.segment_size)
+            } else {
+                segment.end
+            };
+            if segment.len > keep {
+                OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
                 if let Some(s) = live.segments.get_mut(&n) {
                     s.size = segment.end;
                 }
+            }
+        }
+        // A spare's records must be older than any segment it becomes.
+        spares.sort_unstable();
+        let mut kept = Vec::new();
+        for k in spares {
+            let path = dir.join(spare_name(k));
+            if kept.len() < options.spares && last.is_some_and(|l| k < l) {
+                fit(&path, options.segment_size)?;
+                kept.push(k);
+            } else {
+                fs::remove_file(&path)?;
             }
         }
         let number = last.unwrap_or(1);
@@ -207,10 +295,13 @@ impl Log {
                 current,
                 number,
                 size,
-                zero_filled,
+                preallocated,
                 segment_size: options.segment_size,
                 preparer,
                 asked_in: None,
+                spares: kept,
+                max_spares: options.spares,
+                legacy,
                 reserve: dir.join(RESERVE).exists(),
             },
             found,
@@ -243,77 +334,118 @@ impl Log {
                 // a torn tail at the next start.
                 let _ = self.current.set_len(self.size);
                 let _ = self.current.sync_data();
-                self.zero_filled = false;
+                self.preallocated = false;
                 Err(e)
             }
         }
     }
 
     /// Asks for the next segment to be zero-filled once the current one
-    /// is a sixteenth full (an idle spool makes none); starts a new
-    /// segment when the current one is full, or as soon as a zero-filled
-    /// one is ready if the current one was not zero-filled.
+    /// is a sixteenth full, unless a spare is there to take (an idle spool
+    /// makes none); starts a new segment when the current one is full, or
+    /// as soon as a spare or a zero-filled one is there if the current one
+    /// has no room written before.
     pub(crate) fn roll_if_full(&mut self, live: &mut Live) -> io::Result<()> {
         let full = self.size >= self.segment_size;
-        let made = match self.preparer.as_mut() {
-            Some(preparer) => {
-                if self.size >= self.segment_size / 16
-                    && self.asked_in != Some(self.number)
-                    && preparer.ask(self.segment_size)
-                {
-                    self.asked_in = Some(self.number);
-                }
-                if self.zero_filled && !full {
-                    return Ok(());
-                }
-                preparer.take()
-            }
-            None => None,
-        };
-        if made.is_none() && !full {
+        if let Some(preparer) = self.preparer.as_mut()
+            && self.spares.is_empty()
+            && self.size >= self.segment_size / 16
+            && self.asked_in != Some(self.number)
+            && preparer.ask(self.segment_size)
+        {
+            self.asked_in = Some(self.number);
+        }
+        if self.preallocated && !full {
             return Ok(());
         }
-        self.roll(made, live)
+        let next = match self.spares.last() {
+            Some(&k) => Next::Spare(k),
+            None => match self.preparer.as_mut().and_then(Preparer::take) {
+                Some(file) => Next::Zeroed(file),
+                None if full => Next::Empty,
+                None => return Ok(()),
+            },
+        };
+        self.roll(next, live)
     }
 
-    /// Starts segment `number + 1`: the zero-filled file `made`, or an
-    /// empty one.
-    fn roll(&mut self, made: Option<File>, live: &mut Live) -> io::Result<()> {
-        let zero_filled = made.is_some();
+    /// Starts segment `number + 1` as `next` says.
+    fn roll(&mut self, next: Next, live: &mut Live) -> io::Result<()> {
         let number = self.number + 1;
         let path = self.dir.join(name(number));
-        let current = match made {
-            Some(file) => {
-                fs::rename(self.dir.join(NEXT), &path)?;
-                file
+        let (current, start) = match next {
+            Next::Spare(k) => {
+                fs::rename(self.dir.join(spare_name(k)), &path)?;
+                self.spares.retain(|&s| s != k);
+                fit(&path, self.segment_size)?;
+                (OpenOptions::new().write(true).open(&path)?, "reused")
             }
-            None => OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?,
+            Next::Zeroed(file) => {
+                fs::rename(self.dir.join(NEXT), &path)?;
+                (file, "zero_filled")
+            }
+            Next::Empty => (
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)?,
+                "empty",
+            ),
         };
         // A file already there is what an earlier roll left when its
-        // directory sync failed: nothing was written to it, and it is
-        // zeros if it was zero-filled.
-        let zero_filled = zero_filled || current.metadata()?.len() > 0;
+        // directory sync failed: nothing of this segment was written to
+        // it, and it is zeros or a spare's earlier records.
+        let start = if start == "empty" && current.metadata()?.len() > 0 {
+            "reused"
+        } else {
+            start
+        };
         sync_dir(&self.dir)?;
         self.current = current;
         self.number = number;
         self.size = 0;
-        self.zero_filled = zero_filled;
+        self.preallocated = start != "empty";
         live.open_segment(number);
-        metrics::counter!(
-            postern_metrics::SPOOL_SEGMENTS_STARTED,
-            "zero_filled" => if zero_filled { "true" } else { "false" }
-        )
-        .increment(1);
+        metrics::counter!(postern_metrics::SPOOL_SEGMENTS_STARTED, "start" => start).increment(1);
         Ok(())
     }
 
-    /// Deletes a segment for good.
-    pub(crate) fn remove(&self, segment: u32) -> io::Result<()> {
-        fs::remove_file(self.dir.join(name(segment)))?;
+    /// Takes a reclaimed segment out of the log for good: kept as a spare
+    /// for a later segment to overwrite when `keep` says there is room for
+    /// it (and fewer than `Spool_Spare_Segments` are kept, and it holds no
+    /// records of format 2), deleted otherwise.
+    /// A segment already gone is what an earlier call left when its
+    /// directory sync failed: only the sync is done again.
+    pub(crate) fn retire(&mut self, segment: u32, keep: bool) -> io::Result<()> {
+        let path = self.dir.join(name(segment));
+        let gone = |r: io::Result<()>| match r {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            r => r.map(|()| true),
+        };
+        if keep && self.spares.len() < self.max_spares && !self.legacy.contains(&segment) {
+            let spare = self.dir.join(spare_name(segment));
+            if gone(fs::rename(&path, &spare))? {
+                self.spares.push(segment);
+                // Cut later, when taken, if not now.
+                let _ = fit(&spare, self.segment_size);
+            }
+        } else {
+            gone(fs::remove_file(&path))?;
+            self.legacy.remove(&segment);
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Deletes every spare: the disk is short of space.
+    pub(crate) fn drop_spares(&mut self) -> io::Result<()> {
+        if self.spares.is_empty() {
+            return Ok(());
+        }
+        while let Some(&k) = self.spares.last() {
+            fs::remove_file(self.dir.join(spare_name(k)))?;
+            self.spares.pop();
+        }
         sync_dir(&self.dir)
     }
 

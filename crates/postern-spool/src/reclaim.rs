@@ -1,11 +1,12 @@
 //! Reclaiming space anywhere in the log: a segment that is at most a
 //! quarter live has its live messages copied forward (with their state as
 //! now), tombstones written for finished messages an older segment still
-//! holds, and is then deleted. Work per pass is bounded, and a segment
+//! holds, and is then retired: kept as a spare for a later segment to
+//! overwrite, or deleted. Work per pass is bounded, and a segment
 //! whose reclaiming would copy more than it frees waits until the older
 //! segments it depends on are gone.
 
-use crate::record::{Record, decode};
+use crate::record::{Record, decode_in};
 use crate::writer::Writer;
 use crate::{live::Plan, log};
 
@@ -39,7 +40,7 @@ impl Writer {
                 }
                 continue;
             }
-            if self.log.remove(segment).is_err() {
+            if self.log.retire(segment, self.room_for_spare()).is_err() {
                 return;
             }
             self.shared.live().delete(segment);
@@ -55,18 +56,18 @@ impl Writer {
         }
         let mut bytes = Vec::new();
         for &loc in &plan.copies {
-            bytes.push(log::read(self.log.dir(), loc).map_err(|_| ())?);
+            bytes.push((log::read(self.log.dir(), loc).map_err(|_| ())?, loc.segment));
         }
         let mut messages = Vec::new();
         {
             let live = self.shared.live();
-            for b in &bytes {
+            for (b, segment) in &bytes {
                 let Some((
                     Record::Message {
                         mut envelope, body, ..
                     },
                     _,
-                )) = decode(b)
+                )) = decode_in(b, *segment)
                 else {
                     return Err(());
                 };

@@ -5,11 +5,21 @@
 //! by a crash or damaged on disk fails its CRC and is never half-applied;
 //! the magic lets [`scan`] find the next intact frame after a damaged one,
 //! so one bad record costs only itself.
+//!
+//! The payload begins with the number of the segment the record was
+//! written to. A segment file is reused once reclaimed, and the records
+//! of its earlier use stay after the new ones until overwritten: they are
+//! intact, and only their number tells them apart. Records of format 2
+//! (magic `PST\x02`) have no number; they are read in place, and a file
+//! holding any is never reused.
 
 use memchr::memmem;
 
 /// The frame marker: "PST" and the format version.
-pub(crate) const MAGIC: [u8; 4] = *b"PST\x02";
+pub(crate) const MAGIC: [u8; 4] = *b"PST\x03";
+
+/// The marker of format 2, whose records carry no segment number.
+const MAGIC_V2: [u8; 4] = *b"PST\x02";
 
 /// The frame header's size.
 pub(crate) const HEADER: usize = 12;
@@ -176,12 +186,14 @@ impl Record<'_> {
         }
     }
 
-    /// Appends the framed record to `out`; returns its framed length.
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> usize {
+    /// Appends the framed record, written to `segment`, to `out`; returns
+    /// its framed length.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>, segment: u32) -> usize {
         let start = out.len();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&[0; HEADER - 4]);
         let mut w = Writer(out);
+        w.u32(segment);
         match self {
             Record::Message {
                 envelope: m,
@@ -260,12 +272,40 @@ impl Record<'_> {
     }
 }
 
-/// The record at the start of `bytes` and its framed length; `None` when
-/// the bytes do not start with a whole, intact record.
-pub(crate) fn decode(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
-    if bytes.get(..4)? != MAGIC {
-        return None;
+/// A whole, intact frame.
+#[derive(Debug)]
+pub(crate) struct Frame<'a> {
+    pub(crate) record: Record<'a>,
+    /// Its framed length.
+    pub(crate) len: usize,
+    /// The segment it was written to; `None` in format 2.
+    pub(crate) segment: Option<u32>,
+}
+
+impl Frame<'_> {
+    /// Whether the frame belongs to segment `n`: its number, or none.
+    fn of(&self, n: u32) -> bool {
+        self.segment.is_none_or(|s| s == n)
     }
+}
+
+/// The record written to `segment` at the start of `bytes`, and its framed
+/// length; `None` when the bytes do not start with a whole, intact record
+/// of that segment.
+pub(crate) fn decode_in(bytes: &[u8], segment: u32) -> Option<(Record<'_>, usize)> {
+    decode(bytes)
+        .filter(|f| f.of(segment))
+        .map(|f| (f.record, f.len))
+}
+
+/// The frame at the start of `bytes`; `None` when the bytes do not start
+/// with a whole, intact one.
+pub(crate) fn decode(bytes: &[u8]) -> Option<Frame<'_>> {
+    let stamped = match bytes.get(..4)? {
+        m if m == MAGIC => true,
+        m if m == MAGIC_V2 => false,
+        _ => return None,
+    };
     let len_bytes = bytes.get(4..8)?;
     let mut header = Reader(bytes.get(4..HEADER)?);
     let len = usize::try_from(header.u32()?).ok()?;
@@ -275,6 +315,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
         return None;
     }
     let mut r = Reader(payload);
+    let segment = if stamped { Some(r.u32()?) } else { None };
     let record = match r.u8()? {
         MESSAGE => {
             let id = r.u64()?;
@@ -349,30 +390,44 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
         GONE => Record::Gone { id: r.u64()? },
         _ => return None,
     };
-    r.0.is_empty().then_some((record, HEADER + len))
+    r.0.is_empty().then_some(Frame {
+        record,
+        len: HEADER + len,
+        segment,
+    })
 }
 
 /// What [`scan`] finds at an offset.
 #[derive(Debug)]
 pub(crate) enum Found<'a> {
-    /// An intact record and its framed length.
-    Record(Record<'a>, usize),
+    /// An intact record of the segment scanned, its framed length, and
+    /// whether it is of format 2 (it has no segment number).
+    Record(Record<'a>, usize, bool),
+    /// An intact record of the file's earlier use, as another segment:
+    /// its framed length.
+    Old(usize),
     /// This many bytes that are not an intact record, up to the next
     /// intact one or the end.
     Damaged(usize),
 }
 
-/// Walks `bytes` frame by frame: every intact record, and the damaged
-/// stretches between them, with their offsets.
-pub(crate) fn scan(bytes: &[u8]) -> impl Iterator<Item = (usize, Found<'_>)> {
-    let finder = memmem::Finder::new(&MAGIC);
+/// Walks the bytes of segment `segment` frame by frame: every intact
+/// record, and the old records and damaged stretches between them, with
+/// their offsets.
+pub(crate) fn scan(bytes: &[u8], segment: u32) -> impl Iterator<Item = (usize, Found<'_>)> {
+    let finder = memmem::Finder::new(&MAGIC[..3]);
     let mut at = 0usize;
     std::iter::from_fn(move || {
         let rest = bytes.get(at..).filter(|r| !r.is_empty())?;
         let start = at;
-        if let Some((record, len)) = decode(rest) {
-            at += len;
-            return Some((start, Found::Record(record, len)));
+        if let Some(frame) = decode(rest) {
+            at += frame.len;
+            let found = if frame.of(segment) {
+                Found::Record(frame.record, frame.len, frame.segment.is_none())
+            } else {
+                Found::Old(frame.len)
+            };
+            return Some((start, found));
         }
         // The next offset where an intact frame starts, or the end.
         let mut probe = 1usize;
@@ -448,16 +503,17 @@ mod tests {
         let records = records(body);
         let mut buf = Vec::new();
         for r in &records {
-            r.encode(&mut buf);
+            r.encode(&mut buf, 9);
         }
         let mut at = 0;
         for r in &records {
-            let (got, len) = decode(&buf[at..]).unwrap();
+            let (got, len) = decode_in(&buf[at..], 9).unwrap();
             assert_eq!(&got, r);
             at += len;
         }
         assert_eq!(at, buf.len());
-        let (_, first) = decode(&buf).unwrap();
+        let (_, first) = decode_in(&buf, 9).unwrap();
+        assert!(decode_in(&buf, 8).is_none(), "a record of another segment");
         for cut in 0..first {
             assert!(decode(&buf[..cut]).is_none(), "cut at {cut}");
         }
@@ -468,6 +524,65 @@ mod tests {
         }
     }
 
+    /// The frame of format 2 holding what `frame` (of format 3) holds.
+    fn format_2(frame: &[u8]) -> Vec<u8> {
+        let payload = &frame[HEADER + 4..];
+        let len = u32::try_from(payload.len()).unwrap().to_le_bytes();
+        let mut out = MAGIC_V2.to_vec();
+        out.extend_from_slice(&len);
+        out.extend_from_slice(&crc(&len, payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn records_of_format_2_belong_to_the_segment_they_are_in() {
+        let body = b"Subject: x\r\n\r\nbody\r\n";
+        let mut buf = Vec::new();
+        for r in records(body) {
+            let mut one = Vec::new();
+            r.encode(&mut one, 1);
+            buf.extend(format_2(&one));
+        }
+        let found: Vec<_> = scan(&buf, 5).collect();
+        assert_eq!(found.len(), 4);
+        for ((_, f), r) in found.iter().zip(records(body)) {
+            assert!(
+                matches!(f, Found::Record(got, _, true) if *got == r),
+                "{f:?}"
+            );
+        }
+        assert_eq!(decode_in(&buf, 77).unwrap().0, records(body)[0]);
+    }
+
+    #[test]
+    fn records_of_an_earlier_use_of_the_file_are_old_not_damaged() {
+        let body = b"Subject: x\r\n\r\nbody\r\n";
+        let mut buf = Vec::new();
+        for r in records(body) {
+            r.encode(&mut buf, 3);
+        }
+        let new_end = {
+            let mut new = Vec::new();
+            records(body)[1].encode(&mut new, 12);
+            let end = new.len();
+            // Segment 3's file reused as segment 12: its first record
+            // overwritten in part.
+            buf[..end].copy_from_slice(&new);
+            end
+        };
+        let found: Vec<_> = scan(&buf, 12).collect();
+        assert!(matches!(found[0], (0, Found::Record(_, n, false)) if n == new_end));
+        assert!(matches!(found[1], (at, Found::Damaged(_)) if at == new_end));
+        assert_eq!(
+            found[2..]
+                .iter()
+                .filter(|(_, f)| matches!(f, Found::Old(_)))
+                .count(),
+            3
+        );
+    }
+
     #[test]
     fn scanning_skips_a_damaged_record_and_keeps_the_rest() {
         let body = b"Subject: x\r\n\r\nbody\r\n";
@@ -476,12 +591,12 @@ mod tests {
         for _ in 0..3 {
             for r in records(body) {
                 starts.push(buf.len());
-                r.encode(&mut buf);
+                r.encode(&mut buf, 1);
             }
         }
         // Damage the fifth record (the second message) in its payload.
         buf[starts[4] + HEADER + 20] ^= 0xff;
-        let found: Vec<_> = scan(&buf).collect();
+        let found: Vec<_> = scan(&buf, 1).collect();
         let intact = found
             .iter()
             .filter(|(_, f)| matches!(f, Found::Record(..)))
@@ -491,13 +606,13 @@ mod tests {
             .iter()
             .filter_map(|(at, f)| match f {
                 Found::Damaged(n) => Some((*at, *n)),
-                Found::Record(..) => None,
+                Found::Record(..) | Found::Old(_) => None,
             })
             .collect();
         assert_eq!(damaged, [(starts[4], starts[5] - starts[4])]);
         // A torn tail: the last record cut short.
         let cut = &buf[..buf.len() - 3];
-        let (at, last) = scan(cut).last().unwrap();
+        let (at, last) = scan(cut, 1).last().unwrap();
         assert!(matches!(last, Found::Damaged(n) if at + n == cut.len()));
     }
 
@@ -506,9 +621,9 @@ mod tests {
         fn no_bytes_make_decoding_or_scanning_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(&bytes);
             let mut total = 0;
-            for (at, f) in scan(&bytes) {
+            for (at, f) in scan(&bytes, 1) {
                 prop_assert_eq!(at, total);
-                total += match f { Found::Record(_, n) | Found::Damaged(n) => n };
+                total += match f { Found::Record(_, n, _) | Found::Old(n) | Found::Damaged(n) => n };
             }
             prop_assert_eq!(total, bytes.len());
         }

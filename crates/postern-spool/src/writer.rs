@@ -138,6 +138,17 @@ impl Writer {
         self.failing || !self.pending.is_empty() || !self.log.reserve_present()
     }
 
+    /// Whether a reclaimed segment may be kept as a spare: space is not
+    /// short, and a segment more and the reserve stay free beside it.
+    pub(crate) fn room_for_spare(&self) -> bool {
+        !self.short()
+            && free_space(self.log.dir())
+                >= self
+                    .options
+                    .reserve
+                    .saturating_add(self.options.segment_size)
+    }
+
     /// The held attempts as records, to write now.
     fn take_held(&mut self) -> Vec<Record<'static>> {
         std::mem::take(&mut self.held)
@@ -306,7 +317,7 @@ impl Writer {
         let mut locs = Vec::with_capacity(records.len());
         for r in &records {
             let offset = bytes.len();
-            let len = r.encode(&mut bytes);
+            let len = r.encode(&mut bytes, segment);
             locs.push(Loc {
                 segment,
                 offset: base + offset as u64,
@@ -376,6 +387,17 @@ impl Writer {
             self.write_outcomes(held);
         }
         let free = free_space(self.log.dir());
+        if self.short()
+            || free
+                < self
+                    .options
+                    .reserve
+                    .saturating_add(self.options.segment_size)
+        {
+            // Spares give their space back; deleted, not written, they
+            // cost nothing to lose.
+            let _ = self.log.drop_spares();
+        }
         let healthy = self.pending.is_empty()
             && self.held.is_empty()
             && !self.failing

@@ -34,7 +34,7 @@ fn flipped_bytes_cost_only_the_records_they_hit() {
     let file = segment_paths(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
     // Record boundaries, and which message each record holds.
-    let starts: Vec<usize> = memchr::memmem::find_iter(&bytes, b"PST\x02").collect();
+    let starts: Vec<usize> = memchr::memmem::find_iter(&bytes, b"PST\x03").collect();
     assert_eq!(starts.len(), 10_000);
     let owner = |at: usize| -> usize {
         let i = starts.partition_point(|&s| s <= at) - 1;

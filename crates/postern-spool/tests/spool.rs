@@ -91,7 +91,7 @@ fn a_torn_tail_is_cut_off_and_everything_before_kept() {
         .append(true)
         .open(&file)
         .unwrap();
-    f.write_all(b"PST\x02\xc8\0\0\0\x01\x02\x03").unwrap();
+    f.write_all(b"PST\x03\xc8\0\0\0\x01\x02\x03").unwrap();
     drop(f);
 
     let o = open(dir.path(), 1 << 20);

@@ -139,12 +139,14 @@ pub(crate) fn received_ids(sink: &Sink) -> HashMap<String, usize> {
     ids
 }
 
-/// Segments the daemon's spool started zero-filled, from its `/metrics`.
-pub(crate) fn zero_filled_segments(setup: &Setup) -> u64 {
+/// Segments the daemon's spool started as `how` (`zero_filled`,
+/// `reused`), from its `/metrics`.
+pub(crate) fn segments_started(setup: &Setup, how: &str) -> u64 {
     let (_, metrics) = get(setup.metrics, "/metrics").unwrap_or_default();
+    let prefix = format!("postern_spool_segments_started_total{{start=\"{how}\"}} ");
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("postern_spool_segments_started_total{zero_filled=\"true\"} "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }

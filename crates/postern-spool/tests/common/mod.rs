@@ -49,6 +49,7 @@ pub(crate) fn open_with(dir: &Path, segment_size: u64, zero_fill: bool) -> Opene
             reserve: 64 * 1024,
             body_cache: 1 << 20,
             zero_fill,
+            spares: 2,
         },
     )
     .unwrap()
@@ -122,7 +123,7 @@ pub(crate) fn frames(path: &Path) -> Vec<(usize, usize)> {
 pub(crate) fn frames_in(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
     let mut at = 0;
-    while bytes.len() >= at + 12 && bytes[at..at + 4] == *b"PST\x02" {
+    while bytes.len() >= at + 12 && bytes[at..at + 4] == *b"PST\x03" {
         let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
         found.push((at, at + 12 + len as usize));
         at += 12 + len as usize;

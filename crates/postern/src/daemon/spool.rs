@@ -24,6 +24,13 @@ pub(crate) fn dir(config: &Config) -> PathBuf {
     }
 }
 
+fn count(config: &Config, d: Directive, default: usize) -> usize {
+    match config.global.value_or_default(d) {
+        Some(Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
+        _ => default,
+    }
+}
+
 fn size(config: &Config, d: Directive, default: u64) -> u64 {
     match config.global.value_or_default(d) {
         Some(Value::Size(n)) => *n,
@@ -32,7 +39,7 @@ fn size(config: &Config, d: Directive, default: u64) -> u64 {
 }
 
 /// `Spool_Segment_Size`, `Spool_Reserve`, `Spool_Body_Cache`,
-/// `Spool_Zero_Fill`.
+/// `Spool_Zero_Fill`, `Spool_Spare_Segments`.
 pub(crate) fn options(config: &Config) -> Options {
     let d = Options::default();
     Options {
@@ -43,6 +50,7 @@ pub(crate) fn options(config: &Config) -> Options {
             config.global.value_or_default(Directive::SpoolZeroFill),
             Some(Value::Bool(false))
         ),
+        spares: count(config, Directive::SpoolSpareSegments, d.spares),
     }
 }
 
@@ -205,10 +213,7 @@ pub(crate) enum Verdict {
 
 impl Pressure {
     pub(crate) fn new(config: &Config, spool: Spool, ready: Arc<AtomicUsize>) -> Self {
-        let limit = match config.global.value_or_default(Directive::MaxReadyBatches) {
-            Some(Value::Count(n)) => usize::try_from(*n).unwrap_or(usize::MAX),
-            _ => 2_000_000,
-        };
+        let limit = count(config, Directive::MaxReadyBatches, 2_000_000);
         let delay = match config.global.value_or_default(Directive::BackpressureDelay) {
             Some(Value::Seconds(n)) => Duration::from_secs(*n),
             _ => Duration::from_secs(2),
