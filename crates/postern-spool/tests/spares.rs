@@ -1,6 +1,7 @@
 //! Spare segments: a reclaimed segment's file is kept and a later segment
 //! overwrites it. Its earlier records stay intact after the new ones, and
-//! a restart must never read them as the new segment's; a spool written
+//! a restart must never read them as the new segment's, and tells a
+//! last write that reached the disk in part from damage; a spool written
 //! in format 2 (records without a segment number) is read in place, and
 //! its files are deleted once reclaimed, never reused.
 #![allow(
@@ -167,4 +168,79 @@ fn a_spool_of_format_2_is_read_and_its_segments_are_deleted_not_reused() {
     let o = open_with(dir.path(), SEGMENT, false);
     assert!(ids(&o).is_empty());
     assert!(o.damage.is_empty(), "{:?}", o.damage);
+}
+
+#[test]
+fn part_of_a_last_write_into_a_spare_that_never_reached_the_disk_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    // Deliver mail until the newest segment is a reused spare, less than
+    // half written (so that three more messages stay in it).
+    let mut n = 0;
+    while !segment_paths(dir.path()).last().is_some_and(|p| {
+        holds_old_records(p)
+            && frames(p)
+                .last()
+                .is_some_and(|&(_, end)| end < SEGMENT as usize / 2)
+    }) {
+        n += 1;
+        assert!(n < 2000, "no spare was ever taken as a segment");
+        let s = store_one(&o, n);
+        o.spool.done(s.entries[0], "x@a.example");
+    }
+    sync(&o.spool);
+    let kept = store_one(&o, 10_000);
+    // The last write: two messages together.
+    let last: Vec<Stored> = o
+        .spool
+        .store_all(vec![
+            new_message(10_001, &[("a.example", &["x@a.example"])]),
+            new_message(10_002, &[("a.example", &["x@a.example"])]),
+        ])
+        .blocking_recv()
+        .unwrap()
+        .unwrap();
+    o.spool.close();
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    // A crash during the last write's fsync: the page of its first record
+    // still holds what the spare held there before (an old record), a
+    // later page reached the disk.
+    let first = memchr::memmem::find(&bytes, b"<10001@test>").unwrap();
+    let start = frames(&path)
+        .into_iter()
+        .map(|(s, _)| s)
+        .rfind(|&s| s < first)
+        .unwrap();
+    let number: u32 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    // A whole old record, short enough to lie inside the first new one.
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let room = first - start + 12;
+    let old_start = memchr::memmem::find_iter(&bytes, b"PST\x03")
+        .find(|&s| {
+            s > first
+                && u32_at(&bytes, s + 12) < number
+                && 12 + u32_at(&bytes, s + 4) as usize <= room
+        })
+        .expect("an old record after the new ones");
+    let old = bytes[old_start..old_start + 12 + u32_at(&bytes, old_start + 4) as usize].to_vec();
+    bytes[start..start + old.len()].copy_from_slice(&old);
+    std::fs::write(&path, &bytes).unwrap();
+    for _ in 0..2 {
+        let o = open_with(dir.path(), SEGMENT, false);
+        let got = ids(&o);
+        assert!(got.contains(&kept.message), "an earlier write is kept");
+        assert!(
+            got.contains(&last[1].message),
+            "the intact record after the gap is kept"
+        );
+        assert!(!got.contains(&last[0].message));
+        assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
+        assert!(
+            o.damage[0].contains("as they were before the last write"),
+            "{:?}",
+            o.damage
+        );
+        o.spool.close();
+    }
 }
