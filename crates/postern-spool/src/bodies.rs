@@ -232,10 +232,18 @@ fn message(shared: &Shared, id: u64) -> Result<(Envelope, Arc<[u8]>), BodyError>
         let loc = shared.live().locate(id).ok_or(BodyError::Gone(id))?;
         let bytes = match log::read(&shared.dir, loc) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Gone, or cut down to a spare's size.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(BodyError::Io(e.to_string())),
         };
-        return match decode_in(&bytes, loc.segment) {
+        return match decode_in(&bytes, shared.key.owner(loc.segment)) {
             Some((Record::Message { envelope, body, .. }, _)) if envelope.id == id => {
                 Ok((envelope, Arc::from(body)))
             }
@@ -243,8 +251,9 @@ fn message(shared: &Shared, id: u64) -> Result<(Envelope, Arc<[u8]>), BodyError>
             _ => Err(BodyError::Damaged(id)),
         };
     }
-    // Still live, but its segment keeps moving: not gone, just not now.
+    // Still live, but its record could not be read where it was said to
+    // be: moved again each time, or its file cut short.
     Err(BodyError::Io(format!(
-        "message {id:x}: its segment was not found"
+        "message {id:x}: its record could not be read (its segment moved or was cut short)"
     )))
 }

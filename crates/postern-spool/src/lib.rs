@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod bodies;
+mod key;
 mod live;
 mod log;
 mod prepare;
@@ -186,6 +187,8 @@ impl Default for Options {
 #[derive(Debug)]
 pub(crate) struct Shared {
     dir: PathBuf,
+    /// The key records are read back with.
+    key: key::Key,
     live: Mutex<Live>,
     cache: Mutex<Cache>,
     stats: Stats,
@@ -273,6 +276,7 @@ impl Spool {
         let next_id = live.max_id.max(clock) + 1;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            key: log.key(),
             live: Mutex::new(live),
             cache: Mutex::new(Cache::new(options.body_cache)),
             stats: Stats::default(),

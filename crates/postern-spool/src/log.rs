@@ -5,16 +5,16 @@
 //! deleted). Also the reserve file, the space kept back so that outcomes
 //! can still be recorded when the disk fills up.
 
-use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::Options;
+use crate::key::{Key, Owner};
 use crate::live::{Live, Loc};
 use crate::prepare::{NEXT, Preparer, write_zeros};
-use crate::record::{Found, MAGIC, scan};
+use crate::record::{Found, MAGIC, decode, scan, starts_own};
 
 /// A segment's file name: its number, zero-padded so names sort in order.
 fn name(number: u32) -> String {
@@ -60,6 +60,9 @@ pub(crate) struct Recovery {
     pub(crate) damage: Vec<String>,
     /// Damaged stretches skipped (torn tails not counted).
     pub(crate) damaged: u64,
+    /// Intact frames of format 3 in damaged stretches, counted only for
+    /// a spool without a key: it was written under one that is lost.
+    pub(crate) foreign: u64,
 }
 
 /// The open log: its directory, the segment being appended to.
@@ -82,9 +85,9 @@ pub(crate) struct Log {
     spares: Vec<u32>,
     /// Spares kept at most (`Spool_Spare_Segments`).
     max_spares: usize,
-    /// Segments holding records of format 2, never reused: those records
-    /// carry no segment number to tell them from a later use's.
-    legacy: BTreeSet<u32>,
+    /// The key of every record, and the segments of format 2 (never
+    /// reused: their records carry no segment number).
+    key: Key,
     /// The reserve file is in place.
     reserve: bool,
 }
@@ -108,29 +111,35 @@ struct Segment {
     /// Everything after `end` was written before and is unused: zeros made
     /// ahead, or records of a spare's earlier use.
     room: bool,
-    /// It holds records of format 2.
-    legacy: bool,
 }
 
-/// Reads one segment into `live`.
+/// Intact frames of format 3 in `bytes`, under whatever key.
+fn count_format_3(bytes: &[u8]) -> u64 {
+    memchr::memmem::find_iter(bytes, &MAGIC)
+        .filter(|&at| bytes.get(at..).and_then(decode).is_some())
+        .count() as u64
+}
+
+/// Reads one segment into `live`. Nothing in the file changes.
 fn recover_segment(
     path: &Path,
-    n: u32,
+    owner: Owner,
     live: &mut Live,
     found: &mut Recovery,
     newest: bool,
+    keyless: bool,
 ) -> io::Result<Segment> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
+    let n = owner.segment;
     live.open_segment(n);
     let mut end = 0usize;
-    let mut legacy = false;
     // Stretches between intact records: where, how long, and whether they
     // hold records of the file's earlier use.
     let mut gaps: Vec<(usize, usize, bool)> = Vec::new();
-    for (at, f) in scan(&bytes, n) {
+    for (at, f) in scan(&bytes, owner) {
         let (len, old) = match f {
-            Found::Record(record, len, unstamped) => {
+            Found::Record(record, len) => {
                 let loc = Loc {
                     segment: n,
                     offset: at as u64,
@@ -138,11 +147,15 @@ fn recover_segment(
                 };
                 live.apply(&record, loc);
                 end = at + len;
-                legacy |= unstamped;
                 continue;
             }
             Found::Old(len) => (len, true),
-            Found::Damaged(len) => (len, false),
+            Found::Damaged(len) => {
+                if keyless {
+                    found.foreign += count_format_3(bytes.get(at..at + len).unwrap_or_default());
+                }
+                (len, false)
+            }
         };
         match gaps.last_mut() {
             Some(gap) if gap.0 + gap.1 == at => {
@@ -160,15 +173,14 @@ fn recover_segment(
             .is_some_and(|b| b.iter().all(|&b| b == 0))
     };
     // Only the newest segment has room not yet used: an older one was
-    // full before the next began. A write cut short starts with a frame's
-    // marker where the last record ends; anything else there is as it
-    // was before (a spare's earlier record cut by the new ones).
+    // full before the next began. A write cut short starts with the
+    // header of one of the segment's frames where the last record ends;
+    // anything else there is as it was before (zeros, or a spare's earlier
+    // records and the piece of one that the new ones cut).
     let room = newest
-        && gaps.last().is_some_and(|g| {
-            g.0 >= end
-                && (written_before(g)
-                    || !bytes.get(g.0..).is_some_and(|b| b.starts_with(&MAGIC[..3])))
-        });
+        && gaps
+            .last()
+            .is_some_and(|g| g.0 >= end && !bytes.get(g.0..).is_some_and(|b| starts_own(b, owner)));
     for gap in gaps {
         let (at, len, _) = gap;
         if room && at >= end {
@@ -200,12 +212,7 @@ fn recover_segment(
     let len = bytes.len() as u64;
     let end = end as u64;
     live.grew(n, if room { end } else { len });
-    Ok(Segment {
-        end,
-        len,
-        room,
-        legacy,
-    })
+    Ok(Segment { end, len, room })
 }
 
 impl Log {
@@ -240,46 +247,72 @@ impl Log {
         numbers.sort_unstable();
         let mut found = Recovery::default();
         let last = numbers.last().copied();
-        let mut size = 0;
-        let mut preallocated = false;
-        let mut legacy = BTreeSet::new();
+        // A spool without a key was written by an earlier Postern, in
+        // format 2, up to its newest segment (which new records follow).
+        let (key, made) = match Key::load(dir)? {
+            Some(key) => (key, false),
+            None => (Key::new(last.unwrap_or(0))?, true),
+        };
+        let mut newest = None;
         for &n in &numbers {
             let path = dir.join(name(n));
-            let newest = Some(n) == last;
-            let segment = recover_segment(&path, n, live, &mut found, newest)?;
-            if segment.legacy {
-                legacy.insert(n);
-            }
-            if !newest {
-                continue;
-            }
-            size = segment.end;
-            preallocated = segment.room;
-            let keep = if segment.room {
-                segment.end.max(options.segment_size)
-            } else {
-                segment.end
-            };
-            if segment.len > keep {
-                OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
-                if let Some(s) = live.segments.get_mut(&n) {
-                    s.size = segment.end;
-                }
+            let is_newest = Some(n) == last;
+            let segment = recover_segment(&path, key.owner(n), live, &mut found, is_newest, made)?;
+            if is_newest {
+                newest = Some((n, path, segment));
             }
         }
+        // Nothing was changed yet: a spool that lost its key stays as it
+        // was, for the key to be put back.
+        if made {
+            if found.foreign > 0 {
+                return Err(io::Error::other(format!(
+                    "{}: the spool's records of format 3 were written under a key, and its file spool.key is missing; restore it (or move the spool away)",
+                    dir.display()
+                )));
+            }
+            key.save(dir)?;
+        }
+        let (number, size, preallocated) = match newest {
+            None => (1, 0, false),
+            Some((n, path, segment)) => {
+                // A spool of format 2 goes on in a segment of its own:
+                // in its segments any frame of format 2 is read, and a
+                // new record's body may hold one.
+                let upgraded = n <= key.format_2_up_to;
+                let room = segment.room && !upgraded;
+                let keep = if room {
+                    segment.end.max(options.segment_size)
+                } else {
+                    segment.end
+                };
+                if segment.len > keep {
+                    OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
+                    if let Some(s) = live.segments.get_mut(&n) {
+                        s.size = segment.end;
+                    }
+                }
+                if upgraded {
+                    (n + 1, 0, false)
+                } else {
+                    (n, segment.end, room)
+                }
+            }
+        };
         // A spare's records must be older than any segment it becomes.
         spares.sort_unstable();
         let mut kept = Vec::new();
         for k in spares {
             let path = dir.join(spare_name(k));
-            if kept.len() < options.spares && last.is_some_and(|l| k < l) {
-                fit(&path, options.segment_size)?;
+            if kept.len() < options.spares
+                && last.is_some_and(|l| k < l)
+                && fit(&path, options.segment_size).is_ok()
+            {
                 kept.push(k);
             } else {
                 fs::remove_file(&path)?;
             }
         }
-        let number = last.unwrap_or(1);
         let path = dir.join(name(number));
         let current = OpenOptions::new()
             .create(true)
@@ -301,7 +334,7 @@ impl Log {
                 asked_in: None,
                 spares: kept,
                 max_spares: options.spares,
-                legacy,
+                key,
                 reserve: dir.join(RESERVE).exists(),
             },
             found,
@@ -311,6 +344,11 @@ impl Log {
     /// The segment being appended to, and its size so far.
     pub(crate) fn position(&self) -> (u32, u64) {
         (self.number, self.size)
+    }
+
+    /// The spool's key.
+    pub(crate) fn key(&self) -> Key {
+        self.key
     }
 
     /// Writes `bytes` after the last batch and makes them durable. On
@@ -358,8 +396,8 @@ impl Log {
         if self.preallocated && !full {
             return Ok(());
         }
-        let next = match self.spares.last() {
-            Some(&k) => Next::Spare(k),
+        let next = match self.spares.pop() {
+            Some(k) => Next::Spare(k),
             None => match self.preparer.as_mut().and_then(Preparer::take) {
                 Some(file) => Next::Zeroed(file),
                 None if full => Next::Empty,
@@ -374,10 +412,10 @@ impl Log {
         let number = self.number + 1;
         let path = self.dir.join(name(number));
         let (current, start) = match next {
+            // Taken off the list whatever happens: a spare that cannot be
+            // renamed is not tried again.
             Next::Spare(k) => {
                 fs::rename(self.dir.join(spare_name(k)), &path)?;
-                self.spares.retain(|&s| s != k);
-                fit(&path, self.segment_size)?;
                 (OpenOptions::new().write(true).open(&path)?, "reused")
             }
             Next::Zeroed(file) => {
@@ -393,14 +431,18 @@ impl Log {
                 "empty",
             ),
         };
-        // A file already there is what an earlier roll left when its
-        // directory sync failed: nothing of this segment was written to
-        // it, and it is zeros or a spare's earlier records.
-        let start = if start == "empty" && current.metadata()?.len() > 0 {
+        // A file already there as an empty one is what an earlier roll left
+        // when it failed after its rename: nothing of this segment was
+        // written to it, and it is zeros or a spare's earlier records.
+        let len = current.metadata()?.len();
+        let start = if start == "empty" && len > 0 {
             "reused"
         } else {
             start
         };
+        if len > self.segment_size {
+            current.set_len(self.segment_size)?;
+        }
         sync_dir(&self.dir)?;
         self.current = current;
         self.number = number;
@@ -423,7 +465,7 @@ impl Log {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             r => r.map(|()| true),
         };
-        if keep && self.spares.len() < self.max_spares && !self.legacy.contains(&segment) {
+        if keep && self.spares.len() < self.max_spares && segment > self.key.format_2_up_to {
             let spare = self.dir.join(spare_name(segment));
             if gone(fs::rename(&path, &spare))? {
                 self.spares.push(segment);
@@ -432,7 +474,6 @@ impl Log {
             }
         } else {
             gone(fs::remove_file(&path))?;
-            self.legacy.remove(&segment);
         }
         sync_dir(&self.dir)
     }
@@ -443,7 +484,11 @@ impl Log {
             return Ok(());
         }
         while let Some(&k) = self.spares.last() {
-            fs::remove_file(self.dir.join(spare_name(k)))?;
+            if let Err(e) = fs::remove_file(self.dir.join(spare_name(k)))
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Err(e);
+            }
             self.spares.pop();
         }
         sync_dir(&self.dir)

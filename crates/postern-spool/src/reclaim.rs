@@ -59,6 +59,7 @@ impl Writer {
             bytes.push((log::read(self.log.dir(), loc).map_err(|_| ())?, loc.segment));
         }
         let mut messages = Vec::new();
+        let key = self.log.key();
         {
             let live = self.shared.live();
             for (b, segment) in &bytes {
@@ -67,7 +68,7 @@ impl Writer {
                         mut envelope, body, ..
                     },
                     _,
-                )) = decode_in(b, *segment)
+                )) = decode_in(b, key.owner(*segment))
                 else {
                     return Err(());
                 };

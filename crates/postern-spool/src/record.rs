@@ -7,13 +7,17 @@
 //! so one bad record costs only itself.
 //!
 //! The payload begins with the number of the segment the record was
-//! written to. A segment file is reused once reclaimed, and the records
-//! of its earlier use stay after the new ones until overwritten: they are
-//! intact, and only their number tells them apart. Records of format 2
-//! (magic `PST\x02`) have no number; they are read in place, and a file
-//! holding any is never reused.
+//! written to and the spool's key (`key.rs`). A segment file is reused
+//! once reclaimed, and the records of its earlier use stay after the new
+//! ones until overwritten: they are intact, and only their number tells
+//! them apart. A frame without the key (one a sender put into a message
+//! body) is never anyone's record. Records of format 2 (magic `PST\x02`)
+//! have neither; they are read only in the segments an earlier Postern
+//! wrote, which are never reused.
 
 use memchr::memmem;
+
+use crate::key::Owner;
 
 /// The frame marker: "PST" and the format version.
 pub(crate) const MAGIC: [u8; 4] = *b"PST\x03";
@@ -186,14 +190,15 @@ impl Record<'_> {
         }
     }
 
-    /// Appends the framed record, written to `segment`, to `out`; returns
-    /// its framed length.
-    pub(crate) fn encode(&self, out: &mut Vec<u8>, segment: u32) -> usize {
+    /// Appends the framed record, written to `owner`'s segment, to `out`;
+    /// returns its framed length.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>, owner: Owner) -> usize {
         let start = out.len();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&[0; HEADER - 4]);
         let mut w = Writer(out);
-        w.u32(segment);
+        w.u32(owner.segment);
+        w.u64(owner.key);
         match self {
             Record::Message {
                 envelope: m,
@@ -278,23 +283,39 @@ pub(crate) struct Frame<'a> {
     pub(crate) record: Record<'a>,
     /// Its framed length.
     pub(crate) len: usize,
-    /// The segment it was written to; `None` in format 2.
-    pub(crate) segment: Option<u32>,
+    /// The segment it was written to and the key it carries; `None` in
+    /// format 2.
+    pub(crate) stamp: Option<(u32, u64)>,
+}
+
+/// Whose a frame is, to a reader.
+#[derive(Debug, PartialEq, Eq)]
+enum Whose {
+    /// The reader's segment's.
+    Own,
+    /// The spool's, written to another segment: the file's earlier use.
+    Old,
+    /// Nobody's: another key, or format 2 where there is none.
+    Foreign,
 }
 
 impl Frame<'_> {
-    /// Whether the frame belongs to segment `n`: its number, or none.
-    fn of(&self, n: u32) -> bool {
-        self.segment.is_none_or(|s| s == n)
+    fn whose(&self, owner: Owner) -> Whose {
+        match self.stamp {
+            None if owner.format_2 => Whose::Own,
+            Some((_, key)) if key != owner.key => Whose::Foreign,
+            Some((segment, _)) if segment == owner.segment => Whose::Own,
+            Some(_) => Whose::Old,
+            None => Whose::Foreign,
+        }
     }
 }
 
-/// The record written to `segment` at the start of `bytes`, and its framed
-/// length; `None` when the bytes do not start with a whole, intact record
-/// of that segment.
-pub(crate) fn decode_in(bytes: &[u8], segment: u32) -> Option<(Record<'_>, usize)> {
+/// `owner`'s record at the start of `bytes`, and its framed length; `None`
+/// when the bytes do not start with a whole, intact record of its own.
+pub(crate) fn decode_in(bytes: &[u8], owner: Owner) -> Option<(Record<'_>, usize)> {
     decode(bytes)
-        .filter(|f| f.of(segment))
+        .filter(|f| f.whose(owner) == Whose::Own)
         .map(|f| (f.record, f.len))
 }
 
@@ -315,7 +336,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Frame<'_>> {
         return None;
     }
     let mut r = Reader(payload);
-    let segment = if stamped { Some(r.u32()?) } else { None };
+    let stamp = if stamped {
+        Some((r.u32()?, r.u64()?))
+    } else {
+        None
+    };
     let record = match r.u8()? {
         MESSAGE => {
             let id = r.u64()?;
@@ -393,47 +418,65 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Frame<'_>> {
     r.0.is_empty().then_some(Frame {
         record,
         len: HEADER + len,
-        segment,
+        stamp,
     })
 }
 
 /// What [`scan`] finds at an offset.
 #[derive(Debug)]
 pub(crate) enum Found<'a> {
-    /// An intact record of the segment scanned, its framed length, and
-    /// whether it is of format 2 (it has no segment number).
-    Record(Record<'a>, usize, bool),
+    /// An intact record of the segment scanned, and its framed length.
+    Record(Record<'a>, usize),
     /// An intact record of the file's earlier use, as another segment:
     /// its framed length.
     Old(usize),
-    /// This many bytes that are not an intact record, up to the next
-    /// intact one or the end.
+    /// This many bytes that are neither, up to the next intact record of
+    /// the spool's or the end.
     Damaged(usize),
 }
 
-/// Walks the bytes of segment `segment` frame by frame: every intact
-/// record, and the old records and damaged stretches between them, with
-/// their offsets.
-pub(crate) fn scan(bytes: &[u8], segment: u32) -> impl Iterator<Item = (usize, Found<'_>)> {
+/// Whether `bytes` start with the header of one of `owner`'s frames (its
+/// marker, segment number and key), whole or not: where the last record
+/// ends, the start of a write cut short.
+pub(crate) fn starts_own(bytes: &[u8], owner: Owner) -> bool {
+    let mut r = Reader(bytes);
+    r.take(4) == Some(&MAGIC[..])
+        && r.take(HEADER - 4).is_some()
+        && r.u32() == Some(owner.segment)
+        && r.u64() == Some(owner.key)
+}
+
+/// The spool's intact frame at the start of `bytes` (`owner`'s or old),
+/// and whose it is.
+fn spools(bytes: &[u8], owner: Owner) -> Option<(Whose, Frame<'_>)> {
+    decode(bytes)
+        .map(|f| (f.whose(owner), f))
+        .filter(|(whose, _)| *whose != Whose::Foreign)
+}
+
+/// Walks `owner`'s segment frame by frame: every intact record, and the
+/// old records and damaged stretches between them, with their offsets.
+pub(crate) fn scan(bytes: &[u8], owner: Owner) -> impl Iterator<Item = (usize, Found<'_>)> {
     let finder = memmem::Finder::new(&MAGIC[..3]);
     let mut at = 0usize;
     std::iter::from_fn(move || {
         let rest = bytes.get(at..).filter(|r| !r.is_empty())?;
         let start = at;
-        if let Some(frame) = decode(rest) {
+        if let Some((whose, frame)) = spools(rest, owner) {
             at += frame.len;
-            let found = if frame.of(segment) {
-                Found::Record(frame.record, frame.len, frame.segment.is_none())
+            let found = if whose == Whose::Own {
+                Found::Record(frame.record, frame.len)
             } else {
                 Found::Old(frame.len)
             };
             return Some((start, found));
         }
-        // The next offset where an intact frame starts, or the end.
+        // The next offset where an intact frame of the spool starts, or
+        // the end.
         let mut probe = 1usize;
         let skip = loop {
             match rest.get(probe..).and_then(|r| finder.find(r)) {
-                Some(i) if decode(rest.get(probe + i..).unwrap_or_default()).is_some() => {
+                Some(i) if spools(rest.get(probe + i..).unwrap_or_default(), owner).is_some() => {
                     break probe + i;
                 }
                 Some(i) => probe += i + 1,
@@ -497,23 +540,41 @@ mod tests {
         ]
     }
 
+    /// The reader of segment `segment` under the tests' key; format 2
+    /// allowed when `format_2`.
+    fn owner(segment: u32, format_2: bool) -> Owner {
+        Owner {
+            segment,
+            key: 0x0123_4567_89ab_cdef,
+            format_2,
+        }
+    }
+
     #[test]
     fn records_round_trip_and_damage_is_detected() {
         let body = b"Subject: x\r\n\r\nbody\r\n";
         let records = records(body);
         let mut buf = Vec::new();
         for r in &records {
-            r.encode(&mut buf, 9);
+            r.encode(&mut buf, owner(9, false));
         }
         let mut at = 0;
         for r in &records {
-            let (got, len) = decode_in(&buf[at..], 9).unwrap();
+            let (got, len) = decode_in(&buf[at..], owner(9, false)).unwrap();
             assert_eq!(&got, r);
             at += len;
         }
         assert_eq!(at, buf.len());
-        let (_, first) = decode_in(&buf, 9).unwrap();
-        assert!(decode_in(&buf, 8).is_none(), "a record of another segment");
+        let (_, first) = decode_in(&buf, owner(9, false)).unwrap();
+        assert!(
+            decode_in(&buf, owner(8, false)).is_none(),
+            "a record of another segment"
+        );
+        let other_key = Owner {
+            key: 7,
+            ..owner(9, false)
+        };
+        assert!(decode_in(&buf, other_key).is_none(), "another key");
         for cut in 0..first {
             assert!(decode(&buf[..cut]).is_none(), "cut at {cut}");
         }
@@ -526,7 +587,7 @@ mod tests {
 
     /// The frame of format 2 holding what `frame` (of format 3) holds.
     fn format_2(frame: &[u8]) -> Vec<u8> {
-        let payload = &frame[HEADER + 4..];
+        let payload = &frame[HEADER + 12..];
         let len = u32::try_from(payload.len()).unwrap().to_le_bytes();
         let mut out = MAGIC_V2.to_vec();
         out.extend_from_slice(&len);
@@ -536,51 +597,70 @@ mod tests {
     }
 
     #[test]
-    fn records_of_format_2_belong_to_the_segment_they_are_in() {
+    fn records_of_format_2_are_read_only_where_an_earlier_postern_wrote_them() {
         let body = b"Subject: x\r\n\r\nbody\r\n";
         let mut buf = Vec::new();
         for r in records(body) {
             let mut one = Vec::new();
-            r.encode(&mut one, 1);
+            r.encode(&mut one, owner(1, false));
             buf.extend(format_2(&one));
         }
-        let found: Vec<_> = scan(&buf, 5).collect();
+        let found: Vec<_> = scan(&buf, owner(5, true)).collect();
         assert_eq!(found.len(), 4);
         for ((_, f), r) in found.iter().zip(records(body)) {
-            assert!(
-                matches!(f, Found::Record(got, _, true) if *got == r),
-                "{f:?}"
-            );
+            assert!(matches!(f, Found::Record(got, _) if *got == r), "{f:?}");
         }
-        assert_eq!(decode_in(&buf, 77).unwrap().0, records(body)[0]);
+        assert_eq!(
+            decode_in(&buf, owner(77, true)).unwrap().0,
+            records(body)[0]
+        );
+        // Elsewhere they are nobody's: a sender could have written them.
+        assert!(decode_in(&buf, owner(77, false)).is_none());
+        let found: Vec<_> = scan(&buf, owner(5, false)).collect();
+        assert!(
+            matches!(found[..], [(0, Found::Damaged(n))] if n == buf.len()),
+            "{found:?}"
+        );
     }
 
     #[test]
-    fn records_of_an_earlier_use_of_the_file_are_old_not_damaged() {
+    fn records_of_an_earlier_use_of_the_file_are_old_and_frames_without_the_key_nobodys() {
         let body = b"Subject: x\r\n\r\nbody\r\n";
         let mut buf = Vec::new();
         for r in records(body) {
-            r.encode(&mut buf, 3);
+            r.encode(&mut buf, owner(3, false));
         }
+        // A frame a sender made, in the body of an old message.
+        let mut forged = Vec::new();
+        Record::Gone { id: 7 }.encode(
+            &mut forged,
+            Owner {
+                key: 99,
+                ..owner(12, false)
+            },
+        );
+        buf.extend_from_slice(&forged);
         let new_end = {
             let mut new = Vec::new();
-            records(body)[1].encode(&mut new, 12);
+            records(body)[1].encode(&mut new, owner(12, false));
             let end = new.len();
             // Segment 3's file reused as segment 12: its first record
             // overwritten in part.
             buf[..end].copy_from_slice(&new);
             end
         };
-        let found: Vec<_> = scan(&buf, 12).collect();
-        assert!(matches!(found[0], (0, Found::Record(_, n, false)) if n == new_end));
+        let found: Vec<_> = scan(&buf, owner(12, false)).collect();
+        assert!(matches!(found[0], (0, Found::Record(_, n)) if n == new_end));
         assert!(matches!(found[1], (at, Found::Damaged(_)) if at == new_end));
-        assert_eq!(
-            found[2..]
-                .iter()
-                .filter(|(_, f)| matches!(f, Found::Old(_)))
-                .count(),
-            3
-        );
+        let kinds: Vec<_> = found[2..]
+            .iter()
+            .map(|(_, f)| match f {
+                Found::Record(..) => "record",
+                Found::Old(_) => "old",
+                Found::Damaged(_) => "damaged",
+            })
+            .collect();
+        assert_eq!(kinds, ["old", "old", "old", "damaged"]);
     }
 
     #[test]
@@ -591,12 +671,12 @@ mod tests {
         for _ in 0..3 {
             for r in records(body) {
                 starts.push(buf.len());
-                r.encode(&mut buf, 1);
+                r.encode(&mut buf, owner(1, false));
             }
         }
         // Damage the fifth record (the second message) in its payload.
         buf[starts[4] + HEADER + 20] ^= 0xff;
-        let found: Vec<_> = scan(&buf, 1).collect();
+        let found: Vec<_> = scan(&buf, owner(1, false)).collect();
         let intact = found
             .iter()
             .filter(|(_, f)| matches!(f, Found::Record(..)))
@@ -612,7 +692,7 @@ mod tests {
         assert_eq!(damaged, [(starts[4], starts[5] - starts[4])]);
         // A torn tail: the last record cut short.
         let cut = &buf[..buf.len() - 3];
-        let (at, last) = scan(cut, 1).last().unwrap();
+        let (at, last) = scan(cut, owner(1, false)).last().unwrap();
         assert!(matches!(last, Found::Damaged(n) if at + n == cut.len()));
     }
 
@@ -621,9 +701,9 @@ mod tests {
         fn no_bytes_make_decoding_or_scanning_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(&bytes);
             let mut total = 0;
-            for (at, f) in scan(&bytes, 1) {
+            for (at, f) in scan(&bytes, owner(1, true)) {
                 prop_assert_eq!(at, total);
-                total += match f { Found::Record(_, n, _) | Found::Old(n) | Found::Damaged(n) => n };
+                total += match f { Found::Record(_, n) | Found::Old(n) | Found::Damaged(n) => n };
             }
             prop_assert_eq!(total, bytes.len());
         }

@@ -141,12 +141,15 @@ impl Writer {
     /// Whether a reclaimed segment may be kept as a spare: space is not
     /// short, and a segment more and the reserve stay free beside it.
     pub(crate) fn room_for_spare(&self) -> bool {
-        !self.short()
-            && free_space(self.log.dir())
-                >= self
-                    .options
-                    .reserve
-                    .saturating_add(self.options.segment_size)
+        !self.short() && free_space(self.log.dir()) >= self.spare_room()
+    }
+
+    /// The space to leave free beside a spare: a segment more and the
+    /// reserve.
+    fn spare_room(&self) -> u64 {
+        self.options
+            .reserve
+            .saturating_add(self.options.segment_size)
     }
 
     /// The held attempts as records, to write now.
@@ -312,12 +315,13 @@ impl Writer {
     ) -> Result<(), SpoolError> {
         let started = Instant::now();
         let (segment, base) = self.log.position();
+        let owner = self.log.key().owner(segment);
         let records: Vec<&Record<'_>> = outcomes.iter().chain(messages).collect();
         let mut bytes = Vec::with_capacity(records.iter().map(|r| r.size_hint()).sum());
         let mut locs = Vec::with_capacity(records.len());
         for r in &records {
             let offset = bytes.len();
-            let len = r.encode(&mut bytes, segment);
+            let len = r.encode(&mut bytes, owner);
             locs.push(Loc {
                 segment,
                 offset: base + offset as u64,
@@ -386,17 +390,13 @@ impl Writer {
             let held = self.take_held();
             self.write_outcomes(held);
         }
-        let free = free_space(self.log.dir());
-        if self.short()
-            || free
-                < self
-                    .options
-                    .reserve
-                    .saturating_add(self.options.segment_size)
-        {
+        let mut free = free_space(self.log.dir());
+        if self.short() || free < self.spare_room() {
             // Spares give their space back; deleted, not written, they
             // cost nothing to lose.
-            let _ = self.log.drop_spares();
+            if self.log.drop_spares().is_ok() {
+                free = free_space(self.log.dir());
+            }
         }
         let healthy = self.pending.is_empty()
             && self.held.is_empty()

@@ -43,6 +43,18 @@ fn holds_old_records(path: &Path) -> bool {
     })
 }
 
+/// Where the record holding `text` starts in a segment file of `bytes`,
+/// and where `text` first is.
+fn record_holding(path: &Path, bytes: &[u8], text: &[u8]) -> (usize, usize) {
+    let at = memchr::memmem::find(bytes, text).unwrap();
+    let start = frames(path)
+        .into_iter()
+        .map(|(s, _)| s)
+        .rfind(|&s| s < at)
+        .unwrap();
+    (start, at)
+}
+
 /// Stores message `n` with a body of about 900 bytes.
 fn store_one(o: &Opened, n: usize) -> Stored {
     let mut m = new_message(n, &[("a.example", &["x@a.example"])]);
@@ -100,7 +112,8 @@ fn to_format_2(path: &Path) {
     let bytes = std::fs::read(path).unwrap();
     let mut out = Vec::new();
     for (start, end) in frames(path) {
-        let payload = &bytes[start + 16..end];
+        // Without the segment number and the key.
+        let payload = &bytes[start + 24..end];
         let len = u32::try_from(payload.len()).unwrap().to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
         crc.update(&len);
@@ -135,10 +148,34 @@ fn a_spool_of_format_2_is_read_and_its_segments_are_deleted_not_reused() {
     for path in &old {
         to_format_2(path);
     }
+    // An earlier Postern kept no key.
+    std::fs::remove_file(dir.path().join("spool.key")).unwrap();
 
     let o = open_with(dir.path(), SEGMENT, false);
     assert_eq!(ids(&o), kept);
     assert!(o.damage.is_empty(), "{:?}", o.damage);
+    // New records go to a segment of their own, where a frame of format 2
+    // is nobody's: a sender's tombstone for a kept message, in a body
+    // whose record is then damaged, does not take it away.
+    let victim = stored[0].message;
+    let mut m = new_message(99, &[("a.example", &["x@a.example"])]);
+    let gone = [&[4u8][..], &victim.to_le_bytes()].concat();
+    m.body = [&b"Subject: forged\r\n\r\n"[..], &forged(b"PST\x02", &gone)]
+        .concat()
+        .into();
+    let f = store(&o.spool, m);
+    kept.insert(f.message);
+    o.spool.close();
+    let newest = segment_paths(dir.path()).pop().unwrap();
+    assert!(!old.contains(&newest), "new records went to {newest:?}");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let (start, _) = record_holding(&newest, &bytes, b"<99@test>");
+    bytes[start + 30] ^= 0xff;
+    std::fs::write(&newest, &bytes).unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    kept.remove(&f.message);
+    assert_eq!(ids(&o), kept, "only the damaged record is missing");
+    assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
     // Everything is delivered, and new mail flows until the old segments
     // are reclaimed.
     for s in &stored {
@@ -206,12 +243,7 @@ fn part_of_a_last_write_into_a_spare_that_never_reached_the_disk_is_not_damage()
     // A crash during the last write's fsync: the page of its first record
     // still holds what the spare held there before (an old record), a
     // later page reached the disk.
-    let first = memchr::memmem::find(&bytes, b"<10001@test>").unwrap();
-    let start = frames(&path)
-        .into_iter()
-        .map(|(s, _)| s)
-        .rfind(|&s| s < first)
-        .unwrap();
+    let (start, first) = record_holding(&path, &bytes, b"<10001@test>");
     let number: u32 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
     // A whole old record, short enough to lie inside the first new one.
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
@@ -243,4 +275,107 @@ fn part_of_a_last_write_into_a_spare_that_never_reached_the_disk_is_not_damage()
         );
         o.spool.close();
     }
+}
+
+/// A frame of `magic` whose payload is `payload`, as a sender could write
+/// it into a message body.
+fn forged(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_le_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len);
+    crc.update(payload);
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn records_forged_in_the_bodies_of_a_spares_earlier_messages_are_never_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    let victim = store_one(&o, 0);
+    // Tombstones for the victim, in format 2 and in format 3 for every
+    // segment number a sender could guess, under two guessed keys.
+    let gone = [&[4u8][..], &victim.message.to_le_bytes()].concat();
+    let mut body = b"Subject: forged\r\n\r\n".to_vec();
+    body.extend(forged(b"PST\x02", &gone));
+    for segment in 1u32..=60 {
+        for key in [0u64, u64::MAX] {
+            let payload = [&segment.to_le_bytes()[..], &key.to_le_bytes(), &gone].concat();
+            body.extend(forged(b"PST\x03", &payload));
+        }
+    }
+    let mut n = 0;
+    while !segment_paths(dir.path())
+        .last()
+        .is_some_and(|p| holds_old_records(p))
+        || n < 100
+    {
+        n += 1;
+        assert!(n < 2000, "no spare was ever taken as a segment");
+        let mut m = new_message(n, &[("a.example", &["x@a.example"])]);
+        m.body = body.clone().into();
+        let s = store(&o.spool, m);
+        o.spool.done(s.entries[0], "x@a.example");
+    }
+    sync(&o.spool);
+    o.spool.close();
+    for _ in 0..2 {
+        let o = open_with(dir.path(), SEGMENT, false);
+        assert_eq!(ids(&o), BTreeSet::from([victim.message]));
+        assert!(o.damage.is_empty(), "{:?}", o.damage);
+        o.spool.close();
+    }
+}
+
+#[test]
+fn a_spool_of_format_3_that_lost_its_key_is_not_opened_nor_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    for n in 0..40 {
+        store_one(&o, n);
+    }
+    o.spool.close();
+    let key = dir.path().join("spool.key");
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    // Every segment starts with a damaged record as well.
+    for path in segment_paths(dir.path()) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let before: Vec<Vec<u8>> = segment_paths(dir.path())
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    // Opened with smaller segments: nothing may be cut all the same.
+    let Err(e) = open_or_not(dir.path(), 1024) else {
+        panic!("opened without its key");
+    };
+    assert!(e.to_string().contains("spool.key is missing"), "{e}");
+    assert!(!key.exists(), "no new key was made in its place");
+    let after: Vec<Vec<u8>> = segment_paths(dir.path())
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(before == after, "the segments were changed");
+    // The key put back, everything but the damaged records is there.
+    std::fs::write(&key, saved).unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    assert_eq!(ids(&o).len(), 40 - segment_paths(dir.path()).len());
+}
+
+/// Opens with this segment size, or says why not.
+fn open_or_not(dir: &Path, segment_size: u64) -> std::io::Result<Opened> {
+    postern_spool::Spool::open(
+        dir,
+        postern_spool::Options {
+            segment_size,
+            spares: 2,
+            ..postern_spool::Options::default()
+        },
+    )
 }

@@ -86,12 +86,15 @@ fn a_torn_tail_is_cut_off_and_everything_before_kept() {
     o.spool.close();
     let file = segment_paths(dir.path()).pop().unwrap();
     let whole = std::fs::metadata(&file).unwrap().len();
-    // A crash in the middle of writing the next record.
+    // A crash in the middle of writing the next record: the start of one
+    // like the last.
+    let (start, _) = *common::frames(&file).last().unwrap();
+    let head = std::fs::read(&file).unwrap()[start..start + 30].to_vec();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&file)
         .unwrap();
-    f.write_all(b"PST\x03\xc8\0\0\0\x01\x02\x03").unwrap();
+    f.write_all(&head).unwrap();
     drop(f);
 
     let o = open(dir.path(), 1 << 20);

@@ -61,7 +61,9 @@ fn commits_overwrite_zero_filled_room_and_a_restart_keeps_it() {
 
     // A crash in the middle of writing the next record, inside the room.
     let end = written(&second);
-    overwrite(&second, end, b"PST\x03\xc8\0\0\0\x01\x02\x03");
+    let (start, _) = *frames(&second).last().unwrap();
+    let head = std::fs::read(&second).unwrap()[start..start + 30].to_vec();
+    overwrite(&second, end, &head);
     let o = open_with(dir.path(), SEGMENT, true);
     assert_eq!(recovered(&o).len(), 51);
     assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
