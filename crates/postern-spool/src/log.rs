@@ -14,7 +14,7 @@ use crate::Options;
 use crate::key::{Key, Owner};
 use crate::live::{Live, Loc};
 use crate::prepare::{NEXT, Preparer, write_zeros};
-use crate::record::{Found, MAGIC, decode, scan, starts_own};
+use crate::record::{Found, begins_old, looks_own, scan, under_another_key};
 
 /// A segment's file name: its number, zero-padded so names sort in order.
 fn name(number: u32) -> String {
@@ -60,9 +60,13 @@ pub(crate) struct Recovery {
     pub(crate) damage: Vec<String>,
     /// Damaged stretches skipped (torn tails not counted).
     pub(crate) damaged: u64,
-    /// Intact frames of format 3 in damaged stretches, counted only for
-    /// a spool without a key: it was written under one that is lost.
+    /// Segments that begin with an intact record of format 3 under
+    /// another key: written under a key that is not this one.
     pub(crate) foreign: u64,
+    /// Records read as the segments' own.
+    pub(crate) own: u64,
+    /// Some segment holds anything but zeros.
+    pub(crate) written: bool,
 }
 
 /// The open log: its directory, the segment being appended to.
@@ -113,13 +117,6 @@ struct Segment {
     room: bool,
 }
 
-/// Intact frames of format 3 in `bytes`, under whatever key.
-fn count_format_3(bytes: &[u8]) -> u64 {
-    memchr::memmem::find_iter(bytes, &MAGIC)
-        .filter(|&at| bytes.get(at..).and_then(decode).is_some())
-        .count() as u64
-}
-
 /// Reads one segment into `live`. Nothing in the file changes.
 fn recover_segment(
     path: &Path,
@@ -127,12 +124,15 @@ fn recover_segment(
     live: &mut Live,
     found: &mut Recovery,
     newest: bool,
-    keyless: bool,
 ) -> io::Result<Segment> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let n = owner.segment;
     live.open_segment(n);
+    if under_another_key(&bytes, owner) {
+        found.foreign += 1;
+    }
+    found.written |= bytes.iter().any(|&b| b != 0);
     let mut end = 0usize;
     // Stretches between intact records: where, how long, and whether they
     // hold records of the file's earlier use.
@@ -147,15 +147,11 @@ fn recover_segment(
                 };
                 live.apply(&record, loc);
                 end = at + len;
+                found.own += 1;
                 continue;
             }
             Found::Old(len) => (len, true),
-            Found::Damaged(len) => {
-                if keyless {
-                    found.foreign += count_format_3(bytes.get(at..at + len).unwrap_or_default());
-                }
-                (len, false)
-            }
+            Found::Damaged(len) => (len, false),
         };
         match gaps.last_mut() {
             Some(gap) if gap.0 + gap.1 == at => {
@@ -173,14 +169,16 @@ fn recover_segment(
             .is_some_and(|b| b.iter().all(|&b| b == 0))
     };
     // Only the newest segment has room not yet used: an older one was
-    // full before the next began. A write cut short starts with the
-    // header of one of the segment's frames where the last record ends;
-    // anything else there is as it was before (zeros, or a spare's earlier
-    // records and the piece of one that the new ones cut).
+    // full before the next began. What begins like one of the segment's
+    // frames where the last record ends is a write cut short (or the last
+    // record damaged); anything else there is as it was before (zeros, or
+    // a spare's earlier records and the piece of one that the new ones
+    // cut).
     let room = newest
-        && gaps
-            .last()
-            .is_some_and(|g| g.0 >= end && !bytes.get(g.0..).is_some_and(|b| starts_own(b, owner)));
+        && gaps.last().is_some_and(|g| {
+            let tail = bytes.get(g.0..).unwrap_or_default();
+            g.0 >= end && (begins_old(tail, owner) || !looks_own(tail, owner))
+        });
     for gap in gaps {
         let (at, len, _) = gap;
         if room && at >= end {
@@ -188,7 +186,7 @@ fn recover_segment(
         }
         if newest && at >= end {
             found.damage.push(format!(
-                "{}: {len} bytes after offset {at} are not a whole record (a write cut short); cut off, everything before kept",
+                "{}: {len} bytes after offset {at} begin like a record but are not a whole one (a write cut short, or the last record damaged); cut off, everything before kept",
                 path.display()
             ));
         } else if newest && written_before(&gap) {
@@ -257,20 +255,26 @@ impl Log {
         for &n in &numbers {
             let path = dir.join(name(n));
             let is_newest = Some(n) == last;
-            let segment = recover_segment(&path, key.owner(n), live, &mut found, is_newest, made)?;
+            let segment = recover_segment(&path, key.owner(n), live, &mut found, is_newest)?;
             if is_newest {
                 newest = Some((n, path, segment));
             }
         }
-        // Nothing was changed yet: a spool that lost its key stays as it
-        // was, for the key to be put back.
+        // Nothing was changed yet: a spool read with the wrong key, or
+        // without the one it was written with, stays as it was, for the
+        // key to be put back. A spool of format 2 has records of its own.
+        if found.foreign > 0 || (made && found.own == 0 && found.written) {
+            return Err(io::Error::other(format!(
+                "{}: the spool's records were written under another key than {}; put the spool's own spool.key back (or move the spool away)",
+                dir.display(),
+                if made {
+                    "none (spool.key is missing)"
+                } else {
+                    "the one in spool.key"
+                }
+            )));
+        }
         if made {
-            if found.foreign > 0 {
-                return Err(io::Error::other(format!(
-                    "{}: the spool's records of format 3 were written under a key, and its file spool.key is missing; restore it (or move the spool away)",
-                    dir.display()
-                )));
-            }
             key.save(dir)?;
         }
         let (number, size, preallocated) = match newest {

@@ -435,20 +435,50 @@ pub(crate) enum Found<'a> {
     Damaged(usize),
 }
 
-/// Whether `bytes` start with the header of one of `owner`'s frames (its
-/// marker, segment number and key), whole or not: where the last record
-/// ends, the start of a write cut short.
-pub(crate) fn starts_own(bytes: &[u8], owner: Owner) -> bool {
-    let mut r = Reader(bytes);
-    r.take(4) == Some(&MAGIC[..])
-        && r.take(HEADER - 4).is_some()
-        && r.u32() == Some(owner.segment)
-        && r.u64() == Some(owner.key)
+/// Whether `bytes` begin like one of `owner`'s frames: its marker, its
+/// segment number or its key in place. Where the last record ends, that
+/// is a write cut short (or the last record damaged); anything else there
+/// is as it was before.
+pub(crate) fn looks_own(bytes: &[u8], owner: Owner) -> bool {
+    bytes.get(..4) == Some(&MAGIC[..])
+        || bytes.get(HEADER..HEADER + 4) == Some(&owner.segment.to_le_bytes()[..])
+        || bytes.get(HEADER + 4..HEADER + 12) == Some(&owner.key.to_le_bytes()[..])
+}
+
+/// Whether `bytes` begin with an intact record of the file's earlier use
+/// (the spool's key, another segment).
+pub(crate) fn begins_old(bytes: &[u8], owner: Owner) -> bool {
+    spools(bytes, owner).is_some_and(|(whose, _)| whose == Whose::Old)
+}
+
+/// Whether `bytes` begin with an intact frame of format 3 under another
+/// key than `owner`'s. At the start of a segment, where only the spool
+/// ever wrote, that means the key is not the one the spool was written
+/// with.
+pub(crate) fn under_another_key(bytes: &[u8], owner: Owner) -> bool {
+    decode(bytes).is_some_and(|f| f.stamp.is_some_and(|(_, key)| key != owner.key))
+}
+
+/// Whether `bytes` can begin one of the spool's frames, judged before any
+/// checksum, so that frames a sender made (without the key) cost nothing
+/// to pass over: the marker and the key in place, or the marker of format
+/// 2 where it is read.
+fn plausible(bytes: &[u8], owner: Owner) -> bool {
+    match bytes.get(..4) {
+        Some(m) if m == MAGIC => {
+            bytes.get(HEADER + 4..HEADER + 12) == Some(&owner.key.to_le_bytes()[..])
+        }
+        Some(m) if m == MAGIC_V2 => owner.format_2,
+        _ => false,
+    }
 }
 
 /// The spool's intact frame at the start of `bytes` (`owner`'s or old),
 /// and whose it is.
 fn spools(bytes: &[u8], owner: Owner) -> Option<(Whose, Frame<'_>)> {
+    if !plausible(bytes, owner) {
+        return None;
+    }
     decode(bytes)
         .map(|f| (f.whose(owner), f))
         .filter(|(whose, _)| *whose != Whose::Foreign)
@@ -661,6 +691,43 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["old", "old", "old", "damaged"]);
+    }
+
+    #[test]
+    fn a_head_of_the_segments_own_frame_is_told_from_what_was_there_before() {
+        let mut frame = Vec::new();
+        records(b"body")[0].encode(&mut frame, owner(4, false));
+        // A write cut short: any head of the frame from its marker on.
+        for cut in 4..frame.len() {
+            assert!(looks_own(&frame[..cut], owner(4, false)), "cut at {cut}");
+        }
+        // The last record damaged in its marker, or in its stamp.
+        let mut bad = frame.clone();
+        bad[1] ^= 0xff;
+        assert!(looks_own(&bad, owner(4, false)));
+        let mut bad = frame.clone();
+        bad[HEADER + 2] ^= 0xff;
+        assert!(looks_own(&bad, owner(4, false)));
+        // The piece of an earlier record that a new one cut, or zeros.
+        assert!(!looks_own(&frame[20..], owner(4, false)));
+        assert!(!looks_own(&[0; 64], owner(4, false)));
+    }
+
+    #[test]
+    fn a_segment_begun_under_another_key_is_told() {
+        let mut frame = Vec::new();
+        records(b"body")[0].encode(&mut frame, owner(4, false));
+        assert!(!under_another_key(&frame, owner(4, false)));
+        assert!(!under_another_key(&frame, owner(5, false)), "an old record");
+        let other = Owner {
+            key: 1,
+            ..owner(4, false)
+        };
+        assert!(under_another_key(&frame, other));
+        assert!(!under_another_key(&frame[1..], other), "not a whole frame");
+        // A frame without the key is passed over before its checksum.
+        assert!(!plausible(&frame, other));
+        assert!(plausible(&frame, owner(9, false)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{frames, new_message, open_with, recovered, segment_paths, store, sync};
+use common::{frames, frames_in, new_message, open_with, recovered, segment_paths, store, sync};
 use postern_spool::{Opened, Stored};
 
 const SEGMENT: u64 = 16 * 1024;
@@ -30,17 +30,49 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether a segment file holds records written to an older segment: it
-/// is a reused spare.
+/// The spool's key, from `spool.key`, as it lies in a record.
+fn spool_key(dir: &Path) -> [u8; 8] {
+    let text = std::fs::read_to_string(dir.join("spool.key")).unwrap();
+    let hex = text.lines().find_map(|l| l.strip_prefix("key ")).unwrap();
+    u64::from_str_radix(hex, 16).unwrap().to_le_bytes()
+}
+
+/// Whether a segment file holds the spool's records written to an older
+/// segment: it is a reused spare.
 fn holds_old_records(path: &Path) -> bool {
     let number: u32 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let key = spool_key(path.parent().unwrap());
     // Read while the log thread may retire it: gone is fine.
     let bytes = std::fs::read(path).unwrap_or_default();
     memchr::memmem::find_iter(&bytes, b"PST\x03").any(|at| {
-        bytes
-            .get(at + 12..at + 16)
-            .is_some_and(|n| u32::from_le_bytes(n.try_into().unwrap()) < number)
+        bytes.get(at + 16..at + 24) == Some(&key[..])
+            && bytes
+                .get(at + 12..at + 16)
+                .is_some_and(|n| u32::from_le_bytes(n.try_into().unwrap()) < number)
     })
+}
+
+/// Delivers mail until the newest segment is a reused spare, less than
+/// half written (so that a few more messages stay in it).
+fn until_the_newest_is_a_spare(o: &Opened, dir: &Path) {
+    let mut n = 0;
+    while !segment_paths(dir)
+        .last()
+        .is_some_and(|p| holds_old_records(p) && written_end(p) < SEGMENT as usize / 2)
+    {
+        n += 1;
+        assert!(n < 2000, "no spare was ever taken as a segment");
+        let s = store_one(o, n);
+        o.spool.done(s.entries[0], "x@a.example");
+    }
+    sync(&o.spool);
+}
+
+/// Where a segment file's whole records from its start end; 0 when it is
+/// gone (retired meanwhile).
+fn written_end(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    frames_in(&bytes).last().map_or(0, |&(_, end)| end)
 }
 
 /// Where the record holding `text` starts in a segment file of `bytes`,
@@ -211,21 +243,7 @@ fn a_spool_of_format_2_is_read_and_its_segments_are_deleted_not_reused() {
 fn part_of_a_last_write_into_a_spare_that_never_reached_the_disk_is_not_damage() {
     let dir = tempfile::tempdir().unwrap();
     let o = open_with(dir.path(), SEGMENT, false);
-    // Deliver mail until the newest segment is a reused spare, less than
-    // half written (so that three more messages stay in it).
-    let mut n = 0;
-    while !segment_paths(dir.path()).last().is_some_and(|p| {
-        holds_old_records(p)
-            && frames(p)
-                .last()
-                .is_some_and(|&(_, end)| end < SEGMENT as usize / 2)
-    }) {
-        n += 1;
-        assert!(n < 2000, "no spare was ever taken as a segment");
-        let s = store_one(&o, n);
-        o.spool.done(s.entries[0], "x@a.example");
-    }
-    sync(&o.spool);
+    until_the_newest_is_a_spare(&o, dir.path());
     let kept = store_one(&o, 10_000);
     // The last write: two messages together.
     let last: Vec<Stored> = o
@@ -330,8 +348,8 @@ fn records_forged_in_the_bodies_of_a_spares_earlier_messages_are_never_applied()
     }
 }
 
-#[test]
-fn a_spool_of_format_3_that_lost_its_key_is_not_opened_nor_changed() {
+/// A spool of forty messages, closed; its key file's path and text.
+fn forty_messages() -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let o = open_with(dir.path(), SEGMENT, false);
     for n in 0..40 {
@@ -339,29 +357,41 @@ fn a_spool_of_format_3_that_lost_its_key_is_not_opened_nor_changed() {
     }
     o.spool.close();
     let key = dir.path().join("spool.key");
-    let saved = std::fs::read(&key).unwrap();
+    let saved = std::fs::read_to_string(&key).unwrap();
+    (dir, key, saved)
+}
+
+/// Opening fails with an error that says `why`, and changes no segment,
+/// even with smaller segments configured.
+fn refused_unchanged(dir: &Path, why: &str) {
+    let segments = || -> Vec<Vec<u8>> {
+        segment_paths(dir)
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect()
+    };
+    let before = segments();
+    let Err(e) = open_or_not(dir, 1024) else {
+        panic!("opened without the spool's key");
+    };
+    assert!(e.to_string().contains(why), "{e}");
+    assert!(before == segments(), "the segments were changed");
+}
+
+#[test]
+fn a_spool_of_format_3_that_lost_its_key_is_not_opened_nor_changed() {
+    let (dir, key, saved) = forty_messages();
     std::fs::remove_file(&key).unwrap();
     // Every segment starts with a damaged record as well.
     for path in segment_paths(dir.path()) {
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[20] ^= 0xff;
+        if let Some(b) = bytes.get_mut(20) {
+            *b ^= 0xff;
+        }
         std::fs::write(&path, &bytes).unwrap();
     }
-    let before: Vec<Vec<u8>> = segment_paths(dir.path())
-        .iter()
-        .map(|p| std::fs::read(p).unwrap())
-        .collect();
-    // Opened with smaller segments: nothing may be cut all the same.
-    let Err(e) = open_or_not(dir.path(), 1024) else {
-        panic!("opened without its key");
-    };
-    assert!(e.to_string().contains("spool.key is missing"), "{e}");
+    refused_unchanged(dir.path(), "spool.key is missing");
     assert!(!key.exists(), "no new key was made in its place");
-    let after: Vec<Vec<u8>> = segment_paths(dir.path())
-        .iter()
-        .map(|p| std::fs::read(p).unwrap())
-        .collect();
-    assert!(before == after, "the segments were changed");
     // The key put back, everything but the damaged records is there.
     std::fs::write(&key, saved).unwrap();
     let o = open_with(dir.path(), SEGMENT, false);
@@ -378,4 +408,46 @@ fn open_or_not(dir: &Path, segment_size: u64) -> std::io::Result<Opened> {
             ..postern_spool::Options::default()
         },
     )
+}
+
+#[test]
+fn a_spool_read_with_another_key_is_not_opened_nor_changed() {
+    let (dir, key, saved) = forty_messages();
+    // One hex digit of the key changed.
+    let at = saved.find("key ").unwrap() + 4;
+    let digit = if saved.as_bytes()[at] == b'0' {
+        "1"
+    } else {
+        "0"
+    };
+    std::fs::write(&key, format!("{}{digit}{}", &saved[..at], &saved[at + 1..])).unwrap();
+    refused_unchanged(dir.path(), "the one in spool.key");
+    std::fs::write(&key, saved).unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    assert_eq!(ids(&o).len(), 40);
+}
+
+#[test]
+fn a_damaged_last_record_before_a_spares_earlier_records_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    until_the_newest_is_a_spare(&o, dir.path());
+    let kept = store_one(&o, 10_000);
+    let last = store_one(&o, 10_001);
+    o.spool.close();
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (start, _) = record_holding(&path, &bytes, b"<10001@test>");
+    // Its marker damaged on disk; the spare's earlier records follow it.
+    bytes[start] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    let got = ids(&o);
+    assert!(got.contains(&kept.message) && !got.contains(&last.message));
+    assert_eq!(o.damage.len(), 1, "{:?}", o.damage);
+    assert!(
+        o.damage[0].contains("the last record damaged"),
+        "{:?}",
+        o.damage
+    );
 }
