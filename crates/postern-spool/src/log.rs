@@ -14,7 +14,7 @@ use crate::Options;
 use crate::key::{Key, Owner};
 use crate::live::{Live, Loc};
 use crate::prepare::{NEXT, Preparer, write_zeros};
-use crate::record::{Found, begins_old, looks_own, scan, under_another_key};
+use crate::record::{Found, begins_old, count_format_3, looks_own, scan, under_another_key};
 
 /// A segment's file name: its number, zero-padded so names sort in order.
 fn name(number: u32) -> String {
@@ -61,12 +61,10 @@ pub(crate) struct Recovery {
     /// Damaged stretches skipped (torn tails not counted).
     pub(crate) damaged: u64,
     /// Segments that begin with an intact record of format 3 under
-    /// another key: written under a key that is not this one.
+    /// another key, and, for a spool without a key, intact records of
+    /// format 3 in damaged stretches: written under a key that is not this
+    /// one.
     pub(crate) foreign: u64,
-    /// Records read as the segments' own.
-    pub(crate) own: u64,
-    /// Some segment holds anything but zeros.
-    pub(crate) written: bool,
 }
 
 /// The open log: its directory, the segment being appended to.
@@ -124,6 +122,7 @@ fn recover_segment(
     live: &mut Live,
     found: &mut Recovery,
     newest: bool,
+    keyless: bool,
 ) -> io::Result<Segment> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
@@ -132,7 +131,6 @@ fn recover_segment(
     if under_another_key(&bytes, owner) {
         found.foreign += 1;
     }
-    found.written |= bytes.iter().any(|&b| b != 0);
     let mut end = 0usize;
     // Stretches between intact records: where, how long, and whether they
     // hold records of the file's earlier use.
@@ -147,11 +145,17 @@ fn recover_segment(
                 };
                 live.apply(&record, loc);
                 end = at + len;
-                found.own += 1;
                 continue;
             }
             Found::Old(len) => (len, true),
-            Found::Damaged(len) => (len, false),
+            Found::Damaged(len) => {
+                // Where a spool of format 2 holds none (not inside its
+                // records' bodies): a key lost, its first record damaged.
+                if keyless {
+                    found.foreign += count_format_3(bytes.get(at..at + len).unwrap_or_default());
+                }
+                (len, false)
+            }
         };
         match gaps.last_mut() {
             Some(gap) if gap.0 + gap.1 == at => {
@@ -255,15 +259,15 @@ impl Log {
         for &n in &numbers {
             let path = dir.join(name(n));
             let is_newest = Some(n) == last;
-            let segment = recover_segment(&path, key.owner(n), live, &mut found, is_newest)?;
+            let segment = recover_segment(&path, key.owner(n), live, &mut found, is_newest, made)?;
             if is_newest {
                 newest = Some((n, path, segment));
             }
         }
         // Nothing was changed yet: a spool read with the wrong key, or
         // without the one it was written with, stays as it was, for the
-        // key to be put back. A spool of format 2 has records of its own.
-        if found.foreign > 0 || (made && found.own == 0 && found.written) {
+        // key to be put back.
+        if found.foreign > 0 {
             return Err(io::Error::other(format!(
                 "{}: the spool's records were written under another key than {}; put the spool's own spool.key back (or move the spool away)",
                 dir.display(),
@@ -303,12 +307,14 @@ impl Log {
                 }
             }
         };
-        // A spare's records must be older than any segment it becomes.
+        // A spare's records must be older than any segment it becomes,
+        // and under the key (spares are not read: with a new key they go).
         spares.sort_unstable();
         let mut kept = Vec::new();
         for k in spares {
             let path = dir.join(spare_name(k));
-            if kept.len() < options.spares
+            if !made
+                && kept.len() < options.spares
                 && last.is_some_and(|l| k < l)
                 && fit(&path, options.segment_size).is_ok()
             {

@@ -435,14 +435,27 @@ pub(crate) enum Found<'a> {
     Damaged(usize),
 }
 
-/// Whether `bytes` begin like one of `owner`'s frames: its marker, its
-/// segment number or its key in place. Where the last record ends, that
-/// is a write cut short (or the last record damaged); anything else there
-/// is as it was before.
+/// Whether `bytes` begin like one of `owner`'s frames: the key in place,
+/// with the marker or the segment number. Where the last record ends,
+/// that is a write cut short (or the last record damaged); anything else
+/// there is as it was before. Without the key a sender's bytes could
+/// pass for it.
 pub(crate) fn looks_own(bytes: &[u8], owner: Owner) -> bool {
-    bytes.get(..4) == Some(&MAGIC[..])
-        || bytes.get(HEADER..HEADER + 4) == Some(&owner.segment.to_le_bytes()[..])
-        || bytes.get(HEADER + 4..HEADER + 12) == Some(&owner.key.to_le_bytes()[..])
+    bytes.get(HEADER + 4..HEADER + 12) == Some(&owner.key.to_le_bytes()[..])
+        && (bytes.get(..4) == Some(&MAGIC[..])
+            || bytes.get(HEADER..HEADER + 4) == Some(&owner.segment.to_le_bytes()[..]))
+}
+
+/// Intact frames of format 3 in `bytes`, under whatever key.
+pub(crate) fn count_format_3(bytes: &[u8]) -> u64 {
+    memmem::find_iter(bytes, &MAGIC)
+        .filter(|&at| {
+            bytes
+                .get(at..)
+                .and_then(decode)
+                .is_some_and(|f| f.stamp.is_some())
+        })
+        .count() as u64
 }
 
 /// Whether `bytes` begin with an intact record of the file's earlier use
@@ -697,20 +710,26 @@ mod tests {
     fn a_head_of_the_segments_own_frame_is_told_from_what_was_there_before() {
         let mut frame = Vec::new();
         records(b"body")[0].encode(&mut frame, owner(4, false));
-        // A write cut short: any head of the frame from its marker on.
-        for cut in 4..frame.len() {
+        // A write cut short: any head of the frame that holds the key.
+        for cut in HEADER + 12..frame.len() {
             assert!(looks_own(&frame[..cut], owner(4, false)), "cut at {cut}");
         }
-        // The last record damaged in its marker, or in its stamp.
+        // The last record damaged in its marker, or in its number.
         let mut bad = frame.clone();
         bad[1] ^= 0xff;
         assert!(looks_own(&bad, owner(4, false)));
         let mut bad = frame.clone();
         bad[HEADER + 2] ^= 0xff;
         assert!(looks_own(&bad, owner(4, false)));
-        // The piece of an earlier record that a new one cut, or zeros.
+        // The piece of an earlier record that a new one cut, zeros, or a
+        // sender's marker and number without the key.
         assert!(!looks_own(&frame[20..], owner(4, false)));
         assert!(!looks_own(&[0; 64], owner(4, false)));
+        let mut forged = frame.clone();
+        forged[HEADER + 4..HEADER + 12].copy_from_slice(&[0; 8]);
+        assert!(!looks_own(&forged, owner(4, false)));
+        assert_eq!(count_format_3(&forged), 0, "its checksum no longer holds");
+        assert_eq!(count_format_3(&[&b"xx"[..], &frame, &frame].concat()), 2);
     }
 
     #[test]

@@ -451,3 +451,58 @@ fn a_damaged_last_record_before_a_spares_earlier_records_is_reported() {
         o.damage
     );
 }
+
+#[test]
+fn a_new_key_takes_no_spare_written_under_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    let mut n = 0;
+    while files(dir.path(), "spare").is_empty() {
+        n += 1;
+        assert!(n < 2000, "no spare was made");
+        let s = store_one(&o, n);
+        o.spool.done(s.entries[0], "x@a.example");
+    }
+    sync(&o.spool);
+    o.spool.close();
+    // The key lost, and every segment empty: nothing tells it was lost.
+    std::fs::remove_file(dir.path().join("spool.key")).unwrap();
+    for path in segment_paths(dir.path()) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    let o = open_with(dir.path(), SEGMENT, false);
+    assert!(files(dir.path(), "spare").is_empty(), "old spares deleted");
+    store_one(&o, 1);
+    o.spool.close();
+    let o = open_with(dir.path(), SEGMENT, false);
+    assert_eq!(ids(&o).len(), 1);
+}
+
+#[test]
+fn a_spool_of_format_2_with_only_a_torn_write_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    store_one(&o, 1);
+    o.spool.close();
+    let path = segment_paths(dir.path()).pop().unwrap();
+    to_format_2(&path);
+    std::fs::remove_file(dir.path().join("spool.key")).unwrap();
+    // A crash cut an earlier Postern's first write short.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(30)
+        .unwrap();
+    let o = open_with(dir.path(), SEGMENT, false);
+    assert!(ids(&o).is_empty());
+    store_one(&o, 2);
+    o.spool.close();
+    let o = open_with(dir.path(), SEGMENT, false);
+    assert_eq!(ids(&o).len(), 1);
+}
