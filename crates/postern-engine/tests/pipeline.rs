@@ -94,6 +94,26 @@ fn queued_mail_goes_several_messages_a_write_each_with_its_own_outcome() {
 }
 
 #[test]
+fn by_default_a_write_carries_up_to_four_messages() {
+    for (conf, behind) in [("", 18), ("Outbound_Messages_Per_Write = 8", 21)] {
+        let (sink, _dns, e) = start("127.0.3.4", Sink::builder(), conf);
+        e.submit_all(
+            (0..24)
+                .map(|id| message(id, "default", "pipe.test", &[&format!("r{id}@pipe.test")]))
+                .collect(),
+        );
+        let reports = wait_reports(&e, 24, Duration::from_secs(60), |_| true);
+        assert!(reports.iter().all(delivered), "{reports:?}");
+        // The 24 are queued together before the connection asks for any,
+        // so each write is full: all but its first message come behind
+        // another.
+        let pipelined = sink.messages().iter().filter(|m| m.pipelined).count();
+        assert_eq!(pipelined, behind, "{conf:?}");
+        assert_eq!(sink.connections(), 1);
+    }
+}
+
+#[test]
 fn messages_written_behind_a_broken_one_wait_for_their_retry() {
     // The sink reads the first message, then drops the session without a
     // reply: it may have taken it, and the three written behind it too.

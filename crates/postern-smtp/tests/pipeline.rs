@@ -64,7 +64,8 @@ async fn messages_go_together_and_each_keeps_its_outcomes() {
         codes(&sent.outcomes),
         [vec![250], vec![550], vec![250, 550]]
     );
-    // A large body goes on its own write.
+    // With a large body among them, each message goes in a write of its
+    // own.
     let big = vec![b'x'; 70 * 1024];
     let sent = s.send_many(&[tx(&a, b"four"), tx(&a, &big)]).await;
     assert_eq!(codes(&sent.outcomes), [vec![250], vec![250]]);

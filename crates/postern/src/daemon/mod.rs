@@ -13,6 +13,7 @@ mod reception;
 mod scanning;
 mod spool;
 mod stats;
+mod submissions;
 mod time;
 
 use std::path::Path;

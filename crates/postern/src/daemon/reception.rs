@@ -4,10 +4,10 @@
 //! The answer to the client (250, or 200) comes only after that.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use postern_engine::{Handle, QueuedMessage};
+use postern_engine::QueuedMessage;
 use postern_smtp::xclient::Xclient;
 use postern_spool::{NewMessage, SpoolError, Stored};
 
@@ -227,70 +227,5 @@ impl Shared {
                 client: m.origin.clone(),
             });
         }
-    }
-}
-
-/// Stored messages on their way to the engine, gathered over one turn of
-/// the event loop that stored them: the sessions that one spool commit
-/// answers hand their messages over together, with one wake-up of the
-/// control loop instead of one each.
-pub(crate) struct Submissions {
-    engine: Handle,
-    waiting: Mutex<Vec<QueuedMessage>>,
-}
-
-impl Submissions {
-    pub(crate) fn new(engine: Handle) -> Self {
-        Self {
-            engine,
-            waiting: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Queues `message` for the engine. The first of a turn starts a task
-    /// that lets the loop's other ready tasks run, then hands over all
-    /// gathered by then; the hand-over is in the task's drop, so that a
-    /// runtime that stops before the task runs still hands them over.
-    fn push(self: &Arc<Self>, message: QueuedMessage) {
-        let first = {
-            let mut waiting = self.lock();
-            waiting.push(message);
-            waiting.len() == 1
-        };
-        if !first {
-            return;
-        }
-        let flush = Flush(self.clone());
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let _flush = flush;
-                    tokio::task::yield_now().await;
-                });
-            }
-            Err(_) => drop(flush),
-        }
-    }
-
-    fn flush(&self) {
-        let messages = std::mem::take(&mut *self.lock());
-        if !messages.is_empty() {
-            self.engine.submit_all(messages);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<QueuedMessage>> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Hands the gathered messages to the engine when dropped.
-struct Flush(Arc<Submissions>);
-
-impl Drop for Flush {
-    fn drop(&mut self) {
-        self.0.flush();
     }
 }

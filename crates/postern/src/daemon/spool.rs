@@ -192,6 +192,9 @@ const STORES_WAITING: usize = 10_000;
 pub(crate) struct Pressure {
     spool: Spool,
     ready: Arc<AtomicUsize>,
+    /// Stored messages not yet handed to the engine
+    /// ([`super::submissions::Submissions`]): ready mail too.
+    gathered: Arc<AtomicUsize>,
     limit: usize,
     delay: Duration,
     /// `postern_listener_backpressure`.
@@ -221,10 +224,18 @@ impl Pressure {
         Self {
             spool,
             ready,
+            gathered: Arc::default(),
             limit: limit.max(1),
             delay,
             gauge: metrics::gauge!(postern_metrics::BACKPRESSURE),
         }
+    }
+
+    /// Counts `gathered` (stored messages on their way to the engine) as
+    /// ready mail too.
+    pub(crate) fn counting(mut self, gathered: Arc<AtomicUsize>) -> Self {
+        self.gathered = gathered;
+        self
     }
 
     /// Whether to take a new transaction now.
@@ -233,7 +244,11 @@ impl Pressure {
         if !health.healthy {
             return Verdict::Full;
         }
-        let ready = self.ready.load(Ordering::Relaxed) as f64 / self.limit as f64;
+        let ready = self
+            .ready
+            .load(Ordering::Relaxed)
+            .saturating_add(self.gathered.load(Ordering::Relaxed));
+        let ready = ready as f64 / self.limit as f64;
         let fill = ready.max(health.queued as f64 / STORES_WAITING as f64);
         self.gauge.set(fill);
         if fill >= 1.0 {

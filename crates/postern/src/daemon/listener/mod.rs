@@ -25,10 +25,10 @@ use tokio::sync::watch;
 
 use super::dkim::Signers;
 use super::log::DeliveryLog;
-use super::reception::Submissions;
 use super::scanning::Filters;
 use super::spool::Pressure;
 use super::stats::Totals;
+use super::submissions::Submissions;
 
 /// What every session of every listen address shares.
 pub(crate) struct Shared {
@@ -67,16 +67,20 @@ impl Shared {
         log: DeliveryLog,
         totals: Arc<Totals>,
     ) -> Self {
+        let submissions = Arc::new(Submissions::new({
+            let engine = engine.clone();
+            move |messages| engine.submit_all(messages)
+        }));
         Self {
             body,
-            pressure,
+            pressure: pressure.counting(submissions.count()),
             totals,
             filters: Filters::of(&config),
             keep_client: wants_xclient(&config),
             hostname: config.hostname(),
             config,
             spool,
-            submissions: Arc::new(Submissions::new(engine.clone())),
+            submissions,
             engine,
             log,
             sessions: AtomicUsize::new(0),
