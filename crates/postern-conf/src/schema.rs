@@ -369,7 +369,7 @@ directives! {
     SpoolBodyCache "Spool_Body_Cache" Size [Global] V("67108864"), Daemon,
         "Postern. Bytes of message bodies kept in memory for delivery; the rest are read back from the spool when a connection takes them.";
     MaxReadyBatches "Max_Ready_Batches" Count [Global] V("2000000"), Listener,
-        "Postern. Ready mail (batches waiting for a connection, in all queues) at which the listener refuses new mail with `452 4.3.1`; from half of it, its reply to `MAIL` is delayed, longer the fuller, up to `Backpressure_Delay`. 10,000 stores waiting for the disk count as full as well.";
+        "Postern. Ready mail (batches waiting for a connection, in all queues, and stored messages the listener is still gathering for them) at which the listener refuses new mail with `452 4.3.1`; from half of it, its reply to `MAIL` is delayed, longer the fuller, up to `Backpressure_Delay`. 10,000 stores waiting for the disk count as full as well.";
     BackpressureDelay "Backpressure_Delay" Seconds [Global] V("2"), Listener,
         "Postern. The longest delay of a reply to `MAIL` while delivery is behind (see `Max_Ready_Batches`).";
     LogLevel "Log_Level" Text [Global] V("info"), Daemon,
