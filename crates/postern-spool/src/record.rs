@@ -441,9 +441,15 @@ pub(crate) enum Found<'a> {
 /// there is as it was before. Without the key a sender's bytes could
 /// pass for it.
 pub(crate) fn looks_own(bytes: &[u8], owner: Owner) -> bool {
-    bytes.get(HEADER + 4..HEADER + 12) == Some(&owner.key.to_le_bytes()[..])
+    key_in_place(bytes, owner)
         && (bytes.get(..4) == Some(&MAGIC[..])
             || bytes.get(HEADER..HEADER + 4) == Some(&owner.segment.to_le_bytes()[..]))
+}
+
+/// Whether `owner`'s key stands where a frame of format 3 that begins at
+/// the start of `bytes` holds its key.
+fn key_in_place(bytes: &[u8], owner: Owner) -> bool {
+    bytes.get(HEADER + 4..HEADER + 12) == Some(&owner.key.to_le_bytes()[..])
 }
 
 /// Intact frames of format 3 in `bytes`, under whatever key.
@@ -478,9 +484,7 @@ pub(crate) fn under_another_key(bytes: &[u8], owner: Owner) -> bool {
 /// 2 where it is read.
 fn plausible(bytes: &[u8], owner: Owner) -> bool {
     match bytes.get(..4) {
-        Some(m) if m == MAGIC => {
-            bytes.get(HEADER + 4..HEADER + 12) == Some(&owner.key.to_le_bytes()[..])
-        }
+        Some(m) if m == MAGIC => key_in_place(bytes, owner),
         Some(m) if m == MAGIC_V2 => owner.format_2,
         _ => false,
     }

@@ -55,17 +55,34 @@ fn holds_old_records(path: &Path) -> bool {
 /// Delivers mail until the newest segment is a reused spare, less than
 /// half written (so that a few more messages stay in it).
 fn until_the_newest_is_a_spare(o: &Opened, dir: &Path) {
+    deliver_until(o, "no spare was ever taken as a segment", || {
+        segment_paths(dir)
+            .last()
+            .is_some_and(|p| holds_old_records(p) && written_end(p) < SEGMENT as usize / 2)
+    });
+}
+
+/// Stores and delivers one message at a time until `done` (`what` if it
+/// never is), then waits for the spool to write it all.
+fn deliver_until(o: &Opened, what: &str, done: impl Fn() -> bool) {
     let mut n = 0;
-    while !segment_paths(dir)
-        .last()
-        .is_some_and(|p| holds_old_records(p) && written_end(p) < SEGMENT as usize / 2)
-    {
+    while !done() {
         n += 1;
-        assert!(n < 2000, "no spare was ever taken as a segment");
+        assert!(n < 2000, "{what}");
         let s = store_one(o, n);
         o.spool.done(s.entries[0], "x@a.example");
     }
     sync(&o.spool);
+}
+
+/// Cuts the file at `path` to `len` bytes.
+fn cut(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
 }
 
 /// Where a segment file's whole records from its start end; 0 when it is
@@ -456,24 +473,14 @@ fn a_damaged_last_record_before_a_spares_earlier_records_is_reported() {
 fn a_new_key_takes_no_spare_written_under_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
     let o = open_with(dir.path(), SEGMENT, false);
-    let mut n = 0;
-    while files(dir.path(), "spare").is_empty() {
-        n += 1;
-        assert!(n < 2000, "no spare was made");
-        let s = store_one(&o, n);
-        o.spool.done(s.entries[0], "x@a.example");
-    }
-    sync(&o.spool);
+    deliver_until(&o, "no spare was made", || {
+        !files(dir.path(), "spare").is_empty()
+    });
     o.spool.close();
     // The key lost, and every segment empty: nothing tells it was lost.
     std::fs::remove_file(dir.path().join("spool.key")).unwrap();
     for path in segment_paths(dir.path()) {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        cut(&path, 0);
     }
     let o = open_with(dir.path(), SEGMENT, false);
     assert!(files(dir.path(), "spare").is_empty(), "old spares deleted");
@@ -493,12 +500,7 @@ fn a_spool_of_format_2_with_only_a_torn_write_is_taken() {
     to_format_2(&path);
     std::fs::remove_file(dir.path().join("spool.key")).unwrap();
     // A crash cut an earlier Postern's first write short.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(30)
-        .unwrap();
+    cut(&path, 30);
     let o = open_with(dir.path(), SEGMENT, false);
     assert!(ids(&o).is_empty());
     store_one(&o, 2);
