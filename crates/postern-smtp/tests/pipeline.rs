@@ -64,16 +64,27 @@ async fn messages_go_together_and_each_keeps_its_outcomes() {
         codes(&sent.outcomes),
         [vec![250], vec![550], vec![250, 550]]
     );
-    // With a large body among them, each message goes in a write of its
-    // own.
+    // A large body goes in a write of its own; the messages before and
+    // after it still go together.
     let big = vec![b'x'; 70 * 1024];
-    let sent = s.send_many(&[tx(&a, b"four"), tx(&a, &big)]).await;
-    assert_eq!(codes(&sent.outcomes), [vec![250], vec![250]]);
+    let sent = s
+        .send_many(&[
+            tx(&a, b"four"),
+            tx(&a, b"five"),
+            tx(&a, &big),
+            tx(&a, b"six"),
+            tx(&a, b"seven"),
+        ])
+        .await;
+    assert!(sent.broke.is_none(), "{:?}", sent.broke);
+    assert_eq!(sent.written, 5);
+    assert_eq!(codes(&sent.outcomes), vec![vec![250]; 5]);
     s.quit().await.unwrap();
     let got = sink.messages();
     let pipelined: Vec<bool> = got.iter().map(|m| m.pipelined).collect();
     // The first of each write follows a read of the replies before it.
-    assert_eq!(pipelined, [false, true, false, false]);
+    assert_eq!(pipelined, [false, true, false, true, false, false, true]);
+    assert!(got[4].body.starts_with(&big));
     assert_eq!(got[1].body, b"three\r\n");
     assert_eq!(got[1].rcpt_to, ["c@example.com"]);
 }
@@ -150,4 +161,44 @@ async fn where_the_session_breaks_decides_the_fate_of_the_messages_behind() {
     let (done, e, written) =
         break_at_second(&[("RSET", "250 ok\r\n"), ("MAIL", "250 ok\r\n"), ("QUIT", "")]).await;
     assert_eq!((done, e.phase(), written), (1, Some(Phase::DataEnd), 3));
+}
+
+#[tokio::test]
+async fn a_message_that_goes_alone_leaves_the_ones_after_it_together() {
+    // The second message would be refused before MAIL (SMTPUTF8 is not
+    // offered), so the first goes alone and the last two together; the
+    // session breaks behind the third.
+    let server = scripted::start(&[
+        ("", "220 x\r\n"),
+        EHLO,
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT 3 LAST", "250 queued 1\r\n"),
+        ("x", ""),
+        ("RSET", "250 ok\r\n"),
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT 3 LAST", "250 queued 3\r\n"),
+        ("x", ""),
+        ("QUIT", ""),
+    ]);
+    let mut s = Session::connect(server, &settings()).await.unwrap();
+    let to = vec!["a@example.com".to_owned()];
+    let mut utf8 = tx(&to, b"x");
+    utf8.smtputf8 = true;
+    let sent = s
+        .send_many(&[tx(&to, b"x"), utf8, tx(&to, b"x"), tx(&to, b"x")])
+        .await;
+    let finals: Vec<String> = sent
+        .outcomes
+        .iter()
+        .map(|o| o[0].reply().to_string())
+        .collect();
+    assert_eq!(finals.len(), 3, "{finals:?}");
+    assert_eq!(finals[0], "250 queued 1");
+    assert!(finals[1].starts_with("553 5.6.7"), "{finals:?}");
+    assert_eq!(finals[2], "250 queued 3");
+    // The fourth was written with the third: it may have arrived.
+    assert_eq!(sent.written, 4);
+    assert_eq!(sent.broke.unwrap().phase(), Some(Phase::DataEnd));
 }

@@ -7,6 +7,8 @@
 //! outcomes and the ones behind are told apart by whether their message
 //! reached the server.
 
+use std::borrow::Cow;
+
 use crate::body::canonical;
 use crate::client::transaction::{BODY_CHUNK, Rset};
 use crate::client::{Outcome, Phase, Session, SessionError, Transaction};
@@ -28,40 +30,71 @@ pub struct Sent {
 }
 
 impl Session {
-    /// Sends the transactions in order, together when the server offers
-    /// PIPELINING and CHUNKING (and `chunking` is set), every body fits
-    /// one write and no message needs XCLIENT or would be refused before
-    /// MAIL; one after the other otherwise.
+    /// Sends the transactions in order. To a server that offers
+    /// PIPELINING and CHUNKING (with `chunking` set), each run of
+    /// messages whose bodies fit one write, that need no XCLIENT and
+    /// would not be refused before MAIL goes in one write; any other
+    /// message goes on its own, and the run after it together again.
     pub async fn send_many(&mut self, txs: &[Transaction<'_>]) -> Sent {
-        let together = txs.len() > 1
-            && self.caps.pipelining
-            && self.caps.chunking
-            && self.settings.chunking
-            && !(self.settings.xclient && txs.iter().any(|tx| tx.xclient.is_some()))
-            && txs.iter().all(|tx| self.refusal(tx).is_none());
-        if together {
-            let bodies: Vec<_> = txs.iter().map(|tx| canonical(tx.body)).collect();
-            if bodies.iter().all(|b| b.len() <= BODY_CHUNK) {
-                return self.together(txs, &bodies).await;
-            }
-        }
-        let mut outcomes = Vec::with_capacity(txs.len());
-        for tx in txs {
-            match self.send(tx).await {
-                Ok(o) => outcomes.push(o),
-                Err(e) => {
-                    return Sent {
-                        written: outcomes.len(),
-                        outcomes,
-                        broke: Some(e),
-                    };
-                }
-            }
-        }
-        Sent {
-            written: outcomes.len(),
-            outcomes,
+        let mut sent = Sent {
+            outcomes: Vec::with_capacity(txs.len()),
             broke: None,
+            written: 0,
+        };
+        let mut rest = txs;
+        while let Some(first) = rest.first() {
+            let bodies = self.run_of(rest);
+            let (part, after) = match rest.split_at_checked(bodies.len()) {
+                Some((run, after)) if run.len() > 1 => (self.together(run, &bodies).await, after),
+                _ => (self.alone(first).await, rest.get(1..).unwrap_or_default()),
+            };
+            sent.written = sent.outcomes.len() + part.written;
+            sent.outcomes.extend(part.outcomes);
+            if part.broke.is_some() {
+                sent.broke = part.broke;
+                return sent;
+            }
+            rest = after;
+        }
+        sent
+    }
+
+    /// The canonical bodies of the leading transactions of `txs` that may
+    /// share a write; none when the server cannot take a write of several.
+    fn run_of<'t>(&self, txs: &'t [Transaction<'_>]) -> Vec<Cow<'t, [u8]>> {
+        let mut bodies = Vec::new();
+        if !(self.caps.pipelining && self.caps.chunking && self.settings.chunking) {
+            return bodies;
+        }
+        for tx in txs {
+            if tx.body.len() > BODY_CHUNK
+                || (self.settings.xclient && tx.xclient.is_some())
+                || self.refusal(tx).is_some()
+            {
+                break;
+            }
+            let body = canonical(tx.body);
+            if body.len() > BODY_CHUNK {
+                break;
+            }
+            bodies.push(body);
+        }
+        bodies
+    }
+
+    /// One transaction, on its own.
+    async fn alone(&mut self, tx: &Transaction<'_>) -> Sent {
+        match self.send(tx).await {
+            Ok(outcomes) => Sent {
+                outcomes: vec![outcomes],
+                broke: None,
+                written: 1,
+            },
+            Err(e) => Sent {
+                outcomes: Vec::new(),
+                broke: Some(e),
+                written: 0,
+            },
         }
     }
 
