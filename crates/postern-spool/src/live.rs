@@ -179,21 +179,27 @@ impl Live {
                 };
                 add(&mut copies, at.segment);
                 let mut queues = self.queues.as_mut();
-                let entries: Box<[LiveEntry]> = envelope
-                    .entries
-                    .iter()
-                    .filter(|e| !e.recipients.is_empty())
-                    .map(|e| LiveEntry {
-                        entry: e.entry,
-                        left: u32::try_from(e.recipients.len()).unwrap_or(u32::MAX),
-                        attempts: e.attempts,
-                        next_ms: e.next_ms,
-                        queue: queues
-                            .as_mut()
-                            .map_or(u32::MAX, |q| q.number(&envelope.binding, &e.domain)),
-                        done: Vec::new(),
-                    })
-                    .collect();
+                // Sized for every entry, so that the usual message (all
+                // of them live) costs one allocation, not a growth and a
+                // shrink.
+                let mut entries = Vec::with_capacity(envelope.entries.len());
+                entries.extend(
+                    envelope
+                        .entries
+                        .iter()
+                        .filter(|e| !e.recipients.is_empty())
+                        .map(|e| LiveEntry {
+                            entry: e.entry,
+                            left: u32::try_from(e.recipients.len()).unwrap_or(u32::MAX),
+                            attempts: e.attempts,
+                            next_ms: e.next_ms,
+                            queue: queues
+                                .as_mut()
+                                .map_or(u32::MAX, |q| q.number(&envelope.binding, &e.domain)),
+                            done: Vec::new(),
+                        }),
+                );
+                let entries = entries.into_boxed_slice();
                 if entries.is_empty() {
                     self.ghosts.insert(id, copies);
                     finished.push(id);

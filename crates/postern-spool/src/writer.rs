@@ -86,6 +86,7 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(first) => {
                     let mut batch = std::mem::take(&mut lingering);
+                    batch.reserve((rx.len() + 1).min(MAX_BATCH));
                     let mut urgent = !matches!(first, Request::Record(_));
                     batch.push(first);
                     while batch.len() < MAX_BATCH {
@@ -202,8 +203,8 @@ impl Writer {
     /// Writes a batch with one fsync, then answers it.
     fn commit(&mut self, batch: Vec<Request>) {
         self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        let mut groups = Vec::new();
-        let mut outcomes = Vec::new();
+        let mut groups = Vec::with_capacity(batch.len());
+        let mut outcomes = Vec::with_capacity(batch.len());
         let mut barriers = Vec::new();
         for request in batch {
             match request {
