@@ -12,6 +12,7 @@ mod scripted;
 use std::time::Duration;
 
 use postern_smtp::client::{ClientSettings, Outcome, Phase, Session, SessionError, Transaction};
+use postern_smtp::xclient::Xclient;
 use postern_testkit::sink::Sink;
 
 fn settings() -> ClientSettings {
@@ -201,4 +202,90 @@ async fn a_message_that_goes_alone_leaves_the_ones_after_it_together() {
     // The fourth was written with the third: it may have arrived.
     assert_eq!(sent.written, 4);
     assert_eq!(sent.broke.unwrap().phase(), Some(Phase::DataEnd));
+}
+
+#[tokio::test]
+async fn a_lone_message_that_breaks_leaves_the_ones_behind_unwritten() {
+    // Two messages go together; the large third goes alone and the
+    // server closes while its body comes: the fourth was never written.
+    let server = scripted::start(&[
+        ("", "220 x\r\n"),
+        EHLO,
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT 3 LAST", "250 queued 1\r\n"),
+        ("x", ""),
+        ("RSET", "250 ok\r\n"),
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT 3 LAST", "250 queued 2\r\n"),
+        ("x", ""),
+        ("RSET", "250 ok\r\n"),
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT", ""),
+        ("QUIT", ""),
+    ]);
+    let mut s = Session::connect(server, &settings()).await.unwrap();
+    let to = vec!["a@example.com".to_owned()];
+    let big = vec![b'x'; 70 * 1024];
+    let sent = s
+        .send_many(&[tx(&to, b"x"), tx(&to, b"x"), tx(&to, &big), tx(&to, b"x")])
+        .await;
+    assert_eq!(codes(&sent.outcomes), [vec![250], vec![250]]);
+    assert!(sent.broke.is_some());
+    assert_eq!(sent.written, 2);
+}
+
+#[tokio::test]
+async fn a_refused_first_message_leaves_a_fresh_session_without_rset() {
+    // The first message is refused before MAIL and never sent, so the
+    // two behind it open the session's first transaction: no RSET.
+    let server = scripted::start(&[
+        ("", "220 x\r\n"),
+        EHLO,
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT 3 LAST", "250 queued 1\r\n"),
+        ("x", ""),
+        ("RSET", "250 ok\r\n"),
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT 3 LAST", "250 queued 2\r\n"),
+    ]);
+    let mut s = Session::connect(server, &settings()).await.unwrap();
+    let to = vec!["a@example.com".to_owned()];
+    let mut utf8 = tx(&to, b"x");
+    utf8.smtputf8 = true;
+    let sent = s.send_many(&[utf8, tx(&to, b"x"), tx(&to, b"x")]).await;
+    assert!(sent.broke.is_none(), "{:?}", sent.broke);
+    let finals: Vec<String> = sent
+        .outcomes
+        .iter()
+        .map(|o| o[0].reply().to_string())
+        .collect();
+    assert!(finals[0].starts_with("553 5.6.7"), "{finals:?}");
+    assert_eq!(finals[1..], ["250 queued 1", "250 queued 2"]);
+}
+
+#[tokio::test]
+async fn client_details_for_a_host_without_xclient_do_not_break_up_a_write() {
+    let sink = Sink::builder().start().unwrap();
+    let mut settings = settings();
+    settings.xclient = true;
+    let mut s = Session::connect(sink.addr(), &settings).await.unwrap();
+    let to = vec!["a@example.com".to_owned()];
+    let client = Xclient {
+        addr: "127.0.0.5".parse().unwrap(),
+        name: None,
+        helo: "client.test".to_owned(),
+        proto: "ESMTP".to_owned(),
+    };
+    let mut first = tx(&to, b"one\r\n");
+    first.xclient = Some(&client);
+    let sent = s.send_many(&[first, tx(&to, b"two\r\n")]).await;
+    assert_eq!(codes(&sent.outcomes), [vec![250], vec![250]]);
+    s.quit().await.unwrap();
+    let pipelined: Vec<bool> = sink.messages().iter().map(|m| m.pipelined).collect();
+    assert_eq!(pipelined, [false, true]);
 }

@@ -31,10 +31,11 @@ pub struct Sent {
 
 impl Session {
     /// Sends the transactions in order. To a server that offers
-    /// PIPELINING and CHUNKING (with `chunking` set), each run of
-    /// messages whose bodies fit one write, that need no XCLIENT and
+    /// PIPELINING and CHUNKING (with `chunking` set), each run of two or
+    /// more messages whose bodies fit one write, that take no XCLIENT and
     /// would not be refused before MAIL goes in one write; any other
-    /// message goes on its own, and the run after it together again.
+    /// message goes on its own (a refused one is not sent at all), and
+    /// the run after it together again.
     pub async fn send_many(&mut self, txs: &[Transaction<'_>]) -> Sent {
         let mut sent = Sent {
             outcomes: Vec::with_capacity(txs.len()),
@@ -60,15 +61,19 @@ impl Session {
     }
 
     /// The canonical bodies of the leading transactions of `txs` that may
-    /// share a write; none when the server cannot take a write of several.
+    /// share a write; none for fewer than two, or when the server cannot
+    /// take a write of several.
     fn run_of<'t>(&self, txs: &'t [Transaction<'_>]) -> Vec<Cow<'t, [u8]>> {
         let mut bodies = Vec::new();
-        if !(self.caps.pipelining && self.caps.chunking && self.settings.chunking) {
+        if txs.len() < 2 || !(self.caps.pipelining && self.caps.chunking && self.settings.chunking)
+        {
             return bodies;
         }
+        // XCLIENT is sent only where it is offered (`Session::xclient`).
+        let takes_xclient = self.settings.xclient && self.caps.xclient.is_some();
         for tx in txs {
             if tx.body.len() > BODY_CHUNK
-                || (self.settings.xclient && tx.xclient.is_some())
+                || (takes_xclient && tx.xclient.is_some())
                 || self.refusal(tx).is_some()
             {
                 break;
