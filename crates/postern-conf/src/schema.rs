@@ -311,7 +311,7 @@ directives! {
     OutboundSmtpAuthPass "Outbound_SMTP_AUTH_Pass" Secret [Global BindingGroup Binding Domain] NoDefault, Tls,
         "Password for AUTH towards the destination; never printed or logged.";
     OutboundXclient "Outbound_XCLIENT" Bool [Global BindingGroup Binding Domain] V("false"), Tls,
-        "Postern. Before each message, tell a next hop that offers `XCLIENT` (Postfix's extension) who the original client was: `XCLIENT ADDR NAME HELO PROTO`, then EHLO again, so that the primary server sees the client, not Postern. Never sent to a host that does not offer it. The route parameter `xclient=yes|no` sets it for one route.";
+        "Postern. Before each message, tell a next hop that offers `XCLIENT` (Postfix's extension) who the original client was: `XCLIENT ADDR NAME HELO PROTO`, then EHLO again, so that the primary server sees the client, not Postern. A message of no client after another client's on the same connection gets `XCLIENT` with the connection's own address first. Never sent to a host that does not offer it. The route parameter `xclient=yes|no` sets it for one route.";
     OutboundChunking "Outbound_Chunking" Bool [Global BindingGroup Binding Domain] V("true"), Tls,
         "Postern. Send each message to a host that offers `CHUNKING` and `PIPELINING` with one `BDAT LAST` (RFC 3030): the envelope and the body in one write, one round trip per message instead of two. The body goes as stored, line endings made CRLF, without dot-stuffing. `false` sends `DATA` to every host; set it for a destination whose `BDAT` is broken.";
     OutboundMessagesPerWrite "Outbound_Messages_Per_Write" PositiveCount [Global BindingGroup Binding Domain] V("4"), Tls,

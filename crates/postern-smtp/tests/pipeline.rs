@@ -289,3 +289,47 @@ async fn client_details_for_a_host_without_xclient_do_not_break_up_a_write() {
     let pipelined: Vec<bool> = sink.messages().iter().map(|m| m.pipelined).collect();
     assert_eq!(pipelined, [false, true]);
 }
+
+#[tokio::test]
+async fn a_message_without_client_details_is_not_sent_as_the_last_client() {
+    // After one client's XCLIENT, a message of no client (a bounce, say)
+    // tells the server the session's own address again.
+    let sink = Sink::builder().xclient().start().unwrap();
+    let mut settings = settings();
+    settings.xclient = true;
+    let mut s = Session::connect(sink.addr(), &settings).await.unwrap();
+    let to = vec!["a@example.com".to_owned()];
+    let client = Xclient {
+        addr: "127.0.0.5".parse().unwrap(),
+        name: None,
+        helo: "client.test".to_owned(),
+        proto: "ESMTP".to_owned(),
+    };
+    let mut first = tx(&to, b"one\r\n");
+    first.xclient = Some(&client);
+    let sent = s
+        .send_many(&[
+            first,
+            tx(&to, b"two\r\n"),
+            tx(&to, b"three\r\n"),
+            tx(&to, b"four\r\n"),
+        ])
+        .await;
+    assert_eq!(codes(&sent.outcomes), vec![vec![250]; 4]);
+    s.quit().await.unwrap();
+    let got = sink.messages();
+    let addr = |i: usize| {
+        got[i]
+            .xclient
+            .iter()
+            .find(|(k, _)| k == "ADDR")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(addr(0).as_deref(), Some("127.0.0.5"));
+    assert_eq!(addr(1).as_deref(), Some("127.0.0.1"));
+    assert_eq!(addr(3).as_deref(), Some("127.0.0.1"));
+    // Once the session speaks for itself again, the next two share a
+    // write.
+    let pipelined: Vec<bool> = got.iter().map(|m| m.pipelined).collect();
+    assert_eq!(pipelined, [false, false, false, true]);
+}

@@ -69,11 +69,13 @@ impl Session {
         {
             return bodies;
         }
-        // XCLIENT is sent only where it is offered (`Session::xclient`).
+        // XCLIENT is sent only where it is offered (`Session::xclient`):
+        // for a message with client details, or for one without after
+        // another client's.
         let takes_xclient = self.settings.xclient && self.caps.xclient.is_some();
         for tx in txs {
             if tx.body.len() > BODY_CHUNK
-                || (takes_xclient && tx.xclient.is_some())
+                || (takes_xclient && (tx.xclient.is_some() || self.speaks_for_client))
                 || self.refusal(tx).is_some()
             {
                 break;

@@ -24,6 +24,9 @@ pub struct Session {
     greeting: Reply,
     /// A transaction ran on this session: send RSET before the next.
     pub(super) used: bool,
+    /// XCLIENT made the server take this session for another client: a
+    /// message without client details must first say it comes from us.
+    pub(super) speaks_for_client: bool,
     /// Who we authenticated as.
     authenticated: Option<String>,
     trace: Vec<Step>,
@@ -135,6 +138,7 @@ impl Session {
             caps: Capabilities::default(),
             greeting: Reply::new(0, None, ""),
             used: false,
+            speaks_for_client: false,
             authenticated: None,
             trace: Vec::new(),
             settings,
@@ -300,8 +304,28 @@ impl Session {
 
     /// Tells the server the original client (when it offers XCLIENT),
     /// then says EHLO again; true when the server took it. A refused
-    /// XCLIENT leaves the session as it was.
-    pub(super) async fn xclient(&mut self, x: &Xclient) -> Result<bool, SessionError> {
+    /// XCLIENT leaves the session as it was. With no client, after
+    /// another client's XCLIENT, it tells the server the session's own
+    /// address, as it saw it before.
+    pub(super) async fn xclient(&mut self, client: Option<&Xclient>) -> Result<bool, SessionError> {
+        let own;
+        let x = match client {
+            Some(x) => x,
+            None if self.speaks_for_client => {
+                own = Xclient {
+                    addr: self.local_addr().ip(),
+                    name: None,
+                    helo: self.settings.helo_name.clone(),
+                    proto: match self.settings.protocol {
+                        Protocol::Smtp => "SMTP",
+                        Protocol::Esmtp | Protocol::Lmtp => "ESMTP",
+                    }
+                    .to_owned(),
+                };
+                &own
+            }
+            None => return Ok(false),
+        };
         let Some(offered) = self.caps.xclient.clone() else {
             return Ok(false);
         };
@@ -309,6 +333,7 @@ impl Session {
         if reply.code != 220 {
             return Ok(false);
         }
+        self.speaks_for_client = client.is_some();
         self.hello().await?;
         Ok(true)
     }

@@ -46,9 +46,7 @@ impl Session {
         }
         let params = self.params(tx);
         let mut rset = std::mem::replace(&mut self.used, true);
-        if let (Some(x), true) = (tx.xclient, self.settings.xclient)
-            && self.xclient(x).await?
-        {
+        if self.settings.xclient && self.xclient(tx.xclient).await? {
             // The server starts afresh after XCLIENT and EHLO.
             rset = false;
         }
