@@ -42,6 +42,33 @@ fn codes(outcomes: &[Vec<Outcome>]) -> Vec<Vec<u16>> {
         .collect()
 }
 
+/// The first recipient's reply of each transaction, as text.
+fn finals(outcomes: &[Vec<Outcome>]) -> Vec<String> {
+    outcomes.iter().map(|o| o[0].reply().to_string()).collect()
+}
+
+/// A scripted server's greeting and EHLO, then `steps`.
+fn greeted(steps: &[&[(&'static str, &'static str)]]) -> Vec<(&'static str, &'static str)> {
+    let mut script = vec![("", "220 x\r\n"), EHLO];
+    for part in steps {
+        script.extend_from_slice(part);
+    }
+    script
+}
+
+/// A scripted transaction of one recipient and the body `x`: MAIL and
+/// RCPT accepted, `BDAT 3 LAST` answered with `queued`.
+fn accepted(queued: &'static str) -> [(&'static str, &'static str); 4] {
+    [
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("BDAT 3 LAST", queued),
+        ("x", ""),
+    ]
+}
+
+const RSET: (&str, &str) = ("RSET", "250 ok\r\n");
+
 const EHLO: (&str, &str) = ("EHLO", "250-x\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
 
 #[tokio::test]
@@ -114,12 +141,7 @@ async fn every_message_is_written_before_any_reply_is_read() {
     let to = vec!["a@example.com".to_owned()];
     let sent = s.send_many(&[tx(&to, b"x"), tx(&to, b"y")]).await;
     assert!(sent.broke.is_none(), "{:?}", sent.broke);
-    let finals: Vec<String> = sent
-        .outcomes
-        .iter()
-        .map(|o| o[0].reply().to_string())
-        .collect();
-    assert_eq!(finals, ["250 queued 1", "250 queued 2"]);
+    assert_eq!(finals(&sent.outcomes), ["250 queued 1", "250 queued 2"]);
 }
 
 /// Two messages in one write to a server that follows `second` after
@@ -169,20 +191,12 @@ async fn a_message_that_goes_alone_leaves_the_ones_after_it_together() {
     // The second message would be refused before MAIL (SMTPUTF8 is not
     // offered), so the first goes alone and the last two together; the
     // session breaks behind the third.
-    let server = scripted::start(&[
-        ("", "220 x\r\n"),
-        EHLO,
-        ("MAIL", "250 ok\r\n"),
-        ("RCPT", "250 ok\r\n"),
-        ("BDAT 3 LAST", "250 queued 1\r\n"),
-        ("x", ""),
-        ("RSET", "250 ok\r\n"),
-        ("MAIL", "250 ok\r\n"),
-        ("RCPT", "250 ok\r\n"),
-        ("BDAT 3 LAST", "250 queued 3\r\n"),
-        ("x", ""),
-        ("QUIT", ""),
-    ]);
+    let server = scripted::start(&greeted(&[
+        &accepted("250 queued 1\r\n"),
+        &[RSET],
+        &accepted("250 queued 3\r\n"),
+        &[("QUIT", "")],
+    ]));
     let mut s = Session::connect(server, &settings()).await.unwrap();
     let to = vec!["a@example.com".to_owned()];
     let mut utf8 = tx(&to, b"x");
@@ -190,11 +204,7 @@ async fn a_message_that_goes_alone_leaves_the_ones_after_it_together() {
     let sent = s
         .send_many(&[tx(&to, b"x"), utf8, tx(&to, b"x"), tx(&to, b"x")])
         .await;
-    let finals: Vec<String> = sent
-        .outcomes
-        .iter()
-        .map(|o| o[0].reply().to_string())
-        .collect();
+    let finals = finals(&sent.outcomes);
     assert_eq!(finals.len(), 3, "{finals:?}");
     assert_eq!(finals[0], "250 queued 1");
     assert!(finals[1].starts_with("553 5.6.7"), "{finals:?}");
@@ -208,24 +218,18 @@ async fn a_message_that_goes_alone_leaves_the_ones_after_it_together() {
 async fn a_lone_message_that_breaks_leaves_the_ones_behind_unwritten() {
     // Two messages go together; the large third goes alone and the
     // server closes while its body comes: the fourth was never written.
-    let server = scripted::start(&[
-        ("", "220 x\r\n"),
-        EHLO,
-        ("MAIL", "250 ok\r\n"),
-        ("RCPT", "250 ok\r\n"),
-        ("BDAT 3 LAST", "250 queued 1\r\n"),
-        ("x", ""),
-        ("RSET", "250 ok\r\n"),
-        ("MAIL", "250 ok\r\n"),
-        ("RCPT", "250 ok\r\n"),
-        ("BDAT 3 LAST", "250 queued 2\r\n"),
-        ("x", ""),
-        ("RSET", "250 ok\r\n"),
-        ("MAIL", "250 ok\r\n"),
-        ("RCPT", "250 ok\r\n"),
-        ("BDAT", ""),
-        ("QUIT", ""),
-    ]);
+    let server = scripted::start(&greeted(&[
+        &accepted("250 queued 1\r\n"),
+        &[RSET],
+        &accepted("250 queued 2\r\n"),
+        &[
+            RSET,
+            ("MAIL", "250 ok\r\n"),
+            ("RCPT", "250 ok\r\n"),
+            ("BDAT", ""),
+            ("QUIT", ""),
+        ],
+    ]));
     let mut s = Session::connect(server, &settings()).await.unwrap();
     let to = vec!["a@example.com".to_owned()];
     let big = vec![b'x'; 70 * 1024];
@@ -241,46 +245,45 @@ async fn a_lone_message_that_breaks_leaves_the_ones_behind_unwritten() {
 async fn a_refused_first_message_leaves_a_fresh_session_without_rset() {
     // The first message is refused before MAIL and never sent, so the
     // two behind it open the session's first transaction: no RSET.
-    let server = scripted::start(&[
-        ("", "220 x\r\n"),
-        EHLO,
-        ("MAIL", "250 ok\r\n"),
-        ("RCPT", "250 ok\r\n"),
-        ("BDAT 3 LAST", "250 queued 1\r\n"),
-        ("x", ""),
-        ("RSET", "250 ok\r\n"),
-        ("MAIL", "250 ok\r\n"),
-        ("RCPT", "250 ok\r\n"),
-        ("BDAT 3 LAST", "250 queued 2\r\n"),
-    ]);
+    let server = scripted::start(&greeted(&[
+        &accepted("250 queued 1\r\n"),
+        &[RSET],
+        &accepted("250 queued 2\r\n"),
+    ]));
     let mut s = Session::connect(server, &settings()).await.unwrap();
     let to = vec!["a@example.com".to_owned()];
     let mut utf8 = tx(&to, b"x");
     utf8.smtputf8 = true;
     let sent = s.send_many(&[utf8, tx(&to, b"x"), tx(&to, b"x")]).await;
     assert!(sent.broke.is_none(), "{:?}", sent.broke);
-    let finals: Vec<String> = sent
-        .outcomes
-        .iter()
-        .map(|o| o[0].reply().to_string())
-        .collect();
+    let finals = finals(&sent.outcomes);
     assert!(finals[0].starts_with("553 5.6.7"), "{finals:?}");
     assert_eq!(finals[1..], ["250 queued 1", "250 queued 2"]);
+}
+
+/// A session to `sink` that tells next hops the original client.
+async fn xclient_session(sink: &Sink) -> Session {
+    let mut settings = settings();
+    settings.xclient = true;
+    Session::connect(sink.addr(), &settings).await.unwrap()
+}
+
+/// An original client, at 127.0.0.5.
+fn a_client() -> Xclient {
+    Xclient {
+        addr: "127.0.0.5".parse().unwrap(),
+        name: None,
+        helo: "client.test".to_owned(),
+        proto: "ESMTP".to_owned(),
+    }
 }
 
 #[tokio::test]
 async fn client_details_for_a_host_without_xclient_do_not_break_up_a_write() {
     let sink = Sink::builder().start().unwrap();
-    let mut settings = settings();
-    settings.xclient = true;
-    let mut s = Session::connect(sink.addr(), &settings).await.unwrap();
+    let mut s = xclient_session(&sink).await;
     let to = vec!["a@example.com".to_owned()];
-    let client = Xclient {
-        addr: "127.0.0.5".parse().unwrap(),
-        name: None,
-        helo: "client.test".to_owned(),
-        proto: "ESMTP".to_owned(),
-    };
+    let client = a_client();
     let mut first = tx(&to, b"one\r\n");
     first.xclient = Some(&client);
     let sent = s.send_many(&[first, tx(&to, b"two\r\n")]).await;
@@ -295,16 +298,9 @@ async fn a_message_without_client_details_is_not_sent_as_the_last_client() {
     // After one client's XCLIENT, a message of no client (a bounce, say)
     // tells the server the session's own address again.
     let sink = Sink::builder().xclient().start().unwrap();
-    let mut settings = settings();
-    settings.xclient = true;
-    let mut s = Session::connect(sink.addr(), &settings).await.unwrap();
+    let mut s = xclient_session(&sink).await;
     let to = vec!["a@example.com".to_owned()];
-    let client = Xclient {
-        addr: "127.0.0.5".parse().unwrap(),
-        name: None,
-        helo: "client.test".to_owned(),
-        proto: "ESMTP".to_owned(),
-    };
+    let client = a_client();
     let mut first = tx(&to, b"one\r\n");
     first.xclient = Some(&client);
     let sent = s
