@@ -47,10 +47,17 @@ fn start(addr: &str, sink: SinkBuilder, conf: &str) -> (Sink, DnsServer, TestEng
     setup(addr, sink, &["pipe.test"], &conf)
 }
 
+/// `n` messages to pipe.test, one recipient each.
+fn messages(n: u64) -> Vec<QueuedMessage> {
+    (0..n)
+        .map(|id| message(id, "default", "pipe.test", &[&format!("r{id}@pipe.test")]))
+        .collect()
+}
+
+/// Submits `n` messages one after the other.
 fn submit(e: &TestEngine, n: u64) {
-    for id in 0..n {
-        let to = format!("r{id}@pipe.test");
-        e.submit(message(id, "default", "pipe.test", &[&to]));
+    for m in messages(n) {
+        e.submit(m);
     }
 }
 
@@ -97,11 +104,7 @@ fn queued_mail_goes_several_messages_a_write_each_with_its_own_outcome() {
 fn by_default_a_write_carries_up_to_four_messages() {
     for (conf, behind) in [("", 18), ("Outbound_Messages_Per_Write = 8", 21)] {
         let (sink, _dns, e) = start("127.0.3.4", Sink::builder(), conf);
-        e.submit_all(
-            (0..24)
-                .map(|id| message(id, "default", "pipe.test", &[&format!("r{id}@pipe.test")]))
-                .collect(),
-        );
+        e.submit_all(messages(24));
         let reports = wait_reports(&e, 24, Duration::from_secs(60), |_| true);
         assert!(reports.iter().all(delivered), "{reports:?}");
         // The 24 are queued together before the connection asks for any,

@@ -146,17 +146,8 @@ async fn every_message_is_written_before_any_reply_is_read() {
 
 /// Two messages in one write to a server that follows `second` after
 /// answering the first: what completed, and where the session broke.
-async fn break_at_second(second: &[(&str, &str)]) -> (usize, SessionError, usize) {
-    let mut script = vec![
-        ("", "220 x\r\n"),
-        EHLO,
-        ("MAIL", "250 ok\r\n"),
-        ("RCPT", "250 ok\r\n"),
-        ("BDAT 3 LAST", "250 queued\r\n"),
-        ("x", ""),
-    ];
-    script.extend_from_slice(second);
-    let server = scripted::start(&script);
+async fn break_at_second(second: &[(&'static str, &'static str)]) -> (usize, SessionError, usize) {
+    let server = scripted::start(&greeted(&[&accepted("250 queued\r\n"), second]));
     let mut s = Session::connect(server, &settings()).await.unwrap();
     let to = vec!["a@example.com".to_owned()];
     let sent = s
