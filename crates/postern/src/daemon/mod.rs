@@ -31,7 +31,7 @@ use self::admin::Admin;
 use self::listener::Shared;
 use self::log::DeliveryLog;
 use self::outcomes::Recorder;
-use self::spool::{Pressure, SpoolBodies};
+use self::spool::SpoolBodies;
 use self::stats::Totals;
 use crate::config_cmd::load;
 
@@ -198,14 +198,13 @@ async fn daemon(config: Arc<Config>) -> Result<(), String> {
         "spool {}: {entries} entries to deliver",
         dir.display()
     ));
-    let pressure = Pressure::new(&config, spool.clone(), engine.ready());
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(
         Shared::new(
             config.clone(),
             spool.clone(),
             body,
-            pressure,
+            engine.ready(),
             engine.handle(),
             log.clone(),
             totals.clone(),

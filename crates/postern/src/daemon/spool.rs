@@ -215,7 +215,14 @@ pub(crate) enum Verdict {
 }
 
 impl Pressure {
-    pub(crate) fn new(config: &Config, spool: Spool, ready: Arc<AtomicUsize>) -> Self {
+    /// Reads `ready` (batches the engine holds ready) and `gathered`
+    /// (stored messages on their way to the engine) as ready mail.
+    pub(crate) fn new(
+        config: &Config,
+        spool: Spool,
+        ready: Arc<AtomicUsize>,
+        gathered: Arc<AtomicUsize>,
+    ) -> Self {
         let limit = count(config, Directive::MaxReadyBatches, 2_000_000);
         let delay = match config.global.value_or_default(Directive::BackpressureDelay) {
             Some(Value::Seconds(n)) => Duration::from_secs(*n),
@@ -224,18 +231,11 @@ impl Pressure {
         Self {
             spool,
             ready,
-            gathered: Arc::default(),
+            gathered,
             limit: limit.max(1),
             delay,
             gauge: metrics::gauge!(postern_metrics::BACKPRESSURE),
         }
-    }
-
-    /// Counts `gathered` (stored messages on their way to the engine) as
-    /// ready mail too.
-    pub(crate) fn counting(mut self, gathered: Arc<AtomicUsize>) -> Self {
-        self.gathered = gathered;
-        self
     }
 
     /// Whether to take a new transaction now.

@@ -62,7 +62,7 @@ impl Shared {
         config: Arc<Config>,
         spool: Spool,
         body: Body,
-        pressure: Pressure,
+        ready: Arc<AtomicUsize>,
         engine: Handle,
         log: DeliveryLog,
         totals: Arc<Totals>,
@@ -73,7 +73,7 @@ impl Shared {
         }));
         Self {
             body,
-            pressure: pressure.counting(submissions.count()),
+            pressure: Pressure::new(&config, spool.clone(), ready, submissions.count()),
             totals,
             filters: Filters::of(&config),
             keep_client: wants_xclient(&config),
