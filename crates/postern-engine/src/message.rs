@@ -223,6 +223,20 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// A batch of one recipient of a small message for x.test, for unit
+    /// tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(recipient: &str) -> Batch {
+        let message = QueuedMessage::new(
+            (1, 1),
+            "default".into(),
+            "x.test".into(),
+            vec![recipient.to_owned()],
+            Body::Memory(Arc::from(&b"x\r\n"[..])),
+        );
+        Batch::split(message, 1, DomainId(0)).remove(0)
+    }
+
     /// The message's recipients in batches of at most `size`, for the
     /// queue `queue`.
     pub(crate) fn split(mut message: QueuedMessage, size: usize, queue: DomainId) -> Vec<Batch> {

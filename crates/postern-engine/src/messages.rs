@@ -79,7 +79,8 @@ pub(crate) enum End {
     /// was out.
     Rejected { batch: Batch, reply: Reply },
     /// A reused session turned out to be closed by the server (it timed
-    /// out while idle): the batch was not attempted.
+    /// out while idle), or to speak for another client than the batch's
+    /// (XCLIENT not taken): the batch was not attempted.
     Stale(Batch),
     /// The session broke while carrying the batch. After the final dot
     /// the message may have arrived; `host_down` when the host stopped

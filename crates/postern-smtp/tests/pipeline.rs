@@ -11,7 +11,9 @@ mod scripted;
 
 use std::time::Duration;
 
-use postern_smtp::client::{ClientSettings, Outcome, Phase, Session, SessionError, Transaction};
+use postern_smtp::client::{
+    ClientSettings, Outcome, Phase, Sent, Session, SessionError, Transaction,
+};
 use postern_smtp::xclient::Xclient;
 use postern_testkit::sink::Sink;
 
@@ -319,4 +321,57 @@ async fn a_message_without_client_details_is_not_sent_as_the_last_client() {
     // write.
     let pipelined: Vec<bool> = got.iter().map(|m| m.pipelined).collect();
     assert_eq!(pipelined, [false, false, false, true]);
+}
+
+const EHLO_XCLIENT: (&str, &str) = (
+    "EHLO",
+    "250-x\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 XCLIENT ADDR NAME HELO PROTO\r\n",
+);
+
+/// One client's message through XCLIENT (the server then answering EHLO
+/// with `ehlo`), then `rest`, for `second` (another client, or none) and
+/// a message of no client behind it.
+async fn after_xclient(
+    ehlo: (&'static str, &'static str),
+    rest: &[(&'static str, &'static str)],
+    second: Option<&Xclient>,
+) -> Sent {
+    let mut script = vec![("", "220 x\r\n"), EHLO_XCLIENT];
+    script.extend([("XCLIENT", "220 ok\r\n"), ehlo]);
+    script.extend(accepted("250 queued 1\r\n"));
+    script.extend_from_slice(rest);
+    let server = scripted::start(&script);
+    let mut settings = settings();
+    settings.xclient = true;
+    let mut s = Session::connect(server, &settings).await.unwrap();
+    let to = vec!["a@example.com".to_owned()];
+    let client = a_client();
+    let mut first = tx(&to, b"x");
+    first.xclient = Some(&client);
+    let mut then = tx(&to, b"x");
+    then.xclient = second;
+    s.send_many(&[first, then, tx(&to, b"x")]).await
+}
+
+#[tokio::test]
+async fn a_session_that_speaks_for_another_client_does_not_carry_the_message() {
+    let another = Xclient {
+        addr: "127.0.0.6".parse().unwrap(),
+        ..a_client()
+    };
+    // The server refuses the next XCLIENT, or stops offering it after
+    // the first: either way the session still speaks for 127.0.0.5.
+    let refused = [("XCLIENT", "550 5.7.0 not authorized\r\n")];
+    for second in [None, Some(&another)] {
+        for (ehlo, rest) in [(EHLO_XCLIENT, &refused[..]), (EHLO, &[][..])] {
+            let sent = after_xclient(ehlo, rest, second).await;
+            assert_eq!(finals(&sent.outcomes), ["250 queued 1"], "{second:?}");
+            assert!(
+                matches!(sent.broke, Some(SessionError::OtherClient(_))),
+                "{second:?}, {ehlo:?}: {:?}",
+                sent.broke
+            );
+            assert_eq!(sent.written, 1, "{second:?}: nothing behind was sent");
+        }
+    }
 }

@@ -32,7 +32,9 @@ pub(super) fn refused(e: &SessionError) -> End {
 }
 
 /// A session that broke while carrying `batch`; `reused` when it had
-/// carried mail before.
+/// carried mail before. A batch the session could not start (a reused
+/// session found closed, or one that speaks for another client) goes
+/// back as not attempted.
 pub(super) fn broken(e: SessionError, batch: Batch, reused: bool) -> End {
     let reply = e.reply();
     if let SessionError::Rejected { phase, .. } = e
@@ -40,7 +42,7 @@ pub(super) fn broken(e: SessionError, batch: Batch, reused: bool) -> End {
     {
         return End::Rejected { batch, reply };
     }
-    if reused && e.phase() == Some(Phase::Rset) {
+    if matches!(e, SessionError::OtherClient(_)) || (reused && e.phase() == Some(Phase::Rset)) {
         return End::Stale(batch);
     }
     End::Broken {
@@ -48,5 +50,37 @@ pub(super) fn broken(e: SessionError, batch: Batch, reused: bool) -> End {
         host_down: matches!(e, SessionError::Timeout { .. }),
         batch,
         reply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use postern_smtp::client::{Phase, SessionError};
+
+    use super::broken;
+    use crate::message::Batch;
+    use crate::messages::End;
+
+    fn lost_at_rset() -> SessionError {
+        SessionError::Io {
+            phase: Phase::Rset,
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_the_session_could_not_start_goes_back_unattempted() {
+        let batch = || Batch::for_test("a@x.test");
+        let other = SessionError::OtherClient("XCLIENT refused".into());
+        assert!(matches!(broken(other, batch(), true), End::Stale(_)));
+        assert!(matches!(
+            broken(lost_at_rset(), batch(), true),
+            End::Stale(_)
+        ));
+        // A fresh session that breaks at its first RSET is not stale.
+        assert!(matches!(
+            broken(lost_at_rset(), batch(), false),
+            End::Broken { .. }
+        ));
     }
 }

@@ -70,12 +70,9 @@ impl Handler<Answers> for Relay {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
-    use crate::message::{Body, QueuedMessage};
     use crate::messages::{End, WantWork};
 
     /// Stands in for the scheduler: says what reached it.
@@ -113,17 +110,6 @@ mod tests {
         }
     }
 
-    fn batch(recipient: &str) -> Batch {
-        let message = QueuedMessage::new(
-            (1, 1),
-            "default".into(),
-            "x.test".into(),
-            vec![recipient.to_owned()],
-            Body::Memory(Arc::from(&b"x\r\n"[..])),
-        );
-        Batch::split(message, 1, crate::ids::DomainId(0)).remove(0)
-    }
-
     #[actix::test]
     async fn a_turns_reports_go_as_one_message_and_unclaimed_batches_come_back() {
         let (seen, mut heard) = mpsc::unbounded_channel();
@@ -148,8 +134,11 @@ mod tests {
         let (gone, dropped) = oneshot::channel();
         drop(dropped);
         relay.do_send(Answers(vec![
-            (waiting, vec![batch("a@x.test")]),
-            (gone, vec![batch("b@x.test"), batch("c@x.test")]),
+            (waiting, vec![Batch::for_test("a@x.test")]),
+            (
+                gone,
+                vec![Batch::for_test("b@x.test"), Batch::for_test("c@x.test")],
+            ),
         ]));
         let given = next.await.expect("answered");
         assert_eq!(given.len(), 1);

@@ -109,6 +109,11 @@ pub enum SessionError {
     /// An address or name that cannot be sent.
     #[error(transparent)]
     Argument(#[from] UnsafeArgument),
+    /// The session speaks for another client (XCLIENT), and the server
+    /// did not take this message's client (or the session's own
+    /// address): the message must go on another session.
+    #[error("the session speaks for another client: {0}")]
+    OtherClient(String),
 }
 
 impl SessionError {
@@ -123,7 +128,10 @@ impl SessionError {
     /// True when the host is at fault, not the message: the engine tries
     /// another host and counts a failure against this one.
     pub fn is_host_problem(&self) -> bool {
-        !matches!(self, SessionError::Argument(_))
+        !matches!(
+            self,
+            SessionError::Argument(_) | SessionError::OtherClient(_)
+        )
     }
 
     /// The phase it happened in, when it is known.
@@ -174,6 +182,7 @@ impl SessionError {
             SessionError::TlsRequired(_) => Reply::with_status(451, (4, 7, 6), text),
             SessionError::Auth(_) => Reply::with_status(451, (4, 7, 8), text),
             SessionError::Argument(_) => Reply::with_status(553, (5, 1, 3), text),
+            SessionError::OtherClient(_) => Reply::with_status(451, (4, 3, 0), text),
         }
     }
 }

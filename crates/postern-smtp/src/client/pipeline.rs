@@ -70,12 +70,14 @@ impl Session {
             return bodies;
         }
         // XCLIENT is sent only where it is offered (`Session::xclient`):
-        // for a message with client details, or for one without after
-        // another client's.
+        // for a message with client details, or for any after another
+        // client's (which must go on another session if the server no
+        // longer takes it).
         let takes_xclient = self.settings.xclient && self.caps.xclient.is_some();
         for tx in txs {
             if tx.body.len() > BODY_CHUNK
-                || (takes_xclient && (tx.xclient.is_some() || self.speaks_for_client))
+                || (takes_xclient && tx.xclient.is_some())
+                || self.speaks_for_client
                 || self.refusal(tx).is_some()
             {
                 break;

@@ -304,9 +304,11 @@ impl Session {
 
     /// Tells the server the original client (when it offers XCLIENT),
     /// then says EHLO again; true when the server took it. A refused
-    /// XCLIENT leaves the session as it was. With no client, after
-    /// another client's XCLIENT, it tells the server the session's own
-    /// address, as it saw it before.
+    /// XCLIENT leaves the session as it was, unless the session already
+    /// speaks for another client: then the message cannot go on it
+    /// (`SessionError::OtherClient`). With no client, after another
+    /// client's XCLIENT, it tells the server the session's own address,
+    /// as it saw it before.
     pub(super) async fn xclient(&mut self, client: Option<&Xclient>) -> Result<bool, SessionError> {
         let own;
         let x = match client {
@@ -327,15 +329,24 @@ impl Session {
             None => return Ok(false),
         };
         let Some(offered) = self.caps.xclient.clone() else {
-            return Ok(false);
+            return self.unchanged("XCLIENT is no longer offered".to_owned());
         };
         let reply = self.command(&x.command(&offered), Phase::Hello).await?;
         if reply.code != 220 {
-            return Ok(false);
+            return self.unchanged(format!("XCLIENT refused: {reply}"));
         }
         self.speaks_for_client = client.is_some();
         self.hello().await?;
         Ok(true)
+    }
+
+    /// XCLIENT was not taken: the session goes on as it was, unless it
+    /// speaks for another client than this message's.
+    fn unchanged(&self, why: String) -> Result<bool, SessionError> {
+        if self.speaks_for_client {
+            return Err(SessionError::OtherClient(why));
+        }
+        Ok(false)
     }
 
     async fn hello(&mut self) -> Result<(), SessionError> {
