@@ -15,6 +15,7 @@ use common::{
 };
 use postern_smtp::Reply;
 use postern_smtp::client::Outcome;
+use postern_smtp::xclient::Xclient;
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use postern_testkit::tls::TestCa;
@@ -452,4 +453,43 @@ fn hosts_that_keep_failing_delay_the_ready_mail_with_421_4_4_0() {
     }
     let view = block_on(e.queue("default", "dead.example")).unwrap();
     assert_eq!((view.active, view.delayed), (0, 3));
+}
+
+#[test]
+fn a_message_goes_on_a_new_connection_where_xclient_would_leave_it_as_another_client() {
+    // The next hop takes XCLIENT once a connection: the bounce after a
+    // client's message cannot tell it that the connection speaks for
+    // itself again, so it goes on a connection of its own.
+    let sink = Sink::builder().xclient_once().start().unwrap();
+    let dns = DnsServer::builder().start().unwrap();
+    let e = engine(
+        &dns,
+        &format!(
+            "Outbound_XCLIENT = true\nIdle_Timeout = 30\nGateway = \"{}\"",
+            sink.addr()
+        ),
+    );
+    let mut first = message(1, "default", "x.example", &["a@x.example"]);
+    first.client = Some(std::sync::Arc::new(Xclient {
+        addr: ip("127.0.0.5"),
+        name: None,
+        helo: "client.test".to_owned(),
+        proto: "ESMTP".to_owned(),
+    }));
+    e.submit(first);
+    wait_reports(&e, 1, Duration::from_secs(10), delivered);
+    e.submit(message(2, "default", "x.example", &["b@x.example"]));
+    let reports = wait_reports(&e, 1, Duration::from_secs(10), delivered);
+    assert_eq!(reports.last().map(|r| (r.id, r.attempt)), Some((2, 1)));
+    let got = sink.messages();
+    let addr = |i: usize| {
+        got[i]
+            .xclient
+            .iter()
+            .find(|(k, _)| k == "ADDR")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(addr(0).as_deref(), Some("127.0.0.5"));
+    assert_eq!(addr(1), None, "not sent as 127.0.0.5");
+    assert_eq!(sink.connections(), 2);
 }

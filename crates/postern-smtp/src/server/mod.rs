@@ -159,9 +159,12 @@ pub trait Handler: Send {
     }
 
     /// The attributes of an XCLIENT command (names upper-case, values
-    /// decoded), when [`ServerSettings::xclient`] offers it; the session
-    /// then greets again and waits for EHLO.
-    async fn xclient(&mut self, _attributes: Vec<(String, String)>) {}
+    /// decoded), when [`ServerSettings::xclient`] offers it. `None` takes
+    /// them: the session then greets again and waits for EHLO. A reply
+    /// refuses them and leaves the session as it was.
+    async fn xclient(&mut self, _attributes: Vec<(String, String)>) -> Option<Reply> {
+        None
+    }
 
     /// Whether `user` with `password` may authenticate.
     async fn auth(&mut self, _user: &str, _password: &str) -> bool {

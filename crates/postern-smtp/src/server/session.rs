@@ -190,9 +190,12 @@ impl<H: Handler> Session<'_, H> {
             if self.settings.xclient
                 && let Some(attributes) = crate::xclient::parse(&line)
             {
+                if let Some(refusal) = self.handler.xclient(attributes).await {
+                    self.push(&refusal);
+                    continue;
+                }
                 self.reset();
                 self.helo = None;
-                self.handler.xclient(attributes).await;
                 let greeting = reply(220, (2, 0, 0), &format!("{} ESMTP", self.settings.hostname));
                 self.push(&greeting);
                 continue;

@@ -176,6 +176,14 @@ impl SinkBuilder {
         self
     }
 
+    /// Offer XCLIENT but take it once a connection: a later one gets
+    /// `550 5.7.0` and the session goes on for the first client.
+    pub fn xclient_once(mut self) -> Self {
+        self.behaviour.xclient = true;
+        self.behaviour.xclient_once = true;
+        self
+    }
+
     /// Keep only envelopes, Message-IDs and arrival times, not bodies
     /// (for load tests with many messages).
     pub fn drop_bodies(mut self) -> Self {

@@ -91,6 +91,8 @@ struct Behaviour {
     no_chunking: bool,
     /// Offer XCLIENT and record what it is told.
     xclient: bool,
+    /// Refuse XCLIENT after the first on a connection.
+    xclient_once: bool,
     /// Greet with 421 while more than this many connections are open (the
     /// starting value of the sink's `allowed` connections).
     refuse_beyond: Option<usize>,
@@ -318,8 +320,16 @@ impl Handler for SinkHandler {
         }
     }
 
-    async fn xclient(&mut self, attributes: Vec<(String, String)>) {
+    async fn xclient(&mut self, attributes: Vec<(String, String)>) -> Option<Reply> {
+        if self.shared.behaviour.xclient_once && !self.xclient.is_empty() {
+            return Some(Reply::with_status(
+                550,
+                (5, 7, 0),
+                "XCLIENT once a connection",
+            ));
+        }
         self.xclient = attributes;
+        None
     }
 
     async fn auth(&mut self, user: &str, password: &str) -> bool {
