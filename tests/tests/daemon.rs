@@ -15,7 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Setup, codes, free_addr, inject, received_ids, script, segments_started, wait_until};
+use common::{
+    ClosedPort, Setup, codes, inject, received_ids, script, segments_started, wait_until,
+};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use serde_json::{Value, json};
@@ -132,10 +134,16 @@ fn kill_9_during_injection(segments: Segments) {
         "\nSpool_Segment_Size = 65536"
     };
     let dns = DnsServer::builder().start().unwrap();
-    let sink_addr = free_addr("127.0.0.1");
+    let destination = ClosedPort::new("127.0.0.1");
+    let sink_addr = destination.addr;
     let setup = Setup::new(&dns, &format!("Gateway = \"{sink_addr}\"{spool}"));
-    let early_sink = (segments == Segments::Reused)
-        .then(|| Sink::builder().port(sink_addr.port()).start().unwrap());
+    // Reused segments need deliveries (and reclaiming) while the mail
+    // comes in; otherwise the destination is down until the restart.
+    let (early_sink, destination) = if segments == Segments::Reused {
+        (Some(destination.open(Sink::builder())), None)
+    } else {
+        (None, Some(destination))
+    };
     let daemon = setup.start();
     let mut injector = Command::new("python3")
         .arg(script())
@@ -181,8 +189,10 @@ fn kill_9_during_injection(segments: Segments) {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() < 4000, "the kill came during the injection");
 
-    let sink =
-        early_sink.unwrap_or_else(|| Sink::builder().port(sink_addr.port()).start().unwrap());
+    let sink = match (early_sink, destination) {
+        (Some(sink), _) => sink,
+        (None, destination) => destination.unwrap().open(Sink::builder()),
+    };
     let daemon = setup.start();
     wait_until(Duration::from_secs(60), "every accepted message", || {
         let ids = received_ids(&sink);

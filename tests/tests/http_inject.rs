@@ -14,7 +14,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Setup, codes, fixture, free_addr, inject, wait_until};
+use common::{ClosedPort, Setup, codes, fixture, free_addr, inject, wait_until};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use postern_testkit::tmpfs::Tmpfs;
@@ -252,7 +252,8 @@ fn a_full_spool_answers_503_and_stores_nothing_of_the_request() {
         return;
     };
     let dns = DnsServer::builder().start().unwrap();
-    let sink_addr = free_addr("127.0.0.1");
+    let destination = ClosedPort::new("127.0.0.1");
+    let sink_addr = destination.addr;
     let http = free_addr("127.0.0.1");
     let s = setup(&dns, sink_addr, http, "");
     let text = std::fs::read_to_string(s.config()).unwrap();
@@ -279,7 +280,7 @@ fn a_full_spool_answers_503_and_stores_nothing_of_the_request() {
     assert_eq!(status, 503, "{answer}");
     // The destination comes up: the SMTP messages arrive, none of the
     // HTTP request's.
-    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    let sink = destination.open(Sink::builder());
     assert!(sink.wait_for(accepted, Duration::from_secs(120)));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sink.message_count(), accepted);
@@ -294,7 +295,8 @@ fn a_full_spool_answers_503_and_stores_nothing_of_the_request() {
 #[test]
 fn every_message_of_a_200_survives_kill_9() {
     let dns = DnsServer::builder().start().unwrap();
-    let sink_addr = free_addr("127.0.0.1");
+    let destination = ClosedPort::new("127.0.0.1");
+    let sink_addr = destination.addr;
     let http = free_addr("127.0.0.1");
     let s = setup(&dns, sink_addr, http, "");
     let daemon = s.start();
@@ -309,7 +311,7 @@ fn every_message_of_a_200_survives_kill_9() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["success_count"], 20);
     daemon.kill_9();
-    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    let sink = destination.open(Sink::builder());
     let daemon = s.start();
     assert!(sink.wait_for(20, Duration::from_secs(60)));
     for i in 0..20 {

@@ -12,7 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Setup, codes, free_addr, get, inject, received_ids, segments_started, wait_until};
+use common::{
+    ClosedPort, Setup, codes, free_addr, get, inject, received_ids, segments_started, wait_until,
+};
 use postern_testkit::dns::DnsServer;
 use postern_testkit::sink::Sink;
 use postern_testkit::tmpfs::Tmpfs;
@@ -34,7 +36,8 @@ fn a_full_disk_refuses_new_mail_loses_nothing_and_takes_mail_again_by_itself() {
         return;
     };
     let dns = DnsServer::builder().start().unwrap();
-    let sink_addr = free_addr("127.0.0.1");
+    let destination = ClosedPort::new("127.0.0.1");
+    let sink_addr = destination.addr;
     let setup = Setup::new(
         &dns,
         &format!(
@@ -60,7 +63,7 @@ fn a_full_disk_refuses_new_mail_loses_nothing_and_takes_mail_again_by_itself() {
     assert!(segments_started(&setup, "zero_filled") >= 1);
 
     // The destination comes up: every accepted message arrives once.
-    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    let sink = destination.open(Sink::builder());
     wait_until(Duration::from_secs(120), "every accepted message", || {
         let ids = received_ids(&sink);
         acked.iter().all(|id| ids.contains_key(id))
@@ -145,7 +148,8 @@ fn a_delayed_message_keeps_its_time_and_attempts_across_a_restart() {
 fn kill_9_after_a_permanent_failure_keeps_its_bounce() {
     let dns = DnsServer::builder().start().unwrap();
     let dest = Sink::builder().permfail_every(1).start().unwrap();
-    let origin_addr = free_addr("127.0.0.1");
+    let origin_port = ClosedPort::new("127.0.0.1");
+    let origin_addr = origin_port.addr;
     let setup = Setup::new(
         &dns,
         &format!(
@@ -162,7 +166,7 @@ fn kill_9_after_a_permanent_failure_keeps_its_bounce() {
     });
     daemon.kill_9();
 
-    let origin = Sink::builder().port(origin_addr.port()).start().unwrap();
+    let origin = origin_port.open(Sink::builder());
     let daemon = setup.start();
     wait_until(Duration::from_secs(60), "the bounce", || {
         origin.message_count() == 1
@@ -177,7 +181,8 @@ fn kill_9_after_a_permanent_failure_keeps_its_bounce() {
 #[test]
 fn the_listener_slows_clients_down_then_refuses_while_delivery_is_behind() {
     let dns = DnsServer::builder().start().unwrap();
-    let down = free_addr("127.0.0.1");
+    let destination = ClosedPort::new("127.0.0.1");
+    let down = destination.addr;
     let setup = Setup::new(
         &dns,
         &format!(
@@ -210,7 +215,8 @@ fn the_listener_slows_clients_down_then_refuses_while_delivery_is_behind() {
 #[test]
 fn a_queue_keeps_mail_beyond_its_memory_limit_in_the_spool_and_delivers_it_all_once() {
     let dns = DnsServer::builder().start().unwrap();
-    let sink_addr = free_addr("127.0.0.1");
+    let destination = ClosedPort::new("127.0.0.1");
+    let sink_addr = destination.addr;
     let setup = Setup::new(
         &dns,
         &format!("Gateway = \"{sink_addr}\"\nHost_Failure_Retry = 2\nMax_Queued_In_Memory = 10"),
@@ -249,7 +255,7 @@ fn a_queue_keeps_mail_beyond_its_memory_limit_in_the_spool_and_delivers_it_all_o
     );
 
     // The destination comes up: everything arrives, once.
-    let sink = Sink::builder().port(sink_addr.port()).start().unwrap();
+    let sink = destination.open(Sink::builder());
     let expected: Vec<String> = sent
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_owned())
@@ -273,7 +279,8 @@ fn a_queue_keeps_mail_beyond_its_memory_limit_in_the_spool_and_delivers_it_all_o
 #[test]
 fn spooled_mail_of_a_dead_destination_expires_too() {
     let dns = DnsServer::builder().start().unwrap();
-    let down = free_addr("127.0.0.1");
+    let destination = ClosedPort::new("127.0.0.1");
+    let down = destination.addr;
     let setup = Setup::new(
         &dns,
         &format!(

@@ -9,31 +9,68 @@
 )]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use postern_e2e::{Daemon, workspace_root};
 use postern_testkit::dns::DnsServer;
-use postern_testkit::sink::Sink;
+use postern_testkit::sink::{Sink, SinkBuilder};
 pub(crate) use postern_testkit::wait_until;
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// A free port on `ip`, below the kernel's ephemeral range (32768 and
-/// up), so that no outbound connection of a test running beside this one
-/// takes it between now and the daemon's bind.
-pub(crate) fn free_addr(ip: &str) -> SocketAddr {
+/// A port on `ip` below the kernel's ephemeral range (32768 and up), so
+/// that no outbound connection of a test running beside this one takes
+/// it, and that `bind` takes.
+fn below_ephemeral<T>(ip: &str, bind: impl Fn(SocketAddr) -> Option<T>) -> T {
     use std::hash::{BuildHasher, RandomState};
+    let ip: IpAddr = ip.parse().unwrap();
     let random = RandomState::new();
     for attempt in 0u32..1000 {
         let port = 20_000 + (random.hash_one(attempt) % 12_000) as u16;
-        if let Ok(socket) = std::net::TcpListener::bind((ip, port)) {
-            return socket.local_addr().unwrap();
+        if let Some(taken) = bind(SocketAddr::new(ip, port)) {
+            return taken;
         }
     }
     panic!("no free port on {ip}");
+}
+
+/// A free port on `ip`, for the daemon to bind at once.
+pub(crate) fn free_addr(ip: &str) -> SocketAddr {
+    below_ephemeral(ip, |addr| {
+        std::net::TcpListener::bind(addr).ok().map(|_| addr)
+    })
+}
+
+/// A destination that is down until a sink opens it: its port is held
+/// (bound, not listening, without `SO_REUSEADDR`), so connections to it
+/// are refused and no other socket can take it meanwhile.
+pub(crate) struct ClosedPort {
+    held: socket2::Socket,
+    pub(crate) addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub(crate) fn new(ip: &str) -> ClosedPort {
+        below_ephemeral(ip, |addr| {
+            let held = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )
+            .unwrap();
+            held.bind(&addr.into()).ok()?;
+            Some(ClosedPort { held, addr })
+        })
+    }
+
+    /// The destination comes up: `sink` listens on the port from now on.
+    pub(crate) fn open(self, sink: SinkBuilder) -> Sink {
+        drop(self.held);
+        sink.port(self.addr.port()).start().unwrap()
+    }
 }
 
 /// A daemon's files: config, spool, delivery log.
