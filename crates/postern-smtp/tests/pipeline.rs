@@ -375,3 +375,34 @@ async fn a_session_that_speaks_for_another_client_does_not_carry_the_message() {
         }
     }
 }
+
+#[tokio::test]
+async fn messages_of_the_client_the_session_speaks_for_need_no_xclient_again() {
+    // The server takes XCLIENT once a connection: the same client's
+    // messages after the first go on as they are, and share a write.
+    let sink = Sink::builder().xclient_once().start().unwrap();
+    let mut s = xclient_session(&sink).await;
+    let to = vec!["a@example.com".to_owned()];
+    let client = a_client();
+    let txs: Vec<Transaction<'_>> = [&b"one\r\n"[..], b"two\r\n", b"three\r\n"]
+        .into_iter()
+        .map(|body| Transaction {
+            xclient: Some(&client),
+            ..tx(&to, body)
+        })
+        .collect();
+    let sent = s.send_many(&txs).await;
+    assert!(sent.broke.is_none(), "{:?}", sent.broke);
+    assert_eq!(codes(&sent.outcomes), vec![vec![250]; 3]);
+    s.quit().await.unwrap();
+    let got = sink.messages();
+    assert!(
+        got.iter().all(|m| m
+            .xclient
+            .contains(&("ADDR".to_owned(), "127.0.0.5".to_owned()))),
+        "{got:?}"
+    );
+    let pipelined: Vec<bool> = got.iter().map(|m| m.pipelined).collect();
+    assert_eq!(pipelined, [false, false, true]);
+    assert_eq!(sink.connections(), 1);
+}

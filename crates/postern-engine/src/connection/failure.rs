@@ -71,8 +71,10 @@ mod tests {
     #[test]
     fn a_batch_the_session_could_not_start_goes_back_unattempted() {
         let batch = || Batch::for_test("a@x.test");
-        let other = SessionError::OtherClient("XCLIENT refused".into());
-        assert!(matches!(broken(other, batch(), true), End::Stale(_)));
+        for reused in [true, false] {
+            let other = SessionError::OtherClient("XCLIENT refused".into());
+            assert!(matches!(broken(other, batch(), reused), End::Stale(_)));
+        }
         assert!(matches!(
             broken(lost_at_rset(), batch(), true),
             End::Stale(_)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use postern_smtp::Reply;
-use postern_smtp::client::{ClientSettings, Outcome, Session, Transaction};
+use postern_smtp::client::{ClientSettings, Outcome, Session, SessionError, Transaction};
 use tokio::sync::oneshot;
 
 use self::failure::{broken, refused};
@@ -210,6 +210,11 @@ async fn run(
         let Some(batch) = rest.next() else {
             return guard.end(End::Closed);
         };
+        if let SessionError::OtherClient(why) = &e {
+            // The session is whole, only unfit for this message's client.
+            tracing::info!(host = %settings.server_name, %addr, %why, "a message goes on a new connection: this one speaks for another client");
+            let _ = session.quit().await;
+        }
         let end = broken(e, batch, sent > 0);
         let behind = rest
             .enumerate()

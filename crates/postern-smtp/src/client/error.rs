@@ -109,9 +109,10 @@ pub enum SessionError {
     /// An address or name that cannot be sent.
     #[error(transparent)]
     Argument(#[from] UnsafeArgument),
-    /// The session speaks for another client (XCLIENT), and the server
-    /// did not take this message's client (or the session's own
-    /// address): the message must go on another session.
+    /// The session speaks for a client (XCLIENT) other than this
+    /// message's, and the server did not take XCLIENT for the message's
+    /// client (or for the session's own address), or no longer offers
+    /// it: the message must go on another session.
     #[error("the session speaks for another client: {0}")]
     OtherClient(String),
 }
@@ -123,15 +124,6 @@ impl SessionError {
         } else {
             SessionError::Io { phase, source: e }
         }
-    }
-
-    /// True when the host is at fault, not the message: the engine tries
-    /// another host and counts a failure against this one.
-    pub fn is_host_problem(&self) -> bool {
-        !matches!(
-            self,
-            SessionError::Argument(_) | SessionError::OtherClient(_)
-        )
     }
 
     /// The phase it happened in, when it is known.

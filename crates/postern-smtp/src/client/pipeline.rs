@@ -32,8 +32,10 @@ pub struct Sent {
 impl Session {
     /// Sends the transactions in order. To a server that offers
     /// PIPELINING and CHUNKING (with `chunking` set), each run of two or
-    /// more messages whose bodies fit one write, that take no XCLIENT and
-    /// would not be refused before MAIL goes in one write; any other
+    /// more messages whose bodies fit one write, that need no XCLIENT
+    /// (`Session::changes_client`: the session already speaks for their
+    /// client, or for none and they have none) and would not be refused
+    /// before MAIL goes in one write; any other
     /// message goes on its own (a refused one is not sent at all), and
     /// the run after it together again.
     pub async fn send_many(&mut self, txs: &[Transaction<'_>]) -> Sent {
@@ -69,15 +71,9 @@ impl Session {
         {
             return bodies;
         }
-        // XCLIENT is sent only where it is offered (`Session::xclient`):
-        // for a message with client details, or for any after another
-        // client's (which must go on another session if the server no
-        // longer takes it).
-        let takes_xclient = self.settings.xclient && self.caps.xclient.is_some();
         for tx in txs {
             if tx.body.len() > BODY_CHUNK
-                || (takes_xclient && tx.xclient.is_some())
-                || self.speaks_for_client
+                || self.changes_client(tx.xclient)
                 || self.refusal(tx).is_some()
             {
                 break;

@@ -24,9 +24,11 @@ pub struct Session {
     greeting: Reply,
     /// A transaction ran on this session: send RSET before the next.
     pub(super) used: bool,
-    /// XCLIENT made the server take this session for another client: a
-    /// message without client details must first say it comes from us.
-    pub(super) speaks_for_client: bool,
+    /// The client XCLIENT made the server take this session for. A
+    /// message of another client, or of none, needs XCLIENT of its own
+    /// first (so it never shares a write), and goes on another session
+    /// where the server does not take it.
+    pub(super) speaks_for: Option<Xclient>,
     /// Who we authenticated as.
     authenticated: Option<String>,
     trace: Vec<Step>,
@@ -138,7 +140,7 @@ impl Session {
             caps: Capabilities::default(),
             greeting: Reply::new(0, None, ""),
             used: false,
-            speaks_for_client: false,
+            speaks_for: None,
             authenticated: None,
             trace: Vec::new(),
             settings,
@@ -302,18 +304,32 @@ impl Session {
         reply
     }
 
+    /// Whether a message of `client` needs XCLIENT before it: the session
+    /// speaks for another client than `client`, or for none while
+    /// `client` is one and the server offers XCLIENT.
+    pub(super) fn changes_client(&self, client: Option<&Xclient>) -> bool {
+        match &self.speaks_for {
+            Some(current) => client != Some(current),
+            None => client.is_some() && self.settings.xclient && self.caps.xclient.is_some(),
+        }
+    }
+
     /// Tells the server the original client (when it offers XCLIENT),
     /// then says EHLO again; true when the server took it. A refused
-    /// XCLIENT leaves the session as it was, unless the session already
-    /// speaks for another client: then the message cannot go on it
-    /// (`SessionError::OtherClient`). With no client, after another
-    /// client's XCLIENT, it tells the server the session's own address,
-    /// as it saw it before.
+    /// XCLIENT leaves a session that speaks for nobody as it was. A
+    /// session that speaks for a client cannot carry a message of
+    /// another, or of none, unless the server takes its XCLIENT (for no
+    /// client: the session's own address, as the server saw it before);
+    /// where the server refuses it or no longer offers XCLIENT, the
+    /// message must go on another session (`SessionError::OtherClient`).
     pub(super) async fn xclient(&mut self, client: Option<&Xclient>) -> Result<bool, SessionError> {
+        if !self.changes_client(client) {
+            return Ok(false);
+        }
         let own;
         let x = match client {
             Some(x) => x,
-            None if self.speaks_for_client => {
+            None => {
                 own = Xclient {
                     addr: self.local_addr().ip(),
                     name: None,
@@ -326,7 +342,6 @@ impl Session {
                 };
                 &own
             }
-            None => return Ok(false),
         };
         let Some(offered) = self.caps.xclient.clone() else {
             return self.unchanged("XCLIENT is no longer offered".to_owned());
@@ -335,15 +350,15 @@ impl Session {
         if reply.code != 220 {
             return self.unchanged(format!("XCLIENT refused: {reply}"));
         }
-        self.speaks_for_client = client.is_some();
+        self.speaks_for = client.cloned();
         self.hello().await?;
         Ok(true)
     }
 
     /// XCLIENT was not taken: the session goes on as it was, unless it
-    /// speaks for another client than this message's.
+    /// speaks for a client other than this message's.
     fn unchanged(&self, why: String) -> Result<bool, SessionError> {
-        if self.speaks_for_client {
+        if self.speaks_for.is_some() {
             return Err(SessionError::OtherClient(why));
         }
         Ok(false)

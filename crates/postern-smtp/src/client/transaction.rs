@@ -46,7 +46,7 @@ impl Session {
         }
         let params = self.params(tx);
         let mut rset = std::mem::replace(&mut self.used, true);
-        if self.settings.xclient && self.xclient(tx.xclient).await? {
+        if self.xclient(tx.xclient).await? {
             // The server starts afresh after XCLIENT and EHLO.
             rset = false;
         }

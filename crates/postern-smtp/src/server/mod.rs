@@ -161,7 +161,8 @@ pub trait Handler: Send {
     /// The attributes of an XCLIENT command (names upper-case, values
     /// decoded), when [`ServerSettings::xclient`] offers it. `None` takes
     /// them: the session then greets again and waits for EHLO. A reply
-    /// refuses them and leaves the session as it was.
+    /// (4xx or 5xx; the session stays open, so not 421) refuses them and
+    /// leaves the session as it was.
     async fn xclient(&mut self, _attributes: Vec<(String, String)>) -> Option<Reply> {
         None
     }
