@@ -482,14 +482,7 @@ fn a_message_goes_on_a_new_connection_where_xclient_would_leave_it_as_another_cl
     let reports = wait_reports(&e, 1, Duration::from_secs(10), delivered);
     assert_eq!(reports.last().map(|r| (r.id, r.attempt)), Some((2, 1)));
     let got = sink.messages();
-    let addr = |i: usize| {
-        got[i]
-            .xclient
-            .iter()
-            .find(|(k, _)| k == "ADDR")
-            .map(|(_, v)| v.clone())
-    };
-    assert_eq!(addr(0).as_deref(), Some("127.0.0.5"));
-    assert_eq!(addr(1), None, "not sent as 127.0.0.5");
+    assert_eq!(got[0].xclient_addr(), Some("127.0.0.5"));
+    assert_eq!(got[1].xclient_addr(), None, "not sent as 127.0.0.5");
     assert_eq!(sink.connections(), 2);
 }

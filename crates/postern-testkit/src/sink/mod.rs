@@ -54,6 +54,16 @@ pub struct Received {
     pub pipelined: bool,
 }
 
+impl Received {
+    /// The client address XCLIENT gave before it (`ADDR`), if any.
+    pub fn xclient_addr(&self) -> Option<&str> {
+        self.xclient
+            .iter()
+            .find(|(k, _)| k == "ADDR")
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// The `Message-ID` header's value, from the header block.
 fn message_id(body: &[u8]) -> Option<String> {
     let end = body
