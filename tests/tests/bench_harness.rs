@@ -55,3 +55,17 @@ fn the_harness_measures_the_daemon_and_the_ceiling() {
     assert_eq!(direct["mode"], "direct");
     assert_eq!(direct["arrived"], 300);
 }
+
+#[test]
+fn an_unknown_scenario_is_refused_with_the_ones_there_are() {
+    let out = Command::new(bench_bin())
+        .args(["--scenario", "s3-100000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s3-100000") && err.contains("s3-10000"),
+        "{err}"
+    );
+}

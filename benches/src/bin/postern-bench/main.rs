@@ -44,7 +44,7 @@ struct Args {
     /// 10 or 10,000 domains), smart (100,000 messages to sinks that allow
     /// 4 connections and 200 messages a second each). Other flags
     /// override it.
-    #[arg(long)]
+    #[arg(long, value_parser = ["s1", "s2", "s3-10", "s3-10000", "smart"])]
     scenario: Option<String>,
     /// Messages to inject.
     #[arg(long)]
