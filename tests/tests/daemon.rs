@@ -138,11 +138,12 @@ fn kill_9_during_injection(segments: Segments) {
     let sink_addr = destination.addr;
     let setup = Setup::new(&dns, &format!("Gateway = \"{sink_addr}\"{spool}"));
     // Reused segments need deliveries (and reclaiming) while the mail
-    // comes in; otherwise the destination is down until the restart.
-    let (early_sink, destination) = if segments == Segments::Reused {
-        (Some(destination.open(Sink::builder())), None)
+    // comes in; otherwise the destination is down until the restart:
+    // `Ok` holds the sink that is up, `Err` the port still closed.
+    let destination = if segments == Segments::Reused {
+        Ok(destination.open(Sink::builder()))
     } else {
-        (None, Some(destination))
+        Err(destination)
     };
     let daemon = setup.start();
     let mut injector = Command::new("python3")
@@ -189,10 +190,7 @@ fn kill_9_during_injection(segments: Segments) {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() < 4000, "the kill came during the injection");
 
-    let sink = match (early_sink, destination) {
-        (Some(sink), _) => sink,
-        (None, destination) => destination.unwrap().open(Sink::builder()),
-    };
+    let sink = destination.unwrap_or_else(|closed| closed.open(Sink::builder()));
     let daemon = setup.start();
     wait_until(Duration::from_secs(60), "every accepted message", || {
         let ids = received_ids(&sink);

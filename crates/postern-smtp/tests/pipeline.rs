@@ -9,6 +9,7 @@
 
 mod scripted;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use postern_smtp::client::{
@@ -254,11 +255,19 @@ async fn a_refused_first_message_leaves_a_fresh_session_without_rset() {
     assert_eq!(finals[1..], ["250 queued 1", "250 queued 2"]);
 }
 
-/// A session to `sink` that tells next hops the original client.
-async fn xclient_session(sink: &Sink) -> Session {
+/// A session to `addr` that tells next hops the original client.
+async fn xclient_session(addr: SocketAddr) -> Session {
     let mut settings = settings();
     settings.xclient = true;
-    Session::connect(sink.addr(), &settings).await.unwrap()
+    Session::connect(addr, &settings).await.unwrap()
+}
+
+/// [`tx`] of the original client `client`.
+fn of_client<'a>(client: &'a Xclient, to: &'a [String], body: &'a [u8]) -> Transaction<'a> {
+    Transaction {
+        xclient: Some(client),
+        ..tx(to, body)
+    }
 }
 
 /// An original client, at 127.0.0.5.
@@ -274,11 +283,10 @@ fn a_client() -> Xclient {
 #[tokio::test]
 async fn client_details_for_a_host_without_xclient_do_not_break_up_a_write() {
     let sink = Sink::builder().start().unwrap();
-    let mut s = xclient_session(&sink).await;
+    let mut s = xclient_session(sink.addr()).await;
     let to = vec!["a@example.com".to_owned()];
     let client = a_client();
-    let mut first = tx(&to, b"one\r\n");
-    first.xclient = Some(&client);
+    let first = of_client(&client, &to, b"one\r\n");
     let sent = s.send_many(&[first, tx(&to, b"two\r\n")]).await;
     assert_eq!(codes(&sent.outcomes), [vec![250], vec![250]]);
     s.quit().await.unwrap();
@@ -291,11 +299,10 @@ async fn a_message_without_client_details_is_not_sent_as_the_last_client() {
     // After one client's XCLIENT, a message of no client (a bounce, say)
     // tells the server the session's own address again.
     let sink = Sink::builder().xclient().start().unwrap();
-    let mut s = xclient_session(&sink).await;
+    let mut s = xclient_session(sink.addr()).await;
     let to = vec!["a@example.com".to_owned()];
     let client = a_client();
-    let mut first = tx(&to, b"one\r\n");
-    first.xclient = Some(&client);
+    let first = of_client(&client, &to, b"one\r\n");
     let sent = s
         .send_many(&[
             first,
@@ -333,17 +340,15 @@ async fn after_xclient(
     script.extend([("XCLIENT", "220 ok\r\n"), ehlo]);
     script.extend(accepted("250 queued 1\r\n"));
     script.extend_from_slice(rest);
-    let server = scripted::start(&script);
-    let mut settings = settings();
-    settings.xclient = true;
-    let mut s = Session::connect(server, &settings).await.unwrap();
+    let mut s = xclient_session(scripted::start(&script)).await;
     let to = vec!["a@example.com".to_owned()];
     let client = a_client();
-    let mut first = tx(&to, b"x");
-    first.xclient = Some(&client);
-    let mut then = tx(&to, b"x");
-    then.xclient = second;
-    s.send_many(&[first, then, tx(&to, b"x")]).await
+    let then = Transaction {
+        xclient: second,
+        ..tx(&to, b"x")
+    };
+    s.send_many(&[of_client(&client, &to, b"x"), then, tx(&to, b"x")])
+        .await
 }
 
 #[tokio::test]
@@ -374,15 +379,12 @@ async fn messages_of_the_client_the_session_speaks_for_need_no_xclient_again() {
     // The server takes XCLIENT once a connection: the same client's
     // messages after the first go on as they are, and share a write.
     let sink = Sink::builder().xclient_once().start().unwrap();
-    let mut s = xclient_session(&sink).await;
+    let mut s = xclient_session(sink.addr()).await;
     let to = vec!["a@example.com".to_owned()];
     let client = a_client();
     let txs: Vec<Transaction<'_>> = [&b"one\r\n"[..], b"two\r\n", b"three\r\n"]
         .into_iter()
-        .map(|body| Transaction {
-            xclient: Some(&client),
-            ..tx(&to, body)
-        })
+        .map(|body| of_client(&client, &to, body))
         .collect();
     let sent = s.send_many(&txs).await;
     assert!(sent.broke.is_none(), "{:?}", sent.broke);
