@@ -121,6 +121,28 @@ async fn messages_go_together_and_each_keeps_its_outcomes() {
 }
 
 #[tokio::test]
+async fn a_run_cut_at_its_second_message_sends_its_first_as_it_is() {
+    let sink = Sink::builder().start().unwrap();
+    let mut s = Session::connect(sink.addr(), &settings()).await.unwrap();
+    let a = vec!["a@example.com".to_owned()];
+    let big = vec![b'y'; 70 * 1024];
+    // The first message's canonical body, made when looking for a run,
+    // is the one that goes when the run ends at the large message.
+    let sent = s
+        .send_many(&[tx(&a, b"eight\nlines\n"), tx(&a, &big)])
+        .await;
+    assert!(sent.broke.is_none(), "{:?}", sent.broke);
+    assert_eq!(sent.written, 2);
+    assert_eq!(codes(&sent.outcomes), vec![vec![250]; 2]);
+    s.quit().await.unwrap();
+    let got = sink.messages();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body, b"eight\r\nlines\r\n");
+    assert!(got[1].body.starts_with(&big));
+    assert!(got.iter().all(|m| !m.pipelined));
+}
+
+#[tokio::test]
 async fn every_message_is_written_before_any_reply_is_read() {
     // The server answers nothing until it has read both messages: a
     // client that waited for the first one's replies would time out.

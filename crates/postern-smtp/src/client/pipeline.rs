@@ -46,10 +46,14 @@ impl Session {
         };
         let mut rest = txs;
         while let Some(first) = rest.first() {
-            let bodies = self.run_of(rest);
+            let mut bodies = self.run_of(rest);
             let (part, after) = match rest.split_at_checked(bodies.len()) {
                 Some((run, after)) if run.len() > 1 => (self.together(run, &bodies).await, after),
-                _ => (self.alone(first).await, rest.get(1..).unwrap_or_default()),
+                // A run cut at its second message: its first body is made.
+                _ => (
+                    self.alone(first, bodies.pop()).await,
+                    rest.get(1..).unwrap_or_default(),
+                ),
             };
             sent.written = sent.outcomes.len() + part.written;
             sent.outcomes.extend(part.outcomes);
@@ -64,7 +68,7 @@ impl Session {
 
     /// The canonical bodies of the leading transactions of `txs` that may
     /// share a write; none for fewer than two, or when the server cannot
-    /// take a write of several.
+    /// take a write of several (one when the second cannot share it).
     fn run_of<'t>(&self, txs: &'t [Transaction<'_>]) -> Vec<Cow<'t, [u8]>> {
         let mut bodies = Vec::new();
         if txs.len() < 2 || !(self.caps.pipelining && self.caps.chunking && self.settings.chunking)
@@ -87,9 +91,9 @@ impl Session {
         bodies
     }
 
-    /// One transaction, on its own.
-    async fn alone(&mut self, tx: &Transaction<'_>) -> Sent {
-        match self.send(tx).await {
+    /// One transaction, on its own, with its canonical body if made.
+    async fn alone(&mut self, tx: &Transaction<'_>, body: Option<Cow<'_, [u8]>>) -> Sent {
+        match self.send_with(tx, body).await {
             Ok(outcomes) => Sent {
                 outcomes: vec![outcomes],
                 broke: None,

@@ -3,6 +3,8 @@
 //! LMTP). With PIPELINING, everything up to DATA goes in one write; with
 //! CHUNKING too, the body goes in the same write after `BDAT n LAST`.
 
+use std::borrow::Cow;
+
 use crate::body::{DotStuffer, canonical};
 use crate::client::{Outcome, Phase, Protocol, Session, SessionError};
 use crate::command::{self, MailParams};
@@ -40,6 +42,16 @@ impl Session {
     /// order. An `Err` means the session broke: no recipient's fate is
     /// known, and the session must be dropped.
     pub async fn send(&mut self, tx: &Transaction<'_>) -> Result<Vec<Outcome>, SessionError> {
+        self.send_with(tx, None).await
+    }
+
+    /// [`Session::send`], with the body's canonical form when the caller
+    /// has made it already (it is then not made again for BDAT).
+    pub(super) async fn send_with(
+        &mut self,
+        tx: &Transaction<'_>,
+        canonical_body: Option<Cow<'_, [u8]>>,
+    ) -> Result<Vec<Outcome>, SessionError> {
         let n = tx.recipients.len();
         if let Some(refusal) = self.refusal(tx) {
             return Ok(all(n, &refusal));
@@ -59,7 +71,8 @@ impl Session {
             return self.send_in_steps(tx, line).await;
         }
         if self.caps.chunking && self.settings.chunking {
-            return self.send_chunked(tx, rset, params).await;
+            let body = canonical_body.unwrap_or_else(|| canonical(tx.body));
+            return self.send_chunked(tx, &body, rset, params).await;
         }
         let mut batch = Vec::with_capacity(64 + 64 * n);
         envelope(tx, rset, params, &mut batch)?;
@@ -95,19 +108,19 @@ impl Session {
     async fn send_chunked(
         &mut self,
         tx: &Transaction<'_>,
+        body: &[u8],
         rset: bool,
         params: MailParams,
     ) -> Result<Vec<Outcome>, SessionError> {
-        let body = canonical(tx.body);
         let inline = body.len() <= BODY_CHUNK;
         let mut wire = Vec::with_capacity(96 + 64 * tx.recipients.len());
         self.chunked(tx, body.len(), rset, params, &mut wire)?;
         if inline {
-            wire.extend_from_slice(&body);
+            wire.extend_from_slice(body);
             self.write(&wire, Phase::Data).await?;
         } else {
             self.write(&wire, Phase::Data).await?;
-            self.write(&body, Phase::Data).await?;
+            self.write(body, Phase::Data).await?;
         }
         self.chunked_replies(tx.recipients.len(), Rset::after(rset))
             .await
