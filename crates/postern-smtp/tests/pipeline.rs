@@ -121,7 +121,7 @@ async fn messages_go_together_and_each_keeps_its_outcomes() {
 }
 
 #[tokio::test]
-async fn a_run_cut_at_its_second_message_sends_its_first_as_it_is() {
+async fn a_run_cut_at_its_second_message_sends_its_first_with_the_body_already_made() {
     let sink = Sink::builder().start().unwrap();
     let mut s = Session::connect(sink.addr(), &settings()).await.unwrap();
     let a = vec!["a@example.com".to_owned()];

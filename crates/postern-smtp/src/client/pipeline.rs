@@ -49,7 +49,7 @@ impl Session {
             let mut bodies = self.run_of(rest);
             let (part, after) = match rest.split_at_checked(bodies.len()) {
                 Some((run, after)) if run.len() > 1 => (self.together(run, &bodies).await, after),
-                // A run cut at its second message: its first body is made.
+                // A run cut at its second message has its first body made.
                 _ => (
                     self.alone(first, bodies.pop()).await,
                     rest.get(1..).unwrap_or_default(),
